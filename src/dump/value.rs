@@ -1,0 +1,193 @@
+//! Lossless SQL literals for SQLite values.
+//!
+//! A backup is SQL, so every value must come back from its literal with the same storage class
+//! and the same bits. Integers are written in full (never through a JSON number), reals with the
+//! shortest representation that parses back to the same double, BLOBs as `X'..'`, and text that
+//! a plain literal cannot carry (an embedded NUL, invalid UTF-8) as `CAST(X'..' AS TEXT)`.
+
+use std::fmt::Write as _;
+
+/// A value as SQLite stores it, borrowed from wherever it was read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(&'a [u8]),
+    Blob(&'a [u8]),
+}
+
+impl<'a> From<rusqlite::types::ValueRef<'a>> for ValueRef<'a> {
+    fn from(v: rusqlite::types::ValueRef<'a>) -> Self {
+        use rusqlite::types::ValueRef as R;
+        match v {
+            R::Null => ValueRef::Null,
+            R::Integer(i) => ValueRef::Integer(i),
+            R::Real(f) => ValueRef::Real(f),
+            R::Text(t) => ValueRef::Text(t),
+            R::Blob(b) => ValueRef::Blob(b),
+        }
+    }
+}
+
+/// Appends the SQL literal for `value` to `out`.
+pub fn render(value: ValueRef<'_>, out: &mut String) {
+    match value {
+        ValueRef::Null => out.push_str("NULL"),
+        ValueRef::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        ValueRef::Real(f) => render_real(f, out),
+        ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) if !text.contains('\0') => quote_text(text, out),
+            _ => {
+                out.push_str("CAST(");
+                render_blob(bytes, out);
+                out.push_str(" AS TEXT)");
+            }
+        },
+        ValueRef::Blob(bytes) => render_blob(bytes, out),
+    }
+}
+
+/// The literal for `value` as a new string.
+pub fn literal(value: ValueRef<'_>) -> String {
+    let mut out = String::new();
+    render(value, &mut out);
+    out
+}
+
+/// Reals: Rust's `{:?}` is the shortest text that reads back as the same double, and always has a
+/// `.` or an exponent, so SQLite parses it as REAL rather than INTEGER. SQLite cannot store NaN
+/// (it becomes NULL) and reads `9.0e999` as infinity, as its own `quote()` writes it.
+fn render_real(f: f64, out: &mut String) {
+    if f.is_nan() {
+        out.push_str("NULL");
+    } else if f.is_infinite() {
+        out.push_str(if f > 0.0 { "9.0e999" } else { "-9.0e999" });
+    } else {
+        let _ = write!(out, "{f:?}");
+    }
+}
+
+fn render_blob(bytes: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.reserve(bytes.len() * 2 + 3);
+    out.push_str("X'");
+    for &b in bytes {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 0xf) as usize] as char);
+    }
+    out.push('\'');
+}
+
+/// Appends `'text'` with every `'` doubled.
+pub fn quote_text(text: &str, out: &mut String) {
+    out.reserve(text.len() + 2);
+    out.push('\'');
+    for (i, part) in text.split('\'').enumerate() {
+        if i > 0 {
+            out.push_str("''");
+        }
+        out.push_str(part);
+    }
+    out.push('\'');
+}
+
+/// An identifier in double quotes with every `"` doubled: safe for any table or column name,
+/// keywords, spaces and `x"; DROP TABLE users; --` included.
+pub fn quote_ident(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    out.push_str(&name.replace('"', "\"\""));
+    out.push('"');
+    out
+}
+
+/// The kind of literal a rendered value is, which decides how a long one is split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiteralKind {
+    /// `'...'`
+    Text,
+    /// `X'...'`
+    Blob,
+    /// `CAST(X'...' AS TEXT)`
+    HexText,
+    /// A number or NULL: always short.
+    Other,
+}
+
+/// Classifies a literal produced by [`render`] or by SQLite's `quote()`.
+pub fn literal_kind(literal: &str) -> LiteralKind {
+    if literal.starts_with('\'') {
+        LiteralKind::Text
+    } else if literal.starts_with("X'") || literal.starts_with("x'") {
+        LiteralKind::Blob
+    } else if literal.starts_with("CAST(X'") {
+        LiteralKind::HexText
+    } else {
+        LiteralKind::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_table() {
+        let cases: Vec<(ValueRef, &str)> = vec![
+            (ValueRef::Null, "NULL"),
+            (ValueRef::Integer(0), "0"),
+            (ValueRef::Integer(-1), "-1"),
+            (ValueRef::Integer(9_007_199_254_740_993), "9007199254740993"),
+            (ValueRef::Integer(i64::MAX), "9223372036854775807"),
+            (ValueRef::Integer(i64::MIN), "-9223372036854775808"),
+            (ValueRef::Real(1.0), "1.0"),
+            (ValueRef::Real(0.1), "0.1"),
+            (ValueRef::Real(-2.5e-300), "-2.5e-300"),
+            (ValueRef::Real(1e16), "1e16"),
+            (ValueRef::Real(f64::INFINITY), "9.0e999"),
+            (ValueRef::Real(f64::NEG_INFINITY), "-9.0e999"),
+            (ValueRef::Real(f64::NAN), "NULL"),
+            (ValueRef::Text(b""), "''"),
+            (ValueRef::Text(b"it's"), "'it''s'"),
+            (ValueRef::Text(b"a\nb;\r\n--c"), "'a\nb;\r\n--c'"),
+            (ValueRef::Text("żółw 🐢".as_bytes()), "'żółw 🐢'"),
+            (ValueRef::Text(b"a\0b"), "CAST(X'610062' AS TEXT)"),
+            (ValueRef::Text(b"\xff"), "CAST(X'FF' AS TEXT)"),
+            (ValueRef::Blob(b""), "X''"),
+            (ValueRef::Blob(&[0, 1, 0xab, 0xff]), "X'0001ABFF'"),
+        ];
+        for (value, want) in cases {
+            assert_eq!(literal(value), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn identifiers_table() {
+        for (name, want) in [
+            ("users", "\"users\""),
+            ("select", "\"select\""),
+            ("with space", "\"with space\""),
+            ("x\"; DROP TABLE users; --", "\"x\"\"; DROP TABLE users; --\""),
+            ("ünïcödé", "\"ünïcödé\""),
+        ] {
+            assert_eq!(quote_ident(name), want);
+        }
+    }
+
+    #[test]
+    fn kinds_table() {
+        for (lit, kind) in [
+            ("'a'", LiteralKind::Text),
+            ("X'00'", LiteralKind::Blob),
+            ("CAST(X'00' AS TEXT)", LiteralKind::HexText),
+            ("12", LiteralKind::Other),
+            ("NULL", LiteralKind::Other),
+            ("-1.5e10", LiteralKind::Other),
+        ] {
+            assert_eq!(literal_kind(lit), kind, "{lit}");
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! d1r2: lossless, streaming backups of Cloudflare D1 (or any SQLite database) to R2, S3 or a
+//! local folder, and everything around them. See ARCHITECTURE.md for the map.
+
+pub mod codec;
+pub mod dump;
+pub mod error;
+pub mod manifest;
+pub mod report;
+pub mod source;
+pub mod store;

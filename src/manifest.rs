@@ -1,0 +1,144 @@
+//! The manifest: the one object that makes a backup exist.
+//!
+//! It is written last, after every part it names is stored, so its presence means the backup is
+//! complete; `list`, `restore` and `prune` look for nothing else. It records what is needed to
+//! trust the parts (size, SHA-256, row counts) and to read them (compression, encryption), and
+//! never a secret.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Compression;
+use crate::source::SourceInfo;
+
+/// Bumped when a reader of an older version could misread a newer backup.
+pub const FORMAT_VERSION: u32 = 1;
+pub const MANIFEST_NAME: &str = "manifest.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// `d1r2 <version>` that wrote it.
+    pub tool: String,
+    pub id: String,
+    pub created: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub source: SourceInfo,
+    pub compression: Compression,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionInfo>,
+    pub tables: Vec<TableEntry>,
+    /// What each statement of the schema and post parts creates, in order (after the leading
+    /// PRAGMA), so a restore of some tables can leave the others' statements out.
+    pub schema: Vec<SchemaEntry>,
+    /// Every stored object, in the order its SQL is applied.
+    pub objects: Vec<ObjectEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncryptionInfo {
+    pub algorithm: String,
+    /// Identifies the key without revealing it.
+    pub key_fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableEntry {
+    pub name: String,
+    pub rows: u64,
+    /// Why the rows are not in the backup, for tables whose data cannot be read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaEntry {
+    /// `table`, `index`, `view`, `trigger`, or `rebuild` (an FTS index refilled from its content).
+    pub kind: String,
+    pub name: String,
+    pub table: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKind {
+    /// `PRAGMA defer_foreign_keys` and the CREATE TABLE statements.
+    Schema,
+    /// Rows of one table (and its `sqlite_sequence` value).
+    Data,
+    /// Indexes, views, triggers and FTS rebuilds, created after the data.
+    Post,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    /// Relative to the backup's folder.
+    pub key: String,
+    pub kind: ObjectKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    pub rows: u64,
+    /// Stored (compressed, encrypted) size.
+    pub bytes: u64,
+    /// SHA-256 of the stored bytes, hex.
+    pub sha256: String,
+    /// Size of the SQL before compression.
+    pub sql_bytes: u64,
+}
+
+impl Manifest {
+    pub fn total_rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.bytes).sum()
+    }
+
+    /// The store key of an object of this backup.
+    pub fn key(&self, object: &ObjectEntry) -> String {
+        format!("{}/{}", self.id, object.key)
+    }
+}
+
+/// The id of a backup started at `at`: UTC, second precision, sortable as text.
+pub fn backup_id(at: DateTime<Utc>) -> String {
+    at.format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// A file-name-safe rendering of a table name for object keys; the manifest keeps the real name.
+pub fn slug(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .take(48)
+        .collect();
+    if s.is_empty() { "_".to_string() } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn ids_sort_by_time() {
+        let a = backup_id(Utc.with_ymd_and_hms(2026, 11, 24, 22, 15, 0).unwrap());
+        let b = backup_id(Utc.with_ymd_and_hms(2026, 11, 25, 1, 2, 3).unwrap());
+        assert_eq!(a, "20261124T221500Z");
+        assert!(a < b);
+    }
+
+    #[test]
+    fn slugs_table() {
+        for (name, want) in [
+            ("users", "users"),
+            ("x\"; DROP TABLE users; --", "x___DROP_TABLE_users;_--".replace(';', "_").as_str()),
+            ("ünï", "_n_"),
+            ("", "_"),
+        ] {
+            assert_eq!(slug(name), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Where backups are kept: the `Store` seam.
+//!
+//! A store is a flat namespace of keys under the destination's prefix, like an object store. Large
+//! objects are written as streams ([`Upload`]) that become visible only when finished, so a crash
+//! never leaves a truncated object under its final key. Shaped after `object_store`'s
+//! `ObjectStore`/`MultipartUpload`, trimmed to what backups need.
+
+pub mod local;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+
+/// The bytes of an object, as they arrive.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectMeta {
+    /// The key relative to the store's prefix.
+    pub key: String,
+    pub size: u64,
+    pub modified: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{key} not found in {store}")]
+    NotFound { store: String, key: String },
+    #[error("{store} does not exist")]
+    MissingRoot { store: String },
+    #[error("invalid key {0:?}")]
+    InvalidKey(String),
+    #[error("{op} {key} in {store}: {source}")]
+    Io {
+        op: &'static str,
+        store: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op} {key} in {store}: {message}")]
+    Remote {
+        op: &'static str,
+        store: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl StoreError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// Whether the user pointed at the wrong place (exit code 2).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, StoreError::MissingRoot { .. } | StoreError::InvalidKey(_))
+    }
+}
+
+/// A place backups are written to and read from. `Display` names it for messages, without
+/// credentials.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Display {
+    /// Writes a small object in one request, replacing any object under `key`.
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError>;
+
+    /// Starts a streamed write; the object appears under `key` only when the upload finishes.
+    async fn put_stream(&self, key: &str) -> Result<Box<dyn Upload>, StoreError>;
+
+    /// Reads an object as a stream. A missing key is [`StoreError::NotFound`].
+    async fn get(&self, key: &str) -> Result<ByteStream, StoreError>;
+
+    /// The object's metadata, or `None` when it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// Every object whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+
+    /// Removes an object; removing a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// A streamed write in progress. Dropping it without [`Upload::finish`] discards it.
+#[async_trait]
+pub trait Upload: Send {
+    /// Appends bytes; the upload buffers them into parts as the store needs.
+    async fn write(&mut self, data: Bytes) -> Result<(), StoreError>;
+    /// Makes the object visible under its key.
+    async fn finish(self: Box<Self>) -> Result<(), StoreError>;
+    /// Discards everything written so far.
+    async fn abort(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Reads a whole (small) object into memory: manifests and audit records, never parts.
+pub async fn read_all(store: &dyn Store, key: &str) -> Result<Bytes, StoreError> {
+    use futures::TryStreamExt;
+    let chunks: Vec<Bytes> = store.get(key).await?.try_collect().await?;
+    Ok(chunks.concat().into())
+}
+
+/// Checks a key is relative and has no `.`/`..` segments, so no store can be led outside its
+/// prefix.
+pub fn check_key(key: &str) -> Result<(), StoreError> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.contains('\\')
+        || key.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        Err(StoreError::InvalidKey(key.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_table() {
+        for (key, ok) in [
+            ("a", true),
+            ("20261124T221500Z/manifest.json", true),
+            ("a/b/c.sql.gz", true),
+            ("", false),
+            ("/abs", false),
+            ("a//b", false),
+            ("../x", false),
+            ("a/./b", false),
+            ("a\\b", false),
+            ("a/", false),
+        ] {
+            assert_eq!(super::check_key(key).is_ok(), ok, "{key}");
+        }
+    }
+}
