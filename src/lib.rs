@@ -5,6 +5,7 @@ pub mod codec;
 pub mod dump;
 pub mod error;
 pub mod manifest;
+pub mod repo;
 pub mod report;
 pub mod source;
 pub mod store;
