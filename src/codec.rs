@@ -196,7 +196,9 @@ mod tests {
 
         let mut hashing = HashingReader::new(&stored[..]);
         let mut decoded = Vec::new();
-        decoder(&mut hashing, compression).read_to_end(&mut decoded).unwrap();
+        decoder(&mut hashing, compression)
+            .read_to_end(&mut decoded)
+            .unwrap();
         assert_eq!(decoded, data);
         assert_eq!(hashing.finish().unwrap(), (summary.bytes, summary.sha256));
     }
@@ -218,7 +220,8 @@ mod tests {
     #[test]
     fn corruption_is_an_error_or_a_digest_mismatch() {
         let mut enc = PartEncoder::new(Compression::Gzip);
-        enc.write(b"INSERT INTO t VALUES(1);\n".repeat(100).as_slice()).unwrap();
+        enc.write(b"INSERT INTO t VALUES(1);\n".repeat(100).as_slice())
+            .unwrap();
         let mut stored = enc.take().to_vec();
         let (last, summary) = enc.finish().unwrap();
         stored.extend_from_slice(&last);
@@ -228,7 +231,10 @@ mod tests {
             let mut hashing = HashingReader::new(&bad[..]);
             let decoded = decoder(&mut hashing, Compression::Gzip).read_to_end(&mut Vec::new());
             let digest = hashing.finish().unwrap().1;
-            assert!(decoded.is_err() || digest != summary.sha256, "flip at {at} went unnoticed");
+            assert!(
+                decoded.is_err() || digest != summary.sha256,
+                "flip at {at} went unnoticed"
+            );
         }
     }
 }

@@ -26,7 +26,10 @@ pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
 
 /// The process exit code for an error: 2 when any cause is bad input, 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|cause| cause.downcast_ref::<BadInput>().is_some()) {
+    if err
+        .chain()
+        .any(|cause| cause.downcast_ref::<BadInput>().is_some())
+    {
         2
     } else {
         1

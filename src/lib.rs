@@ -1,11 +1,19 @@
 //! d1r2: lossless, streaming backups of Cloudflare D1 (or any SQLite database) to R2, S3 or a
 //! local folder, and everything around them. See ARCHITECTURE.md for the map.
 
+pub mod backup;
+pub mod cli;
 pub mod codec;
+pub mod commands;
 pub mod dump;
 pub mod error;
+pub mod export;
+pub mod load;
+pub mod location;
 pub mod manifest;
 pub mod repo;
 pub mod report;
+pub mod restore;
 pub mod source;
 pub mod store;
+pub mod verify;

@@ -111,7 +111,13 @@ pub fn backup_id(at: DateTime<Utc>) -> String {
 pub fn slug(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(48)
         .collect();
     if s.is_empty() { "_".to_string() } else { s }
@@ -134,7 +140,10 @@ mod tests {
     fn slugs_table() {
         for (name, want) in [
             ("users", "users"),
-            ("x\"; DROP TABLE users; --", "x___DROP_TABLE_users;_--".replace(';', "_").as_str()),
+            (
+                "x\"; DROP TABLE users; --",
+                "x___DROP_TABLE_users;_--".replace(';', "_").as_str(),
+            ),
             ("ünï", "_n_"),
             ("", "_"),
         ] {

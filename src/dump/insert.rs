@@ -115,7 +115,8 @@ impl InsertWriter {
             .collect();
         candidates.sort_by_key(|i| std::cmp::Reverse(row[*i].len()));
         let mut cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        let mut length = self.prefix.len() + row.iter().map(String::len).sum::<usize>() + row.len() + 3;
+        let mut length =
+            self.prefix.len() + row.iter().map(String::len).sum::<usize>() + row.len() + 3;
         let mut moved = Vec::new();
         for i in candidates {
             if length <= self.max {
@@ -160,7 +161,11 @@ impl InsertWriter {
     }
 
     fn where_clause(&self, row: &[String]) -> String {
-        let names: Vec<&str> = self.key.iter().map(|i| self.column_idents[*i].as_str()).collect();
+        let names: Vec<&str> = self
+            .key
+            .iter()
+            .map(|i| self.column_idents[*i].as_str())
+            .collect();
         let values: Vec<&str> = self.key.iter().map(|i| row[*i].as_str()).collect();
         if names.len() == 1 {
             format!(" WHERE {}={}", names[0], values[0])
@@ -263,13 +268,20 @@ mod tests {
     fn packs_rows_into_one_statement() {
         let mut w = InsertWriter::new("t", &cols(&["rowid", "a"]), vec![0]);
         let out = write(&mut w, &[vec!["1", "'x'"], vec!["2", "NULL"]]);
-        assert_eq!(out, "INSERT INTO \"t\"(\"rowid\",\"a\") VALUES\n(1,'x'),\n(2,NULL);\n");
+        assert_eq!(
+            out,
+            "INSERT INTO \"t\"(\"rowid\",\"a\") VALUES\n(1,'x'),\n(2,NULL);\n"
+        );
     }
 
     #[test]
     fn starts_a_new_statement_at_the_target_size() {
         let mut w = InsertWriter::with_limits("t", &cols(&["a"]), vec![0], 1000, 70);
-        let rows = [vec!["'aaaaaaaaaa'"], vec!["'bbbbbbbbbb'"], vec!["'cccccccccc'"]];
+        let rows = [
+            vec!["'aaaaaaaaaa'"],
+            vec!["'bbbbbbbbbb'"],
+            vec!["'cccccccccc'"],
+        ];
         let out = write(&mut w, &rows);
         assert_eq!(out.matches("INSERT").count(), 2, "{out}");
         for stmt in out.split_inclusive(";\n") {
@@ -335,6 +347,9 @@ mod tests {
         let key = format!("'{}'", "k".repeat(60));
         let row = vec![key, "1".to_string()];
         let mut out = String::new();
-        assert!(matches!(w.push_row(&row, &mut out), Err(InsertError::RowTooLong { .. })));
+        assert!(matches!(
+            w.push_row(&row, &mut out),
+            Err(InsertError::RowTooLong { .. })
+        ));
     }
 }

@@ -35,7 +35,9 @@ pub fn post_sql(schema: &Schema) -> (String, Vec<SchemaEntry>) {
     let mut entries = Vec::new();
     for table in schema.tables.iter().filter(|t| t.data == DataMode::Rebuild) {
         let ident = quote_ident(&table.name);
-        sql.push_str(&format!("INSERT INTO {ident}({ident}) VALUES('rebuild');\n"));
+        sql.push_str(&format!(
+            "INSERT INTO {ident}({ident}) VALUES('rebuild');\n"
+        ));
         entries.push(SchemaEntry {
             kind: "rebuild".into(),
             name: table.name.clone(),

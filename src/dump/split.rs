@@ -118,7 +118,11 @@ impl Splitter {
         let _ = self.step(b'\n');
         let rest = &self.buf[self.start..];
         if self.has_content {
-            Some(String::from_utf8_lossy(trim_start(rest)).trim_end().to_string())
+            Some(
+                String::from_utf8_lossy(trim_start(rest))
+                    .trim_end()
+                    .to_string(),
+            )
         } else {
             None
         }
@@ -266,17 +270,31 @@ mod tests {
             ("SELECT 1;\nSELECT 2", vec!["SELECT 1;"], Some("SELECT 2")),
             ("SELECT 'a;b';", vec!["SELECT 'a;b';"], None),
             ("SELECT 'it''s;';", vec!["SELECT 'it''s;';"], None),
-            ("SELECT \"a;\" FROM [b;];", vec!["SELECT \"a;\" FROM [b;];"], None),
+            (
+                "SELECT \"a;\" FROM [b;];",
+                vec!["SELECT \"a;\" FROM [b;];"],
+                None,
+            ),
             ("SELECT `a;`;", vec!["SELECT `a;`;"], None),
-            ("SELECT 1 -- no; end\n;", vec!["SELECT 1 -- no; end\n;"], None),
+            (
+                "SELECT 1 -- no; end\n;",
+                vec!["SELECT 1 -- no; end\n;"],
+                None,
+            ),
             ("SELECT 1 /* ; */;", vec!["SELECT 1 /* ; */;"], None),
             ("SELECT 1 - 2 / 3;", vec!["SELECT 1 - 2 / 3;"], None),
             ("-- only a comment\n", vec![], None),
             (";;", vec![], None),
-            ("SELECT 'unterminated;", vec![], Some("SELECT 'unterminated;")),
+            (
+                "SELECT 'unterminated;",
+                vec![],
+                Some("SELECT 'unterminated;"),
+            ),
             (
                 "CREATE TRIGGER t AFTER INSERT ON x BEGIN UPDATE y SET a=1; DELETE FROM z; END;",
-                vec!["CREATE TRIGGER t AFTER INSERT ON x BEGIN UPDATE y SET a=1; DELETE FROM z; END;"],
+                vec![
+                    "CREATE TRIGGER t AFTER INSERT ON x BEGIN UPDATE y SET a=1; DELETE FROM z; END;",
+                ],
                 None,
             ),
             (
@@ -289,7 +307,10 @@ mod tests {
             ),
             (
                 "CREATE TABLE trigger(end);INSERT INTO trigger VALUES(1);",
-                vec!["CREATE TABLE trigger(end);", "INSERT INTO trigger VALUES(1);"],
+                vec![
+                    "CREATE TABLE trigger(end);",
+                    "INSERT INTO trigger VALUES(1);",
+                ],
                 None,
             ),
             ("SELECT 'żółw;';", vec!["SELECT 'żółw;';"], None),

@@ -170,7 +170,10 @@ mod tests {
             ("users", "\"users\""),
             ("select", "\"select\""),
             ("with space", "\"with space\""),
-            ("x\"; DROP TABLE users; --", "\"x\"\"; DROP TABLE users; --\""),
+            (
+                "x\"; DROP TABLE users; --",
+                "\"x\"\"; DROP TABLE users; --\"",
+            ),
             ("ünïcödé", "\"ünïcödé\""),
         ] {
             assert_eq!(quote_ident(name), want);

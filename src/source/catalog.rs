@@ -535,7 +535,10 @@ mod tests {
             ),
             (
                 "CREATE TABLE t(id INTEGER PRIMARY KEY DESC, a)",
-                info(vec![col("id", "INTEGER", 1, 0), col("a", "", 0, 0)], &["pk"]),
+                info(
+                    vec![col("id", "INTEGER", 1, 0), col("a", "", 0, 0)],
+                    &["pk"],
+                ),
                 vec!["rowid", "id", "a"],
                 vec![0],
             ),
@@ -589,9 +592,18 @@ mod tests {
                 "CREATE VIRTUAL TABLE f USING fts5(a, content='docs', content_rowid='id')",
                 FtsContent::External,
             ),
-            ("CREATE VIRTUAL TABLE f USING fts5(a, content=docs)", FtsContent::External),
-            ("CREATE VIRTUAL TABLE f USING fts5(a, content='')", FtsContent::Contentless),
-            ("CREATE VIRTUAL TABLE f USING fts5(a, content=\"\")", FtsContent::Contentless),
+            (
+                "CREATE VIRTUAL TABLE f USING fts5(a, content=docs)",
+                FtsContent::External,
+            ),
+            (
+                "CREATE VIRTUAL TABLE f USING fts5(a, content='')",
+                FtsContent::Contentless,
+            ),
+            (
+                "CREATE VIRTUAL TABLE f USING fts5(a, content=\"\")",
+                FtsContent::Contentless,
+            ),
             (
                 "CREATE VIRTUAL TABLE f USING fts5(a, tokenize='unicode61 remove_diacritics 2')",
                 FtsContent::Own,
@@ -605,7 +617,10 @@ mod tests {
     fn without_rowid_table() {
         for (sql, want) in [
             ("CREATE TABLE t(a PRIMARY KEY) WITHOUT ROWID", true),
-            ("CREATE TABLE t(a PRIMARY KEY) without   rowid, strict", true),
+            (
+                "CREATE TABLE t(a PRIMARY KEY) without   rowid, strict",
+                true,
+            ),
             ("CREATE TABLE t(a PRIMARY KEY) STRICT, WITHOUT ROWID", true),
             ("CREATE TABLE \"without rowid\"(a)", false),
             ("CREATE TABLE t(a DEFAULT 'without rowid')", false),
@@ -626,8 +641,17 @@ mod tests {
 
     #[test]
     fn virtual_module_table() {
-        assert_eq!(virtual_module("CREATE VIRTUAL TABLE x USING fts5(a)"), "fts5");
-        assert_eq!(virtual_module("create virtual table x using  FTS5 (a)"), "fts5");
-        assert_eq!(virtual_module("CREATE VIRTUAL TABLE x USING rtree(id, a, b)"), "rtree");
+        assert_eq!(
+            virtual_module("CREATE VIRTUAL TABLE x USING fts5(a)"),
+            "fts5"
+        );
+        assert_eq!(
+            virtual_module("create virtual table x using  FTS5 (a)"),
+            "fts5"
+        );
+        assert_eq!(
+            virtual_module("CREATE VIRTUAL TABLE x USING rtree(id, a, b)"),
+            "rtree"
+        );
     }
 }

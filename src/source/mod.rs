@@ -103,7 +103,11 @@ pub fn page_query(
     limit: usize,
     wrap: impl Fn(&str) -> String,
 ) -> String {
-    let cells: Vec<String> = table.columns.iter().map(|c| wrap(&quote_ident(c))).collect();
+    let cells: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| wrap(&quote_ident(c)))
+        .collect();
     let key: Vec<String> = table
         .key
         .iter()
@@ -118,11 +122,7 @@ pub fn page_query(
         if key.len() == 1 {
             sql.push_str(&format!(" WHERE {}>{}", key[0], after[0]));
         } else {
-            sql.push_str(&format!(
-                " WHERE ({})>({})",
-                key.join(","),
-                after.join(",")
-            ));
+            sql.push_str(&format!(" WHERE ({})>({})", key.join(","), after.join(",")));
         }
     }
     sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", key.join(",")));
@@ -166,7 +166,9 @@ mod tests {
                 "SELECT quote(\"rowid\"),quote(\"a\") FROM \"t x\" WHERE \"rowid\">41 ORDER BY \"rowid\" LIMIT 5",
             ),
             (
-                page_query(&pk, Some(&["2".to_string(), "'k'".to_string()]), 5, |c| c.to_string()),
+                page_query(&pk, Some(&["2".to_string(), "'k'".to_string()]), 5, |c| {
+                    c.to_string()
+                }),
                 "SELECT \"a\",\"b\",\"c\" FROM \"t x\" WHERE (\"b\",\"a\")>(2,'k') ORDER BY \"b\",\"a\" LIMIT 5",
             ),
         ];

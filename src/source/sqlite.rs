@@ -96,9 +96,7 @@ impl Source for SqliteSource {
                 let mut stmt = conn.prepare(sql)?;
                 let n = stmt.column_count();
                 let rows = stmt
-                    .query_map([], |row| {
-                        (0..n).map(|i| row.get_ref(i).map(cell)).collect()
-                    })?
+                    .query_map([], |row| (0..n).map(|i| row.get_ref(i).map(cell)).collect())?
                     .collect::<rusqlite::Result<Vec<Vec<Cell>>>>()?;
                 results.push(rows);
             }

@@ -72,7 +72,10 @@ impl LocalStore {
     }
 
     fn temp_path(&self, path: &Path) -> PathBuf {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let nonce: u64 = rand::random();
         path.with_file_name(format!("{TEMP_MARKER}{nonce:016x}-{name}"))
     }
@@ -130,7 +133,10 @@ impl Store for LocalStore {
             Ok(meta) if meta.is_file() => Ok(Some(ObjectMeta {
                 key: key.to_string(),
                 size: meta.len(),
-                modified: meta.modified().map(DateTime::<Utc>::from).unwrap_or_default(),
+                modified: meta
+                    .modified()
+                    .map(DateTime::<Utc>::from)
+                    .unwrap_or_default(),
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -154,11 +160,19 @@ impl Store for LocalStore {
                 for entry in entries {
                     let entry = entry.map_err(|e| store.io("listing", &prefix, e))?;
                     let path = entry.path();
-                    let meta = entry.metadata().map_err(|e| store.io("listing", &prefix, e))?;
-                    let Ok(rel) = path.strip_prefix(&root) else { continue };
+                    let meta = entry
+                        .metadata()
+                        .map_err(|e| store.io("listing", &prefix, e))?;
+                    let Ok(rel) = path.strip_prefix(&root) else {
+                        continue;
+                    };
                     let key = rel.to_string_lossy().replace('\\', "/");
                     if meta.is_dir() {
-                        if prefix.starts_with(&format!("{key}/")) || key.starts_with(&prefix) || prefix.is_empty() || prefix.starts_with(&key) {
+                        if prefix.starts_with(&format!("{key}/"))
+                            || key.starts_with(&prefix)
+                            || prefix.is_empty()
+                            || prefix.starts_with(&key)
+                        {
                             dirs.push(path);
                         }
                     } else if key.starts_with(&prefix)
@@ -167,7 +181,10 @@ impl Store for LocalStore {
                         out.push(ObjectMeta {
                             key,
                             size: meta.len(),
-                            modified: meta.modified().map(DateTime::<Utc>::from).unwrap_or_default(),
+                            modified: meta
+                                .modified()
+                                .map(DateTime::<Utc>::from)
+                                .unwrap_or_default(),
                         });
                     }
                 }
@@ -214,7 +231,10 @@ struct LocalUpload {
 #[async_trait]
 impl Upload for LocalUpload {
     async fn write(&mut self, data: Bytes) -> Result<(), StoreError> {
-        let file = self.file.as_mut().expect("an upload is written only before it ends");
+        let file = self
+            .file
+            .as_mut()
+            .expect("an upload is written only before it ends");
         file.write_all(&data)
             .await
             .map_err(|e| self.store.io("writing", &self.key, e))

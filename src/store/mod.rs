@@ -57,7 +57,10 @@ impl StoreError {
 
     /// Whether the user pointed at the wrong place (exit code 2).
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, StoreError::MissingRoot { .. } | StoreError::InvalidKey(_))
+        matches!(
+            self,
+            StoreError::MissingRoot { .. } | StoreError::InvalidKey(_)
+        )
     }
 }
 
@@ -108,7 +111,9 @@ pub fn check_key(key: &str) -> Result<(), StoreError> {
     let bad = key.is_empty()
         || key.starts_with('/')
         || key.contains('\\')
-        || key.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
     if bad {
         Err(StoreError::InvalidKey(key.to_string()))
     } else {

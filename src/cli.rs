@@ -1,0 +1,104 @@
+//! The command line. The action maps its inputs onto these same options, so the two cannot
+//! drift apart.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::codec::Compression;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "d1r2",
+    version,
+    about = "Lossless, streaming backups of Cloudflare D1 (or any SQLite database) to R2, S3 or a folder"
+)]
+pub struct Cli {
+    /// More logging (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up a database to one or more destinations.
+    Backup(BackupArgs),
+    /// Restore a backup into a database.
+    Restore(RestoreArgs),
+    /// Check a backup: digests, a load into scratch SQLite, integrity and row counts.
+    Verify(SelectArgs),
+    /// List the backups in a destination.
+    List(ListArgs),
+    /// Write a backup as one plain SQL file.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// d1://DATABASE, sqlite:PATH or a path to a SQLite file.
+    #[arg(long, value_name = "SRC")]
+    pub source: String,
+    /// r2://BUCKET/PREFIX, s3://BUCKET/PREFIX, file:DIR or a directory; repeat to write the same
+    /// backup to several places.
+    #[arg(long, value_name = "DEST", required = true)]
+    pub dest: Vec<String>,
+    /// Only these tables.
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Never these tables.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_tables: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+    pub compression: Compression,
+    /// Tables read at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// A note stored in the manifest and shown by `list`.
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SelectArgs {
+    /// Where the backups are.
+    #[arg(long, value_name = "DEST")]
+    pub from: String,
+    /// A backup id, or `latest`.
+    #[arg(long, default_value = "latest", value_name = "ID")]
+    pub backup: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// The database to restore into: sqlite:PATH or a path.
+    #[arg(long, value_name = "SRC")]
+    pub to: String,
+    /// Only these tables (the target's other tables are kept).
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Replace a target that already holds data.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    #[arg(long, value_name = "DEST")]
+    pub from: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// The SQL file to write.
+    #[arg(long, value_name = "FILE.sql")]
+    pub out: PathBuf,
+}

@@ -1,0 +1,211 @@
+//! The command layer: turns parsed options into calls on the library and a [`Report`], adding the
+//! context an error message needs (what failed, on what).
+
+use anyhow::Context;
+
+use crate::backup::{self, BackupOptions};
+use crate::cli::{BackupArgs, Command, ExportArgs, ListArgs, RestoreArgs, SelectArgs};
+use crate::error::bad_input;
+use crate::load::Selection;
+use crate::location::{SourceLocation, open_source, open_store, parse_source, parse_store};
+use crate::repo::{self, RepoError};
+use crate::report::{Report, human_bytes};
+use crate::source::{SourceError, TableFilter};
+use crate::store::StoreError;
+
+pub async fn run(command: Command) -> anyhow::Result<Report> {
+    match command {
+        Command::Backup(args) => backup(args).await,
+        Command::Restore(args) => restore(args).await,
+        Command::Verify(args) => verify(args).await,
+        Command::List(args) => list(args).await,
+        Command::Export(args) => export(args).await,
+    }
+    .map_err(classify)
+}
+
+/// Marks typed errors that mean bad input, so they exit with code 2.
+fn classify(err: anyhow::Error) -> anyhow::Error {
+    let bad = err.chain().any(|c| {
+        c.downcast_ref::<SourceError>()
+            .is_some_and(SourceError::is_bad_input)
+            || c.downcast_ref::<RepoError>()
+                .is_some_and(RepoError::is_bad_input)
+            || c.downcast_ref::<StoreError>()
+                .is_some_and(StoreError::is_bad_input)
+    });
+    if bad {
+        bad_input(crate::error::one_line(&err))
+    } else {
+        err
+    }
+}
+
+async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
+    let source_location = parse_source(&args.source)?;
+    let source =
+        open_source(&source_location).with_context(|| format!("opening {}", args.source))?;
+    let mut stores = Vec::new();
+    for dest in &args.dest {
+        stores.push(
+            open_store(&parse_store(dest)?, true).with_context(|| format!("opening {dest}"))?,
+        );
+    }
+    let options = BackupOptions {
+        filter: TableFilter {
+            include: args.tables.clone(),
+            exclude: args.exclude_tables.clone(),
+        },
+        compression: args.compression,
+        concurrency: args.concurrency as usize,
+        label: args.label.clone(),
+        ..BackupOptions::default()
+    };
+    let outcome = backup::run(source.as_ref(), &stores, &options)
+        .await
+        .with_context(|| format!("backing up {}", args.source))?;
+    let m = &outcome.manifest;
+    let mut report = Report::new("backup");
+    report
+        .output("backup-id", &m.id)
+        .output(
+            "backup-key",
+            format!("{}/{}", m.id, crate::manifest::MANIFEST_NAME),
+        )
+        .output("bytes", m.total_bytes())
+        .output("rows", m.total_rows())
+        .output("tables", m.tables.len())
+        .output("sha256", &outcome.manifest_sha256)
+        .output("duration-ms", outcome.duration.as_millis());
+    report
+        .row("Backup", &m.id)
+        .row("Source", &args.source)
+        .row("Destinations", args.dest.join(", "))
+        .row("Tables", m.tables.len())
+        .row("Rows", m.total_rows())
+        .row("Stored", human_bytes(m.total_bytes()))
+        .row(
+            "Duration",
+            format!("{:.1} s", outcome.duration.as_secs_f64()),
+        );
+    Ok(report)
+}
+
+async fn restore(args: RestoreArgs) -> anyhow::Result<Report> {
+    let store = open_store(&parse_store(&args.select.from)?, false)?;
+    let manifest = repo::resolve(store.as_ref(), &args.select.backup).await?;
+    let SourceLocation::Sqlite(path) = parse_source(&args.to)? else {
+        return Err(bad_input(
+            "restoring into d1:// is not available in this build yet; restore into a file and import it with `wrangler d1 execute --file`",
+        ));
+    };
+    let started = std::time::Instant::now();
+    let selection = Selection {
+        tables: args.tables.clone(),
+    };
+    let outcome = crate::restore::restore_to_file(store, &manifest, &selection, &path, args.force)
+        .await
+        .with_context(|| format!("restoring backup {} into {}", manifest.id, path.display()))?;
+    let mut report = Report::new("restore");
+    report
+        .output("backup-id", &manifest.id)
+        .output("rows", outcome.rows)
+        .output("tables", outcome.tables)
+        .output("duration-ms", started.elapsed().as_millis());
+    report
+        .row("Backup", &manifest.id)
+        .row("Restored into", path.display())
+        .row("Tables", outcome.tables)
+        .row("Rows", outcome.rows);
+    Ok(report)
+}
+
+async fn verify(args: SelectArgs) -> anyhow::Result<Report> {
+    let store = open_store(&parse_store(&args.from)?, false)?;
+    let manifest = repo::resolve(store.as_ref(), &args.backup).await?;
+    let started = std::time::Instant::now();
+    let outcome = crate::verify::verify(store, &manifest).await?;
+    let mut report = Report::new("verify");
+    report
+        .output("backup-id", &manifest.id)
+        .output("rows", outcome.rows)
+        .output("tables", outcome.tables)
+        .output("bytes", outcome.bytes)
+        .output("duration-ms", started.elapsed().as_millis());
+    report
+        .row("Backup", &manifest.id)
+        .row(
+            "Result",
+            "ok: digests, integrity check and row counts match",
+        )
+        .row("Tables", outcome.tables)
+        .row("Rows", outcome.rows)
+        .row("Stored", human_bytes(outcome.bytes));
+    if outcome.foreign_key_violations > 0 {
+        report.row("Foreign key violations", outcome.foreign_key_violations);
+    }
+    Ok(report)
+}
+
+async fn list(args: ListArgs) -> anyhow::Result<Report> {
+    let store = open_store(&parse_store(&args.from)?, false)?;
+    let manifests = repo::manifests(store.as_ref()).await?;
+    let mut report = Report::new("list");
+    report.output("backups", manifests.len());
+    if let Some(latest) = manifests.last() {
+        report.output("backup-id", &latest.id);
+    }
+    if args.json {
+        let items: Vec<serde_json::Value> = manifests
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.id,
+                    "created": m.created,
+                    "label": m.label,
+                    "source": m.source,
+                    "tables": m.tables.len(),
+                    "rows": m.total_rows(),
+                    "bytes": m.total_bytes(),
+                    "compression": m.compression,
+                    "encrypted": m.encryption.is_some(),
+                })
+            })
+            .collect();
+        report.detail = serde_json::to_string_pretty(&items)?;
+    } else {
+        let mut text = format!(
+            "{:<20}  {:>6}  {:>12}  {:>10}  LABEL\n",
+            "ID", "TABLES", "ROWS", "SIZE"
+        );
+        for m in &manifests {
+            text.push_str(&format!(
+                "{:<20}  {:>6}  {:>12}  {:>10}  {}\n",
+                m.id,
+                m.tables.len(),
+                m.total_rows(),
+                human_bytes(m.total_bytes()),
+                m.label.as_deref().unwrap_or("")
+            ));
+        }
+        report.detail = text;
+    }
+    Ok(report)
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<Report> {
+    let store = open_store(&parse_store(&args.select.from)?, false)?;
+    let manifest = repo::resolve(store.as_ref(), &args.select.backup).await?;
+    let bytes = crate::export::export(store, &manifest, &args.out)
+        .await
+        .with_context(|| format!("exporting backup {} to {}", manifest.id, args.out.display()))?;
+    let mut report = Report::new("export");
+    report
+        .output("backup-id", &manifest.id)
+        .output("bytes", bytes);
+    report
+        .row("Backup", &manifest.id)
+        .row("Written", args.out.display())
+        .row("Size", human_bytes(bytes));
+    Ok(report)
+}

@@ -1,0 +1,228 @@
+//! Reading a backup back: each part streamed from the store, its size and SHA-256 checked, its SQL
+//! decoded, split into statements and applied. Shared by restore, verify and export, so all three
+//! trust a part by the same rules.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use rusqlite::Connection;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::codec::{HashingReader, decoder};
+use crate::dump::split::Splitter;
+use crate::manifest::{Manifest, ObjectEntry, ObjectKind};
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("part {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("part {key} is missing from {store}")]
+    Missing { key: String, store: String },
+    #[error("applying part {key}: {reason} (in statement: {statement})")]
+    Apply {
+        key: String,
+        reason: String,
+        statement: String,
+    },
+}
+
+/// Streams the SQL of `objects` (in order) into `sink`, checking each object's size and digest
+/// against the manifest once it has been read. Runs on a blocking thread; the sink sees a part's
+/// bytes before its digest is known, so callers write somewhere they can throw away.
+pub async fn stream_sql<S: SqlSink>(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    objects: Vec<ObjectEntry>,
+    mut sink: S,
+) -> anyhow::Result<S> {
+    let handle = tokio::runtime::Handle::current();
+    let manifest = manifest.clone();
+    tokio::task::spawn_blocking(move || {
+        for object in &objects {
+            let key = manifest.key(object);
+            let stream = handle.block_on(store.get(&key)).map_err(|e| {
+                if e.is_not_found() {
+                    anyhow::Error::new(LoadError::Missing {
+                        key: key.clone(),
+                        store: store.to_string(),
+                    })
+                } else {
+                    e.into()
+                }
+            })?;
+            let reader = StreamReader::new(stream.map_err(std::io::Error::other));
+            let mut hashing =
+                HashingReader::new(SyncIoBridge::new_with_handle(reader, handle.clone()));
+            let corrupt = |reason: String| LoadError::Corrupt {
+                key: key.clone(),
+                reason,
+            };
+            let decoded = {
+                let mut plain = decoder(&mut hashing, manifest.compression);
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    match plain.read(&mut buf) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => sink.feed(object, Some(&buf[..n]))?,
+                        Err(e) => break Err(e),
+                    }
+                }
+            };
+            let (bytes, sha256) = hashing.finish().map_err(|e| corrupt(e.to_string()))?;
+            if bytes != object.bytes {
+                return Err(corrupt(format!(
+                    "{bytes} bytes stored, the manifest says {} (truncated or replaced)",
+                    object.bytes
+                ))
+                .into());
+            }
+            if sha256 != object.sha256 {
+                return Err(corrupt(format!(
+                    "SHA-256 {sha256} does not match the manifest's {}",
+                    object.sha256
+                ))
+                .into());
+            }
+            decoded.map_err(|e| corrupt(format!("cannot decode: {e}")))?;
+            sink.feed(object, None)?;
+        }
+        Ok(sink)
+    })
+    .await?
+}
+
+/// Where decoded SQL goes: a database being loaded, or an export file.
+pub trait SqlSink: Send + 'static {
+    /// Takes the next bytes of `object`'s SQL; `None` marks the end of the object, after its
+    /// size and digest were checked.
+    fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> anyhow::Result<()>;
+}
+
+/// Which statements of a backup to apply: all, or those of some tables.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub tables: Vec<String>,
+}
+
+impl Selection {
+    fn wants(&self, table: &str) -> bool {
+        self.tables.is_empty() || self.tables.iter().any(|t| t == table)
+    }
+
+    /// The objects worth downloading for this selection.
+    pub fn objects(&self, manifest: &Manifest) -> Vec<ObjectEntry> {
+        manifest
+            .objects
+            .iter()
+            .filter(|o| {
+                o.kind != ObjectKind::Data || o.table.as_deref().is_some_and(|t| self.wants(t))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// Applies a backup's SQL to a SQLite connection, statement by statement.
+pub struct Applier {
+    conn: Connection,
+    splitter: Splitter,
+    /// Whether each schema/post statement (after the prelude) is applied, in manifest order.
+    schema_filter: Vec<bool>,
+    schema_index: usize,
+}
+
+impl Applier {
+    pub fn new(conn: Connection, manifest: &Manifest, selection: &Selection) -> Self {
+        let schema_filter = manifest
+            .schema
+            .iter()
+            .map(|e| e.kind == "view" || selection.wants(&e.table))
+            .collect();
+        Applier {
+            conn,
+            splitter: Splitter::new(),
+            schema_filter,
+            schema_index: 0,
+        }
+    }
+
+    pub fn into_connection(self) -> Connection {
+        self.conn
+    }
+}
+
+impl SqlSink for Applier {
+    fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> anyhow::Result<()> {
+        let Some(bytes) = bytes else {
+            let splitter = std::mem::take(&mut self.splitter);
+            if let Some(rest) = splitter.finish() {
+                return Err(LoadError::Corrupt {
+                    key: object.key.clone(),
+                    reason: format!("it ends inside a statement: {}", excerpt(&rest)),
+                }
+                .into());
+            }
+            return Ok(());
+        };
+        let conn = &self.conn;
+        let filter = &self.schema_filter;
+        let index = &mut self.schema_index;
+        let mut splitter = std::mem::take(&mut self.splitter);
+        let result = splitter.push(bytes, |stmt| {
+            let sql = std::str::from_utf8(stmt).map_err(|_| LoadError::Corrupt {
+                key: object.key.clone(),
+                reason: "a statement is not UTF-8".into(),
+            })?;
+            if object.kind != ObjectKind::Data && !sql.starts_with("PRAGMA defer_foreign_keys") {
+                let wanted = filter.get(*index).copied().unwrap_or(true);
+                *index += 1;
+                if !wanted {
+                    return Ok(());
+                }
+            }
+            conn.execute_batch(sql).map_err(|e| {
+                anyhow::Error::new(LoadError::Apply {
+                    key: object.key.clone(),
+                    reason: e.to_string(),
+                    statement: excerpt(sql),
+                })
+            })
+        });
+        self.splitter = splitter;
+        result
+    }
+}
+
+fn excerpt(sql: &str) -> String {
+    let one_line = sql.replace('\n', " ");
+    if one_line.chars().count() > 120 {
+        format!("{}...", one_line.chars().take(120).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+/// Opens a new scratch database tuned for a bulk load that is thrown away if anything fails.
+pub fn open_scratch(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; BEGIN;")?;
+    Ok(conn)
+}
+
+/// Loads the selected part of a backup into the database at `path` (which may already hold
+/// tables), commits, and returns the connection.
+pub async fn load_into(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    selection: &Selection,
+    path: &Path,
+) -> anyhow::Result<Connection> {
+    let applier = Applier::new(open_scratch(path)?, manifest, selection);
+    let applier = stream_sql(store, manifest, selection.objects(manifest), applier).await?;
+    let conn = applier.into_connection();
+    conn.execute_batch("COMMIT")?;
+    Ok(conn)
+}
