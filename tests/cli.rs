@@ -1,0 +1,430 @@
+//! The command line as a user meets it: exit codes, one-line errors, tampering detected by name,
+//! the export loaded by the stock `sqlite3` shell, and no half-backup after a crash.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::*;
+use d1r2::backup::{self, BackupOptions};
+use d1r2::source::sqlite::SqliteSource;
+use d1r2::store::local::LocalStore;
+use d1r2::store::{ByteStream, ObjectMeta, Store, StoreError, Upload};
+
+fn d1r2(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_d1r2"))
+        .args(args)
+        .output()
+        .expect("running d1r2")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A database from the edge fixture and a backup of it in `dir/backups`; returns the backup id.
+fn setup(dir: &Path) -> String {
+    create_db(&dir.join("app.db"), include_str!("fixtures/edge.sql"));
+    let out = d1r2(&[
+        "backup",
+        "--source",
+        dir.join("app.db").to_str().unwrap(),
+        "--dest",
+        dir.join("backups").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = d1r2(&[
+        "list",
+        "--from",
+        dir.join("backups").to_str().unwrap(),
+        "--json",
+    ]);
+    let items: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    items[0]["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let id = setup(d);
+    std::fs::write(
+        d.join("notes.txt"),
+        "this is not a database, just some text\n".repeat(100),
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("half/20260101T000000Z")).unwrap();
+    std::fs::write(d.join("half/20260101T000000Z/schema.sql.gz"), b"x").unwrap();
+    let backups = d.join("backups");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "backup".into(),
+                "--source".into(),
+                d.join("missing.db").display().to_string(),
+                "--dest".into(),
+                d.join("b").display().to_string(),
+            ],
+            "does not exist",
+        ),
+        (
+            vec![
+                "backup".into(),
+                "--source".into(),
+                d.join("notes.txt").display().to_string(),
+                "--dest".into(),
+                d.join("b").display().to_string(),
+            ],
+            "is not a SQLite database",
+        ),
+        (
+            vec![
+                "verify".into(),
+                "--from".into(),
+                d.join("half").display().to_string(),
+                "--backup".into(),
+                "20260101T000000Z".into(),
+            ],
+            "incomplete",
+        ),
+        (
+            vec![
+                "restore".into(),
+                "--from".into(),
+                d.join("half").display().to_string(),
+                "--to".into(),
+                d.join("r.db").display().to_string(),
+            ],
+            "no backups",
+        ),
+        (
+            vec![
+                "verify".into(),
+                "--from".into(),
+                backups.display().to_string(),
+                "--backup".into(),
+                "20200101T000000Z".into(),
+            ],
+            "no backup 20200101T000000Z",
+        ),
+        (
+            vec![
+                "list".into(),
+                "--from".into(),
+                d.join("nowhere").display().to_string(),
+            ],
+            "does not exist",
+        ),
+        (
+            vec![
+                "restore".into(),
+                "--from".into(),
+                backups.display().to_string(),
+                "--to".into(),
+                d.join("app.db").display().to_string(),
+            ],
+            "--force",
+        ),
+        (
+            vec![
+                "backup".into(),
+                "--source".into(),
+                d.join("app.db").display().to_string(),
+                "--dest".into(),
+                d.join("b").display().to_string(),
+                "--tables".into(),
+                "nope".into(),
+            ],
+            "no table named nope",
+        ),
+        (
+            vec![
+                "backup".into(),
+                "--source".into(),
+                "ftp://x".into(),
+                "--dest".into(),
+                "b".into(),
+            ],
+            "unknown source",
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = d1r2(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(
+            err.trim_end()
+                .lines()
+                .filter(|l| l.starts_with("error:"))
+                .count(),
+            1,
+            "{err}"
+        );
+    }
+    assert!(!d.join("b").join(&id).exists());
+}
+
+#[test]
+fn verify_names_a_flipped_missing_or_truncated_part_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let id = setup(d);
+    let backups = d.join("backups");
+    let ok = d1r2(&["verify", "--from", backups.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+
+    let part = std::fs::read_dir(backups.join(&id).join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("values"))
+        .unwrap();
+    let name = part.file_name().unwrap().to_string_lossy().into_owned();
+    let original = std::fs::read(&part).unwrap();
+    let mut flipped = original.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x20;
+    let truncated = original[..original.len() - 10].to_vec();
+    for (what, content) in [
+        ("flipped", Some(flipped)),
+        ("truncated", Some(truncated)),
+        ("missing", None),
+    ] {
+        match &content {
+            Some(bytes) => std::fs::write(&part, bytes).unwrap(),
+            None => std::fs::remove_file(&part).unwrap(),
+        }
+        for cmd in ["verify", "export"] {
+            let mut args = vec![cmd, "--from", backups.to_str().unwrap()];
+            let out_file = d.join("out.sql");
+            if cmd == "export" {
+                args.extend(["--out", out_file.to_str().unwrap()]);
+            }
+            let out = d1r2(&args);
+            assert_eq!(out.status.code(), Some(1), "{cmd} {what}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains(&name),
+                "{cmd} {what}: {}",
+                stderr(&out)
+            );
+            assert!(
+                !out_file.exists(),
+                "export left a file behind for a {what} part"
+            );
+        }
+        let target = d.join("restored.db");
+        let out = d1r2(&[
+            "restore",
+            "--from",
+            backups.to_str().unwrap(),
+            "--to",
+            target.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "restore {what}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !target.exists(),
+            "restore left a database behind for a {what} part"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("d1r2-restore")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "scratch files left: {leftovers:?}");
+        std::fs::write(&part, &original).unwrap();
+    }
+}
+
+#[test]
+fn restore_force_replaces_and_tables_restores_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let backups = d.join("backups");
+    let target = d.join("target.db");
+    create_db(
+        &target,
+        "CREATE TABLE mine(x); INSERT INTO mine VALUES (1); CREATE TABLE kv(other);",
+    );
+    let out = d1r2(&[
+        "restore",
+        "--from",
+        backups.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+        "--tables",
+        "kv,counters",
+        "--force",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let conn = rusqlite::Connection::open(&target).unwrap();
+    let tables = user_tables(&conn);
+    assert_eq!(
+        tables,
+        vec!["counters", "kv", "mine"],
+        "only the chosen tables are replaced"
+    );
+    let src = rusqlite::Connection::open(d.join("app.db")).unwrap();
+    assert_eq!(table_cells(&conn, "kv"), table_cells(&src, "kv"));
+    assert_eq!(
+        table_cells(&conn, "counters"),
+        table_cells(&src, "counters")
+    );
+    drop(conn);
+    let out = d1r2(&[
+        "restore",
+        "--from",
+        backups.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_same_database(&d.join("app.db"), &target);
+}
+
+#[test]
+fn the_export_loads_in_the_stock_sqlite3_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let sql = d.join("dump.sql");
+    let out = d1r2(&[
+        "export",
+        "--from",
+        d.join("backups").to_str().unwrap(),
+        "--out",
+        sql.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&sql).unwrap();
+    let (statements, _) = d1r2::dump::split::split_all(&text);
+    for s in &statements {
+        let upper = s.to_ascii_uppercase();
+        assert!(
+            !upper.starts_with("BEGIN") && !upper.starts_with("COMMIT"),
+            "{s}"
+        );
+        assert!(!upper.contains("WRITABLE_SCHEMA"), "{s}");
+    }
+    let loaded = d.join("loaded.db");
+    let shell = Command::new("sqlite3")
+        .arg(&loaded)
+        .arg(format!(".read {}", sql.display()))
+        .output()
+        .expect("the sqlite3 shell must be installed (.ci/run installs it)");
+    assert!(
+        shell.status.success() && shell.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&shell.stderr)
+    );
+    assert_same_database(&d.join("app.db"), &loaded);
+}
+
+/// A store that fails the n-th upload, standing in for a crash or a network failure mid-backup.
+struct FailingStore {
+    inner: LocalStore,
+    fail_at: usize,
+    uploads: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Display for FailingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+#[async_trait]
+impl Store for FailingStore {
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        if key.ends_with("manifest.json") && self.fail_at == usize::MAX {
+            return Err(StoreError::Remote {
+                op: "writing",
+                store: "failing".into(),
+                key: key.into(),
+                message: "injected".into(),
+            });
+        }
+        self.inner.put(key, data).await
+    }
+    async fn put_stream(&self, key: &str) -> Result<Box<dyn Upload>, StoreError> {
+        let n = self
+            .uploads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n == self.fail_at {
+            return Err(StoreError::Remote {
+                op: "writing",
+                store: "failing".into(),
+                key: key.into(),
+                message: "injected".into(),
+            });
+        }
+        self.inner.put_stream(key).await
+    }
+    async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+#[tokio::test]
+async fn a_failure_mid_backup_leaves_nothing_that_list_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    create_db(&db, include_str!("fixtures/edge.sql"));
+    for fail_at in [0, 3, usize::MAX] {
+        let backups = dir.path().join(format!("backups-{fail_at}"));
+        let store = Arc::new(FailingStore {
+            inner: LocalStore::create(&backups).unwrap(),
+            fail_at,
+            uploads: Default::default(),
+        });
+        let source = SqliteSource::open(&db).unwrap();
+        let result = backup::run(
+            &source,
+            &[store.clone() as Arc<dyn Store>],
+            &BackupOptions {
+                concurrency: 1,
+                ..BackupOptions::default()
+            },
+        )
+        .await;
+        assert!(
+            result.is_err(),
+            "the injected failure at upload {fail_at} must fail the backup"
+        );
+        assert!(
+            d1r2::repo::backup_ids(store.as_ref())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store.list("").await.unwrap().is_empty(),
+            "parts of the failed backup were left behind"
+        );
+    }
+}
