@@ -65,10 +65,10 @@ pub async fn restore_to_file(
     std::fs::File::open(&temp.0)?.sync_all()?;
     std::fs::rename(&temp.0, target)
         .with_context(|| format!("moving the restored database to {}", target.display()))?;
-    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(dir) = std::fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
+    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(dir) = std::fs::File::open(dir)
+    {
+        let _ = dir.sync_all();
     }
     let tables: Vec<_> = manifest
         .tables

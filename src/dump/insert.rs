@@ -243,7 +243,11 @@ fn quote_safe_cut(inner: &[u8], end: usize) -> usize {
     while start > 0 && inner[start - 1] == b'\'' {
         start -= 1;
     }
-    if (end - start) % 2 == 0 { end } else { end - 1 }
+    if (end - start).is_multiple_of(2) {
+        end
+    } else {
+        end - 1
+    }
 }
 
 #[cfg(test)]

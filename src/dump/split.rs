@@ -88,14 +88,14 @@ impl Splitter {
             let i = self.scanned;
             let b = self.buf[i];
             self.scanned += 1;
-            if let Some(Token::Semi) = self.step(b) {
-                if self.state == START {
-                    if self.has_content {
-                        emit(trim_start(&self.buf[self.start..=i]))?;
-                    }
-                    self.start = i + 1;
-                    self.has_content = false;
+            if let Some(Token::Semi) = self.step(b)
+                && self.state == START
+            {
+                if self.has_content {
+                    emit(trim_start(&self.buf[self.start..=i]))?;
                 }
+                self.start = i + 1;
+                self.has_content = false;
             }
         }
         if self.start > 0 && self.start * 2 >= self.buf.len() {

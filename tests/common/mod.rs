@@ -110,7 +110,7 @@ pub async fn backup_to(
 ) -> (Arc<dyn Store>, d1r2::manifest::Manifest) {
     let source = SqliteSource::open(db).unwrap();
     let store: Arc<dyn Store> = Arc::new(LocalStore::create(dir).unwrap());
-    let outcome = backup::run(&source, &[store.clone()], options)
+    let outcome = backup::run(&source, std::slice::from_ref(&store), options)
         .await
         .unwrap();
     (store, outcome.manifest)
