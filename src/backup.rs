@@ -217,10 +217,9 @@ async fn backup_table(
             }
             after = Some(row_key(table, &page[n - 1]));
             let bytes: usize = page.iter().flatten().map(|c| c.len() + 32).sum();
-            let open = match part.take() {
-                Some(open) => open,
-                None => target.open_part(table, index, objects.len()).await?,
-            };
+            let open = target
+                .reuse_or_open(part.take(), table, index, objects.len())
+                .await?;
             let (mut open, returned) = tokio::task::spawn_blocking(move || {
                 let mut open = open;
                 let mut sql = String::with_capacity(bytes);
@@ -249,10 +248,9 @@ async fn backup_table(
         }
     }
     if let Some(seq) = sequence_sql(table) {
-        let open = match part.take() {
-            Some(open) => open,
-            None => target.open_part(table, index, objects.len()).await?,
-        };
+        let open = target
+            .reuse_or_open(part.take(), table, index, objects.len())
+            .await?;
         objects.push(target.close_part(open, Some(seq)).await?);
     } else if let Some(open) = part.take() {
         objects.push(target.close_part(open, None).await?);
@@ -304,6 +302,20 @@ impl Target {
             encoder: PartEncoder::new(self.compression),
             rows: 0,
         })
+    }
+
+    /// The part still open for a table, or a new one.
+    async fn reuse_or_open(
+        &self,
+        open: Option<OpenPart>,
+        table: &Table,
+        index: usize,
+        part: usize,
+    ) -> anyhow::Result<OpenPart> {
+        match open {
+            Some(open) => Ok(open),
+            None => self.open_part(table, index, part).await,
+        }
     }
 
     async fn send(&self, part: &mut OpenPart, chunk: Bytes) -> anyhow::Result<()> {

@@ -22,6 +22,10 @@ fn d1r2(args: &[&str]) -> Output {
         .expect("running d1r2")
 }
 
+fn words(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -60,95 +64,54 @@ fn bad_input_is_one_line_and_exit_2() {
     std::fs::create_dir_all(d.join("half/20260101T000000Z")).unwrap();
     std::fs::write(d.join("half/20260101T000000Z/schema.sql.gz"), b"x").unwrap();
     let backups = d.join("backups");
+    let p = |name: &str| d.join(name).display().to_string();
+    let b = backups.display().to_string();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
-            vec![
-                "backup".into(),
-                "--source".into(),
-                d.join("missing.db").display().to_string(),
-                "--dest".into(),
-                d.join("b").display().to_string(),
-            ],
+            words(&["backup", "--source", &p("missing.db"), "--dest", &p("b")]),
             "does not exist",
         ),
         (
-            vec![
-                "backup".into(),
-                "--source".into(),
-                d.join("notes.txt").display().to_string(),
-                "--dest".into(),
-                d.join("b").display().to_string(),
-            ],
+            words(&["backup", "--source", &p("notes.txt"), "--dest", &p("b")]),
             "is not a SQLite database",
         ),
         (
-            vec![
-                "verify".into(),
-                "--from".into(),
-                d.join("half").display().to_string(),
-                "--backup".into(),
-                "20260101T000000Z".into(),
-            ],
+            words(&[
+                "verify",
+                "--from",
+                &p("half"),
+                "--backup",
+                "20260101T000000Z",
+            ]),
             "incomplete",
         ),
         (
-            vec![
-                "restore".into(),
-                "--from".into(),
-                d.join("half").display().to_string(),
-                "--to".into(),
-                d.join("r.db").display().to_string(),
-            ],
+            words(&["restore", "--from", &p("half"), "--to", &p("r.db")]),
             "no backups",
         ),
         (
-            vec![
-                "verify".into(),
-                "--from".into(),
-                backups.display().to_string(),
-                "--backup".into(),
-                "20200101T000000Z".into(),
-            ],
+            words(&["verify", "--from", &b, "--backup", "20200101T000000Z"]),
             "no backup 20200101T000000Z",
         ),
+        (words(&["list", "--from", &p("nowhere")]), "does not exist"),
         (
-            vec![
-                "list".into(),
-                "--from".into(),
-                d.join("nowhere").display().to_string(),
-            ],
-            "does not exist",
-        ),
-        (
-            vec![
-                "restore".into(),
-                "--from".into(),
-                backups.display().to_string(),
-                "--to".into(),
-                d.join("app.db").display().to_string(),
-            ],
+            words(&["restore", "--from", &b, "--to", &p("app.db")]),
             "--force",
         ),
         (
-            vec![
-                "backup".into(),
-                "--source".into(),
-                d.join("app.db").display().to_string(),
-                "--dest".into(),
-                d.join("b").display().to_string(),
-                "--tables".into(),
-                "nope".into(),
-            ],
+            words(&[
+                "backup",
+                "--source",
+                &p("app.db"),
+                "--dest",
+                &p("b"),
+                "--tables",
+                "nope",
+            ]),
             "no table named nope",
         ),
         (
-            vec![
-                "backup".into(),
-                "--source".into(),
-                "ftp://x".into(),
-                "--dest".into(),
-                "b".into(),
-            ],
+            words(&["backup", "--source", "ftp://x", "--dest", "b"]),
             "unknown source",
         ),
     ];
