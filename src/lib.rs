@@ -1,6 +1,7 @@
 //! d1r2: lossless, streaming backups of Cloudflare D1 (or any SQLite database) to R2, S3 or a
 //! local folder, and everything around them. See ARCHITECTURE.md for the map.
 
+pub mod action;
 pub mod backup;
 pub mod cli;
 pub mod codec;

@@ -1,13 +1,77 @@
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use d1r2::action;
 use d1r2::cli::{Cli, Command};
 use d1r2::error::{exit_code, one_line};
+use d1r2::report::Report;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let level = match cli.verbose {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let in_action = std::env::args().len() == 1 && action::is_action_mode(&env);
+    let cli = if in_action {
+        let parsed = action::command_line(&env).and_then(|args| Ok(Cli::try_parse_from(args)?));
+        match parsed {
+            Ok(cli) => cli,
+            Err(err) => return fail_action(&env, "d1r2", &err),
+        }
+    } else {
+        Cli::parse()
+    };
+    init_logging(cli.verbose);
+    let json = matches!(&cli.command, Command::List(args) if args.json);
+    let name = command_name(&cli.command);
+    let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
+    match runtime.block_on(d1r2::commands::run(cli.command)) {
+        Ok(report) if in_action => {
+            if let Err(err) = action::publish(&env, &report) {
+                return fail_action(&env, name, &err);
+            }
+            print!("{}", report.to_text());
+            ExitCode::SUCCESS
+        }
+        Ok(report) if json => {
+            println!("{}", report.detail);
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", report.to_text());
+            ExitCode::SUCCESS
+        }
+        Err(err) if in_action => fail_action(&env, name, &err),
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// In action mode a failure still writes `status=failure` and a summary, and ends in an
+/// `::error::` annotation that names the cause.
+fn fail_action(env: &BTreeMap<String, String>, command: &str, err: &anyhow::Error) -> ExitCode {
+    let line = one_line(err);
+    let mut report = Report::new(command);
+    report.output("status", "failure").output("error", &line);
+    report.row("Error", &line);
+    let _ = action::publish(env, &report);
+    println!("{}", action::error_annotation(&line));
+    ExitCode::from(exit_code(err))
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Backup(_) => "backup",
+        Command::Restore(_) => "restore",
+        Command::Verify(_) => "verify",
+        Command::List(_) => "list",
+        Command::Export(_) => "export",
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
@@ -22,20 +86,4 @@ fn main() -> ExitCode {
         .without_time()
         .with_target(false)
         .init();
-    let json = matches!(&cli.command, Command::List(args) if args.json);
-    let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
-    match runtime.block_on(d1r2::commands::run(cli.command)) {
-        Ok(report) if json => {
-            println!("{}", report.detail);
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            print!("{}", report.to_text());
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("error: {}", one_line(&err));
-            ExitCode::from(exit_code(&err))
-        }
-    }
 }

@@ -1,0 +1,289 @@
+//! Running as a GitHub Action: inputs in, outputs and a step summary out.
+//!
+//! The container runs the binary with no arguments; with `GITHUB_ACTIONS=true` and
+//! `INPUT_COMMAND` set, the `INPUT_*` variables are turned into a command line and parsed by the
+//! same clap definitions as the CLI, so an input means exactly what the flag of the same name
+//! means. Results go to `$GITHUB_OUTPUT` (heredoc syntax with a random delimiter, so no value can
+//! end its own entry early) and `$GITHUB_STEP_SUMMARY`; secrets are masked before anything else
+//! is printed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use clap::CommandFactory;
+
+use crate::cli::Cli;
+use crate::error::bad_input;
+use crate::report::Report;
+
+/// Inputs the action reads itself rather than passing to the command.
+pub const ACTION_INPUTS: [&str; 1] = ["command"];
+
+/// Whether the process was started by the runner as an action step.
+pub fn is_action_mode(env: &BTreeMap<String, String>) -> bool {
+    env.get("GITHUB_ACTIONS").is_some_and(|v| v == "true")
+        && env
+            .get("INPUT_COMMAND")
+            .is_some_and(|v| !v.trim().is_empty())
+}
+
+/// The command line for the action's inputs: `d1r2 COMMAND --input value ...`. Inputs the
+/// chosen command does not have are left out (the action declares the inputs of every
+/// command); empty inputs are left out; `true`/`false` inputs become switches; inputs that take
+/// several values accept one per line or comma-separated.
+pub fn command_line(env: &BTreeMap<String, String>) -> anyhow::Result<Vec<String>> {
+    let command = env
+        .get("INPUT_COMMAND")
+        .map(|c| c.trim().to_string())
+        .unwrap_or_default();
+    let cli = Cli::command();
+    let Some(sub) = cli.find_subcommand(&command) else {
+        let known: Vec<&str> = cli.get_subcommands().map(|s| s.get_name()).collect();
+        return Err(bad_input(format!(
+            "input command: unknown command {command:?}; one of {}",
+            known.join(", ")
+        )));
+    };
+    let mut args = vec!["d1r2".to_string(), command.clone()];
+    for (name, value) in env {
+        let Some(input) = name.strip_prefix("INPUT_") else {
+            continue;
+        };
+        let input = input.to_ascii_lowercase().replace('_', "-");
+        let value = value.trim();
+        if ACTION_INPUTS.contains(&input.as_str()) || value.is_empty() {
+            continue;
+        }
+        let Some(arg) = sub
+            .get_arguments()
+            .find(|a| a.get_long() == Some(input.as_str()))
+        else {
+            continue;
+        };
+        if arg.get_action().takes_values() {
+            let multiple = arg.get_num_args().is_some_and(|n| n.max_values() > 1)
+                || matches!(arg.get_action(), clap::ArgAction::Append);
+            let values: Vec<&str> = if multiple {
+                value
+                    .split(['\n', ','])
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .collect()
+            } else {
+                vec![value]
+            };
+            for v in values {
+                args.push(format!("--{input}"));
+                args.push(v.to_string());
+            }
+        } else {
+            match value {
+                "true" => args.push(format!("--{input}")),
+                "false" => {}
+                other => {
+                    return Err(bad_input(format!(
+                        "input {input}: expected true or false, got {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(args)
+}
+
+/// Masks every secret output, so the runner hides it in all later log lines.
+pub fn mask_secrets(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    for name in &report.secret_outputs {
+        if let Some(value) = report.outputs.get(name) {
+            for line in value.lines().filter(|l| !l.is_empty()) {
+                writeln!(out, "::add-mask::{line}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes outputs in the `name<<DELIMITER` form, with a delimiter no value contains.
+pub fn write_outputs(
+    outputs: &BTreeMap<String, String>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    for (name, value) in outputs {
+        let mut delimiter;
+        loop {
+            delimiter = format!("ghadelimiter_{:032x}", rand::random::<u128>());
+            if !value.contains(&delimiter) {
+                break;
+            }
+        }
+        writeln!(out, "{name}<<{delimiter}\n{value}\n{delimiter}")?;
+    }
+    Ok(())
+}
+
+/// The step summary: a heading and a two-column Markdown table, secrets left out.
+pub fn summary_markdown(report: &Report) -> String {
+    let mut md = format!(
+        "### d1r2 {}: {}\n\n| | |\n|---|---|\n",
+        report.command,
+        status(report)
+    );
+    for (label, value) in &report.rows {
+        md.push_str(&format!("| {} | {} |\n", cell(label), cell(value)));
+    }
+    if !report.detail.is_empty() {
+        md.push_str(&format!("\n```\n{}\n```\n", report.detail.trim_end()));
+    }
+    md
+}
+
+fn status(report: &Report) -> &str {
+    report
+        .outputs
+        .get("status")
+        .map(String::as_str)
+        .unwrap_or("success")
+}
+
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', "<br>")
+}
+
+/// An `::error::` annotation: one line, with the characters the runner treats specially escaped.
+pub fn error_annotation(message: &str) -> String {
+    let escaped = message
+        .replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A");
+    format!("::error::{escaped}")
+}
+
+/// Appends to the file a runner variable names (`GITHUB_OUTPUT`, `GITHUB_STEP_SUMMARY`).
+pub fn append_to(
+    env: &BTreeMap<String, String>,
+    variable: &str,
+    text: &[u8],
+) -> anyhow::Result<()> {
+    if let Some(path) = env.get(variable).filter(|p| !p.is_empty()) {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)?;
+        file.write_all(text)?;
+    }
+    Ok(())
+}
+
+/// Reports a finished command to the runner: masks, outputs, summary.
+pub fn publish(env: &BTreeMap<String, String>, report: &Report) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout();
+    mask_secrets(report, &mut stdout)?;
+    let mut outputs = Vec::new();
+    write_outputs(&report.outputs, &mut outputs)?;
+    append_to(env, "GITHUB_OUTPUT", &outputs)?;
+    append_to(
+        env,
+        "GITHUB_STEP_SUMMARY",
+        summary_markdown(report).as_bytes(),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn inputs_become_the_same_flags() {
+        let cases: Vec<(Vec<(&str, &str)>, Vec<&str>)> = vec![
+            (
+                vec![
+                    ("INPUT_COMMAND", "backup"),
+                    ("INPUT_SOURCE", "app.db"),
+                    ("INPUT_DEST", "a\nb, c"),
+                    ("INPUT_LABEL", ""),
+                ],
+                vec![
+                    "d1r2", "backup", "--dest", "a", "--dest", "b", "--dest", "c", "--source",
+                    "app.db",
+                ],
+            ),
+            (
+                vec![
+                    ("INPUT_COMMAND", "restore"),
+                    ("INPUT_FROM", "d"),
+                    ("INPUT_TO", "x.db"),
+                    ("INPUT_FORCE", "true"),
+                    ("INPUT_SOURCE", "ignored"),
+                ],
+                vec!["d1r2", "restore", "--force", "--from", "d", "--to", "x.db"],
+            ),
+            (
+                vec![
+                    ("INPUT_COMMAND", "list"),
+                    ("INPUT_FROM", "d"),
+                    ("INPUT_JSON", "false"),
+                    ("INPUT_EXCLUDE-TABLES", "x"),
+                ],
+                vec!["d1r2", "list", "--from", "d"],
+            ),
+        ];
+        for (vars, want) in cases {
+            assert_eq!(command_line(&env(&vars)).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_refused() {
+        assert!(command_line(&env(&[("INPUT_COMMAND", "nope")])).is_err());
+        assert!(
+            command_line(&env(&[
+                ("INPUT_COMMAND", "restore"),
+                ("INPUT_FORCE", "yes")
+            ]))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn outputs_use_delimiters_no_value_can_break() {
+        let mut outputs = BTreeMap::new();
+        outputs.insert(
+            "body".to_string(),
+            "line1\nEOF\nghadelimiter_\nline4".to_string(),
+        );
+        let mut buf = Vec::new();
+        write_outputs(&outputs, &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let first = text.lines().next().unwrap();
+        let delimiter = first.strip_prefix("body<<").unwrap();
+        assert_eq!(
+            text,
+            format!("body<<{delimiter}\nline1\nEOF\nghadelimiter_\nline4\n{delimiter}\n")
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked_and_kept_out_of_the_summary() {
+        let mut report = Report::new("totp");
+        report.output("token", "123456");
+        report.secret_outputs.push("token".into());
+        report.row("Digits", 6);
+        let mut buf = Vec::new();
+        mask_secrets(&report, &mut buf).unwrap();
+        assert_eq!(String::from_utf8(buf).unwrap(), "::add-mask::123456\n");
+        assert!(!summary_markdown(&report).contains("123456"));
+    }
+
+    #[test]
+    fn annotations_escape_newlines() {
+        assert_eq!(error_annotation("a\nb 100%"), "::error::a%0Ab 100%25");
+    }
+}

@@ -1,0 +1,145 @@
+//! The action and the binary agree: every input of action.yml is an option the binary
+//! understands, every option the action should expose is an input, and every output an
+//! action-mode run writes is declared.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use clap::CommandFactory;
+use d1r2::cli::Cli;
+
+fn action_yml() -> serde_yaml_ng::Value {
+    serde_yaml_ng::from_str(include_str!("../action.yml")).expect("action.yml parses")
+}
+
+fn keys(v: &serde_yaml_ng::Value, section: &str) -> BTreeSet<String> {
+    v[section]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn inputs_and_options_match() {
+    let yml = action_yml();
+    let inputs = keys(&yml, "inputs");
+    let cli = Cli::command();
+    let mut options = BTreeSet::new();
+    for sub in cli.get_subcommands() {
+        for arg in sub.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                if !["help", "version", "verbose"].contains(&long) {
+                    options.insert(long.to_string());
+                }
+            }
+        }
+    }
+    for input in &inputs {
+        assert!(
+            d1r2::action::ACTION_INPUTS.contains(&input.as_str()) || options.contains(input),
+            "input {input} is not understood by the binary"
+        );
+    }
+    for option in &options {
+        assert!(
+            inputs.contains(option),
+            "option --{option} is not an input of action.yml"
+        );
+    }
+    let commands: Vec<&str> = cli.get_subcommands().map(|s| s.get_name()).collect();
+    let described = yml["inputs"]["command"]["description"].as_str().unwrap();
+    for c in commands {
+        assert!(
+            described.contains(c),
+            "the command input does not mention {c}"
+        );
+    }
+    assert_eq!(yml["runs"]["using"].as_str(), Some("docker"));
+}
+
+#[test]
+fn action_mode_runs_write_only_declared_outputs() {
+    let declared = keys(&action_yml(), "outputs");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::create_db(&d.join("app.db"), include_str!("fixtures/edge.sql"));
+    let backups = d.join("backups");
+    let runs: Vec<Vec<(&str, String)>> = vec![
+        vec![
+            ("INPUT_COMMAND", "backup".into()),
+            ("INPUT_SOURCE", d.join("app.db").display().to_string()),
+            ("INPUT_DEST", backups.display().to_string()),
+        ],
+        vec![
+            ("INPUT_COMMAND", "verify".into()),
+            ("INPUT_FROM", backups.display().to_string()),
+        ],
+        vec![
+            ("INPUT_COMMAND", "list".into()),
+            ("INPUT_FROM", backups.display().to_string()),
+        ],
+        vec![
+            ("INPUT_COMMAND", "export".into()),
+            ("INPUT_FROM", backups.display().to_string()),
+            ("INPUT_OUT", d.join("dump.sql").display().to_string()),
+        ],
+        vec![
+            ("INPUT_COMMAND", "restore".into()),
+            ("INPUT_FROM", backups.display().to_string()),
+            ("INPUT_TO", d.join("r.db").display().to_string()),
+            ("INPUT_FORCE", "false".into()),
+        ],
+        vec![
+            ("INPUT_COMMAND", "verify".into()),
+            ("INPUT_FROM", d.join("nowhere").display().to_string()),
+        ],
+    ];
+    for (i, inputs) in runs.iter().enumerate() {
+        let output = d.join(format!("output-{i}"));
+        let summary = d.join(format!("summary-{i}"));
+        let run = Command::new(env!("CARGO_BIN_EXE_d1r2"))
+            .env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_OUTPUT", &output)
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .envs(inputs.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let written = std::fs::read_to_string(&output).unwrap();
+        let mut names = BTreeSet::new();
+        let mut lines = written.lines();
+        while let Some(line) = lines.next() {
+            let (name, delimiter) = line.split_once("<<").expect("heredoc form");
+            names.insert(name.to_string());
+            for value_line in lines.by_ref() {
+                if value_line == delimiter {
+                    break;
+                }
+            }
+        }
+        for name in &names {
+            assert!(
+                declared.contains(name),
+                "run {i} wrote undeclared output {name}"
+            );
+        }
+        let summary = std::fs::read_to_string(&summary).unwrap();
+        assert!(summary.starts_with("### d1r2 "), "{summary}");
+        if i == runs.len() - 1 {
+            assert_eq!(run.status.code(), Some(2));
+            assert!(stdout.contains("::error::"), "{stdout}");
+            assert!(names.contains("status") && written.contains("failure"));
+        } else {
+            assert!(
+                run.status.success(),
+                "run {i}: {stdout} {}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+            assert!(names.contains("status"));
+        }
+    }
+}
