@@ -193,6 +193,8 @@ pub fn publish(env: &BTreeMap<String, String>, report: &Report) -> anyhow::Resul
 mod tests {
     use super::*;
 
+    type Case = (Vec<(&'static str, &'static str)>, Vec<&'static str>);
+
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -202,7 +204,7 @@ mod tests {
 
     #[test]
     fn inputs_become_the_same_flags() {
-        let cases: Vec<(Vec<(&str, &str)>, Vec<&str>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 vec![
                     ("INPUT_COMMAND", "backup"),
