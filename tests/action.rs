@@ -31,10 +31,10 @@ fn inputs_and_options_match() {
     let mut options = BTreeSet::new();
     for sub in cli.get_subcommands() {
         for arg in sub.get_arguments() {
-            if let Some(long) = arg.get_long() {
-                if !["help", "version", "verbose"].contains(&long) {
-                    options.insert(long.to_string());
-                }
+            if let Some(long) = arg.get_long()
+                && !["help", "version", "verbose"].contains(&long)
+            {
+                options.insert(long.to_string());
             }
         }
     }
