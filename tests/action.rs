@@ -143,3 +143,40 @@ fn action_mode_runs_write_only_declared_outputs() {
         }
     }
 }
+
+#[test]
+fn workflows_parse_and_use_only_declared_inputs() {
+    let inputs = keys(&action_yml(), "inputs");
+    let mut checked = 0;
+    for dir in [".github/workflows", "examples/workflows"] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let yml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+                .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
+            for job in yml["jobs"].as_mapping().expect("jobs").values() {
+                for step in job["steps"].as_sequence().into_iter().flatten() {
+                    let uses = step["uses"].as_str().unwrap_or("");
+                    if uses.starts_with("d1r2/d1r2") || uses == "./" {
+                        for key in step["with"]
+                            .as_mapping()
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, _)| k)
+                        {
+                            let key = key.as_str().unwrap();
+                            assert!(
+                                inputs.contains(key),
+                                "{}: input {key} is not in action.yml",
+                                path.display()
+                            );
+                        }
+                    }
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} workflow files found");
+}
