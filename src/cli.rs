@@ -50,6 +50,10 @@ pub struct BackupArgs {
     /// Never these tables.
     #[arg(long, value_delimiter = ',')]
     pub exclude_tables: Vec<String>,
+    /// Never these columns (`table.column,...`): data minimisation. A primary key column, or a
+    /// NOT NULL column without a DEFAULT, cannot be left out (the rows would not restore).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_columns: Vec<String>,
     #[arg(long, value_enum, default_value_t = Compression::Gzip)]
     pub compression: Compression,
     /// Tables read at once.

@@ -55,6 +55,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
         filter: TableFilter {
             include: args.tables.clone(),
             exclude: args.exclude_tables.clone(),
+            exclude_columns: TableFilter::parse_columns(&args.exclude_columns)?,
         },
         compression: args.compression,
         concurrency: args.concurrency as usize,

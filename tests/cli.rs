@@ -391,3 +391,30 @@ async fn a_failure_mid_backup_leaves_nothing_that_list_shows() {
         );
     }
 }
+
+#[test]
+fn excluding_a_required_or_unknown_column_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    create_db(
+        &d.join("app.db"),
+        "CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT NOT NULL);",
+    );
+    for (columns, needle) in [
+        ("users.email", "NOT NULL without a DEFAULT"),
+        ("users.nope", "no such column"),
+        ("users", "TABLE.COLUMN"),
+    ] {
+        let out = d1r2(&[
+            "backup",
+            "--source",
+            d.join("app.db").to_str().unwrap(),
+            "--dest",
+            d.join("b").to_str().unwrap(),
+            "--exclude-columns",
+            columns,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{columns}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{columns}: {}", stderr(&out));
+    }
+}

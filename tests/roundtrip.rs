@@ -189,3 +189,48 @@ proptest! {
         prop_assert_eq!(schema(&a), schema(&b));
     }
 }
+
+#[tokio::test]
+async fn excluded_columns_and_tables_never_reach_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    create_db(
+        &db,
+        "CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT NOT NULL, password_hash TEXT, token TEXT NOT NULL DEFAULT '');
+         INSERT INTO users VALUES (1, 'a@example.com', 'hash-SECRET-1', 'tok-SECRET-2');
+         CREATE TABLE sessions(id INTEGER PRIMARY KEY, data TEXT);
+         INSERT INTO sessions VALUES (1, 'session-SECRET-3');",
+    );
+    let options = BackupOptions {
+        filter: d1r2::source::TableFilter {
+            exclude: vec!["sessions".into()],
+            exclude_columns: vec![
+                ("users".into(), "password_hash".into()),
+                ("users".into(), "token".into()),
+            ],
+            ..Default::default()
+        },
+        ..BackupOptions::default()
+    };
+    let store_dir = tempfile::tempdir().unwrap();
+    let (store, manifest) = backup_to(&db, store_dir.path(), &options).await;
+    let out = dir.path().join("dump.sql");
+    d1r2::export::export(store.clone(), &manifest, &out)
+        .await
+        .unwrap();
+    let sql = std::fs::read_to_string(&out).unwrap();
+    assert!(!sql.contains("SECRET"), "{sql}");
+    assert!(sql.contains("a@example.com"));
+    let restored = dir.path().join("restored.db");
+    d1r2::restore::restore_to_file(store, &manifest, &Default::default(), &restored, false)
+        .await
+        .unwrap();
+    let conn = Connection::open(&restored).unwrap();
+    let row: (String, Option<String>, String) = conn
+        .query_row("SELECT email, password_hash, token FROM users", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(row, ("a@example.com".into(), None, String::new()));
+    assert_eq!(user_tables(&conn), vec!["users"]);
+}

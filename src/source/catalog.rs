@@ -21,9 +21,33 @@ pub struct TableFilter {
     pub include: Vec<String>,
     /// Never these tables.
     pub exclude: Vec<String>,
+    /// Never these columns, as (table, column): data minimisation.
+    pub exclude_columns: Vec<(String, String)>,
 }
 
 impl TableFilter {
+    /// Parses `table.column` items (split at the first `.`).
+    pub fn parse_columns(items: &[String]) -> Result<Vec<(String, String)>, SourceError> {
+        items
+            .iter()
+            .map(|item| match item.split_once('.') {
+                Some((t, c)) if !t.is_empty() && !c.is_empty() => {
+                    Ok((t.to_string(), c.to_string()))
+                }
+                _ => Err(SourceError::BadColumn(format!(
+                    "{item}: expected TABLE.COLUMN"
+                ))),
+            })
+            .collect()
+    }
+
+    fn excluded_columns<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.exclude_columns
+            .iter()
+            .filter(move |(t, _)| t == table)
+            .map(|(_, c)| c.as_str())
+    }
+
     fn wants(&self, name: &str) -> bool {
         (self.include.is_empty() || self.include.iter().any(|t| t == name))
             && !self.exclude.iter().any(|t| t == name)
@@ -95,6 +119,8 @@ pub struct ColumnInfo {
     pub pk: i64,
     /// 0 normal, 1 hidden (virtual table), 2 generated virtual, 3 generated stored.
     pub hidden: i64,
+    /// NOT NULL without a DEFAULT: a row cannot be inserted without a value for it.
+    pub required: bool,
 }
 
 /// The per-table catalog answers [`plan`] needs.
@@ -164,6 +190,16 @@ pub async fn load(source: &dyn Source, filter: &TableFilter) -> Result<Schema, S
             },
         ));
     }
+    for (table, column) in &filter.exclude_columns {
+        let known = infos
+            .iter()
+            .any(|(t, info)| t == table && info.columns.iter().any(|c| &c.name == column));
+        if !known {
+            return Err(SourceError::BadColumn(format!(
+                "{table}.{column}: no such column among the tables backed up"
+            )));
+        }
+    }
     plan(&master, &kinds, &infos, &sequences, filter)
 }
 
@@ -224,7 +260,8 @@ pub fn plan(
             .find(|(n, _)| n == &m.name)
             .map(|(_, k)| k.as_str())
             .unwrap_or("table");
-        let mut table = plan_table(&m.name, &sql, kind, info)?;
+        let excluded: Vec<&str> = filter.excluded_columns(&m.name).collect();
+        let mut table = plan_table(&m.name, &sql, kind, info, &excluded)?;
         table.sequence = sequences
             .iter()
             .find(|(n, _)| n == &m.name)
@@ -254,10 +291,41 @@ pub fn plan(
     })
 }
 
-fn plan_table(name: &str, sql: &str, kind: &str, info: &TableInfo) -> Result<Table, SourceError> {
+fn plan_table(
+    name: &str,
+    sql: &str,
+    kind: &str,
+    info: &TableInfo,
+    excluded: &[&str],
+) -> Result<Table, SourceError> {
     let module = (kind == "virtual").then(|| virtual_module(sql));
     let without_rowid = kind == "table" && is_without_rowid(sql);
-    let insertable: Vec<&ColumnInfo> = info.columns.iter().filter(|c| c.hidden == 0).collect();
+    for column in info
+        .columns
+        .iter()
+        .filter(|c| excluded.contains(&c.name.as_str()))
+    {
+        let why = if column.pk > 0 {
+            Some("it is part of the primary key")
+        } else if column.required {
+            Some(
+                "it is NOT NULL without a DEFAULT, so rows restored without it would be rejected; exclude the table, or give the column a DEFAULT",
+            )
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(SourceError::BadColumn(format!(
+                "cannot exclude {name}.{}: {why}",
+                column.name
+            )));
+        }
+    }
+    let insertable: Vec<&ColumnInfo> = info
+        .columns
+        .iter()
+        .filter(|c| c.hidden == 0 && !excluded.contains(&c.name.as_str()))
+        .collect();
     let mut columns = Vec::new();
     let mut key = Vec::new();
     if without_rowid {
@@ -481,6 +549,8 @@ fn parse_xinfo(rows: Vec<Vec<Cell>>) -> Result<Vec<ColumnInfo>, SourceError> {
                 decl_type: text(column(r, 2, "table_xinfo")?).unwrap_or_default(),
                 pk: int(column(r, 5, "table_xinfo")?),
                 hidden: int(column(r, 6, "table_xinfo")?),
+                required: int(column(r, 3, "table_xinfo")?) != 0
+                    && matches!(column(r, 4, "table_xinfo")?, Cell::Null),
             })
         })
         .collect()
@@ -513,6 +583,28 @@ mod tests {
             decl_type: ty.into(),
             pk,
             hidden,
+            required: false,
+        }
+    }
+
+    #[test]
+    fn excluded_columns_table() {
+        let mut secret = col("secret", "TEXT", 0, 0);
+        let info = |c: ColumnInfo| info(vec![col("id", "INTEGER", 1, 0), c], &[]);
+        let sql = "CREATE TABLE t(id INTEGER PRIMARY KEY, secret TEXT)";
+        let t = plan_table("t", sql, "table", &info(secret.clone()), &["secret"]).unwrap();
+        assert_eq!(t.columns, vec!["id"]);
+        secret.required = true;
+        let err = plan_table("t", sql, "table", &info(secret), &["secret"]).unwrap_err();
+        assert!(
+            err.to_string().contains("NOT NULL without a DEFAULT"),
+            "{err}"
+        );
+        let err = plan_table("t", sql, "table", &info(col("x", "", 0, 0)), &["id"]).unwrap_err();
+        assert!(err.to_string().contains("primary key"), "{err}");
+        assert!(TableFilter::parse_columns(&["users.password".into()]).is_ok());
+        for bad in ["users", ".x", "users."] {
+            assert!(TableFilter::parse_columns(&[bad.into()]).is_err(), "{bad}");
         }
     }
 
@@ -578,7 +670,7 @@ mod tests {
             ),
         ];
         for (sql, info, columns, key) in cases {
-            let t = plan_table("t", sql, "table", &info).unwrap();
+            let t = plan_table("t", sql, "table", &info, &[]).unwrap();
             assert_eq!(t.columns, columns, "{sql}");
             assert_eq!(t.key, key, "{sql}");
         }

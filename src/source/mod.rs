@@ -47,6 +47,8 @@ pub enum SourceError {
     NotADatabase(String),
     #[error("no table named {0} in the source (see the table names with `sqlite3 DB .tables`)")]
     UnknownTable(String),
+    #[error("--exclude-columns {0}")]
+    BadColumn(String),
     #[error("reading the catalog: {0}")]
     Catalog(String),
     #[error("SQLite error on {path}: {source}")]
@@ -64,7 +66,10 @@ impl SourceError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            SourceError::Missing(_) | SourceError::NotADatabase(_) | SourceError::UnknownTable(_)
+            SourceError::Missing(_)
+                | SourceError::NotADatabase(_)
+                | SourceError::UnknownTable(_)
+                | SourceError::BadColumn(_)
         )
     }
 }
