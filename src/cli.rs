@@ -33,6 +33,9 @@ pub enum Command {
     List(ListArgs),
     /// Write a backup as one plain SQL file.
     Export(ExportArgs),
+    /// Restore drill for pull requests: restore a backup into scratch SQLite and apply pending
+    /// migrations, reporting the first that fails.
+    Drill(DrillArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -105,4 +108,13 @@ pub struct ExportArgs {
     /// The SQL file to write.
     #[arg(long, value_name = "FILE.sql")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DrillArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// The migrations directory (wrangler's `migrations/`).
+    #[arg(long, value_name = "DIR")]
+    pub migrations: PathBuf,
 }

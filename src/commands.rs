@@ -4,7 +4,7 @@
 use anyhow::Context;
 
 use crate::backup::{self, BackupOptions};
-use crate::cli::{BackupArgs, Command, ExportArgs, ListArgs, RestoreArgs, SelectArgs};
+use crate::cli::{BackupArgs, Command, DrillArgs, ExportArgs, ListArgs, RestoreArgs, SelectArgs};
 use crate::error::bad_input;
 use crate::load::Selection;
 use crate::location::{SourceLocation, open_source, open_store, parse_source, parse_store};
@@ -20,6 +20,7 @@ pub async fn run(command: Command) -> anyhow::Result<Report> {
         Command::Verify(args) => verify(args).await,
         Command::List(args) => list(args).await,
         Command::Export(args) => export(args).await,
+        Command::Drill(args) => drill(args).await,
     }
     .map_err(classify)
 }
@@ -210,3 +211,37 @@ async fn export(args: ExportArgs) -> anyhow::Result<Report> {
         .row("Size", human_bytes(bytes));
     Ok(report)
 }
+
+async fn drill(args: DrillArgs) -> anyhow::Result<Report> {
+    let store = open_store(&parse_store(&args.select.from)?, false)?;
+    let manifest = repo::resolve(store.as_ref(), &args.select.backup).await?;
+    let started = std::time::Instant::now();
+    let outcome = crate::drill::drill(store, &manifest, &args.migrations).await?;
+    let mut report = Report::new("drill");
+    report
+        .output("backup-id", &manifest.id)
+        .output("migrations-applied", outcome.applied.len())
+        .output("duration-ms", started.elapsed().as_millis());
+    report
+        .row("Backup", &manifest.id)
+        .row("Already applied", outcome.already.len())
+        .row("Applied", outcome.applied.join(", "));
+    if let Some(f) = &outcome.failure {
+        let statement: String = f.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        let statement: String = statement.chars().take(160).collect();
+        anyhow::bail!(DrillFailed(format!(
+            "migration {} fails at statement {} on the data of backup {}: {} (statement: {statement})",
+            f.migration, f.statement, manifest.id, f.error
+        )));
+    }
+    report.row(
+        "Result",
+        "every pending migration applies to the restored data",
+    );
+    Ok(report)
+}
+
+/// A migration that does not apply to the backed-up data: the operation failed (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct DrillFailed(String);

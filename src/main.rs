@@ -67,6 +67,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Verify(_) => "verify",
         Command::List(_) => "list",
         Command::Export(_) => "export",
+        Command::Drill(_) => "drill",
     }
 }
 

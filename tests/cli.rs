@@ -418,3 +418,46 @@ fn excluding_a_required_or_unknown_column_is_bad_input() {
         assert!(stderr(&out).contains(needle), "{columns}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn drill_reports_the_migration_that_breaks_on_backed_up_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let migrations = d.join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    std::fs::write(
+        migrations.join("0001_init.sql"),
+        "this is already applied per d1_migrations and never runs;",
+    )
+    .unwrap();
+    std::fs::write(
+        migrations.join("0002_ok.sql"),
+        "ALTER TABLE counters ADD COLUMN note TEXT;",
+    )
+    .unwrap();
+    let backups = d.join("backups");
+    let ok = d1r2(&[
+        "drill",
+        "--from",
+        backups.to_str().unwrap(),
+        "--migrations",
+        migrations.to_str().unwrap(),
+    ]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("0002_ok.sql"));
+    std::fs::write(migrations.join("0003_bad.sql"), "CREATE UNIQUE INDEX one_parent ON child(parent_id);\nCREATE UNIQUE INDEX one_value ON kv(k);").unwrap();
+    let bad = d1r2(&[
+        "drill",
+        "--from",
+        backups.to_str().unwrap(),
+        "--migrations",
+        migrations.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    let err = stderr(&bad);
+    assert!(
+        err.contains("0003_bad.sql") && err.contains("statement 2") && err.contains("UNIQUE"),
+        "{err}"
+    );
+}
