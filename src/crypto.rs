@@ -534,6 +534,7 @@ mod tests {
 
     #[test]
     fn known_answer() {
+        // Checked independently with scripts/decrypt_part.py (Python `cryptography`).
         let k = Key(core::array::from_fn(|i| i as u8));
         let stored = encrypt(&k, [0xA5; PREFIX_LEN], 16, b"INSERT INTO t VALUES(1);\n");
         assert_eq!(
