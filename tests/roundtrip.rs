@@ -103,7 +103,9 @@ async fn values_longer_than_the_statement_limit_are_split_and_restored() {
     let store_dir = tempfile::tempdir().unwrap();
     let (store, manifest) = backup_to(&db, store_dir.path(), &BackupOptions::default()).await;
     let out = dir.path().join("dump.sql");
-    d1r2::export::export(store, &manifest, &out).await.unwrap();
+    d1r2::export::export(store, &manifest, None, &out)
+        .await
+        .unwrap();
     let sql = std::fs::read_to_string(&out).unwrap();
     let (statements, rest) = d1r2::dump::split::split_all(&sql);
     assert!(rest.is_none());
