@@ -15,10 +15,12 @@ use chrono::Utc;
 use futures::{StreamExt, TryStreamExt, future::try_join_all};
 
 use crate::codec::{Compression, PartEncoder, Stored};
+use crate::crypto::Key;
 use crate::dump::insert::InsertWriter;
 use crate::dump::{post_sql, schema_sql, sequence_sql};
 use crate::manifest::{
-    FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, TableEntry, backup_id, slug,
+    EncryptionInfo, FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, TableEntry,
+    backup_id, slug,
 };
 use crate::source::{DataMode, Source, Table, TableFilter, catalog, row_key};
 use crate::store::{Store, Upload};
@@ -27,6 +29,8 @@ use crate::store::{Store, Upload};
 pub struct BackupOptions {
     pub filter: TableFilter,
     pub compression: Compression,
+    /// Encrypts every part with this key when set.
+    pub encryption: Option<Key>,
     /// Tables read at once.
     pub concurrency: usize,
     pub label: Option<String>,
@@ -41,6 +45,7 @@ impl Default for BackupOptions {
         BackupOptions {
             filter: TableFilter::default(),
             compression: Compression::Gzip,
+            encryption: None,
             concurrency: 4,
             label: None,
             part_sql_bytes: 128 * 1024 * 1024,
@@ -94,6 +99,7 @@ pub async fn run(
         stores: stores.to_vec(),
         id: id.clone(),
         compression: options.compression,
+        encryption: options.encryption.clone(),
     };
     let result = write_backup(source, &schema, &target, options).await;
     let (objects, tables, schema_entries) = match result {
@@ -111,7 +117,10 @@ pub async fn run(
         label: options.label.clone(),
         source: info,
         compression: options.compression,
-        encryption: None,
+        encryption: options.encryption.as_ref().map(|key| EncryptionInfo {
+            algorithm: crate::crypto::ALGORITHM.to_string(),
+            key_fingerprint: key.fingerprint(),
+        }),
         tables,
         schema: schema_entries,
         objects,
@@ -271,6 +280,7 @@ struct Target {
     stores: Vec<Arc<dyn Store>>,
     id: String,
     compression: Compression,
+    encryption: Option<Key>,
 }
 
 struct OpenPart {
@@ -299,7 +309,7 @@ impl Target {
             key,
             table: table.name.clone(),
             uploads,
-            encoder: PartEncoder::new(self.compression),
+            encoder: PartEncoder::new(self.compression, self.encryption.as_ref())?,
             rows: 0,
         })
     }
@@ -361,8 +371,9 @@ impl Target {
         sql: String,
     ) -> anyhow::Result<ObjectEntry> {
         let compression = self.compression;
+        let encryption = self.encryption.clone();
         let (bytes, stored) = tokio::task::spawn_blocking(move || {
-            let mut encoder = PartEncoder::new(compression);
+            let mut encoder = PartEncoder::new(compression, encryption.as_ref())?;
             encoder.write(sql.as_bytes())?;
             let first = encoder.take();
             let (last, stored) = encoder.finish()?;

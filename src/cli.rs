@@ -62,6 +62,10 @@ pub struct BackupArgs {
     /// Tables read at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
+    /// Encrypt every part with AES-256-GCM, using the key in D1R2_ENCRYPTION_KEY (32 bytes, hex or
+    /// base64); the manifest records the key's fingerprint, never the key.
+    #[arg(long)]
+    pub encrypt: bool,
     /// A note stored in the manifest and shown by `list`.
     #[arg(long)]
     pub label: Option<String>,

@@ -15,6 +15,8 @@ use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::crypto::{DecryptReader, EncryptWriter, Key};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
@@ -84,20 +86,25 @@ pub struct PartEncoder {
 }
 
 impl PartEncoder {
-    pub fn new(compression: Compression) -> Self {
+    /// Chains gzip (when asked) into encryption (when given a key) into the buffer, so what is
+    /// encrypted is already compressed: ciphertext does not compress.
+    pub fn new(compression: Compression, encryption: Option<&Key>) -> io::Result<Self> {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let sink: Box<dyn Encode> = Box::new(Sink(out.clone()));
+        let mut sink: Box<dyn Encode> = Box::new(Sink(out.clone()));
+        if let Some(key) = encryption {
+            sink = Box::new(EncryptWriter::new(sink, key)?);
+        }
         let head: Box<dyn Encode> = match compression {
             Compression::Gzip => Box::new(GzEncoder::new(sink, Level::default())),
             Compression::None => sink,
         };
-        PartEncoder {
+        Ok(PartEncoder {
             head: Some(head),
             out,
             sha: Sha256::new(),
             stored: 0,
             sql_bytes: 0,
-        }
+        })
     }
 
     pub fn write(&mut self, sql: &[u8]) -> io::Result<()> {
@@ -169,11 +176,19 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// The decoding chain for a part: stored bytes in, SQL out.
-pub fn decoder<'a>(stored: impl Read + 'a, compression: Compression) -> Box<dyn Read + 'a> {
+/// The decoding chain for a part: stored bytes in, decrypted (given a key), decompressed, SQL out.
+pub fn decoder<'a>(
+    stored: impl Read + 'a,
+    compression: Compression,
+    key: Option<&Key>,
+) -> Box<dyn Read + 'a> {
+    let plain: Box<dyn Read + 'a> = match key {
+        Some(key) => Box::new(DecryptReader::new(stored, key)),
+        None => Box::new(stored),
+    };
     match compression {
-        Compression::Gzip => Box::new(GzDecoder::new(stored)),
-        Compression::None => Box::new(stored),
+        Compression::Gzip => Box::new(GzDecoder::new(plain)),
+        Compression::None => plain,
     }
 }
 
@@ -181,8 +196,8 @@ pub fn decoder<'a>(stored: impl Read + 'a, compression: Compression) -> Box<dyn 
 mod tests {
     use super::*;
 
-    fn roundtrip(compression: Compression, data: &[u8], chunk: usize) {
-        let mut enc = PartEncoder::new(compression);
+    fn roundtrip(compression: Compression, key: Option<&Key>, data: &[u8], chunk: usize) {
+        let mut enc = PartEncoder::new(compression, key).unwrap();
         let mut stored = Vec::new();
         for piece in data.chunks(chunk.max(1)) {
             enc.write(piece).unwrap();
@@ -196,7 +211,7 @@ mod tests {
 
         let mut hashing = HashingReader::new(&stored[..]);
         let mut decoded = Vec::new();
-        decoder(&mut hashing, compression)
+        decoder(&mut hashing, compression, key)
             .read_to_end(&mut decoded)
             .unwrap();
         assert_eq!(decoded, data);
@@ -206,11 +221,14 @@ mod tests {
     #[test]
     fn encode_decode_roundtrip() {
         let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let key = Key::parse(&"ab".repeat(32)).unwrap();
         for compression in [Compression::Gzip, Compression::None] {
-            for data in [&b""[..], b"SELECT 1;\n", &big] {
-                for chunk in [1, 7, 65_536] {
-                    if data.len() / chunk < 50_000 {
-                        roundtrip(compression, data, chunk);
+            for key in [None, Some(&key)] {
+                for data in [&b""[..], b"SELECT 1;\n", &big] {
+                    for chunk in [1, 7, 65_536] {
+                        if data.len() / chunk < 50_000 {
+                            roundtrip(compression, key, data, chunk);
+                        }
                     }
                 }
             }
@@ -219,7 +237,7 @@ mod tests {
 
     #[test]
     fn corruption_is_an_error_or_a_digest_mismatch() {
-        let mut enc = PartEncoder::new(Compression::Gzip);
+        let mut enc = PartEncoder::new(Compression::Gzip, None).unwrap();
         enc.write(b"INSERT INTO t VALUES(1);\n".repeat(100).as_slice())
             .unwrap();
         let mut stored = enc.take().to_vec();
@@ -229,7 +247,8 @@ mod tests {
             let mut bad = stored.clone();
             bad[at] ^= 0x01;
             let mut hashing = HashingReader::new(&bad[..]);
-            let decoded = decoder(&mut hashing, Compression::Gzip).read_to_end(&mut Vec::new());
+            let decoded =
+                decoder(&mut hashing, Compression::Gzip, None).read_to_end(&mut Vec::new());
             let digest = hashing.finish().unwrap().1;
             assert!(
                 decoded.is_err() || digest != summary.sha256,

@@ -5,8 +5,9 @@ use anyhow::Context;
 
 use crate::backup::{self, BackupOptions};
 use crate::cli::{BackupArgs, Command, DrillArgs, ExportArgs, ListArgs, RestoreArgs, SelectArgs};
+use crate::crypto::{self, Key};
 use crate::error::bad_input;
-use crate::load::Selection;
+use crate::load::{Selection, check_key};
 use crate::location::{SourceLocation, open_source, open_store, parse_source, parse_store};
 use crate::repo::{self, RepoError};
 use crate::report::{Report, human_bytes};
@@ -42,6 +43,29 @@ fn classify(err: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// The key in the environment, if any. A key that is set but malformed is an error even when it
+/// would not be needed, so a typo is found on the first run rather than at restore time.
+fn key_from_env() -> anyhow::Result<Option<Key>> {
+    match std::env::var(crypto::KEY_ENV) {
+        Ok(text) if !text.trim().is_empty() => Ok(Some(
+            Key::parse(&text).map_err(|e| bad_input(e.to_string()))?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The key for reading `manifest`'s backup, checked against its fingerprint before anything is
+/// downloaded or written; `None` for a backup that is not encrypted.
+fn key_for(manifest: &crate::manifest::Manifest) -> anyhow::Result<Option<Key>> {
+    let key = if manifest.encryption.is_some() {
+        key_from_env()?
+    } else {
+        None
+    };
+    check_key(manifest, key.as_ref()).map_err(|e| bad_input(e.to_string()))?;
+    Ok(key)
+}
+
 async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
     let source_location = parse_source(&args.source)?;
     let source =
@@ -52,6 +76,14 @@ async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
             open_store(&parse_store(dest)?, true).with_context(|| format!("opening {dest}"))?,
         );
     }
+    let encryption =
+        if args.encrypt {
+            Some(key_from_env()?.ok_or_else(|| {
+                bad_input(format!("--encrypt needs a key: set {}", crypto::KEY_ENV))
+            })?)
+        } else {
+            None
+        };
     let options = BackupOptions {
         filter: TableFilter {
             include: args.tables.clone(),
@@ -59,6 +91,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
             exclude_columns: TableFilter::parse_columns(&args.exclude_columns)?,
         },
         compression: args.compression,
+        encryption,
         concurrency: args.concurrency as usize,
         label: args.label.clone(),
         ..BackupOptions::default()
@@ -105,9 +138,17 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<Report> {
     let selection = Selection {
         tables: args.tables.clone(),
     };
-    let outcome = crate::restore::restore_to_file(store, &manifest, &selection, &path, args.force)
-        .await
-        .with_context(|| format!("restoring backup {} into {}", manifest.id, path.display()))?;
+    let key = key_for(&manifest)?;
+    let outcome = crate::restore::restore_to_file(
+        store,
+        &manifest,
+        &selection,
+        key.as_ref(),
+        &path,
+        args.force,
+    )
+    .await
+    .with_context(|| format!("restoring backup {} into {}", manifest.id, path.display()))?;
     let mut report = Report::new("restore");
     report
         .output("backup-id", &manifest.id)
@@ -126,7 +167,8 @@ async fn verify(args: SelectArgs) -> anyhow::Result<Report> {
     let store = open_store(&parse_store(&args.from)?, false)?;
     let manifest = repo::resolve(store.as_ref(), &args.backup).await?;
     let started = std::time::Instant::now();
-    let outcome = crate::verify::verify(store, &manifest).await?;
+    let key = key_for(&manifest)?;
+    let outcome = crate::verify::verify(store, &manifest, key.as_ref()).await?;
     let mut report = Report::new("verify");
     report
         .output("backup-id", &manifest.id)
@@ -198,7 +240,8 @@ async fn list(args: ListArgs) -> anyhow::Result<Report> {
 async fn export(args: ExportArgs) -> anyhow::Result<Report> {
     let store = open_store(&parse_store(&args.select.from)?, false)?;
     let manifest = repo::resolve(store.as_ref(), &args.select.backup).await?;
-    let bytes = crate::export::export(store, &manifest, &args.out)
+    let key = key_for(&manifest)?;
+    let bytes = crate::export::export(store, &manifest, key.as_ref(), &args.out)
         .await
         .with_context(|| format!("exporting backup {} to {}", manifest.id, args.out.display()))?;
     let mut report = Report::new("export");
@@ -216,7 +259,8 @@ async fn drill(args: DrillArgs) -> anyhow::Result<Report> {
     let store = open_store(&parse_store(&args.select.from)?, false)?;
     let manifest = repo::resolve(store.as_ref(), &args.select.backup).await?;
     let started = std::time::Instant::now();
-    let outcome = crate::drill::drill(store, &manifest, &args.migrations).await?;
+    let key = key_for(&manifest)?;
+    let outcome = crate::drill::drill(store, &manifest, key.as_ref(), &args.migrations).await?;
     let mut report = Report::new("drill");
     report
         .output("backup-id", &manifest.id)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use rusqlite::Connection;
 
+use crate::crypto::Key;
 use crate::dump::split::split_all;
 use crate::error::bad_input;
 use crate::load::{Selection, load_into};
@@ -52,6 +53,7 @@ pub fn migration_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 pub async fn drill(
     store: Arc<dyn Store>,
     manifest: &Manifest,
+    key: Option<&Key>,
     dir: &Path,
 ) -> anyhow::Result<DrillOutcome> {
     let files = migration_files(dir)?;
@@ -60,6 +62,7 @@ pub async fn drill(
         store,
         manifest,
         &Selection::default(),
+        key,
         &scratch.path().join("drill.db"),
     )
     .await?;

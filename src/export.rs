@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::load::{SqlSink, stream_sql};
+use crate::crypto::Key;
+use crate::load::{SqlSink, check_key, stream_sql};
 use crate::manifest::{Manifest, ObjectEntry};
 use crate::store::Store;
 
@@ -24,7 +25,13 @@ impl SqlSink for FileSink {
 }
 
 /// Writes the whole backup to `out`; returns the number of SQL bytes written.
-pub async fn export(store: Arc<dyn Store>, manifest: &Manifest, out: &Path) -> anyhow::Result<u64> {
+pub async fn export(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    key: Option<&Key>,
+    out: &Path,
+) -> anyhow::Result<u64> {
+    check_key(manifest, key)?;
     let dir = out
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -40,7 +47,7 @@ pub async fn export(store: Arc<dyn Store>, manifest: &Manifest, out: &Path) -> a
         manifest.source.name.as_deref().unwrap_or(""),
         manifest.created.to_rfc3339()
     )?;
-    let sink = stream_sql(store, manifest, manifest.objects.clone(), sink).await?;
+    let sink = stream_sql(store, manifest, manifest.objects.clone(), key, sink).await?;
     let file = sink.0.into_inner().map_err(|e| e.into_error())?;
     file.as_file().sync_all()?;
     let bytes = file.as_file().metadata()?.len();

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod cli;
 pub mod codec;
 pub mod commands;
+pub mod crypto;
 pub mod drill;
 pub mod dump;
 pub mod error;

@@ -11,6 +11,7 @@ use rusqlite::Connection;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::codec::{HashingReader, decoder};
+use crate::crypto::Key;
 use crate::dump::split::Splitter;
 use crate::manifest::{Manifest, ObjectEntry, ObjectKind};
 use crate::store::Store;
@@ -29,6 +30,46 @@ pub enum LoadError {
     },
 }
 
+/// Why a backup cannot be decrypted with the key at hand. Both are checked before any part is
+/// downloaded, and name fingerprints, never the key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyCheckError {
+    #[error("backup {id} is encrypted; set {}", crate::crypto::KEY_ENV)]
+    Missing { id: String },
+    #[error(
+        "backup {id} was encrypted with the key of fingerprint {expected}, but {} has fingerprint {actual}",
+        crate::crypto::KEY_ENV
+    )]
+    Wrong {
+        id: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+/// Checks that `key` decrypts `manifest`'s backup: required and matching when the backup is
+/// encrypted, ignored (`None`) when it is not, so one environment serves both kinds.
+pub fn check_key<'k>(
+    manifest: &Manifest,
+    key: Option<&'k Key>,
+) -> Result<Option<&'k Key>, KeyCheckError> {
+    let Some(info) = &manifest.encryption else {
+        return Ok(None);
+    };
+    let key = key.ok_or_else(|| KeyCheckError::Missing {
+        id: manifest.id.clone(),
+    })?;
+    let actual = key.fingerprint();
+    if actual != info.key_fingerprint {
+        return Err(KeyCheckError::Wrong {
+            id: manifest.id.clone(),
+            expected: info.key_fingerprint.clone(),
+            actual,
+        });
+    }
+    Ok(Some(key))
+}
+
 /// Streams the SQL of `objects` (in order) into `sink`, checking each object's size and digest
 /// against the manifest once it has been read. Runs on a blocking thread; the sink sees a part's
 /// bytes before its digest is known, so callers write somewhere they can throw away.
@@ -36,8 +77,10 @@ pub async fn stream_sql<S: SqlSink>(
     store: Arc<dyn Store>,
     manifest: &Manifest,
     objects: Vec<ObjectEntry>,
+    key: Option<&Key>,
     mut sink: S,
 ) -> anyhow::Result<S> {
+    let decryption: Option<Key> = check_key(manifest, key)?.cloned();
     let handle = tokio::runtime::Handle::current();
     let manifest = manifest.clone();
     tokio::task::spawn_blocking(move || {
@@ -61,7 +104,7 @@ pub async fn stream_sql<S: SqlSink>(
                 reason,
             };
             let decoded = {
-                let mut plain = decoder(&mut hashing, manifest.compression);
+                let mut plain = decoder(&mut hashing, manifest.compression, decryption.as_ref());
                 let mut buf = vec![0u8; 256 * 1024];
                 loop {
                     match plain.read(&mut buf) {
@@ -222,10 +265,12 @@ pub async fn load_into(
     store: Arc<dyn Store>,
     manifest: &Manifest,
     selection: &Selection,
+    key: Option<&Key>,
     path: &Path,
 ) -> anyhow::Result<Connection> {
+    check_key(manifest, key)?;
     let applier = Applier::new(open_scratch(path)?, manifest, selection);
-    let applier = stream_sql(store, manifest, selection.objects(manifest), applier).await?;
+    let applier = stream_sql(store, manifest, selection.objects(manifest), key, applier).await?;
     let conn = applier.into_connection();
     conn.execute_batch("COMMIT")?;
     Ok(conn)

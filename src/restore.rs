@@ -10,9 +10,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
 
+use crate::crypto::Key;
 use crate::dump::value::quote_ident;
 use crate::error::bad_input;
-use crate::load::{Selection, load_into};
+use crate::load::{Selection, check_key, load_into};
 use crate::manifest::Manifest;
 use crate::store::Store;
 
@@ -29,9 +30,11 @@ pub async fn restore_to_file(
     store: Arc<dyn Store>,
     manifest: &Manifest,
     selection: &Selection,
+    key: Option<&Key>,
     target: &Path,
     force: bool,
 ) -> anyhow::Result<RestoreOutcome> {
+    check_key(manifest, key)?;
     for table in &selection.tables {
         if !manifest.tables.iter().any(|t| &t.name == table) {
             return Err(bad_input(format!(
@@ -59,7 +62,7 @@ pub async fn restore_to_file(
             conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_ident(table)))?;
         }
     }
-    let conn = load_into(store, manifest, selection, &temp.0).await?;
+    let conn = load_into(store, manifest, selection, key, &temp.0).await?;
     conn.execute_batch("PRAGMA journal_mode=DELETE")?;
     drop(conn);
     std::fs::File::open(&temp.0)?.sync_all()?;

@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::crypto::Key;
 use crate::dump::value::quote_ident;
-use crate::load::{Selection, load_into};
+use crate::load::{Selection, check_key, load_into};
 use crate::manifest::Manifest;
 use crate::source::catalog::skip_reason;
 use crate::store::Store;
@@ -29,7 +30,12 @@ pub struct VerifyOutcome {
     pub foreign_key_violations: u64,
 }
 
-pub async fn verify(store: Arc<dyn Store>, manifest: &Manifest) -> anyhow::Result<VerifyOutcome> {
+pub async fn verify(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    key: Option<&Key>,
+) -> anyhow::Result<VerifyOutcome> {
+    check_key(manifest, key)?;
     let fail = |problems: Vec<String>| VerifyFailed {
         id: manifest.id.clone(),
         problems,
@@ -56,7 +62,7 @@ pub async fn verify(store: Arc<dyn Store>, manifest: &Manifest) -> anyhow::Resul
     }
     let scratch = tempfile::tempdir()?;
     let path = scratch.path().join("verify.db");
-    let conn = load_into(store, manifest, &Selection::default(), &path).await?;
+    let conn = load_into(store, manifest, &Selection::default(), key, &path).await?;
     let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     if integrity != "ok" {
         problems.push(format!("integrity check: {integrity}"));

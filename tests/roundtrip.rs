@@ -103,7 +103,9 @@ async fn values_longer_than_the_statement_limit_are_split_and_restored() {
     let store_dir = tempfile::tempdir().unwrap();
     let (store, manifest) = backup_to(&db, store_dir.path(), &BackupOptions::default()).await;
     let out = dir.path().join("dump.sql");
-    d1r2::export::export(store, &manifest, &out).await.unwrap();
+    d1r2::export::export(store, &manifest, None, &out)
+        .await
+        .unwrap();
     let sql = std::fs::read_to_string(&out).unwrap();
     let (statements, rest) = d1r2::dump::split::split_all(&sql);
     assert!(rest.is_none());
@@ -215,16 +217,23 @@ async fn excluded_columns_and_tables_never_reach_the_backup() {
     let store_dir = tempfile::tempdir().unwrap();
     let (store, manifest) = backup_to(&db, store_dir.path(), &options).await;
     let out = dir.path().join("dump.sql");
-    d1r2::export::export(store.clone(), &manifest, &out)
+    d1r2::export::export(store.clone(), &manifest, None, &out)
         .await
         .unwrap();
     let sql = std::fs::read_to_string(&out).unwrap();
     assert!(!sql.contains("SECRET"), "{sql}");
     assert!(sql.contains("a@example.com"));
     let restored = dir.path().join("restored.db");
-    d1r2::restore::restore_to_file(store, &manifest, &Default::default(), &restored, false)
-        .await
-        .unwrap();
+    d1r2::restore::restore_to_file(
+        store,
+        &manifest,
+        &Default::default(),
+        None,
+        &restored,
+        false,
+    )
+    .await
+    .unwrap();
     let conn = Connection::open(&restored).unwrap();
     let row: (String, Option<String>, String) = conn
         .query_row("SELECT email, password_hash, token FROM users", [], |r| {

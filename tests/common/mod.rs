@@ -120,7 +120,14 @@ pub async fn backup_to(
 pub async fn roundtrip(db: &Path, restored: &Path, options: &BackupOptions) {
     let dir = tempfile::tempdir().unwrap();
     let (store, manifest) = backup_to(db, dir.path(), options).await;
-    d1r2::restore::restore_to_file(store, &manifest, &Selection::default(), restored, false)
-        .await
-        .unwrap();
+    d1r2::restore::restore_to_file(
+        store,
+        &manifest,
+        &Selection::default(),
+        options.encryption.as_ref(),
+        restored,
+        false,
+    )
+    .await
+    .unwrap();
 }
