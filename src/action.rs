@@ -19,6 +19,34 @@ use crate::report::Report;
 /// Inputs the action reads itself rather than passing to the command.
 pub const ACTION_INPUTS: [&str; 1] = ["command"];
 
+/// The environment variables that hold secrets. In action mode each value is registered with
+/// `::add-mask::` before anything else is printed, so no later log line can reveal it.
+pub const SECRET_VARIABLES: [&str; 8] = [
+    "CLOUDFLARE_API_TOKEN",
+    "R2_ACCESS_KEY_ID",
+    "R2_SECRET_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "D1R2_ENCRYPTION_KEY",
+    "TOTP_SECRET",
+    "GITHUB_TOKEN",
+];
+
+/// Masks the secret environment values (each line of a multi-line value).
+pub fn mask_environment(
+    env: &BTreeMap<String, String>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    for name in SECRET_VARIABLES {
+        if let Some(value) = env.get(name) {
+            for line in value.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                writeln!(out, "::add-mask::{line}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether the process was started by the runner as an action step.
 pub fn is_action_mode(env: &BTreeMap<String, String>) -> bool {
     env.get("GITHUB_ACTIONS").is_some_and(|v| v == "true")

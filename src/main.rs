@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let in_action = std::env::args().len() == 1 && action::is_action_mode(&env);
     let cli = if in_action {
+        let _ = action::mask_environment(&env, &mut std::io::stdout());
         let parsed = action::command_line(&env).and_then(|args| Ok(Cli::try_parse_from(args)?));
         match parsed {
             Ok(cli) => cli,
