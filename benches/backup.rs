@@ -28,7 +28,10 @@ fn main() {
     // `cargo bench` passes `--bench` (and maybe a filter); nothing to parse.
     let sizes: Vec<u64> = env_list("D1R2_BENCH_MB", "100")
         .iter()
-        .map(|s| s.parse().unwrap_or_else(|_| panic!("D1R2_BENCH_MB: bad size {s:?}")))
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("D1R2_BENCH_MB: bad size {s:?}"))
+        })
         .collect();
     let shapes: Vec<Shape> = env_list("D1R2_BENCH_SHAPES", "narrow,wide")
         .iter()
@@ -78,7 +81,8 @@ fn main() {
             r.rows_per_s(),
             r.mb_per_s(),
             r.peak_rss as f64 / MIB,
-            r.bytes_out.map_or_else(|| "-".to_string(), |b| b.to_string()),
+            r.bytes_out
+                .map_or_else(|| "-".to_string(), |b| b.to_string()),
         );
     }
     println!();
@@ -152,7 +156,10 @@ fn bench_one(
             run.wall.as_secs_f64(),
             run.peak_rss() as f64 / MIB
         );
-        notes.push(format!("{label} {op}: peak RSS by process: {}", run.describe()));
+        notes.push(format!(
+            "{label} {op}: peak RSS by process: {}",
+            run.describe()
+        ));
         results.push(Measured {
             shape: shape.name(),
             db_bytes,
@@ -280,7 +287,11 @@ fn sample_tree(pid: u32, peaks: &mut BTreeMap<u32, (String, u64)>) {
         };
         for task in tasks.flatten() {
             if let Ok(children) = fs::read_to_string(task.path().join("children")) {
-                stack.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+                stack.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
             }
         }
     }
@@ -316,7 +327,9 @@ fn ensure_db(data: &Path, shape: Shape, mb: u64) -> PathBuf {
 
 fn generate(path: &Path, shape: Shape, target_bytes: u64) -> rusqlite::Result<()> {
     let mut conn = Connection::open(path)?;
-    conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;")?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;",
+    )?;
     let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     let mut rng = Rng(0x5EED_D1E2 ^ target_bytes);
     let tx = conn.transaction()?;
@@ -397,12 +410,52 @@ const KINDS: &[&str] = &[
     "click", "view", "purchase", "refund", "signup", "login", "logout", "search", "share",
     "comment",
 ];
-const MIMES: &[&str] = &["image/png", "image/jpeg", "application/pdf", "application/octet-stream"];
+const MIMES: &[&str] = &[
+    "image/png",
+    "image/jpeg",
+    "application/pdf",
+    "application/octet-stream",
+];
 const WORDS: &[&str] = &[
-    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
-    "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
-    "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "order", "cart", "device", "session",
-    "region", "retry", "timeout", "user's", "\"quoted\"", "émoji-ok", "日本", "null", "x'00'",
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "uniform",
+    "victor",
+    "whiskey",
+    "xray",
+    "yankee",
+    "zulu",
+    "order",
+    "cart",
+    "device",
+    "session",
+    "region",
+    "retry",
+    "timeout",
+    "user's",
+    "\"quoted\"",
+    "émoji-ok",
+    "日本",
+    "null",
+    "x'00'",
 ];
 
 /// SplitMix64: small, seeded, good enough for test data.
