@@ -76,7 +76,7 @@ fn main() {
             r.shape,
             r.db_bytes as f64 / MB as f64,
             r.rows,
-            r.op,
+            r.op.replace('|', "\\|"),
             r.wall.as_secs_f64(),
             r.rows_per_s(),
             r.mb_per_s(),
@@ -279,7 +279,9 @@ fn sample_tree(pid: u32, peaks: &mut BTreeMap<u32, (String, u64)>) {
             let name = fs::read_to_string(format!("/proc/{pid}/comm"))
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default();
-            let e = peaks.entry(pid).or_insert((name, 0));
+            // The name read last wins: right after fork it is still the parent's.
+            let e = peaks.entry(pid).or_insert((String::new(), 0));
+            e.0 = name;
             e.1 = e.1.max(hwm);
         }
         let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -330,7 +332,7 @@ fn generate(path: &Path, shape: Shape, target_bytes: u64) -> rusqlite::Result<()
     conn.execute_batch(
         "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;",
     )?;
-    let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))? as u64;
     let mut rng = Rng(0x5EED_D1E2 ^ target_bytes);
     let tx = conn.transaction()?;
     match shape {
@@ -403,7 +405,8 @@ fn generate(path: &Path, shape: Shape, target_bytes: u64) -> rusqlite::Result<()
 }
 
 fn page_count(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row("PRAGMA page_count", [], |r| r.get(0))
+    conn.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
 }
 
 const KINDS: &[&str] = &[
