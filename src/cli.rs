@@ -36,6 +36,8 @@ pub enum Command {
     /// Restore drill for pull requests: restore a backup into scratch SQLite and apply pending
     /// migrations, reporting the first that fails.
     Drill(DrillArgs),
+    /// Print the current TOTP code for TOTP_SECRET (RFC 6238).
+    Totp(crate::totp::TotpArgs),
 }
 
 #[derive(Debug, Clone, Args)]

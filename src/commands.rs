@@ -22,6 +22,9 @@ pub async fn run(command: Command) -> anyhow::Result<Report> {
         Command::List(args) => list(args).await,
         Command::Export(args) => export(args).await,
         Command::Drill(args) => drill(args).await,
+        Command::Totp(args) => {
+            crate::totp::run(&args, std::env::var("TOTP_SECRET").ok().as_deref())
+        }
     }
     .map_err(classify)
 }

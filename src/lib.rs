@@ -19,4 +19,5 @@ pub mod report;
 pub mod restore;
 pub mod source;
 pub mod store;
+pub mod totp;
 pub mod verify;

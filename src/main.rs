@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     };
     init_logging(cli.verbose);
     let json = matches!(&cli.command, Command::List(args) if args.json);
+    let totp = matches!(&cli.command, Command::Totp(_));
     let name = command_name(&cli.command);
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
     match runtime.block_on(d1r2::commands::run(cli.command)) {
@@ -31,6 +32,10 @@ fn main() -> ExitCode {
                 return fail_action(&env, name, &err);
             }
             print!("{}", report.to_text());
+            ExitCode::SUCCESS
+        }
+        Ok(report) if totp => {
+            println!("{}", report.outputs["token"]);
             ExitCode::SUCCESS
         }
         Ok(report) if json => {
@@ -69,6 +74,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::List(_) => "list",
         Command::Export(_) => "export",
         Command::Drill(_) => "drill",
+        Command::Totp(_) => "totp",
     }
 }
 

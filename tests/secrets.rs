@@ -95,6 +95,7 @@ fn no_command_prints_or_writes_a_secret() {
             ("restore", vec![("from", b), ("to", db)]),
             ("restore", vec![("from", b), ("to", "app.db")]),
             ("verify", vec![("from", "nowhere")]),
+            ("totp", vec![("digits", "8")]),
             (
                 "backup",
                 vec![("source", "d1://some-db"), ("dest", "s3://bucket/x")],
