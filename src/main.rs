@@ -26,7 +26,14 @@ fn main() -> ExitCode {
     let totp = matches!(&cli.command, Command::Totp(_));
     let name = command_name(&cli.command);
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
-    match runtime.block_on(d1r2::commands::run(cli.command)) {
+    if in_action {
+        println!("::group::d1r2 {name}");
+    }
+    let result = runtime.block_on(d1r2::commands::run(cli.command));
+    if in_action {
+        println!("::endgroup::");
+    }
+    match result {
         Ok(report) if in_action => {
             if let Err(err) = action::publish(&env, &report) {
                 return fail_action(&env, name, &err);

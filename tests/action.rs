@@ -127,6 +127,11 @@ fn action_mode_runs_write_only_declared_outputs() {
                 "run {i} wrote undeclared output {name}"
             );
         }
+        assert!(
+            stdout.contains(&format!("::group::d1r2 {}", inputs[0].1))
+                && stdout.contains("::endgroup::"),
+            "run {i}: {stdout}"
+        );
         let summary = std::fs::read_to_string(&summary).unwrap();
         assert!(summary.starts_with("### d1r2 "), "{summary}");
         if i == runs.len() - 1 {
