@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod repo;
 pub mod report;
 pub mod restore;
+pub mod retry;
 pub mod source;
 pub mod store;
 pub mod totp;
