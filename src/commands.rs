@@ -71,12 +71,15 @@ fn key_for(manifest: &crate::manifest::Manifest) -> anyhow::Result<Option<Key>> 
 
 async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
     let source_location = parse_source(&args.source)?;
-    let source =
-        open_source(&source_location).with_context(|| format!("opening {}", args.source))?;
+    let source = open_source(&source_location)
+        .await
+        .with_context(|| format!("opening {}", args.source))?;
     let mut stores = Vec::new();
     for dest in &args.dest {
         stores.push(
-            open_store(&parse_store(dest)?, true).with_context(|| format!("opening {dest}"))?,
+            open_store(&parse_store(dest)?, true)
+                .await
+                .with_context(|| format!("opening {dest}"))?,
         );
     }
     let encryption =
@@ -130,7 +133,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
 }
 
 async fn restore(args: RestoreArgs) -> anyhow::Result<Report> {
-    let store = open_store(&parse_store(&args.select.from)?, false)?;
+    let store = open_store(&parse_store(&args.select.from)?, false).await?;
     let manifest = repo::resolve(store.as_ref(), &args.select.backup).await?;
     let SourceLocation::Sqlite(path) = parse_source(&args.to)? else {
         return Err(bad_input(
@@ -167,7 +170,7 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<Report> {
 }
 
 async fn verify(args: SelectArgs) -> anyhow::Result<Report> {
-    let store = open_store(&parse_store(&args.from)?, false)?;
+    let store = open_store(&parse_store(&args.from)?, false).await?;
     let manifest = repo::resolve(store.as_ref(), &args.backup).await?;
     let started = std::time::Instant::now();
     let key = key_for(&manifest)?;
@@ -195,7 +198,7 @@ async fn verify(args: SelectArgs) -> anyhow::Result<Report> {
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<Report> {
-    let store = open_store(&parse_store(&args.from)?, false)?;
+    let store = open_store(&parse_store(&args.from)?, false).await?;
     let manifests = repo::manifests(store.as_ref()).await?;
     let mut report = Report::new("list");
     report.output("backups", manifests.len());
@@ -241,7 +244,7 @@ async fn list(args: ListArgs) -> anyhow::Result<Report> {
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<Report> {
-    let store = open_store(&parse_store(&args.select.from)?, false)?;
+    let store = open_store(&parse_store(&args.select.from)?, false).await?;
     let manifest = repo::resolve(store.as_ref(), &args.select.backup).await?;
     let key = key_for(&manifest)?;
     let bytes = crate::export::export(store, &manifest, key.as_ref(), &args.out)
@@ -259,7 +262,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<Report> {
 }
 
 async fn drill(args: DrillArgs) -> anyhow::Result<Report> {
-    let store = open_store(&parse_store(&args.select.from)?, false)?;
+    let store = open_store(&parse_store(&args.select.from)?, false).await?;
     let manifest = repo::resolve(store.as_ref(), &args.select.backup).await?;
     let started = std::time::Instant::now();
     let key = key_for(&manifest)?;

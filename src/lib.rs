@@ -4,6 +4,7 @@
 pub mod action;
 pub mod backup;
 pub mod cli;
+pub mod cloudflare;
 pub mod codec;
 pub mod commands;
 pub mod crypto;

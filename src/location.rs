@@ -4,11 +4,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::cloudflare;
 use crate::error::bad_input;
 use crate::source::Source;
+use crate::source::d1::D1Source;
 use crate::source::sqlite::SqliteSource;
 use crate::store::Store;
 use crate::store::local::LocalStore;
+use crate::store::s3::{S3Config, S3Store};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceLocation {
@@ -76,25 +79,35 @@ fn has_scheme(text: &str) -> bool {
 }
 
 /// Opens a source for reading.
-pub fn open_source(location: &SourceLocation) -> anyhow::Result<Box<dyn Source>> {
+pub async fn open_source(location: &SourceLocation) -> anyhow::Result<Box<dyn Source>> {
     match location {
         SourceLocation::Sqlite(path) => Ok(Box::new(SqliteSource::open(path)?)),
-        SourceLocation::D1(_) => Err(bad_input(
-            "d1:// sources are not available in this build yet; back up wrangler's local state file or a copy made with `wrangler d1 export`",
-        )),
+        SourceLocation::D1(database) => {
+            let api = cloudflare::Api::from_env(&env_var)?;
+            Ok(Box::new(D1Source::connect(api, database).await?))
+        }
     }
 }
 
 /// Opens a store; `create` makes a missing local directory (for writing), otherwise a missing
 /// one is bad input (for reading).
-pub fn open_store(location: &StoreLocation, create: bool) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(location: &StoreLocation, create: bool) -> anyhow::Result<Arc<dyn Store>> {
     match location {
         StoreLocation::Local(path) if create => Ok(Arc::new(LocalStore::create(path)?)),
         StoreLocation::Local(path) => Ok(Arc::new(LocalStore::open(path)?)),
-        StoreLocation::R2 { .. } | StoreLocation::S3 { .. } => Err(bad_input(
-            "r2:// and s3:// destinations are not available in this build yet; use a local directory",
+        StoreLocation::R2 { bucket, prefix } => {
+            let config = S3Config::r2(bucket, prefix, env_var).map_err(bad_input)?;
+            Ok(Arc::new(S3Store::connect(config).await))
+        }
+        StoreLocation::S3 { bucket, prefix } => Ok(Arc::new(
+            S3Store::connect(S3Config::s3(bucket, prefix)).await,
         )),
     }
+}
+
+/// A set, non-empty environment variable.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 #[cfg(test)]

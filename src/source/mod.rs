@@ -5,6 +5,7 @@
 //! local SQLite file and D1 over its REST API produce the same dump from the same data.
 
 pub mod catalog;
+pub mod d1;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -57,6 +58,8 @@ pub enum SourceError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(transparent)]
+    Api(crate::cloudflare::ApiError),
     #[error("{0}")]
     Other(String),
 }
@@ -70,7 +73,7 @@ impl SourceError {
                 | SourceError::NotADatabase(_)
                 | SourceError::UnknownTable(_)
                 | SourceError::BadColumn(_)
-        )
+        ) || matches!(self, SourceError::Api(e) if e.is_bad_input())
     }
 }
 

@@ -6,6 +6,7 @@
 //! `ObjectStore`/`MultipartUpload`, trimmed to what backups need.
 
 pub mod local;
+pub mod s3;
 
 use std::fmt;
 

@@ -1,0 +1,382 @@
+//! Cloudflare D1 over its REST API (`/raw`) as a source.
+//!
+//! D1 answers with JSON, whose numbers round integers beyond 2^53 and whose BLOBs are arrays of
+//! bytes, so table data never travels as JSON values: every cell is read through SQLite's own
+//! `quote()`, which writes a lossless SQL literal as a string, and a text value holding NUL
+//! (which `quote()` would cut short) as its bytes in hex. When a page comes back with a U+FFFD
+//! replacement character, the text may have been invalid UTF-8 that JSON could not carry, so that
+//! page is read again with all of its text in hex. Catalog answers (names, small integers) are the
+//! only JSON values used.
+//!
+//! Each page is one request, a keyset query: rows read stay at the row count (plus the catalog),
+//! never the quadratic cost of `OFFSET`. D1 has no read transaction across requests, so the backup
+//! is not one snapshot of a database under writes; the Time Travel bookmark taken at the start is
+//! recorded so the exact moment can be restored with `wrangler d1 time-travel restore`.
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Cell, Source, SourceError, SourceInfo, Table, page_query};
+use crate::cloudflare::{Api, ApiError};
+
+/// Catalog statements sent in one request; each is small, and one request is one rate-limit token.
+const STATEMENTS_PER_REQUEST: usize = 50;
+
+pub struct D1Source {
+    api: Api,
+    id: String,
+    name: String,
+}
+
+/// One statement's answer from `/raw`.
+#[derive(Debug, Deserialize)]
+struct RawResult {
+    #[serde(default)]
+    results: RawRows,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawRows {
+    #[serde(default)]
+    rows: Vec<Vec<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DatabaseEntry {
+    uuid: String,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Bookmark {
+    bookmark: Option<String>,
+}
+
+impl From<ApiError> for SourceError {
+    fn from(err: ApiError) -> Self {
+        SourceError::Api(err)
+    }
+}
+
+/// Whether `text` is a D1 database id (a UUID) rather than a name.
+pub fn is_database_id(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The page query's cell: `quote()`, with NUL-holding text as `CAST(X'..' AS TEXT)`.
+pub fn quoted_cell(column: &str) -> String {
+    format!(
+        "CASE WHEN typeof({column})='text' AND instr({column},char(0))>0 THEN 'CAST(X'''||hex({column})||''' AS TEXT)' ELSE quote({column}) END"
+    )
+}
+
+/// The cell of a page read again: every text value as its bytes.
+pub fn hex_text_cell(column: &str) -> String {
+    format!(
+        "CASE WHEN typeof({column})='text' THEN 'CAST(X'''||hex({column})||''' AS TEXT)' ELSE quote({column}) END"
+    )
+}
+
+/// A literal from `quote()`, made one SQLite itself reads back exactly: SQLite before 3.43 writes
+/// infinity as `Inf`, which it does not read.
+pub fn normalize_literal(literal: String) -> String {
+    match literal.as_str() {
+        "Inf" | "+Inf" => "9.0e999".to_string(),
+        "-Inf" => "-9.0e999".to_string(),
+        _ => literal,
+    }
+}
+
+/// A catalog value from D1's JSON.
+fn cell(value: Value) -> Result<Cell, SourceError> {
+    Ok(match value {
+        Value::Null => Cell::Null,
+        Value::Bool(b) => Cell::Integer(b as i64),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Cell::Integer(i),
+            None => Cell::Real(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Cell::Text(s),
+        Value::Array(items) => Cell::Blob(
+            items
+                .iter()
+                .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect::<Option<Vec<u8>>>()
+                .ok_or_else(|| SourceError::Other("D1 sent a BLOB that is not bytes".into()))?,
+        ),
+        Value::Object(_) => return Err(SourceError::Other("D1 sent an object as a value".into())),
+    })
+}
+
+impl D1Source {
+    /// Finds the database by id or by name (names through the list-databases endpoint).
+    pub async fn connect(api: Api, database: &str) -> Result<Self, SourceError> {
+        let path = api.account_path("d1/database");
+        let found = if is_database_id(database) {
+            match api
+                .result::<DatabaseEntry>(
+                    Method::GET,
+                    &format!("{path}/{database}"),
+                    None,
+                    "looking up the database",
+                )
+                .await
+            {
+                Ok(entry) => Some(entry),
+                Err(e) if e.status() == Some(404) => None,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            Self::find_by_name(&api, &path, database).await?
+        };
+        let entry = found.ok_or_else(|| {
+            SourceError::Missing(format!(
+                "d1://{database} (no such database in the account; `wrangler d1 list` shows them)"
+            ))
+        })?;
+        Ok(D1Source {
+            api,
+            id: entry.uuid,
+            name: entry.name,
+        })
+    }
+
+    async fn find_by_name(
+        api: &Api,
+        path: &str,
+        name: &str,
+    ) -> Result<Option<DatabaseEntry>, SourceError> {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("name", name)
+            .append_pair("per_page", "100")
+            .finish();
+        for page in 1.. {
+            let envelope = api
+                .call::<Vec<DatabaseEntry>>(
+                    Method::GET,
+                    &format!("{path}?{query}&page={page}"),
+                    None,
+                    "listing databases",
+                )
+                .await?;
+            let entries = envelope.result.unwrap_or_default();
+            let count = entries.len();
+            if let Some(entry) = entries.into_iter().find(|e| e.name == name) {
+                return Ok(Some(entry));
+            }
+            let total = envelope
+                .result_info
+                .as_ref()
+                .and_then(|i| i["total_count"].as_u64());
+            let seen = (page * 100) as u64;
+            if count < 100 || total.is_some_and(|t| seen >= t) {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs `sql` (one or more statements) through `/raw` and returns each statement's rows.
+    async fn raw(&self, sql: &str, what: &str) -> Result<Vec<Vec<Vec<Value>>>, SourceError> {
+        let path = self
+            .api
+            .account_path(&format!("d1/database/{}/raw", self.id));
+        let results: Vec<RawResult> = self
+            .api
+            .result(Method::POST, &path, Some(&json!({ "sql": sql })), what)
+            .await?;
+        Ok(results.into_iter().map(|r| r.results.rows).collect())
+    }
+
+    async fn literal_page(
+        &self,
+        table: &Table,
+        after: Option<&[String]>,
+        limit: usize,
+        wrap: fn(&str) -> String,
+    ) -> Result<Vec<Vec<String>>, SourceError> {
+        let sql = page_query(table, after, limit, wrap);
+        let what = format!("reading table {} of d1://{}", table.name, self.name);
+        let rows = self
+            .raw(&sql, &what)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        rows.into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|v| match v {
+                        Value::String(s) => Ok(normalize_literal(s)),
+                        other => Err(SourceError::Other(format!(
+                            "{what}: expected a quoted literal, got {other}"
+                        ))),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Source for D1Source {
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            kind: "d1".to_string(),
+            database_id: Some(self.id.clone()),
+            name: Some(self.name.clone()),
+            bookmark: None,
+        }
+    }
+
+    async fn query(&self, statements: &[String]) -> Result<Vec<Vec<Vec<Cell>>>, SourceError> {
+        let mut answers = Vec::with_capacity(statements.len());
+        for chunk in statements.chunks(STATEMENTS_PER_REQUEST) {
+            let sql = chunk.join(";\n");
+            let results = self
+                .raw(&sql, &format!("reading the catalog of d1://{}", self.name))
+                .await?;
+            if results.len() != chunk.len() {
+                return Err(SourceError::Catalog(format!(
+                    "D1 answered {} of {} statements",
+                    results.len(),
+                    chunk.len()
+                )));
+            }
+            for rows in results {
+                answers.push(
+                    rows.into_iter()
+                        .map(|row| row.into_iter().map(cell).collect())
+                        .collect::<Result<Vec<Vec<Cell>>, SourceError>>()?,
+                );
+            }
+        }
+        Ok(answers)
+    }
+
+    async fn page(
+        &self,
+        table: &Table,
+        after: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<String>>, SourceError> {
+        let page = self.literal_page(table, after, limit, quoted_cell).await?;
+        if page.iter().flatten().any(|c| c.contains('\u{FFFD}')) {
+            return self.literal_page(table, after, limit, hex_text_cell).await;
+        }
+        Ok(page)
+    }
+
+    async fn bookmark(&self) -> Result<Option<String>, SourceError> {
+        let path = self
+            .api
+            .account_path(&format!("d1/database/{}/time_travel/bookmark", self.id));
+        match self
+            .api
+            .result::<Bookmark>(Method::GET, &path, None, "reading the Time Travel bookmark")
+            .await
+        {
+            Ok(b) => Ok(b.bookmark),
+            // A token without access to Time Travel still makes a good backup.
+            Err(e) if e.is_bad_input() => {
+                tracing::warn!("no Time Travel bookmark recorded: {e}");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_ids_table() {
+        for (text, id) in [
+            ("c0ffee00-1234-4abc-8def-0123456789ab", true),
+            ("C0FFEE00-1234-4ABC-8DEF-0123456789AB", true),
+            ("my-db", false),
+            ("c0ffee00-1234-4abc-8def-0123456789a", false),
+            ("c0ffee00-1234-4abc-8def-0123456789ag", false),
+            ("", false),
+        ] {
+            assert_eq!(is_database_id(text), id, "{text}");
+        }
+    }
+
+    #[test]
+    fn literals_table() {
+        for (raw, want) in [
+            ("Inf", "9.0e999"),
+            ("-Inf", "-9.0e999"),
+            ("9.0e+999", "9.0e+999"),
+            ("'Inf'", "'Inf'"),
+            ("1.5", "1.5"),
+        ] {
+            assert_eq!(normalize_literal(raw.to_string()), want);
+        }
+    }
+
+    #[test]
+    fn catalog_cells_table() {
+        for (json, want) in [
+            ("null", Cell::Null),
+            ("7", Cell::Integer(7)),
+            ("-7", Cell::Integer(-7)),
+            ("1.5", Cell::Real(1.5)),
+            ("\"x\"", Cell::Text("x".into())),
+            ("[0,255]", Cell::Blob(vec![0, 255])),
+        ] {
+            assert_eq!(
+                cell(serde_json::from_str(json).unwrap()).unwrap(),
+                want,
+                "{json}"
+            );
+        }
+        assert!(cell(serde_json::from_str("[256]").unwrap()).is_err());
+        assert!(cell(serde_json::from_str("{}").unwrap()).is_err());
+    }
+
+    #[test]
+    fn cell_expressions_read_back_in_sqlite() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t(v); INSERT INTO t VALUES (NULL),(1),(1.5),('it''s'),(X'00ff'),(CAST(X'610062' AS TEXT)),(9e999);",
+        )
+        .unwrap();
+        for wrap in [quoted_cell as fn(&str) -> String, hex_text_cell] {
+            let sql = format!("SELECT {} FROM t ORDER BY rowid", wrap("\"v\""));
+            let literals: Vec<String> = conn
+                .prepare(&sql)
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .map(|r| normalize_literal(r.unwrap()))
+                .collect();
+            for (i, literal) in literals.iter().enumerate() {
+                let same: bool = conn
+                    .query_row(
+                        &format!(
+                            "SELECT typeof(v)=typeof({literal}) AND (v IS {literal} OR CAST(v AS BLOB)=CAST({literal} AS BLOB)) FROM t WHERE rowid={}",
+                            i + 1
+                        ),
+                        [],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                assert!(same, "{literal}");
+            }
+        }
+    }
+}

@@ -1,0 +1,789 @@
+//! A fake Cloudflare D1 API: axum in-process, a real SQLite database behind each D1 database,
+//! answering in the documented v4 shapes.
+//!
+//! What it keeps faithful, because d1r2 must cope with it:
+//! - the envelope `{success, errors: [{code, message}], messages, result, result_info}` and the
+//!   bearer-token check;
+//! - `/raw` answers `[{results: {columns, rows}, success, meta}]`, one per statement; values are
+//!   JSON as D1 (JavaScript) writes them: integers as doubles (so beyond 2^53 they round), BLOBs as
+//!   arrays of bytes, infinity as `null`, invalid UTF-8 replaced by U+FFFD;
+//! - `_cf_KV` is listed in the catalog but reading it is refused (`SQLITE_AUTH`), as are
+//!   transaction statements and `writable_schema`;
+//! - the 100,000-byte statement and 100-parameter limits;
+//! - `meta.rows_read` counts rows visited, not returned: a full scan skipping `OFFSET` rows reads
+//!   them all;
+//! - the import API: `init` hands out an upload URL, the `PUT` answers the MD5 as `ETag`,
+//!   `ingest` applies the whole file as one transaction (foreign keys enforced at the end) and
+//!   reports `active`, `poll` then `complete` or `error`;
+//! - the Time Travel bookmark endpoint;
+//! - injectable failures: 429 with `Retry-After`, 500, 502 and connections dropped mid-answer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use md5::Digest;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::{Connection, StatementStatus, types::ValueRef};
+use serde_json::{Value, json};
+
+pub const TOKEN: &str = "fake-cloudflare-token-5c1e";
+pub const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
+const MAX_STATEMENT_BYTES: usize = 100_000;
+const MAX_PARAMS: usize = 100;
+
+/// A failure the fake can answer instead of the real thing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    TooMany {
+        retry_after: u64,
+    },
+    Internal,
+    BadGateway,
+    /// Headers sent, then the connection is cut before the body ends.
+    Drop,
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Every API request, failed ones included.
+    pub requests: AtomicU64,
+    pub query_requests: AtomicU64,
+    pub rows_read: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub faults: AtomicU64,
+}
+
+struct Database {
+    uuid: String,
+    name: String,
+    conn: Connection,
+    version: u64,
+}
+
+#[derive(Default)]
+struct Faults {
+    scripted: VecDeque<Fault>,
+    rate: f64,
+    seed: u64,
+}
+
+impl Faults {
+    fn next(&mut self) -> Option<Fault> {
+        if let Some(f) = self.scripted.pop_front() {
+            return Some(f);
+        }
+        if self.rate <= 0.0 {
+            return None;
+        }
+        // xorshift: reproducible runs for a given seed.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let unit = (self.seed % 1_000_000) as f64 / 1_000_000.0;
+        if unit >= self.rate {
+            return None;
+        }
+        Some(match self.seed % 4 {
+            0 => Fault::TooMany { retry_after: 0 },
+            1 => Fault::Internal,
+            2 => Fault::BadGateway,
+            _ => Fault::Drop,
+        })
+    }
+}
+
+struct Import {
+    outcome: Result<Value, String>,
+    polled: bool,
+}
+
+pub struct Inner {
+    databases: Mutex<Vec<Database>>,
+    faults: Mutex<Faults>,
+    uploads: Mutex<HashMap<String, Vec<u8>>>,
+    imports: Mutex<HashMap<String, Import>>,
+    pub counters: Counters,
+    base: Mutex<String>,
+}
+
+/// A running fake; dropped with the test's runtime.
+pub struct FakeD1 {
+    /// The API base, as `CLOUDFLARE_API_BASE_URL`.
+    pub url: String,
+    pub inner: Arc<Inner>,
+}
+
+impl FakeD1 {
+    pub async fn start() -> FakeD1 {
+        let inner = Arc::new(Inner {
+            databases: Mutex::new(Vec::new()),
+            faults: Mutex::new(Faults::default()),
+            uploads: Mutex::new(HashMap::new()),
+            imports: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            base: Mutex::new(String::new()),
+        });
+        let api = Router::new()
+            .route("/accounts/{account}/d1/database", get(list_databases))
+            .route("/accounts/{account}/d1/database/{id}", get(get_database))
+            .route("/accounts/{account}/d1/database/{id}/raw", post(raw))
+            .route("/accounts/{account}/d1/database/{id}/query", post(query))
+            .route("/accounts/{account}/d1/database/{id}/import", post(import))
+            .route(
+                "/accounts/{account}/d1/database/{id}/time_travel/bookmark",
+                get(bookmark),
+            )
+            .layer(middleware::from_fn(authorize));
+        let app = Router::new()
+            .nest("/client/v4", api)
+            .route("/upload/{file}", put(upload))
+            .layer(middleware::from_fn_with_state(inner.clone(), inject))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        *inner.base.lock().unwrap() = format!("http://{addr}");
+        FakeD1 {
+            url: format!("http://{addr}/client/v4"),
+            inner,
+        }
+    }
+
+    /// Adds a database built by `sql` (run directly, as a Worker would have written it); the
+    /// `_cf_KV` table D1 keeps in every database is added too. Returns its id.
+    pub fn add_database(&self, name: &str, sql: &str) -> String {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA foreign_keys=ON;").unwrap();
+        conn.execute_batch(sql).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID; INSERT INTO _cf_KV VALUES ('x', X'00');",
+        )
+        .unwrap();
+        self.add_connection(name, conn)
+    }
+
+    /// Adds a database whose contents are copied from a SQLite file.
+    pub fn add_database_from_file(&self, name: &str, path: &std::path::Path) -> String {
+        let mut conn = Connection::open_in_memory().unwrap();
+        {
+            let src = Connection::open(path).unwrap();
+            let backup = rusqlite::backup::Backup::new(&src, &mut conn).unwrap();
+            backup
+                .run_to_completion(1000, std::time::Duration::ZERO, None)
+                .unwrap();
+        }
+        conn.execute_batch("PRAGMA foreign_keys=ON;").unwrap();
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;",
+        )
+        .unwrap();
+        self.add_connection(name, conn)
+    }
+
+    fn add_connection(&self, name: &str, conn: Connection) -> String {
+        let mut dbs = self.inner.databases.lock().unwrap();
+        let uuid = format!(
+            "{:08x}-0000-4000-8000-{:012x}",
+            dbs.len() + 1,
+            dbs.len() + 1
+        );
+        dbs.push(Database {
+            uuid: uuid.clone(),
+            name: name.to_string(),
+            conn,
+            version: 1,
+        });
+        uuid
+    }
+
+    /// Copies a database's current contents into a SQLite file, to compare it.
+    pub fn save(&self, id: &str, path: &std::path::Path) {
+        let dbs = self.inner.databases.lock().unwrap();
+        let db = dbs.iter().find(|d| d.uuid == id).unwrap();
+        let mut out = Connection::open(path).unwrap();
+        let backup = rusqlite::backup::Backup::new(&db.conn, &mut out).unwrap();
+        backup
+            .run_to_completion(1000, std::time::Duration::ZERO, None)
+            .unwrap();
+    }
+
+    /// Runs SQL directly on a database (as the application would).
+    pub fn execute(&self, id: &str, sql: &str) {
+        let dbs = self.inner.databases.lock().unwrap();
+        dbs.iter()
+            .find(|d| d.uuid == id)
+            .unwrap()
+            .conn
+            .execute_batch(sql)
+            .unwrap();
+    }
+
+    /// Answers the next requests with these failures, in order.
+    pub fn script_faults(&self, faults: &[Fault]) {
+        self.inner.faults.lock().unwrap().scripted.extend(faults);
+    }
+
+    /// Fails this fraction of all requests, reproducibly for a given seed.
+    pub fn fail_randomly(&self, rate: f64, seed: u64) {
+        let mut f = self.inner.faults.lock().unwrap();
+        f.rate = rate;
+        f.seed = seed.max(1);
+    }
+
+    pub fn count(&self, counter: fn(&Counters) -> &AtomicU64) -> u64 {
+        counter(&self.inner.counters).load(Ordering::SeqCst)
+    }
+
+    pub fn reset_counters(&self) {
+        let c = &self.inner.counters;
+        for a in [
+            &c.requests,
+            &c.query_requests,
+            &c.rows_read,
+            &c.rows_written,
+            &c.faults,
+        ] {
+            a.store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+fn envelope(status: StatusCode, result: Value, result_info: Option<Value>) -> Response {
+    let mut body = json!({"success": true, "errors": [], "messages": [], "result": result});
+    if let Some(info) = result_info {
+        body["result_info"] = info;
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+fn error(status: StatusCode, code: i64, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({
+            "success": false,
+            "errors": [{"code": code, "message": message}],
+            "messages": [],
+            "result": null
+        })),
+    )
+        .into_response()
+}
+
+async fn inject(State(inner): State<Arc<Inner>>, request: Request, next: Next) -> Response {
+    inner.counters.requests.fetch_add(1, Ordering::SeqCst);
+    let fault = inner.faults.lock().unwrap().next();
+    let Some(fault) = fault else {
+        return next.run(request).await;
+    };
+    inner.counters.faults.fetch_add(1, Ordering::SeqCst);
+    match fault {
+        Fault::TooMany { retry_after } => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                971,
+                "Please wait and consider throttling your request speed",
+            );
+            r.headers_mut()
+                .insert("retry-after", retry_after.to_string().parse().unwrap());
+            r
+        }
+        Fault::Internal => error(StatusCode::INTERNAL_SERVER_ERROR, 7500, "Internal error"),
+        Fault::BadGateway => {
+            (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response()
+        }
+        Fault::Drop => {
+            let body = futures::stream::iter([
+                Ok(Bytes::from_static(b"{\"success\": true, \"res")),
+                Err(std::io::Error::other("connection dropped")),
+            ]);
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Body::from_stream(body))
+                .unwrap()
+        }
+    }
+}
+
+async fn authorize(request: Request, next: Next) -> Response {
+    let ok = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {TOKEN}"));
+    if !ok {
+        return error(StatusCode::UNAUTHORIZED, 10000, "Authentication error");
+    }
+    let account_ok = request
+        .uri()
+        .path()
+        .strip_prefix("/accounts/")
+        .is_some_and(|rest| rest.starts_with(&format!("{ACCOUNT}/")));
+    if !account_ok {
+        return error(
+            StatusCode::FORBIDDEN,
+            7403,
+            "The given account is not valid or is not authorized to access this service",
+        );
+    }
+    next.run(request).await
+}
+
+fn database_json(db: &Database) -> Value {
+    json!({
+        "uuid": db.uuid,
+        "name": db.name,
+        "created_at": "2026-01-01T00:00:00.000Z",
+        "version": "production",
+        "num_tables": 0,
+        "file_size": 0,
+    })
+}
+
+async fn list_databases(
+    State(inner): State<Arc<Inner>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let dbs = inner.databases.lock().unwrap();
+    let matching: Vec<&Database> = dbs
+        .iter()
+        .filter(|d| params.get("name").is_none_or(|n| &d.name == n))
+        .collect();
+    let per_page: usize = params
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1000);
+    let page: usize = params.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let items: Vec<Value> = matching
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|d| database_json(d))
+        .collect();
+    let count = items.len();
+    envelope(
+        StatusCode::OK,
+        Value::Array(items),
+        Some(
+            json!({"page": page, "per_page": per_page, "count": count, "total_count": matching.len()}),
+        ),
+    )
+}
+
+fn not_found(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        7404,
+        &format!("The database {id} could not be found"),
+    )
+}
+
+async fn get_database(
+    State(inner): State<Arc<Inner>>,
+    Path((_, id)): Path<(String, String)>,
+) -> Response {
+    let dbs = inner.databases.lock().unwrap();
+    match dbs.iter().find(|d| d.uuid == id) {
+        Some(db) => envelope(StatusCode::OK, database_json(db), None),
+        None => not_found(&id),
+    }
+}
+
+async fn bookmark(
+    State(inner): State<Arc<Inner>>,
+    Path((_, id)): Path<(String, String)>,
+) -> Response {
+    let dbs = inner.databases.lock().unwrap();
+    match dbs.iter().find(|d| d.uuid == id) {
+        Some(db) => envelope(StatusCode::OK, json!({"bookmark": bookmark_of(db)}), None),
+        None => not_found(&id),
+    }
+}
+
+fn bookmark_of(db: &Database) -> String {
+    format!("{:08x}-00000000-00004e2f-{:032x}", db.version, db.version)
+}
+
+/// A double as JavaScript's `JSON.stringify` writes it.
+fn js_number(f: f64) -> Value {
+    if !f.is_finite() {
+        Value::Null
+    } else if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        json!(f as i64)
+    } else {
+        json!(f)
+    }
+}
+
+fn json_value(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => js_number(i as f64),
+        ValueRef::Real(f) => js_number(f),
+        ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Array(b.iter().map(|x| json!(x)).collect()),
+    }
+}
+
+/// D1's guard: D1-internal tables cannot be read, and the dump must not manage transactions or
+/// the schema table itself.
+fn d1_authorizer(ctx: AuthContext<'_>) -> Authorization {
+    match ctx.action {
+        AuthAction::Read { table_name, .. } if table_name.starts_with("_cf_") => {
+            Authorization::Deny
+        }
+        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => Authorization::Deny,
+        AuthAction::Pragma { pragma_name, .. }
+            if pragma_name.eq_ignore_ascii_case("writable_schema") =>
+        {
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }
+}
+
+struct Executed {
+    columns: Vec<String>,
+    rows: Vec<Value>,
+    rows_read: u64,
+    changes: u64,
+}
+
+/// Runs every statement of `sql` under D1's rules, each one's rows as JSON arrays.
+fn run_statements(
+    conn: &mut Connection,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<Executed>, String> {
+    conn.authorizer(Some(d1_authorizer)).unwrap();
+    let result = (|| {
+        let mut out = Vec::new();
+        let mut rest = sql;
+        while !rest.trim().is_empty() {
+            let (statement, tail) = next_statement(rest);
+            rest = tail;
+            if statement.trim().trim_end_matches(';').trim().is_empty() {
+                continue;
+            }
+            if statement.len() > MAX_STATEMENT_BYTES {
+                return Err("statement too long: SQLITE_TOOBIG".to_string());
+            }
+            let mut stmt = conn.prepare(statement).map_err(sqlite_error)?;
+            let n = stmt.parameter_count();
+            if n > MAX_PARAMS {
+                return Err("too many SQL variables: SQLITE_ERROR".to_string());
+            }
+            for (i, p) in params.iter().take(n).enumerate() {
+                let bound = match p {
+                    Value::Null => stmt.raw_bind_parameter(i + 1, rusqlite::types::Null),
+                    Value::Number(x) if x.is_i64() => stmt.raw_bind_parameter(i + 1, x.as_i64()),
+                    Value::Number(x) => stmt.raw_bind_parameter(i + 1, x.as_f64()),
+                    Value::String(s) => stmt.raw_bind_parameter(i + 1, s),
+                    other => stmt.raw_bind_parameter(i + 1, other.to_string()),
+                };
+                bound.map_err(sqlite_error)?;
+            }
+            let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
+            let width = columns.len();
+            let mut rows = Vec::new();
+            {
+                let mut raw = stmt.raw_query();
+                while let Some(row) = raw.next().map_err(sqlite_error)? {
+                    rows.push(Value::Array(
+                        (0..width)
+                            .map(|i| json_value(row.get_ref(i).unwrap()))
+                            .collect(),
+                    ));
+                }
+            }
+            let scanned = stmt.get_status(StatementStatus::FullscanStep) as u64;
+            let changes = if stmt.readonly() { 0 } else { conn.changes() };
+            out.push(Executed {
+                columns,
+                rows_read: scanned.max(rows.len() as u64),
+                rows,
+                changes,
+            });
+        }
+        Ok(out)
+    })();
+    conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>)
+        .unwrap();
+    result
+}
+
+/// The first complete statement of `sql` and the rest, by SQLite's own `sqlite3_complete`.
+fn next_statement(sql: &str) -> (&str, &str) {
+    let mut end = 0;
+    for (i, c) in sql.char_indices() {
+        if c == ';' {
+            let candidate = &sql[..=i];
+            if rusqlite_complete(candidate) {
+                end = i + 1;
+                break;
+            }
+        }
+    }
+    if end == 0 {
+        (sql, "")
+    } else {
+        (&sql[..end], &sql[end..])
+    }
+}
+
+fn rusqlite_complete(sql: &str) -> bool {
+    let c = std::ffi::CString::new(sql.replace('\0', " ")).unwrap();
+    unsafe { rusqlite::ffi::sqlite3_complete(c.as_ptr()) != 0 }
+}
+
+fn sqlite_error(e: rusqlite::Error) -> String {
+    let code = match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::AuthorizationForStatementDenied) => "SQLITE_AUTH",
+        Some(rusqlite::ErrorCode::ConstraintViolation) => "SQLITE_CONSTRAINT",
+        _ => "SQLITE_ERROR",
+    };
+    format!("{e}: {code}")
+}
+
+/// The statements of a `/raw` or `/query` body: `{sql, params}` or `{batch: [...]}`.
+fn statements(body: &Value) -> Result<Vec<(String, Vec<Value>)>, String> {
+    let one = |v: &Value| -> Result<(String, Vec<Value>), String> {
+        let sql = v["sql"].as_str().ok_or("sql is required")?.to_string();
+        let params = v["params"].as_array().cloned().unwrap_or_default();
+        Ok((sql, params))
+    };
+    match body["batch"].as_array() {
+        Some(batch) => batch.iter().map(one).collect(),
+        None => Ok(vec![one(body)?]),
+    }
+}
+
+async fn execute(
+    inner: &Inner,
+    id: &str,
+    body: Bytes,
+    shape: fn(Executed, Value) -> Value,
+) -> Response {
+    inner.counters.query_requests.fetch_add(1, Ordering::SeqCst);
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, 7400, "The request is malformed");
+    };
+    let statements = match statements(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, 7400, &e),
+    };
+    let mut dbs = inner.databases.lock().unwrap();
+    let Some(db) = dbs.iter_mut().find(|d| d.uuid == id) else {
+        return not_found(id);
+    };
+    let mut results = Vec::new();
+    for (sql, params) in statements {
+        let total_before = db.conn.total_changes();
+        match run_statements(&mut db.conn, &sql, &params) {
+            Ok(executed) => {
+                let written = db.conn.total_changes() - total_before;
+                if written > 0 {
+                    db.version += 1;
+                }
+                inner
+                    .counters
+                    .rows_written
+                    .fetch_add(written, Ordering::SeqCst);
+                for e in executed {
+                    inner
+                        .counters
+                        .rows_read
+                        .fetch_add(e.rows_read, Ordering::SeqCst);
+                    let meta = json!({
+                        "served_by": "fake-d1",
+                        "duration": 0.1,
+                        "changes": e.changes,
+                        "last_row_id": db.conn.last_insert_rowid(),
+                        "changed_db": written > 0,
+                        "size_after": 0,
+                        "rows_read": e.rows_read,
+                        "rows_written": written,
+                    });
+                    results.push(shape(e, meta));
+                }
+            }
+            Err(message) => return error(StatusCode::BAD_REQUEST, 7500, &message),
+        }
+    }
+    envelope(StatusCode::OK, Value::Array(results), None)
+}
+
+async fn raw(
+    State(inner): State<Arc<Inner>>,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    execute(&inner, &id, body, |e, meta| {
+        json!({"results": {"columns": e.columns, "rows": e.rows}, "success": true, "meta": meta})
+    })
+    .await
+}
+
+async fn query(
+    State(inner): State<Arc<Inner>>,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    execute(&inner, &id, body, |e, meta| {
+        let objects: Vec<Value> = e
+            .rows
+            .into_iter()
+            .map(|row| {
+                let mut object = serde_json::Map::new();
+                for (c, v) in e.columns.iter().zip(row.as_array().unwrap()) {
+                    object.insert(c.clone(), v.clone());
+                }
+                Value::Object(object)
+            })
+            .collect();
+        json!({"results": objects, "success": true, "meta": meta})
+    })
+    .await
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    hex::encode(md5::Md5::digest(data))
+}
+
+async fn upload(
+    State(inner): State<Arc<Inner>>,
+    Path(file): Path<String>,
+    body: Bytes,
+) -> Response {
+    let etag = md5_hex(&body);
+    inner.uploads.lock().unwrap().insert(file, body.to_vec());
+    let mut headers = HeaderMap::new();
+    headers.insert("etag", format!("\"{etag}\"").parse().unwrap());
+    (StatusCode::OK, headers).into_response()
+}
+
+async fn import(
+    State(inner): State<Arc<Inner>>,
+    Path((_, id)): Path<(String, String)>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    match body["action"].as_str() {
+        Some("init") => {
+            let Some(etag) = body["etag"].as_str() else {
+                return error(StatusCode::BAD_REQUEST, 7400, "etag is required");
+            };
+            let filename = format!("{id}-{etag}.sql");
+            let base = inner.base.lock().unwrap().clone();
+            envelope(
+                StatusCode::OK,
+                json!({"success": true, "filename": filename, "upload_url": format!("{base}/upload/{filename}")}),
+                None,
+            )
+        }
+        Some("ingest") => {
+            let (Some(etag), Some(filename)) = (body["etag"].as_str(), body["filename"].as_str())
+            else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    7400,
+                    "etag and filename are required",
+                );
+            };
+            let Some(sql) = inner.uploads.lock().unwrap().remove(filename) else {
+                return error(StatusCode::BAD_REQUEST, 7400, "no such upload");
+            };
+            if md5_hex(&sql) != etag {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    7400,
+                    "etag does not match the upload",
+                );
+            }
+            let mut dbs = inner.databases.lock().unwrap();
+            let Some(db) = dbs.iter_mut().find(|d| d.uuid == id) else {
+                return not_found(&id);
+            };
+            let at_bookmark = bookmark_of(db);
+            let outcome = ingest(db, &sql);
+            if let Ok(written) = &outcome {
+                inner
+                    .counters
+                    .rows_written
+                    .fetch_add(*written, Ordering::SeqCst);
+            }
+            let outcome = outcome.map(|_| {
+                json!({"num_queries": 1, "final_bookmark": bookmark_of(db), "meta": {"duration": 1.0, "rows_read": 0, "rows_written": 0, "size_after": 0}})
+            });
+            inner.imports.lock().unwrap().insert(
+                at_bookmark.clone(),
+                Import {
+                    outcome,
+                    polled: false,
+                },
+            );
+            envelope(
+                StatusCode::OK,
+                json!({"success": true, "status": "active", "at_bookmark": at_bookmark, "messages": ["Uploaded, now ingesting"], "errors": []}),
+                None,
+            )
+        }
+        Some("poll") => {
+            let bookmark = body["current_bookmark"].as_str().unwrap_or_default();
+            let mut imports = inner.imports.lock().unwrap();
+            let Some(import) = imports.get_mut(bookmark) else {
+                return error(StatusCode::BAD_REQUEST, 7400, "no import at that bookmark");
+            };
+            if !import.polled {
+                // Real imports take a while: the first poll still finds it running.
+                import.polled = true;
+                return envelope(
+                    StatusCode::OK,
+                    json!({"success": true, "status": "active", "at_bookmark": bookmark, "messages": ["Still ingesting"], "errors": []}),
+                    None,
+                );
+            }
+            match &import.outcome {
+                Ok(result) => envelope(
+                    StatusCode::OK,
+                    json!({"success": true, "status": "complete", "at_bookmark": bookmark, "messages": ["Import complete"], "errors": [], "result": result}),
+                    None,
+                ),
+                Err(message) => envelope(
+                    StatusCode::OK,
+                    json!({"success": false, "status": "error", "at_bookmark": bookmark, "error": message, "messages": [], "errors": [message]}),
+                    None,
+                ),
+            }
+        }
+        _ => error(StatusCode::BAD_REQUEST, 7400, "unknown action"),
+    }
+}
+
+/// Applies an uploaded file as one unit: all of it or, on any error, none of it.
+fn ingest(db: &mut Database, sql: &[u8]) -> Result<u64, String> {
+    let sql = std::str::from_utf8(sql).map_err(|_| "the file is not UTF-8".to_string())?;
+    let before = db.conn.total_changes();
+    db.conn.execute_batch("BEGIN").map_err(sqlite_error)?;
+    let applied = run_statements(&mut db.conn, sql, &[])
+        .and_then(|_| db.conn.execute_batch("COMMIT").map_err(sqlite_error));
+    match applied {
+        Ok(()) => {
+            db.version += 1;
+            Ok(db.conn.total_changes() - before)
+        }
+        Err(e) => {
+            let _ = db.conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
