@@ -87,7 +87,8 @@ pub struct SelectArgs {
 pub struct RestoreArgs {
     #[command(flatten)]
     pub select: SelectArgs,
-    /// The database to restore into: sqlite:PATH or a path.
+    /// The database to restore into: d1://DATABASE (applied as one unit through D1's import
+    /// API), sqlite:PATH or a path.
     #[arg(long, value_name = "SRC")]
     pub to: String,
     /// Only these tables (the target's other tables are kept).

@@ -208,6 +208,7 @@ impl Api {
     pub async fn put_url(
         &self,
         url: &str,
+        size: u64,
         body: impl Fn() -> reqwest::Body,
         what: &str,
     ) -> Result<Option<String>, ApiError> {
@@ -217,6 +218,8 @@ impl Api {
                 let response = self
                     .http
                     .put(url)
+                    // Presigned URLs want a length, not a chunked body.
+                    .header(reqwest::header::CONTENT_LENGTH, size)
                     .body(body())
                     .send()
                     .await

@@ -38,6 +38,8 @@ fn classify(err: anyhow::Error) -> anyhow::Error {
                 .is_some_and(RepoError::is_bad_input)
             || c.downcast_ref::<StoreError>()
                 .is_some_and(StoreError::is_bad_input)
+            || c.downcast_ref::<crate::cloudflare::ApiError>()
+                .is_some_and(crate::cloudflare::ApiError::is_bad_input)
     });
     if bad {
         bad_input(crate::error::one_line(&err))
@@ -135,27 +137,43 @@ async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
 async fn restore(args: RestoreArgs) -> anyhow::Result<Report> {
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
     let manifest = repo::resolve(store.as_ref(), &args.select.backup).await?;
-    let SourceLocation::Sqlite(path) = parse_source(&args.to)? else {
-        return Err(bad_input(
-            "restoring into d1:// is not available in this build yet; restore into a file and import it with `wrangler d1 execute --file`",
-        ));
-    };
     let started = std::time::Instant::now();
     let selection = Selection {
         tables: args.tables.clone(),
     };
     let key = key_for(&manifest)?;
-    let outcome = crate::restore::restore_to_file(
-        store,
-        &manifest,
-        &selection,
-        key.as_ref(),
-        &path,
-        args.force,
-    )
-    .await
-    .with_context(|| format!("restoring backup {} into {}", manifest.id, path.display()))?;
     let mut report = Report::new("restore");
+    let outcome = match parse_source(&args.to)? {
+        SourceLocation::Sqlite(path) => crate::restore::restore_to_file(
+            store,
+            &manifest,
+            &selection,
+            key.as_ref(),
+            &path,
+            args.force,
+        )
+        .await
+        .with_context(|| format!("restoring backup {} into {}", manifest.id, path.display()))?,
+        SourceLocation::D1(database) => {
+            let api = crate::cloudflare::Api::from_env(&crate::location::env_var)?;
+            let target = crate::source::d1::D1Source::connect(api, &database).await?;
+            let (outcome, imported) = crate::import::restore_to_d1(
+                store,
+                &manifest,
+                &selection,
+                key.as_ref(),
+                &target,
+                args.force,
+            )
+            .await
+            .with_context(|| format!("restoring backup {} into {}", manifest.id, args.to))?;
+            if let Some(bookmark) = &imported.final_bookmark {
+                report.output("bookmark", bookmark);
+                report.row("D1 bookmark after", bookmark);
+            }
+            outcome
+        }
+    };
     report
         .output("backup-id", &manifest.id)
         .output("rows", outcome.rows)
@@ -163,7 +181,7 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<Report> {
         .output("duration-ms", started.elapsed().as_millis());
     report
         .row("Backup", &manifest.id)
-        .row("Restored into", path.display())
+        .row("Restored into", &args.to)
         .row("Tables", outcome.tables)
         .row("Rows", outcome.rows);
     Ok(report)

@@ -12,6 +12,7 @@ pub mod drill;
 pub mod dump;
 pub mod error;
 pub mod export;
+pub mod import;
 pub mod load;
 pub mod location;
 pub mod manifest;

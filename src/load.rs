@@ -168,17 +168,29 @@ impl Selection {
     }
 }
 
-/// Applies a backup's SQL to a SQLite connection, statement by statement.
-pub struct Applier {
-    conn: Connection,
+/// Where an [`Applier`] sends each statement it keeps.
+pub trait Execute: Send + 'static {
+    fn execute(&mut self, sql: &str) -> anyhow::Result<()>;
+}
+
+impl Execute for Connection {
+    fn execute(&mut self, sql: &str) -> anyhow::Result<()> {
+        Ok(self.execute_batch(sql)?)
+    }
+}
+
+/// Splits a backup's SQL into statements, keeps those of the selection, and hands them on one by
+/// one: to a SQLite connection for restore and verify, to a file for D1's import.
+pub struct Applier<E: Execute = Connection> {
+    conn: E,
     splitter: Splitter,
     /// Whether each schema/post statement (after the prelude) is applied, in manifest order.
     schema_filter: Vec<bool>,
     schema_index: usize,
 }
 
-impl Applier {
-    pub fn new(conn: Connection, manifest: &Manifest, selection: &Selection) -> Self {
+impl<E: Execute> Applier<E> {
+    pub fn new(conn: E, manifest: &Manifest, selection: &Selection) -> Self {
         let schema_filter = manifest
             .schema
             .iter()
@@ -192,12 +204,12 @@ impl Applier {
         }
     }
 
-    pub fn into_connection(self) -> Connection {
+    pub fn into_connection(self) -> E {
         self.conn
     }
 }
 
-impl SqlSink for Applier {
+impl<E: Execute> SqlSink for Applier<E> {
     fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> anyhow::Result<()> {
         let Some(bytes) = bytes else {
             let splitter = std::mem::take(&mut self.splitter);
@@ -210,7 +222,7 @@ impl SqlSink for Applier {
             }
             return Ok(());
         };
-        let conn = &self.conn;
+        let conn = &mut self.conn;
         let filter = &self.schema_filter;
         let index = &mut self.schema_index;
         let mut splitter = std::mem::take(&mut self.splitter);
@@ -226,7 +238,7 @@ impl SqlSink for Applier {
                     return Ok(());
                 }
             }
-            conn.execute_batch(sql).map_err(|e| {
+            conn.execute(sql).map_err(|e| {
                 anyhow::Error::new(LoadError::Apply {
                     key: object.key.clone(),
                     reason: e.to_string(),

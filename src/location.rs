@@ -106,7 +106,7 @@ pub async fn open_store(location: &StoreLocation, create: bool) -> anyhow::Resul
 }
 
 /// A set, non-empty environment variable.
-fn env_var(name: &str) -> Option<String> {
+pub fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 

@@ -1,0 +1,165 @@
+//! One set of `Source` tests, run against every implementation: a SQLite file, and D1 through
+//! the fake Cloudflare API with the same data behind it. Both must plan the same schema and hand
+//! out the same values, page after page, whatever the page size.
+
+mod common;
+mod fakes;
+
+use std::path::Path;
+
+use d1r2::cloudflare::Api;
+use d1r2::retry::RetryPolicy;
+use d1r2::source::catalog;
+use d1r2::source::d1::D1Source;
+use d1r2::source::sqlite::SqliteSource;
+use d1r2::source::{Source, SourceError, Table, TableFilter, row_key};
+use fakes::d1::{ACCOUNT, FakeD1, TOKEN};
+use rusqlite::Connection;
+
+fn quick() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 8,
+        initial_delay: std::time::Duration::from_millis(5),
+        max_delay: std::time::Duration::from_millis(50),
+        deadline: std::time::Duration::from_secs(30),
+    }
+}
+
+pub fn api(fake: &FakeD1) -> Api {
+    Api::new(&fake.url, TOKEN, ACCOUNT, quick())
+}
+
+/// What a literal means: its storage class and its exact value.
+fn meaning(conn: &Connection, literal: &str) -> (String, String) {
+    conn.query_row(
+        &format!(
+            "SELECT typeof(x), CASE typeof(x) WHEN 'real' THEN printf('%!.17g', x) ELSE hex(x) END FROM (SELECT {literal} AS x)"
+        ),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap_or_else(|e| panic!("{literal}: {e}"))
+}
+
+/// Every row of `table`, read in keyset pages of `limit` rows, as meanings.
+async fn all_rows(source: &dyn Source, table: &Table, limit: usize) -> Vec<Vec<(String, String)>> {
+    let conn = Connection::open_in_memory().unwrap();
+    let mut after: Option<Vec<String>> = None;
+    let mut rows = Vec::new();
+    loop {
+        let page = source.page(table, after.as_deref(), limit).await.unwrap();
+        assert!(page.len() <= limit);
+        let Some(last) = page.last() else { break };
+        after = Some(row_key(table, last));
+        let n = page.len();
+        rows.extend(
+            page.iter()
+                .map(|row| row.iter().map(|l| meaning(&conn, l)).collect::<Vec<_>>()),
+        );
+        if n < limit {
+            break;
+        }
+    }
+    rows
+}
+
+async fn sources(fake: &FakeD1, db: &Path) -> Vec<(&'static str, Box<dyn Source>)> {
+    let id = fake.add_database_from_file("edge", db);
+    let by_id = D1Source::connect(api(fake), &id).await.unwrap();
+    let by_name = D1Source::connect(api(fake), "edge").await.unwrap();
+    assert_eq!(by_name.id(), id);
+    vec![
+        ("sqlite", Box::new(SqliteSource::open(db).unwrap())),
+        ("d1 by id", Box::new(by_id)),
+        ("d1 by name", Box::new(by_name)),
+    ]
+}
+
+#[tokio::test]
+async fn every_source_plans_and_reads_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edge.db");
+    common::create_db(&db, include_str!("fixtures/edge.sql"));
+    let fake = FakeD1::start().await;
+    let sources = sources(&fake, &db).await;
+    let reference = catalog::load(sources[0].1.as_ref(), &TableFilter::default())
+        .await
+        .unwrap();
+    assert!(!reference.tables.is_empty());
+    for (name, source) in &sources {
+        let schema = catalog::load(source.as_ref(), &TableFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(schema, reference, "{name} plans a different schema");
+        assert!(
+            !schema.tables.iter().any(|t| t.name.starts_with("_cf_")),
+            "{name} backs up D1's internal table"
+        );
+    }
+    for table in &reference.tables {
+        if table.data != d1r2::source::DataMode::Rows {
+            continue;
+        }
+        let want = all_rows(sources[0].1.as_ref(), table, 1000).await;
+        for (name, source) in &sources {
+            for limit in [1, 3, 1000] {
+                let got = all_rows(source.as_ref(), table, limit).await;
+                assert_eq!(got, want, "{name}: table {} with pages of {limit}", table.name);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn identities_and_bookmarks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    common::create_db(&db, "CREATE TABLE t(a); INSERT INTO t VALUES (1);");
+    let fake = FakeD1::start().await;
+    let sources = sources(&fake, &db).await;
+    let sqlite = &sources[0].1;
+    assert_eq!(sqlite.info().kind, "sqlite");
+    assert_eq!(sqlite.bookmark().await.unwrap(), None);
+    for (_, d1) in &sources[1..] {
+        let info = d1.info();
+        assert_eq!(info.kind, "d1");
+        assert_eq!(info.name.as_deref(), Some("edge"));
+        assert!(info.database_id.is_some());
+        let bookmark = d1.bookmark().await.unwrap().expect("D1 has a bookmark");
+        assert!(!bookmark.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn missing_databases_are_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = SqliteSource::open(&dir.path().join("none.db")).err().unwrap();
+    assert!(err.is_bad_input(), "{err}");
+    let fake = FakeD1::start().await;
+    for name in ["no-such-db", "00000000-0000-4000-8000-00000000dead"] {
+        let err = D1Source::connect(api(&fake), name).await.err().unwrap();
+        assert!(matches!(err, SourceError::Missing(_)), "{err}");
+        assert!(err.is_bad_input());
+    }
+    let wrong = Api::new(&fake.url, "wrong-token", ACCOUNT, quick());
+    let err = D1Source::connect(wrong, "x").await.err().unwrap();
+    assert!(err.is_bad_input(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("code 10000"), "{text}");
+    assert!(!text.contains("wrong-token"), "{text}");
+}
+
+#[tokio::test]
+async fn reading_d1_internal_tables_is_refused_by_the_fake() {
+    let fake = FakeD1::start().await;
+    let id = fake.add_database("internal", "CREATE TABLE t(a);");
+    let d1 = D1Source::connect(api(&fake), &id).await.unwrap();
+    let err = d1
+        .query(&["SELECT * FROM _cf_KV".to_string()])
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("SQLITE_AUTH"), "{err}");
+    let listed = d1.query(&["PRAGMA table_list".to_string()]).await.unwrap();
+    assert!(format!("{listed:?}").contains("_cf_KV"));
+}
