@@ -104,7 +104,11 @@ async fn every_source_plans_and_reads_the_same() {
         for (name, source) in &sources {
             for limit in [1, 3, 1000] {
                 let got = all_rows(source.as_ref(), table, limit).await;
-                assert_eq!(got, want, "{name}: table {} with pages of {limit}", table.name);
+                assert_eq!(
+                    got, want,
+                    "{name}: table {} with pages of {limit}",
+                    table.name
+                );
             }
         }
     }
@@ -133,7 +137,9 @@ async fn identities_and_bookmarks() {
 #[tokio::test]
 async fn missing_databases_are_bad_input() {
     let dir = tempfile::tempdir().unwrap();
-    let err = SqliteSource::open(&dir.path().join("none.db")).err().unwrap();
+    let err = SqliteSource::open(&dir.path().join("none.db"))
+        .err()
+        .unwrap();
     assert!(err.is_bad_input(), "{err}");
     let fake = FakeD1::start().await;
     for name in ["no-such-db", "00000000-0000-4000-8000-00000000dead"] {

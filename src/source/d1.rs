@@ -121,9 +121,11 @@ fn file_body(path: &std::path::Path) -> reqwest::Body {
         Ok(file) => reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(
             tokio::fs::File::from_std(file),
         )),
-        Err(e) => reqwest::Body::wrap_stream(futures::stream::once(async move {
-            Err::<bytes::Bytes, _>(e)
-        })),
+        Err(e) => {
+            reqwest::Body::wrap_stream(futures::stream::once(
+                async move { Err::<bytes::Bytes, _>(e) },
+            ))
+        }
     }
 }
 
@@ -259,7 +261,11 @@ impl D1Source {
                     .await
             }
         };
-        let init = call(json!({"action": "init", "etag": etag}), "starting the import").await?;
+        let init = call(
+            json!({"action": "init", "etag": etag}),
+            "starting the import",
+        )
+        .await?;
         let mut answer = match (&init.upload_url, &init.filename) {
             (Some(url), Some(filename)) => {
                 let uploaded = self

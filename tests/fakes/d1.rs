@@ -144,7 +144,10 @@ impl FakeD1 {
             .layer(middleware::from_fn(authorize));
         let app = Router::new()
             .nest("/client/v4", api)
-            .route("/upload/{file}", put(upload))
+            .route(
+                "/upload/{file}",
+                put(upload).layer(axum::extract::DefaultBodyLimit::disable()),
+            )
             .layer(middleware::from_fn_with_state(inner.clone(), inject))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,480 @@
+//! End to end over real protocols: the d1r2 binary backs up D1 (the fake Cloudflare API, a real
+//! SQLite database behind it) into R2/S3 (a real S3 server), restores into a SQLite file and into
+//! D1 through the import API, and compares every cell with the source; also with a fifth of all
+//! requests failing.
+
+mod common;
+mod fakes;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+use fakes::d1::{ACCOUNT, Counters, FakeD1, Fault, TOKEN};
+use fakes::s3::FakeS3;
+use rusqlite::Connection;
+
+struct World {
+    d1: FakeD1,
+    s3: FakeS3,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn start() -> World {
+        World {
+            d1: FakeD1::start().await,
+            s3: FakeS3::start(&["backups"]).await,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A SQLite file built by `sql`, also served as the D1 database `name`; returns its id.
+    fn database(&self, name: &str, sql: &str) -> (PathBuf, String) {
+        let file = self.path(&format!("{name}.db"));
+        create_db(&file, sql);
+        let id = self.d1.add_database_from_file(name, &file);
+        (file, id)
+    }
+
+    async fn run_with(&self, args: &[&str], token: &str) -> Output {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_d1r2"));
+        command
+            .args(args)
+            .env_remove("GITHUB_ACTIONS")
+            .env("CLOUDFLARE_API_BASE_URL", &self.d1.url)
+            .env("CLOUDFLARE_API_TOKEN", token)
+            .env("CLOUDFLARE_ACCOUNT_ID", ACCOUNT)
+            .env("RUST_LOG", "warn");
+        for (k, v) in self.s3.env() {
+            command.env(k, v);
+        }
+        command.output().await.expect("running d1r2")
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, TOKEN).await
+    }
+
+    async fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args).await;
+        assert!(
+            out.status.success(),
+            "d1r2 {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The D1 database `id` saved as a file, without D1's internal table, to compare.
+    fn saved(&self, id: &str, name: &str) -> PathBuf {
+        let file = self.path(name);
+        let _ = std::fs::remove_file(&file);
+        self.d1.save(id, &file);
+        Connection::open(&file)
+            .unwrap()
+            .execute_batch("DROP TABLE IF EXISTS _cf_KV")
+            .unwrap();
+        file
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn manifest(dir: &Path) -> serde_json::Value {
+    let entry = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("manifest.json").exists())
+        .expect("a backup");
+    serde_json::from_slice(&std::fs::read(entry.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d1_to_r2_and_back_cell_by_cell() {
+    let w = World::start().await;
+    let (source, _) = w.database("prod", include_str!("fixtures/edge.sql"));
+    let local = w.path("local-copy");
+    w.ok(&[
+        "backup",
+        "--source",
+        "d1://prod",
+        "--dest",
+        "s3://backups/nightly",
+        "--dest",
+        local.to_str().unwrap(),
+    ])
+    .await;
+    let m = manifest(&local);
+    assert_eq!(m["source"]["kind"], "d1");
+    assert_eq!(m["source"]["name"], "prod");
+    assert!(
+        m["source"]["bookmark"]
+            .as_str()
+            .is_some_and(|b| !b.is_empty())
+    );
+    assert!(
+        !m["tables"].to_string().contains("_cf_KV"),
+        "D1's internal table was backed up"
+    );
+
+    for from in ["s3://backups/nightly", local.to_str().unwrap()] {
+        let restored = w.path(&format!("restored-{}.db", from.len()));
+        w.ok(&[
+            "restore",
+            "--from",
+            from,
+            "--to",
+            restored.to_str().unwrap(),
+        ])
+        .await;
+        assert_same_database(&source, &restored);
+        w.ok(&["verify", "--from", from]).await;
+    }
+    let log = w.s3.log();
+    assert!(
+        log.iter().any(|l| l.contains("/backups/nightly/")),
+        "{log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_into_d1_through_the_import_api() {
+    let w = World::start().await;
+    let (source, _) = w.database("prod", include_str!("fixtures/edge.sql"));
+    let target = w.d1.add_database("staging", "");
+    w.ok(&[
+        "backup",
+        "--source",
+        "d1://prod",
+        "--dest",
+        "s3://backups/p",
+    ])
+    .await;
+    let out = w
+        .ok(&[
+            "restore",
+            "--from",
+            "s3://backups/p",
+            "--to",
+            "d1://staging",
+        ])
+        .await;
+    assert!(text(&out).contains("D1 bookmark after"), "{}", text(&out));
+    assert_same_database(&source, &w.saved(&target, "staging-1.db"));
+
+    let again = w
+        .run(&[
+            "restore",
+            "--from",
+            "s3://backups/p",
+            "--to",
+            "d1://staging",
+        ])
+        .await;
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(text(&again).contains("--force"), "{}", text(&again));
+
+    w.d1.execute(
+        &target,
+        "INSERT INTO kv VALUES ('new', 1, 'changed since');",
+    );
+    w.ok(&[
+        "restore",
+        "--from",
+        "s3://backups/p",
+        "--to",
+        &format!("d1://{target}"),
+        "--force",
+    ])
+    .await;
+    assert_same_database(&source, &w.saved(&target, "staging-2.db"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_import_leaves_d1_as_it_was() {
+    let w = World::start().await;
+    w.database(
+        "prod",
+        "PRAGMA foreign_keys=OFF; CREATE TABLE parent(id INTEGER PRIMARY KEY); CREATE TABLE child(p REFERENCES parent(id)); INSERT INTO child VALUES (42);",
+    );
+    let target = w.d1.add_database(
+        "staging",
+        "CREATE TABLE keep(x); INSERT INTO keep VALUES (1);",
+    );
+    w.ok(&[
+        "backup",
+        "--source",
+        "d1://prod",
+        "--dest",
+        "s3://backups/p",
+    ])
+    .await;
+    let out = w
+        .run(&[
+            "restore",
+            "--from",
+            "s3://backups/p",
+            "--to",
+            "d1://staging",
+            "--force",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("FOREIGN KEY"), "{}", text(&out));
+    let saved = w.saved(&target, "after.db");
+    let conn = Connection::open(saved).unwrap();
+    assert_eq!(user_tables(&conn), ["keep"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifth_of_all_requests_failing_changes_nothing() {
+    let w = World::start().await;
+    let (source, _) = w.database("prod", include_str!("fixtures/edge.sql"));
+    let target = w.d1.add_database("staging", "");
+    w.d1.fail_randomly(0.2, 7);
+    w.s3.fail_randomly(0.2, 11);
+    w.ok(&[
+        "backup",
+        "--source",
+        "d1://prod",
+        "--dest",
+        "s3://backups/flaky",
+    ])
+    .await;
+    let restored = w.path("flaky.db");
+    w.ok(&[
+        "restore",
+        "--from",
+        "s3://backups/flaky",
+        "--to",
+        restored.to_str().unwrap(),
+    ])
+    .await;
+    assert_same_database(&source, &restored);
+    w.ok(&[
+        "restore",
+        "--from",
+        "s3://backups/flaky",
+        "--to",
+        "d1://staging",
+    ])
+    .await;
+    w.d1.fail_randomly(0.0, 1);
+    assert_same_database(&source, &w.saved(&target, "flaky-d1.db"));
+    assert!(w.d1.count(|c| &c.faults) > 0, "no D1 request failed");
+    assert!(
+        w.s3.state.faults.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "no S3 request failed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_dropped_connections_are_retried() {
+    let w = World::start().await;
+    let (source, _) = w.database("prod", "CREATE TABLE t(a); INSERT INTO t VALUES (1), (2);");
+    w.d1.script_faults(&[
+        Fault::TooMany { retry_after: 1 },
+        Fault::Drop,
+        Fault::Internal,
+        Fault::BadGateway,
+    ]);
+    let started = std::time::Instant::now();
+    let local = w.path("b");
+    w.ok(&[
+        "backup",
+        "--source",
+        "d1://prod",
+        "--dest",
+        local.to_str().unwrap(),
+    ])
+    .await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "Retry-After ignored"
+    );
+    assert_eq!(w.d1.count(|c| &c.faults), 4);
+    let restored = w.path("r.db");
+    w.ok(&[
+        "restore",
+        "--from",
+        local.to_str().unwrap(),
+        "--to",
+        restored.to_str().unwrap(),
+    ])
+    .await;
+    assert_same_database(&source, &restored);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_are_one_clear_line() {
+    let w = World::start().await;
+    w.database("prod", "CREATE TABLE t(a);");
+    let local = w.path("b");
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            vec![
+                "backup",
+                "--source",
+                "d1://prod",
+                "--dest",
+                local.to_str().unwrap(),
+            ],
+            "wrong-token-value-1234",
+            "code 10000",
+        ),
+        (
+            vec![
+                "backup",
+                "--source",
+                "d1://nope",
+                "--dest",
+                local.to_str().unwrap(),
+            ],
+            TOKEN,
+            "d1://nope",
+        ),
+        (
+            vec![
+                "backup",
+                "--source",
+                "d1://00000000-0000-4000-8000-00000000dead",
+                "--dest",
+                local.to_str().unwrap(),
+            ],
+            TOKEN,
+            "no such database",
+        ),
+    ];
+    for (args, token, expected) in cases {
+        let out = w.run_with(&args, token).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            !text(&out).contains("wrong-token-value"),
+            "the token was printed"
+        );
+    }
+    // A failure that persists past the retries is exit 1, not bad input.
+    w.d1.fail_randomly(1.0, 3);
+    let out = w
+        .run(&[
+            "backup",
+            "--source",
+            "d1://prod",
+            "--dest",
+            local.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+/// What a backup costs in D1 terms: rows read stay at the row count (keyset pages, never
+/// OFFSET), requests at a handful per megabyte; values over 100 kB restore into D1 within its
+/// statement limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_read_and_requests_stay_near_the_row_count() {
+    let w = World::start().await;
+    let rows = 30_000;
+    let (source, _) = w.database(
+        "big",
+        &format!(
+            "CREATE TABLE events(id INTEGER PRIMARY KEY, kind TEXT, at INTEGER, payload TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+             INSERT INTO events SELECT i, 'kind-' || (i % 17), 1700000000 + i, printf('%.*c', 40 + i % 60, 'x') FROM n;
+             CREATE TABLE blobs(k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
+             INSERT INTO blobs VALUES ('big', randomblob(300000)), ('small', X'01');"
+        ),
+    );
+    w.d1.reset_counters();
+    let local = w.path("b");
+    w.ok(&[
+        "backup",
+        "--source",
+        "d1://big",
+        "--dest",
+        local.to_str().unwrap(),
+    ])
+    .await;
+    let read = w.d1.count(|c| &c.rows_read);
+    let requests = w.d1.count(|c| &c.requests);
+    let total_rows = rows + 2;
+    eprintln!("backup of {total_rows} rows: {requests} requests, {read} rows read");
+    assert!(read as f64 <= 1.1 * total_rows as f64, "{read} rows read");
+    assert!(read >= total_rows, "the fake undercounts: {read}");
+
+    let target = w.d1.add_database("copy", "");
+    w.ok(&[
+        "restore",
+        "--from",
+        local.to_str().unwrap(),
+        "--to",
+        "d1://copy",
+    ])
+    .await;
+    assert_same_database(&source, &w.saved(&target, "copy.db"));
+}
+
+#[tokio::test]
+async fn the_fake_bills_offset_like_d1() {
+    let fake = FakeD1::start().await;
+    let id = fake.add_database(
+        "t",
+        "CREATE TABLE t(a); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) INSERT INTO t SELECT i FROM n;",
+    );
+    let api = d1r2::cloudflare::Api::new(&fake.url, TOKEN, ACCOUNT, Default::default());
+    let path = api.account_path(&format!("d1/database/{id}/raw"));
+    for (sql, at_least, at_most) in [
+        ("SELECT * FROM t LIMIT 100 OFFSET 4000", 4000, 4200),
+        (
+            "SELECT * FROM t WHERE rowid > 4000 ORDER BY rowid LIMIT 100",
+            100,
+            110,
+        ),
+    ] {
+        fake.reset_counters();
+        let _: serde_json::Value = api
+            .result(
+                reqwest::Method::POST,
+                &path,
+                Some(&serde_json::json!({ "sql": sql })),
+                "q",
+            )
+            .await
+            .unwrap();
+        let read = fake.count(|c: &Counters| &c.rows_read);
+        assert!((at_least..=at_most).contains(&read), "{sql}: {read}");
+    }
+    let long = format!("SELECT '{}'", "x".repeat(100_000));
+    let params: Vec<String> = (0..101).map(|i| i.to_string()).collect();
+    let many = format!("SELECT {}", vec!["?"; 101].join(","));
+    for (body, expected) in [
+        (serde_json::json!({ "sql": long }), "SQLITE_TOOBIG"),
+        (
+            serde_json::json!({ "sql": many, "params": params }),
+            "too many SQL variables",
+        ),
+        (
+            serde_json::json!({ "sql": "BEGIN TRANSACTION" }),
+            "SQLITE_AUTH",
+        ),
+    ] {
+        let err = api
+            .result::<serde_json::Value>(reqwest::Method::POST, &path, Some(&body), "q")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+}
