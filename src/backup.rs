@@ -36,8 +36,9 @@ pub struct BackupOptions {
     pub label: Option<String>,
     /// A table's data is split into another part after this much SQL.
     pub part_sql_bytes: u64,
-    /// Pages are sized to about this many bytes of literals.
-    pub page_bytes: usize,
+    /// Pages are sized to about this many bytes of literals; `None` takes the source's own
+    /// preference.
+    pub page_bytes: Option<usize>,
 }
 
 impl Default for BackupOptions {
@@ -49,7 +50,7 @@ impl Default for BackupOptions {
             concurrency: 4,
             label: None,
             part_sql_bytes: 128 * 1024 * 1024,
-            page_bytes: 1024 * 1024,
+            page_bytes: None,
         }
     }
 }
@@ -74,6 +75,22 @@ pub fn next_page_rows(limit: usize, rows: usize, bytes: usize, target: usize) ->
     }
     let fit = (target as u128 * rows as u128 / bytes as u128) as usize;
     fit.clamp(1, (limit * 4).min(MAX_PAGE_ROWS))
+}
+
+/// A page of `table`, as a future that owns what it needs, so the next page can be in flight
+/// while this one is processed.
+fn fetch<'a>(
+    source: &'a dyn Source,
+    table: &'a Table,
+    after: Option<Vec<String>>,
+    limit: usize,
+) -> futures::future::BoxFuture<'a, anyhow::Result<Vec<Vec<String>>>> {
+    Box::pin(async move {
+        source
+            .page(table, after.as_deref(), limit)
+            .await
+            .with_context(|| format!("reading table {}", table.name))
+    })
 }
 
 /// Runs a backup of `source` into every store in `stores`.
@@ -213,47 +230,57 @@ async fn backup_table(
     let mut part: Option<OpenPart> = None;
     let mut writer = InsertWriter::new(&table.name, &table.columns, table.key.clone());
     if table.data == DataMode::Rows {
-        let mut after: Option<Vec<String>> = None;
+        let page_bytes = options.page_bytes.unwrap_or_else(|| source.page_bytes());
         let mut limit = FIRST_PAGE_ROWS;
-        loop {
-            let page = source
-                .page(table, after.as_deref(), limit)
-                .await
-                .with_context(|| format!("reading table {}", table.name))?;
+        let mut fetching = Some(fetch(source, table, None, limit));
+        while let Some(fetch_page) = fetching.take() {
+            let page = fetch_page.await?;
             let n = page.len();
             if n == 0 {
                 break;
             }
-            after = Some(row_key(table, &page[n - 1]));
             let bytes: usize = page.iter().flatten().map(|c| c.len() + 32).sum();
+            if n == limit {
+                // Read ahead: the next page travels while this one is rendered and stored.
+                let after = row_key(table, &page[n - 1]);
+                limit = next_page_rows(limit, n, bytes, page_bytes);
+                fetching = Some(fetch(source, table, Some(after), limit));
+            }
             let open = target
                 .reuse_or_open(part.take(), table, index, objects.len())
                 .await?;
-            let (mut open, returned) = tokio::task::spawn_blocking(move || {
-                let mut open = open;
-                let mut sql = String::with_capacity(bytes);
-                for row in &page {
-                    writer.push_row(row, &mut sql)?;
+            let store_page = async {
+                let (mut open, returned) = tokio::task::spawn_blocking(move || {
+                    let mut open = open;
+                    let mut sql = String::with_capacity(bytes);
+                    for row in &page {
+                        writer.push_row(row, &mut sql)?;
+                    }
+                    writer.flush(&mut sql);
+                    open.encoder.write(sql.as_bytes())?;
+                    open.rows += n as u64;
+                    anyhow::Ok((open, writer))
+                })
+                .await??;
+                let chunk = open.encoder.take();
+                target.send(&mut open, chunk).await?;
+                anyhow::Ok((open, returned))
+            };
+            let (open, returned) = match fetching.take() {
+                Some(next) => {
+                    let (stored, next) = futures::future::join(store_page, next).await;
+                    fetching = Some(Box::pin(futures::future::ready(next)));
+                    stored?
                 }
-                writer.flush(&mut sql);
-                open.encoder.write(sql.as_bytes())?;
-                open.rows += n as u64;
-                anyhow::Ok((open, writer))
-            })
-            .await??;
+                None => store_page.await?,
+            };
             writer = returned;
-            let chunk = open.encoder.take();
-            target.send(&mut open, chunk).await?;
             rows_total += n as u64;
             if open.encoder.sql_bytes() >= options.part_sql_bytes {
                 objects.push(target.close_part(open, None).await?);
             } else {
                 part = Some(open);
             }
-            if n < limit {
-                break;
-            }
-            limit = next_page_rows(limit, n, bytes, options.page_bytes);
         }
     }
     if let Some(seq) = sequence_sql(table) {

@@ -21,7 +21,7 @@ async fn the_edge_case_fixture_round_trips_cell_by_cell() {
         BackupOptions::default(),
         // Tiny pages and parts: every table crosses page and part boundaries.
         BackupOptions {
-            page_bytes: 64,
+            page_bytes: Some(64),
             part_sql_bytes: 200,
             concurrency: 1,
             ..BackupOptions::default()
@@ -29,7 +29,7 @@ async fn the_edge_case_fixture_round_trips_cell_by_cell() {
     ] {
         let restored = dir
             .path()
-            .join(format!("restored-{}.db", options.page_bytes));
+            .join(format!("restored-{}.db", options.page_bytes.unwrap_or(0)));
         roundtrip(&db, &restored, &options).await;
         assert_same_database(&db, &restored);
         let conn = Connection::open(&restored).unwrap();
@@ -184,7 +184,7 @@ proptest! {
         drop(conn);
         let restored = dir.path().join("restored.db");
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(roundtrip(&db, &restored, &BackupOptions { page_bytes: 200, ..BackupOptions::default() }));
+        runtime.block_on(roundtrip(&db, &restored, &BackupOptions { page_bytes: Some(200), ..BackupOptions::default() }));
         let a = Connection::open(&db).unwrap();
         let b = Connection::open(&restored).unwrap();
         prop_assert_eq!(table_cells(&a, "t"), table_cells(&b, "t"));

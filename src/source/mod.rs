@@ -95,6 +95,12 @@ pub trait Source: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Vec<String>>, SourceError>;
 
+    /// How many bytes of literals a page should hold. A local file reads cheaply, so pages stay
+    /// small and memory low; every remote request costs a round trip and a rate-limit token.
+    fn page_bytes(&self) -> usize {
+        1024 * 1024
+    }
+
     /// A point-in-time marker taken when the backup starts (D1 Time Travel), when the source has
     /// one.
     async fn bookmark(&self) -> Result<Option<String>, SourceError> {

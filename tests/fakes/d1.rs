@@ -112,6 +112,7 @@ pub struct Inner {
     imports: Mutex<HashMap<String, Import>>,
     pub counters: Counters,
     base: Mutex<String>,
+    latency: Mutex<std::time::Duration>,
 }
 
 /// A running fake; dropped with the test's runtime.
@@ -130,6 +131,7 @@ impl FakeD1 {
             imports: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             base: Mutex::new(String::new()),
+            latency: Mutex::new(std::time::Duration::ZERO),
         });
         let api = Router::new()
             .route("/accounts/{account}/d1/database", get(list_databases))
@@ -231,6 +233,11 @@ impl FakeD1 {
             .unwrap();
     }
 
+    /// Delays every answer, as the distance to Cloudflare would.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        *self.inner.latency.lock().unwrap() = latency;
+    }
+
     /// Answers the next requests with these failures, in order.
     pub fn script_faults(&self, faults: &[Fault]) {
         self.inner.faults.lock().unwrap().scripted.extend(faults);
@@ -284,6 +291,10 @@ fn error(status: StatusCode, code: i64, message: &str) -> Response {
 
 async fn inject(State(inner): State<Arc<Inner>>, request: Request, next: Next) -> Response {
     inner.counters.requests.fetch_add(1, Ordering::SeqCst);
+    let latency = *inner.latency.lock().unwrap();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let fault = inner.faults.lock().unwrap().next();
     let Some(fault) = fault else {
         return next.run(request).await;

@@ -1,0 +1,404 @@
+//! D1 to R2 benchmark, with no network: the same generated databases served by the fake
+//! Cloudflare D1 API (a real SQLite database behind it, `D1R2_BENCH_LATENCY_MS` added to every
+//! answer) and stored into the in-process S3 server. It runs d1r2's backup, restore and verify,
+//! and for comparison the straightforward approach (`SELECT * ... LIMIT 1000 OFFSET n` through
+//! `/query`, rows as JSON objects rendered to INSERTs, the whole dump in memory, gzip, one PUT),
+//! on the same data in the same run.
+//!
+//! Run with `cargo bench --bench d1` (or `scripts/bench-d1`). Environment:
+//! - `D1R2_BENCH_MB`: database sizes in MB, comma separated; default `28` (300,000 narrow rows).
+//! - `D1R2_BENCH_SHAPES`: `narrow`, `wide` or both; default `narrow`.
+//! - `D1R2_BENCH_LATENCY_MS`: added to every D1 answer; default `20`.
+//! - `D1R2_BENCH_NAIVE_MAX_MB`: largest database the straightforward approach is run on (its
+//!   rows read grow with the square of the row count); default `100`.
+//!
+//! Every operation runs as a child process (the straightforward approach is this benchmark
+//! re-run in a child mode), so wall time and peak RSS (VmHWM, polled every 10 ms) are its own;
+//! requests and rows read are counted by the fake as D1 would bill them.
+
+#[path = "../tests/fakes/mod.rs"]
+mod fakes;
+mod support;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fakes::d1::{ACCOUNT, FakeD1, TOKEN};
+use fakes::s3::FakeS3;
+use support::*;
+
+const NAIVE_MODE: &str = "D1R2_BENCH_NAIVE";
+const BUCKET: &str = "bench";
+
+fn main() {
+    if let Ok(args) = std::env::var(NAIVE_MODE) {
+        naive::run(&args);
+        return;
+    }
+    let sizes: Vec<u64> = env_list("D1R2_BENCH_MB", "28")
+        .iter()
+        .map(|s| s.parse().expect("D1R2_BENCH_MB: sizes in MB"))
+        .collect();
+    let shapes: Vec<Shape> = env_list("D1R2_BENCH_SHAPES", "narrow")
+        .iter()
+        .map(|s| match s.as_str() {
+            "narrow" => Shape::Narrow,
+            "wide" => Shape::Wide,
+            other => panic!("D1R2_BENCH_SHAPES: unknown shape {other:?}"),
+        })
+        .collect();
+    let latency = Duration::from_millis(
+        env_list("D1R2_BENCH_LATENCY_MS", "20")[0]
+            .parse()
+            .expect("D1R2_BENCH_LATENCY_MS"),
+    );
+    let naive_max: u64 = env_list("D1R2_BENCH_NAIVE_MAX_MB", "100")[0]
+        .parse()
+        .expect("D1R2_BENCH_NAIVE_MAX_MB");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_d1r2"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let data = target.join("bench-data");
+    fs::create_dir_all(&data).expect("create target/bench-data");
+    println!(
+        "d1r2 D1 -> R2 benchmark: {} ms per D1 request",
+        latency.as_millis()
+    );
+    println!("machine: {} cores, {}", cores(), cpu_model());
+    println!();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut lines = Vec::new();
+    for &shape in &shapes {
+        for &mb in &sizes {
+            let db = ensure_db(&data, shape, mb);
+            lines.extend(runtime.block_on(bench_one(
+                &bin,
+                shape,
+                mb,
+                &db,
+                latency,
+                mb <= naive_max,
+            )));
+        }
+    }
+    println!();
+    println!(
+        "| shape | DB MB | rows | op | wall s | rows/s | MB/s | API requests | rows read | rows read / rows | peak RSS MiB | bytes stored |"
+    );
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for l in &lines {
+        println!("{l}");
+    }
+}
+
+struct Figures {
+    wall: Duration,
+    rss: u64,
+    requests: u64,
+    rows_read: u64,
+    stored: u64,
+}
+
+async fn bench_one(
+    bin: &Path,
+    shape: Shape,
+    mb: u64,
+    db: &Path,
+    latency: Duration,
+    with_naive: bool,
+) -> Vec<String> {
+    let rows = count_rows(db);
+    let db_bytes = fs::metadata(db).unwrap().len();
+    let d1 = FakeD1::start().await;
+    d1.add_database_from_file("bench", db);
+    d1.set_latency(latency);
+    let s3 = FakeS3::start(&[BUCKET]).await;
+    let label = format!("{}-{mb}", shape.name());
+    eprintln!("[{label}] {db_bytes} bytes, {rows} rows");
+    let work = tempfile::tempdir().unwrap();
+
+    let env = {
+        let mut env: Vec<(&str, String)> = s3.env();
+        env.push(("CLOUDFLARE_API_BASE_URL", d1.url.clone()));
+        env.push(("CLOUDFLARE_API_TOKEN", TOKEN.to_string()));
+        env.push(("CLOUDFLARE_ACCOUNT_ID", ACCOUNT.to_string()));
+        env
+    };
+    let run = |args: Vec<String>, env: Vec<(&'static str, String)>, exe: PathBuf| async move {
+        tokio::task::spawn_blocking(move || {
+            let mut command = Command::new(exe);
+            command.args(&args).env_remove("GITHUB_ACTIONS");
+            for (k, v) in env {
+                command.env(k, v);
+            }
+            measure(&mut command)
+        })
+        .await
+        .unwrap()
+    };
+    let figures = |run: Run, d1: &FakeD1, stored: u64| Figures {
+        wall: run.wall,
+        rss: run.peak_rss(),
+        requests: d1.count(|c| &c.requests),
+        rows_read: d1.count(|c| &c.rows_read),
+        stored,
+    };
+    let strings = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let mut lines = Vec::new();
+    let mut line = |op: &str, f: &Figures| {
+        let secs = f.wall.as_secs_f64();
+        eprintln!(
+            "[{label}] {op}: {secs:.2} s, {} requests, {} rows read",
+            f.requests, f.rows_read
+        );
+        lines.push(format!(
+            "| {} | {} | {rows} | {op} | {secs:.2} | {} | {:.1} | {} | {} | {:.3} | {:.1} | {} |",
+            shape.name(),
+            db_bytes / MB,
+            (rows as f64 / secs) as u64,
+            db_bytes as f64 / MB as f64 / secs,
+            f.requests,
+            f.rows_read,
+            f.rows_read as f64 / rows as f64,
+            f.rss as f64 / MIB,
+            f.stored
+        ));
+    };
+
+    d1.reset_counters();
+    let backup = run(
+        strings(&[
+            "backup",
+            "--source",
+            "d1://bench",
+            "--dest",
+            "s3://bench/d1r2",
+        ]),
+        env.clone(),
+        bin.to_path_buf(),
+    )
+    .await;
+    let ours = figures(
+        backup,
+        &d1,
+        dir_size(&s3.root.path().join(BUCKET).join("d1r2")),
+    );
+    line("d1r2 backup", &ours);
+
+    let restored = work.path().join("restored.db");
+    d1.reset_counters();
+    let restore = run(
+        strings(&[
+            "restore",
+            "--from",
+            "s3://bench/d1r2",
+            "--to",
+            restored.to_str().unwrap(),
+        ]),
+        env.clone(),
+        bin.to_path_buf(),
+    )
+    .await;
+    line(
+        "d1r2 restore (to a file)",
+        &figures(restore, &d1, fs::metadata(&restored).unwrap().len()),
+    );
+    assert_eq!(count_rows(&restored), rows, "restored rows differ");
+
+    let verify = run(
+        strings(&["verify", "--from", "s3://bench/d1r2"]),
+        env.clone(),
+        bin.to_path_buf(),
+    )
+    .await;
+    line("d1r2 verify", &figures(verify, &d1, 0));
+
+    let copy = d1.add_database("copy", "");
+    d1.reset_counters();
+    let import = run(
+        strings(&[
+            "restore",
+            "--from",
+            "s3://bench/d1r2",
+            "--to",
+            &format!("d1://{copy}"),
+        ]),
+        env.clone(),
+        bin.to_path_buf(),
+    )
+    .await;
+    line(
+        "d1r2 restore (into D1, import API)",
+        &figures(import, &d1, 0),
+    );
+
+    if with_naive {
+        d1.reset_counters();
+        let args = serde_json::json!({
+            "d1": d1.url, "s3": s3.url, "database": "bench",
+        })
+        .to_string();
+        let mut naive_env = env.clone();
+        naive_env.push((NAIVE_MODE, args));
+        let naive = run(Vec::new(), naive_env, std::env::current_exe().unwrap()).await;
+        let theirs = figures(
+            naive,
+            &d1,
+            dir_size(&s3.root.path().join(BUCKET).join("naive")),
+        );
+        line(
+            "straightforward (OFFSET, JSON, in memory, one PUT)",
+            &theirs,
+        );
+        lines.push(format!(
+            "| {} | {} | {rows} | ratio straightforward / d1r2 | time {:.1}x | | | requests {:.2}x | rows read {:.1}x | | RSS {:.1}x | |",
+            shape.name(),
+            db_bytes / MB,
+            theirs.wall.as_secs_f64() / ours.wall.as_secs_f64(),
+            theirs.requests as f64 / ours.requests as f64,
+            theirs.rows_read as f64 / ours.rows_read as f64,
+            theirs.rss as f64 / ours.rss as f64,
+        ));
+    }
+    let faults = s3.state.faults.load(Ordering::SeqCst);
+    assert_eq!(faults, 0);
+    let _ = std::io::stdout().flush();
+    lines
+}
+
+/// The straightforward backup a hand-written workflow does, run as a child process.
+mod naive {
+    use std::io::Write;
+
+    use aws_sdk_s3::config::{Credentials, Region};
+    use serde_json::Value;
+
+    use super::fakes::d1::{ACCOUNT, TOKEN};
+    use super::fakes::s3::{ACCESS_KEY, SECRET_KEY};
+
+    pub fn run(args: &str) {
+        let args: Value = serde_json::from_str(args).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(backup(
+                args["d1"].as_str().unwrap(),
+                args["s3"].as_str().unwrap(),
+                args["database"].as_str().unwrap(),
+            ));
+    }
+
+    async fn query(http: &reqwest::Client, url: &str, sql: &str) -> Vec<Value> {
+        let answer: Value = http
+            .post(url)
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["result"][0]["results"].as_array().unwrap().clone()
+    }
+
+    fn literal(v: &Value) -> String {
+        match v {
+            Value::Null => "NULL".to_string(),
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => format!("'{}'", s.replace('\'', "''")),
+            Value::Array(bytes) => format!(
+                "X'{}'",
+                bytes
+                    .iter()
+                    .map(|b| format!("{:02x}", b.as_u64().unwrap()))
+                    .collect::<String>()
+            ),
+            other => format!("'{other}'"),
+        }
+    }
+
+    async fn backup(d1: &str, s3: &str, database: &str) {
+        let http = reqwest::Client::new();
+        let list: Value = http
+            .get(format!(
+                "{d1}/accounts/{ACCOUNT}/d1/database?name={database}"
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = list["result"][0]["uuid"].as_str().unwrap().to_string();
+        let url = format!("{d1}/accounts/{ACCOUNT}/d1/database/{id}/query");
+        let tables = query(
+            &http,
+            &url,
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%'",
+        )
+        .await;
+        let mut dump = String::from("PRAGMA defer_foreign_keys=TRUE;\n");
+        for t in &tables {
+            let name = t["name"].as_str().unwrap();
+            dump.push_str(t["sql"].as_str().unwrap());
+            dump.push_str(";\n");
+            let mut offset = 0;
+            loop {
+                let rows = query(
+                    &http,
+                    &url,
+                    &format!("SELECT * FROM \"{name}\" LIMIT 1000 OFFSET {offset}"),
+                )
+                .await;
+                for row in &rows {
+                    let object = row.as_object().unwrap();
+                    let columns: Vec<String> = object.keys().map(|k| format!("\"{k}\"")).collect();
+                    let values: Vec<String> = object.values().map(literal).collect();
+                    dump.push_str(&format!(
+                        "INSERT INTO \"{name}\" ({}) VALUES ({});\n",
+                        columns.join(","),
+                        values.join(",")
+                    ));
+                }
+                if rows.len() < 1000 {
+                    break;
+                }
+                offset += 1000;
+            }
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(dump.as_bytes()).unwrap();
+        let body = gz.finish().unwrap();
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(s3)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "bench",
+            ))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+            .put_object()
+            .bucket(super::BUCKET)
+            .key("naive/dump.sql.gz")
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    }
+}
