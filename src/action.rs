@@ -17,7 +17,7 @@ use crate::error::bad_input;
 use crate::report::Report;
 
 /// Inputs the action reads itself rather than passing to the command.
-pub const ACTION_INPUTS: [&str; 1] = ["command"];
+pub const ACTION_INPUTS: [&str; 2] = ["command", crate::checks::INPUT];
 
 /// The environment variables that hold secrets. In action mode each value is registered with
 /// `::add-mask::` before anything else is printed, so no later log line can reveal it.

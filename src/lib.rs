@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod backup;
+pub mod checks;
 pub mod cli;
 pub mod cloudflare;
 pub mod codec;

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
                 return fail_action(&env, name, &err);
             }
             print!("{}", report.to_text());
+            d1r2::checks::publish_if_wanted(&env, &report);
             ExitCode::SUCCESS
         }
         Ok(report) if totp => {
@@ -70,6 +71,7 @@ fn fail_action(env: &BTreeMap<String, String>, command: &str, err: &anyhow::Erro
     report.row("Error", &line);
     let _ = action::publish(env, &report);
     println!("{}", action::error_annotation(&line));
+    d1r2::checks::publish_if_wanted(env, &report);
     ExitCode::from(exit_code(err))
 }
 

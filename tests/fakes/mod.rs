@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod d1;
+pub mod github;
 pub mod s3;

@@ -1,0 +1,100 @@
+//! A fake GitHub REST API (axum): records every request and answers check-run creation in the
+//! documented shape (`POST /repos/{owner}/{repo}/check-runs`, 201 with the check run).
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+pub const TOKEN: &str = "ghs_fake_github_token_77aa";
+
+/// A request the fake saw: path, `Authorization` header and JSON body.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub authorization: String,
+    pub body: Value,
+}
+
+pub struct FakeGitHub {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl FakeGitHub {
+    pub async fn start() -> FakeGitHub {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new()
+            .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeGitHub {
+            url: format!("http://{addr}"),
+            seen,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn create_check_run(
+    State(seen): State<Arc<Mutex<Vec<Seen>>>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::Json<Value>,
+) -> impl IntoResponse {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    seen.lock().unwrap().push(Seen {
+        path: format!("/repos/{owner}/{repo}/check-runs"),
+        authorization: authorization.clone(),
+        body: body.0.clone(),
+    });
+    if authorization != format!("Bearer {TOKEN}") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(
+                json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}),
+            ),
+        );
+    }
+    let b = body.0;
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "id": 4,
+            "head_sha": b["head_sha"],
+            "node_id": "MDg6Q2hlY2tSdW40",
+            "external_id": "",
+            "url": format!("https://api.github.com/repos/{owner}/{repo}/check-runs/4"),
+            "html_url": format!("https://github.com/{owner}/{repo}/runs/4"),
+            "details_url": null,
+            "status": b["status"],
+            "conclusion": b["conclusion"],
+            "started_at": "2026-11-25T04:00:00Z",
+            "completed_at": "2026-11-25T04:00:01Z",
+            "output": {
+                "title": b["output"]["title"],
+                "summary": b["output"]["summary"],
+                "text": null,
+                "annotations_count": 0,
+                "annotations_url": format!("https://api.github.com/repos/{owner}/{repo}/check-runs/4/annotations")
+            },
+            "name": b["name"],
+            "check_suite": {"id": 5},
+            "app": null,
+            "pull_requests": []
+        })),
+    )
+}
