@@ -91,9 +91,12 @@ pub fn command_line(env: &BTreeMap<String, String>) -> anyhow::Result<Vec<String
         if arg.get_action().takes_values() {
             let multiple = arg.get_num_args().is_some_and(|n| n.max_values() > 1)
                 || matches!(arg.get_action(), clap::ArgAction::Append);
+            // Commas separate values too, unless the flag declares lines as its delimiter (a
+            // header value may hold commas).
+            let commas = arg.get_value_delimiter() != Some('\n');
             let values: Vec<&str> = if multiple {
                 value
-                    .split(['\n', ','])
+                    .split(|c| c == '\n' || (commas && c == ','))
                     .map(str::trim)
                     .filter(|v| !v.is_empty())
                     .collect()

@@ -38,6 +38,9 @@ pub enum Command {
     Drill(DrillArgs),
     /// Print the current TOTP code for TOTP_SECRET (RFC 6238).
     Totp(crate::totp::TotpArgs),
+    /// Call the application's backup endpoint with a fresh TOTP bearer code per attempt,
+    /// retrying with exponential backoff.
+    Trigger(crate::trigger::TriggerArgs),
 }
 
 #[derive(Debug, Clone, Args)]

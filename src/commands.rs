@@ -25,6 +25,9 @@ pub async fn run(command: Command) -> anyhow::Result<Report> {
         Command::Totp(args) => {
             crate::totp::run(&args, std::env::var("TOTP_SECRET").ok().as_deref())
         }
+        Command::Trigger(args) => {
+            crate::trigger::run(&args, std::env::var("TOTP_SECRET").ok().as_deref()).await
+        }
     }
     .map_err(classify)
 }

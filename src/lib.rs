@@ -24,4 +24,5 @@ pub mod retry;
 pub mod source;
 pub mod store;
 pub mod totp;
+pub mod trigger;
 pub mod verify;

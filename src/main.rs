@@ -66,7 +66,10 @@ fn main() -> ExitCode {
 /// `::error::` annotation that names the cause.
 fn fail_action(env: &BTreeMap<String, String>, command: &str, err: &anyhow::Error) -> ExitCode {
     let line = one_line(err);
-    let mut report = Report::new(command);
+    let mut report = err
+        .downcast_ref::<d1r2::report::Failure>()
+        .map(|f| f.report.clone())
+        .unwrap_or_else(|| Report::new(command));
     report.output("status", "failure").output("error", &line);
     report.row("Error", &line);
     let _ = action::publish(env, &report);
@@ -84,6 +87,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Export(_) => "export",
         Command::Drill(_) => "drill",
         Command::Totp(_) => "totp",
+        Command::Trigger(_) => "trigger",
     }
 }
 

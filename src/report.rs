@@ -7,6 +7,15 @@
 
 use std::collections::BTreeMap;
 
+/// A command that failed but still has outputs to give (the attempts made, the last HTTP status):
+/// the action writes them with `status=failure`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub report: Report,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
     /// The command that ran, e.g. `backup`.

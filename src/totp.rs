@@ -16,8 +16,10 @@ pub enum Algorithm {
     Sha512,
 }
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct TotpArgs {
+/// The shape of the codes, shared by `totp` and `trigger`; unset values come from an
+/// `otpauth://` secret, then RFC 6238's defaults.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TotpShape {
     /// Digits in the code (default 6, or the URI's).
     #[arg(long, value_parser = clap::value_parser!(u8).range(6..=10))]
     pub digits: Option<u8>,
@@ -27,6 +29,46 @@ pub struct TotpArgs {
     /// HMAC algorithm (default sha1, or the URI's).
     #[arg(long, value_enum)]
     pub algorithm: Option<Algorithm>,
+}
+
+/// A secret with its code shape settled: everything needed to make a code for any time.
+#[derive(Clone)]
+pub struct Generator {
+    key: Vec<u8>,
+    pub algorithm: Algorithm,
+    pub digits: u8,
+    pub period: u64,
+}
+
+impl Generator {
+    /// From `TOTP_SECRET` (given as `secret`) and the flags; a missing or malformed secret is
+    /// bad input, named without repeating it.
+    pub fn new(shape: &TotpShape, secret: Option<&str>) -> anyhow::Result<Self> {
+        let secret = secret.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+            bad_input("TOTP_SECRET is not set: put the base32 secret (or otpauth:// URI) in it")
+        })?;
+        let spec = parse_secret(secret).map_err(|why| bad_input(format!("TOTP_SECRET: {why}")))?;
+        Ok(Generator {
+            digits: shape.digits.or(spec.digits).unwrap_or(6),
+            period: shape.period.or(spec.period).unwrap_or(30),
+            algorithm: shape
+                .algorithm
+                .or(spec.algorithm)
+                .unwrap_or(Algorithm::Sha1),
+            key: spec.key,
+        })
+    }
+
+    /// The code for unix time `at`.
+    pub fn code(&self, at: u64) -> String {
+        code(&self.key, self.algorithm, self.digits, self.period, at)
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TotpArgs {
+    #[command(flatten)]
+    pub shape: TotpShape,
     /// Unix time to compute the code for, for reproducible output (default: now).
     #[arg(long, value_name = "UNIX_TIME")]
     pub at: Option<u64>,
@@ -122,20 +164,15 @@ pub fn code(key: &[u8], algorithm: Algorithm, digits: u8, period: u64, at: u64) 
 
 /// `d1r2 totp`: the current code for `TOTP_SECRET` (given here as `secret`).
 pub fn run(args: &TotpArgs, secret: Option<&str>) -> anyhow::Result<Report> {
-    let secret = secret.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
-        bad_input("TOTP_SECRET is not set: put the base32 secret (or otpauth:// URI) in it")
-    })?;
-    let spec = parse_secret(secret).map_err(|why| bad_input(format!("TOTP_SECRET: {why}")))?;
-    let digits = args.digits.or(spec.digits).unwrap_or(6);
-    let period = args.period.or(spec.period).unwrap_or(30);
-    let algorithm = args.algorithm.or(spec.algorithm).unwrap_or(Algorithm::Sha1);
+    let generator = Generator::new(&args.shape, secret)?;
+    let (digits, period, algorithm) = (generator.digits, generator.period, generator.algorithm);
     let at = match args.at {
         Some(at) => at,
         None => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs(),
     };
-    let token = code(&spec.key, algorithm, digits, period, at);
+    let token = generator.code(at);
     let mut report = Report::new("totp");
     report.output("token", &token);
     report.secret_outputs.push("token".into());
@@ -214,9 +251,7 @@ mod tests {
     #[test]
     fn run_uses_uri_defaults_and_hides_the_code_from_the_summary() {
         let args = TotpArgs {
-            digits: None,
-            period: None,
-            algorithm: None,
+            shape: TotpShape::default(),
             at: Some(59),
         };
         let uri = "otpauth://totp/x?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&digits=8";

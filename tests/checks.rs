@@ -12,8 +12,15 @@ use fakes::github::{FakeGitHub, TOKEN};
 /// What the step printed, less the `::add-mask::` lines that register secrets with the runner.
 fn shown(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let kept: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("::add-mask::")).collect();
-    format!("{}\n{}", kept.join("\n"), String::from_utf8_lossy(&out.stderr))
+    let kept: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with("::add-mask::"))
+        .collect();
+    format!(
+        "{}\n{}",
+        kept.join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 async fn action(dir: &Path, github: &FakeGitHub, token: &str, inputs: &[(&str, String)]) -> Output {

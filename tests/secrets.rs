@@ -97,6 +97,14 @@ fn no_command_prints_or_writes_a_secret() {
             ("verify", vec![("from", "nowhere")]),
             ("totp", vec![("digits", "8")]),
             (
+                "trigger",
+                vec![
+                    ("url", "http://127.0.0.1:9/backup"),
+                    ("max-attempts", "2"),
+                    ("initial-delay", "0.01"),
+                ],
+            ),
+            (
                 "backup",
                 vec![("source", "d1://some-db"), ("dest", "s3://bucket/x")],
             ),
