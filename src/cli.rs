@@ -33,6 +33,9 @@ pub enum Command {
     List(ListArgs),
     /// Write a backup as one plain SQL file.
     Export(ExportArgs),
+    /// Remove the backups a retention policy does not keep (restic's `forget` rules), and what
+    /// crashed backups left behind.
+    Prune(PruneArgs),
     /// Restore drill for pull requests: restore a backup into scratch SQLite and apply pending
     /// migrations, reporting the first that fails.
     Drill(DrillArgs),
@@ -74,6 +77,50 @@ pub struct BackupArgs {
     /// A note stored in the manifest and shown by `list`.
     #[arg(long)]
     pub label: Option<String>,
+    /// After a successful backup, prune each destination with the --keep-* rules.
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub keep: KeepArgs,
+}
+
+/// A retention policy, as restic's `forget` spells it. Buckets are UTC hours, days, ISO weeks,
+/// months and years; the newest backup in each of the last N buckets that have one is kept.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KeepArgs {
+    /// Keep the N newest backups.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest backup of each of the last N days that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest backup of each of the last N years that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every backup within this span of the newest one (e.g. 7d, 12h, 1y6m, 2y5m7d3h).
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// Where the backups are.
+    #[arg(long, value_name = "DEST")]
+    pub from: String,
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Print the plan (keep or remove, and which rule keeps each) without deleting anything.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -109,6 +156,9 @@ pub struct ListArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Show the audit trail (every backup, restore, verify and prune) instead of the backups.
+    #[arg(long)]
+    pub audit: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -4,17 +4,72 @@
 use anyhow::Context;
 
 use crate::backup::{self, BackupOptions};
-use crate::cli::{BackupArgs, Command, DrillArgs, ExportArgs, ListArgs, RestoreArgs, SelectArgs};
+use crate::cli::{
+    BackupArgs, Command, DrillArgs, ExportArgs, KeepArgs, ListArgs, PruneArgs, RestoreArgs,
+    SelectArgs,
+};
 use crate::crypto::{self, Key};
 use crate::error::bad_input;
 use crate::load::{Selection, check_key};
 use crate::location::{SourceLocation, open_source, open_store, parse_source, parse_store};
+use crate::prune::PruneOutcome;
 use crate::repo::{self, RepoError};
 use crate::report::{Report, human_bytes};
+use crate::retention::KeepPolicy;
 use crate::source::{SourceError, TableFilter};
 use crate::store::StoreError;
 
 pub async fn run(command: Command) -> anyhow::Result<Report> {
+    let audited = audited(&command);
+    let result = dispatch(command).await;
+    // A refusal (bad input, exit 2) did nothing worth recording, and must not create files.
+    let refused = result
+        .as_ref()
+        .is_err_and(|e| crate::error::exit_code(e) == 2);
+    if let Some((operation, dests)) = audited
+        && !refused
+    {
+        write_audit(operation, &dests, &result).await;
+    }
+    result
+}
+
+/// The operations the audit trail records, and the stores they touched.
+fn audited(command: &Command) -> Option<(&'static str, Vec<String>)> {
+    match command {
+        Command::Backup(a) => Some(("backup", a.dest.clone())),
+        Command::Restore(a) => Some(("restore", vec![a.select.from.clone()])),
+        Command::Verify(a) => Some(("verify", vec![a.from.clone()])),
+        Command::Prune(a) if !a.dry_run => Some(("prune", vec![a.from.clone()])),
+        _ => None,
+    }
+}
+
+/// Appends the audit record to each store that can be opened; a record that cannot be written
+/// is a warning, never a change to the command's own outcome.
+async fn write_audit(operation: &str, dests: &[String], result: &anyhow::Result<Report>) {
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let error = result.as_ref().err().map(crate::error::one_line);
+    let outcome = match (result, &error) {
+        (Ok(report), _) => Ok(report),
+        (Err(_), Some(e)) => Err(e.as_str()),
+        (Err(_), None) => unreachable!("an error has a line"),
+    };
+    let record = crate::audit::record(operation, outcome, &env, chrono::Utc::now());
+    for dest in dests {
+        let Ok(location) = parse_store(dest) else {
+            continue;
+        };
+        let Ok(store) = open_store(&location, false).await else {
+            continue;
+        };
+        if let Err(e) = crate::audit::append(store.as_ref(), &record).await {
+            tracing::warn!("could not write the audit record to {dest}: {e}");
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<Report> {
     match command {
         Command::Backup(args) => backup(args).await,
         Command::Restore(args) => restore(args).await,
@@ -22,6 +77,7 @@ pub async fn run(command: Command) -> anyhow::Result<Report> {
         Command::List(args) => list(args).await,
         Command::Export(args) => export(args).await,
         Command::Drill(args) => drill(args).await,
+        Command::Prune(args) => prune(args).await,
         Command::Totp(args) => {
             crate::totp::run(&args, std::env::var("TOTP_SECRET").ok().as_deref())
         }
@@ -74,7 +130,84 @@ fn key_for(manifest: &crate::manifest::Manifest) -> anyhow::Result<Option<Key>> 
     Ok(key)
 }
 
+/// The policy of the --keep-* flags; `None` when none is given.
+fn keep_policy(keep: &KeepArgs) -> anyhow::Result<Option<KeepPolicy>> {
+    let within = keep
+        .keep_within
+        .as_deref()
+        .map(crate::retention::parse_within)
+        .transpose()
+        .map_err(bad_input)?;
+    let policy = KeepPolicy {
+        last: keep.keep_last,
+        hourly: keep.keep_hourly,
+        daily: keep.keep_daily,
+        weekly: keep.keep_weekly,
+        monthly: keep.keep_monthly,
+        yearly: keep.keep_yearly,
+        within,
+    };
+    Ok((!policy.is_empty()).then_some(policy))
+}
+
+/// Adds a prune's outcome to a report: outputs `kept`, `removed`, `removed-ids`.
+fn report_prune(report: &mut Report, outcomes: &[(String, PruneOutcome)]) {
+    let kept: usize = outcomes.iter().map(|(_, o)| o.kept().count()).sum();
+    let removed: Vec<String> = outcomes
+        .iter()
+        .flat_map(|(_, o)| o.removed().map(|d| d.id.clone()))
+        .collect();
+    let orphans: usize = outcomes.iter().map(|(_, o)| o.orphans.len()).sum();
+    let aborted: usize = outcomes.iter().map(|(_, o)| o.aborted_uploads).sum();
+    report
+        .output("kept", kept)
+        .output("removed", removed.len())
+        .output("removed-ids", removed.join("\n"));
+    let dry = outcomes.iter().any(|(_, o)| o.dry_run);
+    report.row("Kept", kept).row(
+        if dry { "Would remove" } else { "Removed" },
+        if removed.is_empty() {
+            "none".to_string()
+        } else {
+            removed.join(", ")
+        },
+    );
+    if orphans > 0 {
+        report.row(
+            if dry {
+                "Unfinished backups to clean"
+            } else {
+                "Unfinished backups cleaned"
+            },
+            orphans,
+        );
+    }
+    if aborted > 0 {
+        report.row("Stale uploads aborted", aborted);
+    }
+    for (dest, outcome) in outcomes {
+        if outcomes.len() > 1 {
+            report.detail.push_str(&format!("{dest}:\n"));
+        }
+        report.detail.push_str(&outcome.table());
+    }
+}
+
 async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
+    let policy = keep_policy(&args.keep)?;
+    match (&policy, args.prune) {
+        (None, true) => {
+            return Err(bad_input(
+                "--prune needs a retention policy: add --keep-daily 7 or other --keep-* rules",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(bad_input(
+                "--keep-* rules apply with --prune (or with `d1r2 prune`); add --prune",
+            ));
+        }
+        _ => {}
+    }
     let source_location = parse_source(&args.source)?;
     let source = open_source(&source_location)
         .await
@@ -134,6 +267,33 @@ async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
             "Duration",
             format!("{:.1} s", outcome.duration.as_secs_f64()),
         );
+    if let Some(policy) = policy {
+        let mut outcomes = Vec::new();
+        for (dest, store) in args.dest.iter().zip(&stores) {
+            let outcome = crate::prune::prune(store.as_ref(), &policy, false, chrono::Utc::now())
+                .await
+                .with_context(|| format!("backup {} done, but pruning {dest} failed", m.id))?;
+            outcomes.push((dest.clone(), outcome));
+        }
+        report_prune(&mut report, &outcomes);
+    }
+    Ok(report)
+}
+
+async fn prune(args: PruneArgs) -> anyhow::Result<Report> {
+    let policy = keep_policy(&args.keep)?.ok_or_else(|| {
+        bad_input("give at least one --keep-* rule (a policy that keeps nothing would remove every backup)")
+    })?;
+    let store = open_store(&parse_store(&args.from)?, false).await?;
+    let outcome = crate::prune::prune(store.as_ref(), &policy, args.dry_run, chrono::Utc::now())
+        .await
+        .with_context(|| format!("pruning {}", args.from))?;
+    let mut report = Report::new("prune");
+    report.row("Store", &args.from);
+    if args.dry_run {
+        report.row("Mode", "dry run: nothing deleted");
+    }
+    report_prune(&mut report, &[(args.from.clone(), outcome)]);
     Ok(report)
 }
 
@@ -220,6 +380,17 @@ async fn verify(args: SelectArgs) -> anyhow::Result<Report> {
 
 async fn list(args: ListArgs) -> anyhow::Result<Report> {
     let store = open_store(&parse_store(&args.from)?, false).await?;
+    if args.audit {
+        let records = crate::audit::read(store.as_ref()).await?;
+        let mut report = Report::new("list");
+        report.row("Audit records", records.len());
+        report.detail = if args.json {
+            serde_json::to_string_pretty(&records)?
+        } else {
+            crate::audit::table(&records)
+        };
+        return Ok(report);
+    }
     let manifests = repo::manifests(store.as_ref()).await?;
     let mut report = Report::new("list");
     report.output("backups", manifests.len());

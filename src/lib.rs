@@ -2,6 +2,7 @@
 //! local folder, and everything around them. See ARCHITECTURE.md for the map.
 
 pub mod action;
+pub mod audit;
 pub mod backup;
 pub mod checks;
 pub mod cli;
@@ -17,9 +18,11 @@ pub mod import;
 pub mod load;
 pub mod location;
 pub mod manifest;
+pub mod prune;
 pub mod repo;
 pub mod report;
 pub mod restore;
+pub mod retention;
 pub mod retry;
 pub mod source;
 pub mod store;

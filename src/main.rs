@@ -86,6 +86,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::List(_) => "list",
         Command::Export(_) => "export",
         Command::Drill(_) => "drill",
+        Command::Prune(_) => "prune",
         Command::Totp(_) => "totp",
         Command::Trigger(_) => "trigger",
     }

@@ -351,6 +351,12 @@ impl Store for FailingStore {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.inner.delete(key).await
     }
+    async fn abort_stale_uploads(
+        &self,
+        older_than: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, StoreError> {
+        self.inner.abort_stale_uploads(older_than).await
+    }
 }
 
 #[tokio::test]

@@ -95,6 +95,8 @@ fn no_command_prints_or_writes_a_secret() {
             ("restore", vec![("from", b), ("to", db)]),
             ("restore", vec![("from", b), ("to", "app.db")]),
             ("verify", vec![("from", "nowhere")]),
+            ("prune", vec![("from", b), ("keep-last", "5")]),
+            ("list", vec![("from", b), ("audit", "true")]),
             ("totp", vec![("digits", "8")]),
             (
                 "trigger",

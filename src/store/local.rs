@@ -144,6 +144,47 @@ impl Store for LocalStore {
         }
     }
 
+    async fn abort_stale_uploads(&self, older_than: DateTime<Utc>) -> Result<usize, StoreError> {
+        let root = self.root.clone();
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            let mut dirs = vec![root];
+            while let Some(dir) = dirs.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(store.io("listing", "", e)),
+                };
+                for entry in entries.flatten() {
+                    let Ok(meta) = entry.metadata() else { continue };
+                    if meta.is_dir() {
+                        dirs.push(entry.path());
+                        continue;
+                    }
+                    let stale = meta
+                        .modified()
+                        .map(DateTime::<Utc>::from)
+                        .is_ok_and(|m| m < older_than);
+                    if stale && entry.file_name().to_string_lossy().starts_with(TEMP_MARKER) {
+                        std::fs::remove_file(entry.path()).map_err(|e| {
+                            store.io("deleting", &entry.path().display().to_string(), e)
+                        })?;
+                        removed += 1;
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            op: "cleaning",
+            store: self.to_string(),
+            key: String::new(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let root = self.root.clone();
         let prefix = prefix.to_string();

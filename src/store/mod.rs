@@ -86,6 +86,10 @@ pub trait Store: Send + Sync + fmt::Display {
 
     /// Removes an object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Discards unfinished uploads started before `older_than` (left by a crashed process), which
+    /// `list` never shows but which still take space; returns how many.
+    async fn abort_stale_uploads(&self, older_than: DateTime<Utc>) -> Result<usize, StoreError>;
 }
 
 /// A streamed write in progress. Dropping it without [`Upload::finish`] discards it.

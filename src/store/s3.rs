@@ -338,6 +338,51 @@ impl Store for S3Store {
         Ok(objects)
     }
 
+    async fn abort_stale_uploads(&self, older_than: DateTime<Utc>) -> Result<usize, StoreError> {
+        let base = if self.config.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.config.prefix)
+        };
+        let mut aborted = 0;
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.config.bucket)
+                .prefix(&base)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| self.sdk_error("listing unfinished uploads in", "", e))?;
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                if timestamp(upload.initiated()) >= older_than {
+                    continue;
+                }
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.config.bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| self.sdk_error("aborting upload of", key, e))?;
+                aborted += 1;
+            }
+            if !page.is_truncated().unwrap_or(false) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+        }
+        Ok(aborted)
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let full = self.full_key(key)?;
         self.client
