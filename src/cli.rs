@@ -41,6 +41,9 @@ pub enum Command {
     Drill(DrillArgs),
     /// Print the current TOTP code for TOTP_SECRET (RFC 6238).
     Totp(crate::totp::TotpArgs),
+    /// Keep a Cloudflare IP list equal to GitHub's published ranges (for a WAF rule on
+    /// `ip.src in $NAME`).
+    Firewall(crate::firewall::FirewallArgs),
     /// Call the application's backup endpoint with a fresh TOTP bearer code per attempt,
     /// retrying with exponential backoff.
     Trigger(crate::trigger::TriggerArgs),

@@ -81,6 +81,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Report> {
         Command::Totp(args) => {
             crate::totp::run(&args, std::env::var("TOTP_SECRET").ok().as_deref())
         }
+        Command::Firewall(args) => crate::firewall::run(&args, &std::env::vars().collect()).await,
         Command::Trigger(args) => {
             crate::trigger::run(&args, std::env::var("TOTP_SECRET").ok().as_deref()).await
         }
@@ -99,6 +100,10 @@ fn classify(err: anyhow::Error) -> anyhow::Error {
                 .is_some_and(StoreError::is_bad_input)
             || c.downcast_ref::<crate::cloudflare::ApiError>()
                 .is_some_and(crate::cloudflare::ApiError::is_bad_input)
+            || c.downcast_ref::<crate::firewall::github::MetaError>()
+                .is_some_and(crate::firewall::github::MetaError::is_bad_input)
+            || c.downcast_ref::<crate::firewall::lists::ListError>()
+                .is_some_and(crate::firewall::lists::ListError::is_bad_input)
     });
     if bad {
         bad_input(crate::error::one_line(&err))

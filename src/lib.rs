@@ -14,6 +14,7 @@ pub mod drill;
 pub mod dump;
 pub mod error;
 pub mod export;
+pub mod firewall;
 pub mod import;
 pub mod load;
 pub mod location;

@@ -89,6 +89,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Prune(_) => "prune",
         Command::Totp(_) => "totp",
         Command::Trigger(_) => "trigger",
+        Command::Firewall(_) => "firewall",
     }
 }
 

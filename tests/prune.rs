@@ -363,7 +363,10 @@ fn the_audit_trail_records_who_did_what() {
     );
     assert_eq!(records[0]["rows"], 1);
     assert!(
-        records[3]["error"].as_str().unwrap().contains("failed verification"),
+        records[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed verification"),
         "{}",
         records[3]
     );

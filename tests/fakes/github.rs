@@ -1,5 +1,6 @@
-//! A fake GitHub REST API (axum): records every request and answers check-run creation in the
-//! documented shape (`POST /repos/{owner}/{repo}/check-runs`, 201 with the check run).
+//! A fake GitHub REST API (axum): records every request, answers check-run creation in the
+//! documented shape (`POST /repos/{owner}/{repo}/check-runs`, 201 with the check run), and serves
+//! `GET /meta` from a document the test sets (sections of IP ranges, as GitHub publishes them).
 
 use std::sync::{Arc, Mutex};
 
@@ -7,7 +8,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 pub const TOKEN: &str = "ghs_fake_github_token_77aa";
@@ -20,24 +21,50 @@ pub struct Seen {
     pub body: Value,
 }
 
+#[derive(Clone)]
+struct Shared {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    meta: Arc<Mutex<Value>>,
+    meta_failures: Arc<Mutex<u32>>,
+}
+
 pub struct FakeGitHub {
     pub url: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    meta: Arc<Mutex<Value>>,
+    meta_failures: Arc<Mutex<u32>>,
 }
 
 impl FakeGitHub {
     pub async fn start() -> FakeGitHub {
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let shared = Shared {
+            seen: Arc::new(Mutex::new(Vec::new())),
+            meta: Arc::new(Mutex::new(json!({}))),
+            meta_failures: Arc::new(Mutex::new(0)),
+        };
         let app = Router::new()
             .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
-            .with_state(seen.clone());
+            .route("/meta", get(meta))
+            .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         FakeGitHub {
             url: format!("http://{addr}"),
-            seen,
+            seen: shared.seen,
+            meta: shared.meta,
+            meta_failures: shared.meta_failures,
         }
+    }
+
+    /// What `GET /meta` answers from now on.
+    pub fn set_meta(&self, meta: Value) {
+        *self.meta.lock().unwrap() = meta;
+    }
+
+    /// Answers the next `n` requests for `/meta` with 503.
+    pub fn fail_meta(&self, n: u32) {
+        *self.meta_failures.lock().unwrap() = n;
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -45,8 +72,23 @@ impl FakeGitHub {
     }
 }
 
+async fn meta(State(shared): State<Shared>) -> axum::response::Response {
+    {
+        let mut failures = shared.meta_failures.lock().unwrap();
+        if *failures > 0 {
+            *failures -= 1;
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"message": "Service Unavailable"})),
+            )
+                .into_response();
+        }
+    }
+    axum::Json(shared.meta.lock().unwrap().clone()).into_response()
+}
+
 async fn create_check_run(
-    State(seen): State<Arc<Mutex<Vec<Seen>>>>,
+    State(shared): State<Shared>,
     Path((owner, repo)): Path<(String, String)>,
     headers: HeaderMap,
     body: axum::Json<Value>,
@@ -56,7 +98,7 @@ async fn create_check_run(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    seen.lock().unwrap().push(Seen {
+    shared.seen.lock().unwrap().push(Seen {
         path: format!("/repos/{owner}/{repo}/check-runs"),
         authorization: authorization.clone(),
         body: body.0.clone(),

@@ -3,4 +3,5 @@
 
 pub mod d1;
 pub mod github;
+pub mod lists;
 pub mod s3;

@@ -1,0 +1,153 @@
+//! `d1r2 firewall`: keep a Cloudflare IP list equal to GitHub's published ranges.
+//!
+//! GitHub's `/meta` sections → validated, aggregated CIDR ranges fitted to what a list item may
+//! hold → a diff against the list → the lockout guards → one replace-all bulk operation, polled
+//! until it completes. A WAF custom rule can then match `ip.src in $NAME`.
+
+pub mod cidr;
+pub mod github;
+pub mod lists;
+
+use std::collections::BTreeMap;
+
+use crate::cloudflare::Api;
+use crate::error::bad_input;
+use crate::report::Report;
+use crate::retry::RetryPolicy;
+use cidr::{Guards, Refusal};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FirewallArgs {
+    /// The Cloudflare account-level IP list to keep (created when missing).
+    #[arg(long, value_name = "NAME")]
+    pub list: String,
+    /// GitHub /meta sections to allow: hooks, web, api, git, packages, pages, importer, actions,
+    /// actions_macos, dependabot, copilot.
+    #[arg(long, value_delimiter = ',', default_value = "actions")]
+    pub sections: Vec<String>,
+    /// Leave IPv6 ranges out.
+    #[arg(long)]
+    pub no_ipv6: bool,
+    /// Print the diff and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply even an empty set, fewer than --min-entries, or a large removal.
+    #[arg(long)]
+    pub force: bool,
+    /// Refuse to apply fewer ranges than this.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub min_entries: usize,
+    /// Refuse a change that removes more than this share of the list's items (0 to 1).
+    #[arg(long, default_value_t = 0.5, value_name = "RATIO")]
+    pub max_removal_ratio: f64,
+    /// The account's list item limit (10,000 on most plans): more is refused before any change.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_items: usize,
+    /// The comment stored with every item.
+    #[arg(long, default_value = "GitHub ranges, kept by d1r2")]
+    pub comment: String,
+}
+
+/// `d1r2 firewall`, with the process environment as `env`.
+pub async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> anyhow::Result<Report> {
+    let sections: Vec<String> = args
+        .sections
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    github::check_sections(&sections).map_err(|e| bad_input(e.to_string()))?;
+    if !(0.0..=1.0).contains(&args.max_removal_ratio) {
+        return Err(bad_input("--max-removal-ratio must be between 0 and 1"));
+    }
+    let api = Api::from_env(&|name| env.get(name).filter(|v| !v.trim().is_empty()).cloned())?;
+    let lists = lists::Lists::new(api);
+
+    let meta = github::fetch(env, &RetryPolicy::default()).await?;
+    let raw = github::entries(&meta, &sections)?;
+    let mut nets = Vec::with_capacity(raw.len());
+    for (section, entry) in &raw {
+        let net = cidr::parse(entry)
+            .map_err(|why| anyhow::anyhow!("GitHub's /meta section {section}: {why}"))?;
+        if !(args.no_ipv6 && matches!(net, ipnet::IpNet::V6(_))) {
+            nets.push(net);
+        }
+    }
+    let (wanted, widened) = cidr::fit_for_lists(&nets);
+
+    let existing = lists.find(&args.list).await?;
+    let current_text = match &existing {
+        Some(list) => lists.items(list).await?,
+        None => Vec::new(),
+    };
+    let current: Vec<ipnet::IpNet> = current_text
+        .iter()
+        .filter_map(|t| cidr::parse(t).ok())
+        .collect();
+    let diff = cidr::diff(&current, &wanted);
+    let guards = Guards {
+        min_entries: args.min_entries,
+        max_removal_ratio: args.max_removal_ratio,
+        max_items: args.max_items,
+        force: args.force,
+    };
+
+    let mut report = Report::new("firewall");
+    report
+        .output("firewall-added", diff.added.len())
+        .output("firewall-removed", diff.removed.len())
+        .output("firewall-total", diff.total)
+        .output("firewall-diff", diff.lines(usize::MAX).trim_end());
+    report
+        .row("List", &args.list)
+        .row("Sections", sections.join(", "))
+        .row(
+            "Ranges",
+            format!(
+                "{} from GitHub, {} after aggregation{}",
+                raw.len(),
+                diff.total,
+                if args.no_ipv6 { " (IPv4 only)" } else { "" }
+            ),
+        )
+        .row("Added", diff.added.len())
+        .row("Removed", diff.removed.len())
+        .row("Total", diff.total);
+    if widened > 0 {
+        report.row("IPv6 ranges widened to /64", widened);
+    }
+    report.detail = diff.lines(200);
+
+    if let Err(refusal) = cidr::check(current.len(), &diff, &guards) {
+        return Err(match refusal {
+            Refusal::OverLimit { .. } => bad_input(refusal.to_string()),
+            other => anyhow::Error::new(other),
+        });
+    }
+    if args.dry_run {
+        report.row("Mode", "dry run: nothing changed");
+        return Ok(report);
+    }
+    if diff.is_empty() && existing.is_some() {
+        report.row("Result", "already up to date");
+        return Ok(report);
+    }
+    let list = match existing {
+        Some(list) => list,
+        None => {
+            lists
+                .create(
+                    &args.list,
+                    &format!("GitHub {} ranges, kept by d1r2", sections.join(", ")),
+                )
+                .await?
+        }
+    };
+    let items: Vec<String> = wanted.iter().map(|n| n.to_string()).collect();
+    lists.replace(&list, &items, &args.comment).await?;
+    report.row(
+        "Result",
+        format!("list {} now holds {} ranges", args.list, items.len()),
+    );
+    Ok(report)
+}

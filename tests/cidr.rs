@@ -1,0 +1,116 @@
+//! Range aggregation against references: Python's `ipaddress.collapse_addresses` on generated
+//! inputs, and properties (exactly the same addresses, disjoint, nothing left to merge).
+
+use d1r2::firewall::cidr::{aggregate, parse};
+use ipnet::IpNet;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+
+/// An IPv4 range in a small space, so overlaps and neighbours are common.
+fn v4() -> impl Strategy<Value = IpNet> {
+    (0u32..4096, 20u8..=32).prop_map(|(offset, prefix)| {
+        let addr = std::net::Ipv4Addr::from(0x0a00_0000 + offset * 16);
+        IpNet::new(addr.into(), prefix).unwrap().trunc()
+    })
+}
+
+fn v6() -> impl Strategy<Value = IpNet> {
+    (0u128..4096, 112u8..=128).prop_map(|(offset, prefix)| {
+        let addr = std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) | (offset * 16));
+        IpNet::new(addr.into(), prefix).unwrap().trunc()
+    })
+}
+
+/// Inclusive address intervals of `nets`, merged.
+fn union(nets: &[IpNet]) -> Vec<(bool, u128, u128)> {
+    let mut spans: Vec<(bool, u128, u128)> = nets
+        .iter()
+        .map(|n| match n {
+            IpNet::V4(n) => (
+                false,
+                u32::from(n.network()) as u128,
+                u32::from(n.broadcast()) as u128,
+            ),
+            IpNet::V6(n) => (true, u128::from(n.network()), u128::from(n.broadcast())),
+        })
+        .collect();
+    spans.sort();
+    let mut merged: Vec<(bool, u128, u128)> = Vec::new();
+    for (v6, start, end) in spans {
+        match merged.last_mut() {
+            Some(last) if last.0 == v6 && start <= last.2.saturating_add(1) => {
+                last.2 = last.2.max(end)
+            }
+            _ => merged.push((v6, start, end)),
+        }
+    }
+    merged
+}
+
+proptest! {
+    #[test]
+    fn aggregation_covers_exactly_the_same_addresses(
+        nets in prop::collection::vec(prop_oneof![v4(), v6()], 0..60)
+    ) {
+        let out = aggregate(&nets);
+        prop_assert_eq!(union(&out), union(&nets));
+        for (i, a) in out.iter().enumerate() {
+            for b in &out[i + 1..] {
+                prop_assert!(!a.contains(b) && !b.contains(a), "{} and {} overlap", a, b);
+                // Minimal: no two ranges are the halves of one larger range.
+                if a.prefix_len() == b.prefix_len() && a.prefix_len() > 0 {
+                    prop_assert_ne!(a.supernet(), b.supernet(), "{} and {} should merge", a, b);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn aggregation_equals_pythons_collapse_addresses() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = prop::collection::vec(prop_oneof![v4(), v6()], 0..40);
+    let mut cases = Vec::new();
+    for _ in 0..300 {
+        cases.push(strategy.new_tree(&mut runner).unwrap().current());
+    }
+    let input: Vec<Vec<String>> = cases
+        .iter()
+        .map(|c| c.iter().map(|n| n.to_string()).collect())
+        .collect();
+    let script = r#"
+import ipaddress, json, sys
+out = []
+for case in json.load(sys.stdin):
+    nets = [ipaddress.ip_network(n) for n in case]
+    v4 = [n for n in nets if n.version == 4]
+    v6 = [n for n in nets if n.version == 6]
+    out.append([str(n) for n in ipaddress.collapse_addresses(v4)] + [str(n) for n in ipaddress.collapse_addresses(v6)])
+json.dump(out, sys.stdout)
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for this reference check");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&input).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
+    for (case, want) in cases.iter().zip(python) {
+        let got: Vec<String> = aggregate(case).iter().map(|n| n.to_string()).collect();
+        let want: Vec<String> = want.iter().map(|n| parse(n).unwrap().to_string()).collect();
+        assert_eq!(got, want, "input {case:?}");
+    }
+}
