@@ -185,3 +185,55 @@ fn workflows_parse_and_use_only_declared_inputs() {
     }
     assert!(checked >= 5, "only {checked} workflow files found");
 }
+
+/// Markdown tables of the action's inputs and outputs, from action.yml.
+fn tables_from_action_yml() -> String {
+    let yml = action_yml();
+    let cell = |v: &serde_yaml_ng::Value| {
+        v.as_str()
+            .map(str::to_string)
+            .or_else(|| v.as_bool().map(|b| b.to_string()))
+            .unwrap_or_default()
+            .replace('|', "\\|")
+            .replace('\n', " ")
+    };
+    let mut md = String::from("| input | required | default | description |\n|---|---|---|---|\n");
+    for (name, input) in yml["inputs"].as_mapping().unwrap() {
+        md.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            cell(name),
+            if input["required"].as_bool() == Some(true) { "yes" } else { "no" },
+            match cell(&input["default"]) {
+                d if d.is_empty() => String::new(),
+                d => format!("`{d}`"),
+            },
+            cell(&input["description"])
+        ));
+    }
+    md.push_str("\n| output | description |\n|---|---|\n");
+    for (name, output) in yml["outputs"].as_mapping().unwrap() {
+        md.push_str(&format!("| `{}` | {} |\n", cell(name), cell(&output["description"])));
+    }
+    md
+}
+
+#[test]
+fn readme_tables_are_generated_from_action_yml() {
+    let begin = "<!-- generated from action.yml: begin -->\n";
+    let end = "<!-- generated from action.yml: end -->";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    let start = readme.find(begin).expect("README has the begin marker") + begin.len();
+    let stop = readme.find(end).expect("README has the end marker");
+    let generated = tables_from_action_yml();
+    if readme[start..stop] != generated {
+        if std::env::var("D1R2_BLESS").is_ok_and(|v| v == "1") {
+            let updated = format!("{}{generated}{}", &readme[..start], &readme[stop..]);
+            std::fs::write(path, updated).unwrap();
+        } else {
+            panic!(
+                "README's action tables differ from action.yml; run `D1R2_BLESS=1 cargo test --test action readme`"
+            );
+        }
+    }
+}
