@@ -93,9 +93,9 @@ fn main() {
     }
     println!();
     println!(
-        "| shape | DB MB | rows | op | wall s | rows/s | MB/s | API requests | rows read | rows read / rows | peak RSS MiB | bytes stored |"
+        "| shape | DB MB | rows | op | wall s | CPU s | rows/s | MB/s | API requests | rows read | rows read / rows | peak RSS MiB | bytes stored |"
     );
-    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for l in &lines {
         println!("{l}");
     }
@@ -103,6 +103,7 @@ fn main() {
 
 struct Figures {
     wall: Duration,
+    cpu: Duration,
     rss: u64,
     requests: u64,
     rows_read: u64,
@@ -148,6 +149,7 @@ async fn bench_one(
     };
     let figures = |run: Run, d1: &FakeD1, stored: u64| Figures {
         wall: run.wall,
+        cpu: run.cpu,
         rss: run.peak_rss(),
         requests: d1.count(|c| &c.requests),
         rows_read: d1.count(|c| &c.rows_read),
@@ -163,9 +165,10 @@ async fn bench_one(
             f.requests, f.rows_read
         );
         lines.push(format!(
-            "| {} | {} | {rows} | {op} | {secs:.2} | {} | {:.1} | {} | {} | {:.3} | {:.1} | {} |",
+            "| {} | {} | {rows} | {op} | {secs:.2} | {:.2} | {} | {:.1} | {} | {} | {:.3} | {:.1} | {} |",
             shape.name(),
             db_bytes / MB,
+            f.cpu.as_secs_f64(),
             (rows as f64 / secs) as u64,
             db_bytes as f64 / MB as f64 / secs,
             f.requests,
@@ -262,7 +265,7 @@ async fn bench_one(
             &theirs,
         );
         lines.push(format!(
-            "| {} | {} | {rows} | ratio straightforward / d1r2 | time {:.1}x | | | requests {:.2}x | rows read {:.1}x | | RSS {:.1}x | |",
+            "| {} | {} | {rows} | ratio straightforward / d1r2 | time {:.1}x | | | | requests {:.2}x | rows read {:.1}x | | RSS {:.1}x | |",
             shape.name(),
             db_bytes / MB,
             theirs.wall.as_secs_f64() / ours.wall.as_secs_f64(),

@@ -202,7 +202,11 @@ fn tables_from_action_yml() -> String {
         md.push_str(&format!(
             "| `{}` | {} | {} | {} |\n",
             cell(name),
-            if input["required"].as_bool() == Some(true) { "yes" } else { "no" },
+            if input["required"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
             match cell(&input["default"]) {
                 d if d.is_empty() => String::new(),
                 d => format!("`{d}`"),
@@ -212,7 +216,11 @@ fn tables_from_action_yml() -> String {
     }
     md.push_str("\n| output | description |\n|---|---|\n");
     for (name, output) in yml["outputs"].as_mapping().unwrap() {
-        md.push_str(&format!("| `{}` | {} |\n", cell(name), cell(&output["description"])));
+        md.push_str(&format!(
+            "| `{}` | {} |\n",
+            cell(name),
+            cell(&output["description"])
+        ));
     }
     md
 }

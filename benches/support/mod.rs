@@ -35,6 +35,8 @@ pub struct Run {
     pub wall: Duration,
     /// pid -> (command name, VmHWM bytes).
     pub peaks: BTreeMap<u32, (String, u64)>,
+    /// CPU time (user + system) of the child itself, from its last sample before it exited.
+    pub cpu: Duration,
 }
 
 impl Run {
@@ -65,8 +67,12 @@ pub fn measure(cmd: &mut Command) -> Run {
         s
     });
     let mut peaks: BTreeMap<u32, (String, u64)> = BTreeMap::new();
+    let mut cpu = Duration::ZERO;
     let status = loop {
         sample_tree(child.id(), &mut peaks);
+        if let Some(t) = cpu_time(child.id()) {
+            cpu = t;
+        }
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
@@ -75,7 +81,7 @@ pub fn measure(cmd: &mut Command) -> Run {
     let wall = started.elapsed();
     let err = drain.join().unwrap_or_default();
     assert!(status.success(), "{cmd:?} failed: {status}\n{err}");
-    Run { wall, peaks }
+    Run { wall, peaks, cpu }
 }
 
 pub fn sample_tree(pid: u32, peaks: &mut BTreeMap<u32, (String, u64)>) {
@@ -103,6 +109,16 @@ pub fn sample_tree(pid: u32, peaks: &mut BTreeMap<u32, (String, u64)>) {
             }
         }
     }
+}
+
+/// User + system CPU time of a process, from `/proc/<pid>/stat` (clock ticks of 1/100 s).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 pub fn vm_hwm(pid: u32) -> Option<u64> {
