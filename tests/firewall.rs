@@ -260,3 +260,83 @@ async fn transient_failures_are_retried_and_others_are_one_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("kind hostname"), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_custom_rule_is_created_then_updated_in_place() {
+    let w = World::start(meta()).await;
+    let expression = "(http.request.uri.path eq \"/api/backup\" and not ip.src in $github_actions)";
+    let dry = w
+        .run(&[
+            "--list",
+            "github_actions",
+            "--rule",
+            expression,
+            "--zone",
+            "z1",
+            "--dry-run",
+        ])
+        .await;
+    assert!(dry.status.success(), "{}", text(&dry));
+    assert!(text(&dry).contains("would be created"), "{}", text(&dry));
+    assert!(w.lists.rules("z1").is_empty());
+
+    let out = w
+        .run(&[
+            "--list",
+            "github_actions",
+            "--rule",
+            expression,
+            "--zone",
+            "z1",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let rules = w.lists.rules("z1");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["expression"], expression);
+    assert_eq!(rules[0]["action"], "block");
+    assert_eq!(rules[0]["description"], "d1r2 allowlist github_actions");
+
+    let out = w
+        .run(&[
+            "--list",
+            "github_actions",
+            "--rule",
+            expression,
+            "--zone",
+            "z1",
+            "--rule-action",
+            "managed_challenge",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("updated"), "{}", text(&out));
+    let rules = w.lists.rules("z1");
+    assert_eq!(
+        rules.len(),
+        1,
+        "a second rule was added instead of updating"
+    );
+    assert_eq!(rules[0]["action"], "managed_challenge");
+
+    let out = w
+        .run(&[
+            "--list",
+            "github_actions",
+            "--rule",
+            "ip.src in $other",
+            "--zone",
+            "z1",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = w
+        .run(&["--list", "github_actions", "--rule", expression])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--rule without --zone: {}",
+        text(&out)
+    );
+}

@@ -7,6 +7,7 @@
 pub mod cidr;
 pub mod github;
 pub mod lists;
+pub mod rules;
 
 use std::collections::BTreeMap;
 
@@ -46,6 +47,17 @@ pub struct FirewallArgs {
     /// The comment stored with every item.
     #[arg(long, default_value = "GitHub ranges, kept by d1r2")]
     pub comment: String,
+    /// Also keep a WAF custom rule with this expression, which must use `$NAME` (for example
+    /// `(http.request.uri.path eq "/api/backup" and not ip.src in $github_actions)`), in the
+    /// zone's custom rules; created or updated, found again by its description.
+    #[arg(long, value_name = "EXPRESSION", requires = "zone")]
+    pub rule: Option<String>,
+    /// The zone id for --rule.
+    #[arg(long, value_name = "ZONE_ID")]
+    pub zone: Option<String>,
+    /// The rule's action.
+    #[arg(long, default_value = "block", value_parser = ["block", "managed_challenge", "js_challenge", "challenge", "log"])]
+    pub rule_action: String,
 }
 
 /// `d1r2 firewall`, with the process environment as `env`.
@@ -60,8 +72,25 @@ pub async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> anyhow:
     if !(0.0..=1.0).contains(&args.max_removal_ratio) {
         return Err(bad_input("--max-removal-ratio must be between 0 and 1"));
     }
+    let rule = match (&args.rule, &args.zone) {
+        (Some(expression), Some(zone)) => {
+            if !expression.contains(&format!("${}", args.list)) {
+                return Err(bad_input(format!(
+                    "--rule {expression:?} does not use the list: write `ip.src in ${}` in it",
+                    args.list
+                )));
+            }
+            Some(rules::RuleSpec {
+                zone: zone.clone(),
+                description: rules::description(&args.list),
+                expression: expression.clone(),
+                action: args.rule_action.clone(),
+            })
+        }
+        _ => None,
+    };
     let api = Api::from_env(&|name| env.get(name).filter(|v| !v.trim().is_empty()).cloned())?;
-    let lists = lists::Lists::new(api);
+    let lists = lists::Lists::new(api.clone());
 
     let meta = github::fetch(env, &RetryPolicy::default()).await?;
     let raw = github::entries(&meta, &sections)?;
@@ -126,10 +155,18 @@ pub async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> anyhow:
     }
     if args.dry_run {
         report.row("Mode", "dry run: nothing changed");
+        if let Some(spec) = &rule {
+            let change = rules::ensure(&api, spec, true).await?;
+            report.row("Custom rule", format!("would be {}", rule_word(change)));
+        }
         return Ok(report);
     }
     if diff.is_empty() && existing.is_some() {
         report.row("Result", "already up to date");
+        if let Some(spec) = &rule {
+            let change = rules::ensure(&api, spec, false).await?;
+            report.row("Custom rule", rule_word(change));
+        }
         return Ok(report);
     }
     let list = match existing {
@@ -149,5 +186,18 @@ pub async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> anyhow:
         "Result",
         format!("list {} now holds {} ranges", args.list, items.len()),
     );
+    // After the list: Cloudflare refuses a rule that names a list that does not exist.
+    if let Some(spec) = &rule {
+        let change = rules::ensure(&api, spec, false).await?;
+        report.row("Custom rule", rule_word(change));
+    }
     Ok(report)
+}
+
+fn rule_word(change: rules::RuleChange) -> &'static str {
+    match change {
+        rules::RuleChange::Created => "created",
+        rules::RuleChange::Updated => "updated",
+        rules::RuleChange::Unchanged => "unchanged",
+    }
 }

@@ -3,7 +3,9 @@
 //! (`result_info.cursors.after`), replace-all as an asynchronous bulk operation (`PUT .../items`
 //! → `operation_id`; the status is `pending` on the first poll, then `completed`, or `failed`
 //! for an item Cloudflare would not take), one pending bulk operation per account (429
-//! otherwise), and the bearer-token check.
+//! otherwise), the bearer-token check, and a zone's `http_request_firewall_custom` entry point
+//! ruleset (Rulesets API: get, create by PUT, add a rule, patch a rule), which refuses a rule
+//! naming a list that does not exist.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +35,8 @@ type Operation = (String, Vec<String>, u32, Option<String>);
 struct Inner {
     lists: Mutex<Vec<FakeList>>,
     operations: Mutex<HashMap<String, Operation>>,
+    /// zone -> (entry point ruleset id, rules)
+    rulesets: Mutex<HashMap<String, (String, Vec<Value>)>>,
     /// Statuses to answer the next requests with (429 gets `Retry-After: 0`).
     faults: Mutex<Vec<u16>>,
     pub requests: AtomicU64,
@@ -60,6 +64,18 @@ impl FakeLists {
             .route(
                 "/client/v4/accounts/{account}/rules/lists/bulk_operations/{op}",
                 get(get_operation),
+            )
+            .route(
+                "/client/v4/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint",
+                get(get_entrypoint).put(put_entrypoint),
+            )
+            .route(
+                "/client/v4/zones/{zone}/rulesets/{ruleset}/rules",
+                axum::routing::post(add_rule),
+            )
+            .route(
+                "/client/v4/zones/{zone}/rulesets/{ruleset}/rules/{rule}",
+                axum::routing::patch(patch_rule),
             )
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -95,6 +111,17 @@ impl FakeLists {
     /// Answers the next requests with these statuses.
     pub fn fail_next(&self, statuses: &[u16]) {
         self.inner.faults.lock().unwrap().extend(statuses);
+    }
+
+    /// The custom rules of a zone's entry point ruleset.
+    pub fn rules(&self, zone: &str) -> Vec<Value> {
+        self.inner
+            .rulesets
+            .lock()
+            .unwrap()
+            .get(zone)
+            .map(|(_, rules)| rules.clone())
+            .unwrap_or_default()
     }
 
     /// Replace-all operations accepted.
@@ -313,4 +340,131 @@ async fn get_operation(
         json!({"id": op, "status": "completed", "completed": "2026-01-01T00:00:01Z"}),
         None,
     )
+}
+
+fn ruleset_json(zone: &str, id: &str, rules: &[Value]) -> Value {
+    json!({
+        "id": id, "name": format!("zone {zone} custom rules"), "kind": "zone",
+        "phase": "http_request_firewall_custom", "version": "1", "rules": rules,
+    })
+}
+
+/// A rule as stored: an id given, and its list references checked.
+fn stored_rule(inner: &Inner, rule: &Value, id: String) -> Result<Value, String> {
+    let expression = rule["expression"].as_str().unwrap_or_default();
+    let lists = inner.lists.lock().unwrap();
+    for word in expression.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$')) {
+        if let Some(name) = word.strip_prefix('$')
+            && !lists.iter().any(|l| l.name == name)
+        {
+            return Err(format!("could not find list '{name}'"));
+        }
+    }
+    let mut stored = rule.clone();
+    stored["id"] = json!(id);
+    stored["version"] = json!("1");
+    Ok(stored)
+}
+
+async fn get_entrypoint(
+    State(inner): State<Arc<Inner>>,
+    Path(zone): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = gate(&inner, &headers, ACCOUNT) {
+        return r;
+    }
+    match inner.rulesets.lock().unwrap().get(&zone) {
+        Some((id, rules)) => envelope(ruleset_json(&zone, id, rules), None),
+        None => error(
+            StatusCode::NOT_FOUND,
+            10003,
+            "could not find entrypoint ruleset in the http_request_firewall_custom phase",
+        ),
+    }
+}
+
+async fn put_entrypoint(
+    State(inner): State<Arc<Inner>>,
+    Path(zone): Path<String>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if let Some(r) = gate(&inner, &headers, ACCOUNT) {
+        return r;
+    }
+    let mut rules = Vec::new();
+    for (i, rule) in body["rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        match stored_rule(&inner, rule, format!("rule{i}")) {
+            Ok(r) => rules.push(r),
+            Err(e) => return error(StatusCode::BAD_REQUEST, 20021, &e),
+        }
+    }
+    let id = format!("{:032x}", 7);
+    let json = ruleset_json(&zone, &id, &rules);
+    inner.rulesets.lock().unwrap().insert(zone, (id, rules));
+    envelope(json, None)
+}
+
+async fn add_rule(
+    State(inner): State<Arc<Inner>>,
+    Path((zone, ruleset)): Path<(String, String)>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if let Some(r) = gate(&inner, &headers, ACCOUNT) {
+        return r;
+    }
+    let count = inner
+        .rulesets
+        .lock()
+        .unwrap()
+        .get(&zone)
+        .map(|(_, r)| r.len());
+    let rule = match stored_rule(&inner, &body, format!("rule{}", count.unwrap_or(0))) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, 20021, &e),
+    };
+    let mut rulesets = inner.rulesets.lock().unwrap();
+    match rulesets.get_mut(&zone) {
+        Some((id, rules)) if *id == ruleset => {
+            rules.push(rule);
+            envelope(ruleset_json(&zone, id, rules), None)
+        }
+        _ => error(StatusCode::NOT_FOUND, 10003, "ruleset not found"),
+    }
+}
+
+async fn patch_rule(
+    State(inner): State<Arc<Inner>>,
+    Path((zone, ruleset, rule_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if let Some(r) = gate(&inner, &headers, ACCOUNT) {
+        return r;
+    }
+    let rule = match stored_rule(&inner, &body, rule_id.clone()) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, 20021, &e),
+    };
+    let mut rulesets = inner.rulesets.lock().unwrap();
+    match rulesets.get_mut(&zone) {
+        Some((id, rules)) if *id == ruleset => {
+            match rules.iter_mut().find(|r| r["id"] == json!(rule_id)) {
+                Some(slot) => {
+                    *slot = rule;
+                    envelope(ruleset_json(&zone, id, rules), None)
+                }
+                None => error(StatusCode::NOT_FOUND, 10003, "rule not found"),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, 10003, "ruleset not found"),
+    }
 }
