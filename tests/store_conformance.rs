@@ -151,6 +151,26 @@ async fn aborted_and_dropped_uploads_leave_nothing(store: &dyn Store) {
     );
 }
 
+/// An upload left unfinished by a process that died: never finished, never aborted.
+async fn stale_uploads_are_found_and_aborted(store: &dyn Store) {
+    let now = chrono::Utc::now();
+    let mut upload = store.put_stream("stale/part").await.unwrap();
+    upload.write(pattern(PART_SIZE + 10, 3)).await.unwrap();
+    std::mem::forget(upload);
+    assert_eq!(
+        store
+            .abort_stale_uploads(now - chrono::TimeDelta::days(1))
+            .await
+            .unwrap(),
+        0,
+        "a young upload was aborted"
+    );
+    let cutoff = chrono::Utc::now() + chrono::TimeDelta::minutes(1);
+    assert_eq!(store.abort_stale_uploads(cutoff).await.unwrap(), 1);
+    assert_eq!(store.abort_stale_uploads(cutoff).await.unwrap(), 0);
+    assert!(keys(store, "").await.is_empty());
+}
+
 async fn conformance(store: &dyn Store) {
     put_get_head_delete(store).await;
     missing_objects_are_not_found(store).await;
@@ -158,6 +178,7 @@ async fn conformance(store: &dyn Store) {
     invalid_keys_are_refused(store).await;
     streams_appear_only_when_finished(store).await;
     aborted_and_dropped_uploads_leave_nothing(store).await;
+    stale_uploads_are_found_and_aborted(store).await;
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! A real S3 server in-process: `s3s` + `s3s-fs` (objects are files under a temporary
 //! directory) over HTTP on 127.0.0.1, with SigV4 authentication and injectable `503 SlowDown`
 //! answers. Every request is logged (`METHOD path?query`) so tests can see multipart uploads and
-//! their aborts happen.
+//! their aborts happen. `s3s-fs` has no ListMultipartUploads; [`Uploads`] adds it from the
+//! files `s3s-fs` keeps per upload, so stale uploads can be found and aborted as on S3 and R2.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3Request, S3Response, S3Result, dto};
 
 pub const ACCESS_KEY: &str = "fake-access-key";
 pub const SECRET_KEY: &str = "fake-secret-key-9d2b";
@@ -54,7 +56,10 @@ impl FakeS3 {
             std::fs::create_dir_all(root.path().join(b)).unwrap();
         }
         let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
-        let mut builder = S3ServiceBuilder::new(fs);
+        let mut builder = S3ServiceBuilder::new(Uploads {
+            fs,
+            root: root.path().to_path_buf(),
+        });
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
         let state = Arc::new(S3State::default());
@@ -130,5 +135,129 @@ impl FakeS3 {
             ("AWS_REGION", "us-east-1".to_string()),
             ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
         ]
+    }
+}
+
+/// `s3s-fs` plus ListMultipartUploads. Every other operation d1r2 uses is passed through.
+struct Uploads {
+    fs: s3s_fs::FileSystem,
+    root: std::path::PathBuf,
+}
+
+#[async_trait::async_trait]
+impl s3s::S3 for Uploads {
+    async fn put_object(
+        &self,
+        req: S3Request<dto::PutObjectInput>,
+    ) -> S3Result<S3Response<dto::PutObjectOutput>> {
+        self.fs.put_object(req).await
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<dto::GetObjectInput>,
+    ) -> S3Result<S3Response<dto::GetObjectOutput>> {
+        self.fs.get_object(req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<dto::HeadObjectInput>,
+    ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
+        self.fs.head_object(req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<dto::HeadBucketInput>,
+    ) -> S3Result<S3Response<dto::HeadBucketOutput>> {
+        self.fs.head_bucket(req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<dto::DeleteObjectInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
+        self.fs.delete_object(req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<dto::ListObjectsV2Input>,
+    ) -> S3Result<S3Response<dto::ListObjectsV2Output>> {
+        self.fs.list_objects_v2(req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+        self.fs.create_multipart_upload(req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<dto::UploadPartInput>,
+    ) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        self.fs.upload_part(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
+        self.fs.complete_multipart_upload(req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+        self.fs.abort_multipart_upload(req).await
+    }
+
+    /// The uploads in progress, from `s3s-fs`'s per-upload metadata files
+    /// (`.bucket-B.object-K.upload-ID.metadata.json`, names base64url), initiated at the file's
+    /// modification time. One page, no markers: enough for tests.
+    async fn list_multipart_uploads(
+        &self,
+        req: s3s::S3Request<s3s::dto::ListMultipartUploadsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListMultipartUploadsOutput>> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let input = req.input;
+        let bucket_part = format!(".bucket-{}.object-", b64.encode(&input.bucket));
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let mut uploads = Vec::new();
+        for entry in std::fs::read_dir(&self.root).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name
+                .strip_prefix(&bucket_part)
+                .and_then(|r| r.strip_suffix(".metadata.json"))
+            else {
+                continue;
+            };
+            let Some((key, upload_id)) = rest.split_once(".upload-") else {
+                continue;
+            };
+            let key = String::from_utf8(b64.decode(key).unwrap()).unwrap();
+            if !key.starts_with(&prefix) {
+                continue;
+            }
+            let modified = entry.metadata().unwrap().modified().unwrap();
+            uploads.push(s3s::dto::MultipartUpload {
+                key: Some(key),
+                upload_id: Some(upload_id.to_string()),
+                initiated: Some(modified.into()),
+                ..Default::default()
+            });
+        }
+        Ok(s3s::S3Response::new(s3s::dto::ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            is_truncated: Some(false),
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
     }
 }
