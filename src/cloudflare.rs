@@ -13,6 +13,15 @@ use serde::de::DeserializeOwned;
 
 use crate::retry::{self, RetryPolicy, Verdict};
 
+/// How hard API calls are retried: the shared policy, except that a `Retry-After` of up to five
+/// minutes is waited out, since the API's rate limit is counted over five-minute windows.
+pub const API_POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 8,
+    initial_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(300),
+    deadline: Duration::from_secs(900),
+};
+
 /// Cloudflare's API, as wrangler calls it.
 pub const DEFAULT_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
 
@@ -22,6 +31,8 @@ pub enum ApiError {
     MissingToken(&'static str),
     #[error("{0} is not set: export the id of the account that owns the database")]
     MissingAccount(&'static str),
+    #[error("{0} must be a whole number of attempts, 1 or more")]
+    BadSetting(&'static str),
     #[error("Cloudflare API {what}: HTTP {status}: {detail}")]
     Status {
         what: String,
@@ -54,7 +65,9 @@ impl ApiError {
     /// rather than failing on the way.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            ApiError::MissingToken(_) | ApiError::MissingAccount(_) => true,
+            ApiError::MissingToken(_) | ApiError::MissingAccount(_) | ApiError::BadSetting(_) => {
+                true
+            }
             ApiError::Status { status, .. } => {
                 (400..500).contains(status) && !retry::is_transient_status(*status)
             }
@@ -133,7 +146,16 @@ impl Api {
         let account = env("CLOUDFLARE_ACCOUNT_ID")
             .ok_or(ApiError::MissingAccount("CLOUDFLARE_ACCOUNT_ID"))?;
         let base = env("CLOUDFLARE_API_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        Ok(Api::new(&base, &token, &account, RetryPolicy::default()))
+        let mut policy = API_POLICY;
+        if let Some(attempts) = env("D1R2_API_MAX_ATTEMPTS") {
+            policy.max_attempts = attempts
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or(ApiError::BadSetting("D1R2_API_MAX_ATTEMPTS"))?;
+        }
+        Ok(Api::new(&base, &token, &account, policy))
     }
 
     pub fn new(base: &str, token: &str, account: &str, policy: RetryPolicy) -> Self {

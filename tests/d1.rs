@@ -60,6 +60,18 @@ impl World {
         self.run_with(args, TOKEN).await
     }
 
+    async fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_d1r2"));
+        command
+            .args(args)
+            .env_remove("GITHUB_ACTIONS")
+            .env("CLOUDFLARE_API_BASE_URL", &self.d1.url)
+            .env("CLOUDFLARE_API_TOKEN", TOKEN)
+            .env("CLOUDFLARE_ACCOUNT_ID", ACCOUNT);
+        command.envs(env.iter().copied());
+        command.output().await.expect("running d1r2")
+    }
+
     async fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args).await;
         assert!(
@@ -370,15 +382,32 @@ async fn api_errors_are_one_clear_line() {
     // A failure that persists past the retries is exit 1, not bad input.
     w.d1.fail_randomly(1.0, 3);
     let out = w
-        .run(&[
-            "backup",
-            "--source",
-            "d1://prod",
-            "--dest",
-            local.to_str().unwrap(),
-        ])
+        .run_with_env(
+            &[
+                "backup",
+                "--source",
+                "d1://prod",
+                "--dest",
+                local.to_str().unwrap(),
+            ],
+            &[("D1R2_API_MAX_ATTEMPTS", "3")],
+        )
         .await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("HTTP"), "{}", text(&out));
+    let bad = w
+        .run_with_env(
+            &[
+                "backup",
+                "--source",
+                "d1://prod",
+                "--dest",
+                local.to_str().unwrap(),
+            ],
+            &[("D1R2_API_MAX_ATTEMPTS", "many")],
+        )
+        .await;
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
 }
 
 /// What a backup costs in D1 terms: rows read stay at the row count (keyset pages, never
