@@ -263,6 +263,7 @@ async fn backup_table(
                 })
                 .await??;
                 let chunk = open.encoder.take();
+                crate::progress::add(n as u64, chunk.len() as u64);
                 target.send(&mut open, chunk).await?;
                 anyhow::Ok((open, returned))
             };

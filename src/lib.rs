@@ -19,6 +19,7 @@ pub mod import;
 pub mod load;
 pub mod location;
 pub mod manifest;
+pub mod progress;
 pub mod prune;
 pub mod repo;
 pub mod report;

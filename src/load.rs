@@ -109,7 +109,10 @@ pub async fn stream_sql<S: SqlSink>(
                 loop {
                     match plain.read(&mut buf) {
                         Ok(0) => break Ok(()),
-                        Ok(n) => sink.feed(object, Some(&buf[..n]))?,
+                        Ok(n) => {
+                            crate::progress::add(0, n as u64);
+                            sink.feed(object, Some(&buf[..n]))?
+                        }
                         Err(e) => break Err(e),
                     }
                 }

@@ -29,7 +29,15 @@ fn main() -> ExitCode {
     if in_action {
         println!("::group::d1r2 {name}");
     }
+    // A progress line for the long commands, only on a terminal and never in action mode.
+    let long = matches!(
+        &cli.command,
+        Command::Backup(_) | Command::Restore(_) | Command::Verify(_) | Command::Export(_)
+    );
+    let progress =
+        (long && !in_action && std::io::stderr().is_terminal()).then(|| d1r2::progress::show(name));
     let result = runtime.block_on(d1r2::commands::run(cli.command));
+    drop(progress);
     if in_action {
         println!("::endgroup::");
     }
