@@ -75,14 +75,7 @@ pub async fn restore_to_d1(
     force: bool,
 ) -> anyhow::Result<(RestoreOutcome, ImportResult)> {
     check_key(manifest, key)?;
-    for table in &selection.tables {
-        if !manifest.tables.iter().any(|t| &t.name == table) {
-            return Err(bad_input(format!(
-                "backup {} has no table named {table}",
-                manifest.id
-            )));
-        }
-    }
+    selection.check(manifest)?;
     let existing = target.user_objects().await?;
     let drops = replacement_sql(&existing, selection);
     if !drops.is_empty() && !force {

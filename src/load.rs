@@ -154,6 +154,19 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// Refuses a selection naming a table the backup does not have (bad input).
+    pub fn check(&self, manifest: &Manifest) -> anyhow::Result<()> {
+        for table in &self.tables {
+            if !manifest.tables.iter().any(|t| &t.name == table) {
+                return Err(crate::error::bad_input(format!(
+                    "backup {} has no table named {table}",
+                    manifest.id
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn wants(&self, table: &str) -> bool {
         self.tables.is_empty() || self.tables.iter().any(|t| t == table)
     }

@@ -35,14 +35,7 @@ pub async fn restore_to_file(
     force: bool,
 ) -> anyhow::Result<RestoreOutcome> {
     check_key(manifest, key)?;
-    for table in &selection.tables {
-        if !manifest.tables.iter().any(|t| &t.name == table) {
-            return Err(bad_input(format!(
-                "backup {} has no table named {table}",
-                manifest.id
-            )));
-        }
-    }
+    selection.check(manifest)?;
     let occupied = target_state(target)?;
     if occupied && !force {
         return Err(bad_input(format!(

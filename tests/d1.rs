@@ -42,24 +42,15 @@ impl World {
     }
 
     async fn run_with(&self, args: &[&str], token: &str) -> Output {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_d1r2"));
-        command
-            .args(args)
-            .env_remove("GITHUB_ACTIONS")
-            .env("CLOUDFLARE_API_BASE_URL", &self.d1.url)
-            .env("CLOUDFLARE_API_TOKEN", token)
-            .env("CLOUDFLARE_ACCOUNT_ID", ACCOUNT)
-            .env("RUST_LOG", "warn");
-        for (k, v) in self.s3.env() {
-            command.env(k, v);
-        }
-        command.output().await.expect("running d1r2")
+        self.run_with_env(args, &[("CLOUDFLARE_API_TOKEN", token)])
+            .await
     }
 
     async fn run(&self, args: &[&str]) -> Output {
         self.run_with(args, TOKEN).await
     }
 
+    /// Runs the binary against the fakes; `env` adds to or overrides the fakes' variables.
     async fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_d1r2"));
         command
@@ -67,7 +58,11 @@ impl World {
             .env_remove("GITHUB_ACTIONS")
             .env("CLOUDFLARE_API_BASE_URL", &self.d1.url)
             .env("CLOUDFLARE_API_TOKEN", TOKEN)
-            .env("CLOUDFLARE_ACCOUNT_ID", ACCOUNT);
+            .env("CLOUDFLARE_ACCOUNT_ID", ACCOUNT)
+            .env("RUST_LOG", "warn");
+        for (k, v) in self.s3.env() {
+            command.env(k, v);
+        }
         command.envs(env.iter().copied());
         command.output().await.expect("running d1r2")
     }
