@@ -30,17 +30,26 @@ pub struct D1Source {
     name: String,
 }
 
-/// One statement's answer from `/raw`.
+/// One statement's answer from `/raw`, its cells as `C`: JSON values for the catalog, strings
+/// straight from the parser for `quote()`d pages.
 #[derive(Debug, Deserialize)]
-struct RawResult {
-    #[serde(default)]
-    results: RawRows,
+#[serde(bound = "C: serde::de::DeserializeOwned")]
+struct RawResult<C> {
+    #[serde(default = "RawRows::empty")]
+    results: RawRows<C>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawRows {
-    #[serde(default)]
-    rows: Vec<Vec<Value>>,
+#[derive(Debug, Deserialize)]
+#[serde(bound = "C: serde::de::DeserializeOwned")]
+struct RawRows<C> {
+    #[serde(default = "Vec::new")]
+    rows: Vec<Vec<C>>,
+}
+
+impl<C> RawRows<C> {
+    fn empty() -> Self {
+        RawRows { rows: Vec::new() }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,11 +337,15 @@ impl D1Source {
     }
 
     /// Runs `sql` (one or more statements) through `/raw` and returns each statement's rows.
-    async fn raw(&self, sql: &str, what: &str) -> Result<Vec<Vec<Vec<Value>>>, SourceError> {
+    async fn raw<C: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        what: &str,
+    ) -> Result<Vec<Vec<Vec<C>>>, SourceError> {
         let path = self
             .api
             .account_path(&format!("d1/database/{}/raw", self.id));
-        let results: Vec<RawResult> = self
+        let results: Vec<RawResult<C>> = self
             .api
             .result(Method::POST, &path, Some(&json!({ "sql": sql })), what)
             .await?;
@@ -348,24 +361,17 @@ impl D1Source {
     ) -> Result<Vec<Vec<String>>, SourceError> {
         let sql = page_query(table, after, limit, wrap);
         let what = format!("reading table {} of d1://{}", table.name, self.name);
-        let rows = self
+        // Every cell is a string (`quote()` always returns text); anything else fails to parse.
+        let rows: Vec<Vec<String>> = self
             .raw(&sql, &what)
             .await?
             .into_iter()
             .next()
             .unwrap_or_default();
-        rows.into_iter()
-            .map(|row| {
-                row.into_iter()
-                    .map(|v| match v {
-                        Value::String(s) => Ok(normalize_literal(s)),
-                        other => Err(SourceError::Other(format!(
-                            "{what}: expected a quoted literal, got {other}"
-                        ))),
-                    })
-                    .collect()
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|row| row.into_iter().map(normalize_literal).collect())
+            .collect())
     }
 }
 
