@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench --bench backup` (or `scripts/bench`). Environment:
 //! - `D1R2_BENCH_MB`: database sizes in MB (10^6 bytes), comma separated; default `100`.
-//! - `D1R2_BENCH_SHAPES`: `narrow`, `wide` or both, comma separated; default `narrow,wide`.
+//! - `D1R2_BENCH_SHAPES`: any of `narrow`, `wide`, `tables` (many 1,000-row tables), comma separated; default `narrow,wide`.
 //!
 //! Databases are generated once under `target/bench-data/` and reused by later runs.
 //!
@@ -33,11 +33,7 @@ fn main() {
         .collect();
     let shapes: Vec<Shape> = env_list("D1R2_BENCH_SHAPES", "narrow,wide")
         .iter()
-        .map(|s| match s.as_str() {
-            "narrow" => Shape::Narrow,
-            "wide" => Shape::Wide,
-            other => panic!("D1R2_BENCH_SHAPES: unknown shape {other:?}"),
-        })
+        .map(|s| Shape::parse(s))
         .collect();
 
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_d1r2"));

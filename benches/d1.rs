@@ -7,10 +7,12 @@
 //!
 //! Run with `cargo bench --bench d1` (or `scripts/bench-d1`). Environment:
 //! - `D1R2_BENCH_MB`: database sizes in MB, comma separated; default `28` (300,000 narrow rows).
-//! - `D1R2_BENCH_SHAPES`: `narrow`, `wide` or both; default `narrow`.
+//! - `D1R2_BENCH_SHAPES`: any of `narrow`, `wide`, `tables` (many 1,000-row tables), comma separated; default `narrow`.
 //! - `D1R2_BENCH_LATENCY_MS`: added to every D1 answer; default `20`.
 //! - `D1R2_BENCH_NAIVE_MAX_MB`: largest database the straightforward approach is run on (its
 //!   rows read grow with the square of the row count); default `100`.
+//!
+//! - `D1R2_BENCH_PERF`: a directory; every run is then recorded there by `perf record -g`.
 //!
 //! Every operation runs as a child process (the straightforward approach is this benchmark
 //! re-run in a child mode), so wall time and peak RSS (VmHWM, polled every 10 ms) are its own;
@@ -45,11 +47,7 @@ fn main() {
         .collect();
     let shapes: Vec<Shape> = env_list("D1R2_BENCH_SHAPES", "narrow")
         .iter()
-        .map(|s| match s.as_str() {
-            "narrow" => Shape::Narrow,
-            "wide" => Shape::Wide,
-            other => panic!("D1R2_BENCH_SHAPES: unknown shape {other:?}"),
-        })
+        .map(|s| Shape::parse(s))
         .collect();
     let latency = Duration::from_millis(
         env_list("D1R2_BENCH_LATENCY_MS", "20")[0]
@@ -137,8 +135,8 @@ async fn bench_one(
     };
     let run = |args: Vec<String>, env: Vec<(&'static str, String)>, exe: PathBuf| async move {
         tokio::task::spawn_blocking(move || {
-            let mut command = Command::new(exe);
-            command.args(&args).env_remove("GITHUB_ACTIONS");
+            let mut command = command_for(exe, &args);
+            command.env_remove("GITHUB_ACTIONS");
             for (k, v) in env {
                 command.env(k, v);
             }
@@ -278,6 +276,31 @@ async fn bench_one(
     assert_eq!(faults, 0);
     let _ = std::io::stdout().flush();
     lines
+}
+
+/// The command that runs `exe` with `args`. With `D1R2_BENCH_PERF=DIR` it runs under
+/// `perf record -g`, one `DIR/NN-OP.perf.data` a run, for `perf report`: where the CPU goes.
+fn command_for(exe: PathBuf, args: &[String]) -> Command {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Some(dir) = std::env::var_os("D1R2_BENCH_PERF") else {
+        let mut command = Command::new(exe);
+        command.args(args);
+        return command;
+    };
+    let n = RUNS.fetch_add(1, Ordering::SeqCst);
+    let op = args
+        .first()
+        .map(String::as_str)
+        .unwrap_or("straightforward");
+    let out = Path::new(&dir).join(format!("{n:02}-{op}.perf.data"));
+    let mut command = Command::new("perf");
+    command
+        .args(["record", "-F", "2000", "-g", "-o"])
+        .arg(out)
+        .arg("--")
+        .arg(exe)
+        .args(args);
+    command
 }
 
 /// The straightforward backup a hand-written workflow does, run as a child process.

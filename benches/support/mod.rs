@@ -19,13 +19,26 @@ pub enum Shape {
     Narrow,
     /// One table of rows carrying a 1-4 KiB random BLOB.
     Wide,
+    /// Many tables of 1,000 event rows each: what per-table overhead costs.
+    Tables,
 }
 
 impl Shape {
+    /// The shape named in a benchmark's environment variable.
+    pub fn parse(name: &str) -> Shape {
+        match name {
+            "narrow" => Shape::Narrow,
+            "wide" => Shape::Wide,
+            "tables" => Shape::Tables,
+            other => panic!("unknown shape {other:?}: narrow, wide or tables"),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Shape::Narrow => "narrow",
             Shape::Wide => "wide",
+            Shape::Tables => "tables",
         }
     }
 }
@@ -159,36 +172,20 @@ pub fn generate(path: &Path, shape: Shape, target_bytes: u64) -> rusqlite::Resul
     let tx = conn.transaction()?;
     match shape {
         Shape::Narrow => {
-            tx.execute_batch(
-                "CREATE TABLE events(id INTEGER PRIMARY KEY, ts INTEGER, kind TEXT, \
-                 user_id INTEGER, amount REAL, note TEXT)",
-            )?;
-            let mut stmt = tx.prepare(
-                "INSERT INTO events(id, ts, kind, user_id, amount, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut ts: i64 = 1_700_000_000_000;
-            let mut id: i64 = 0;
-            let mut note = String::new();
+            create_events(&tx, "events")?;
+            let mut id = 0;
             loop {
-                for _ in 0..10_000 {
-                    id += 1;
-                    ts += rng.below(5_000) as i64;
-                    let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
-                    let user = 1 + rng.below(1_000_000) as i64;
-                    // Cents, sometimes negative, sometimes NULL.
-                    let amount = if rng.below(10) == 0 {
-                        None
-                    } else {
-                        Some((rng.below(2_000_000) as f64 - 200_000.0) / 100.0)
-                    };
-                    rng.note(&mut note);
-                    let note_val = if rng.below(8) == 0 {
-                        None
-                    } else {
-                        Some(note.as_str())
-                    };
-                    stmt.execute(params![id, ts, kind, user, amount, note_val])?;
+                insert_events(&tx, "events", &mut rng, &mut id, 10_000)?;
+                if page_count(&tx)? * page_size >= target_bytes {
+                    break;
                 }
+            }
+        }
+        Shape::Tables => {
+            for n in 1.. {
+                let name = format!("events_{n:04}");
+                create_events(&tx, &name)?;
+                insert_events(&tx, &name, &mut rng, &mut 0, 1_000)?;
                 if page_count(&tx)? * page_size >= target_bytes {
                     break;
                 }
@@ -224,6 +221,48 @@ pub fn generate(path: &Path, shape: Shape, target_bytes: u64) -> rusqlite::Resul
         }
     }
     tx.commit()
+}
+
+fn create_events(conn: &Connection, name: &str) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!(
+        "CREATE TABLE {name}(id INTEGER PRIMARY KEY, ts INTEGER, kind TEXT, \
+         user_id INTEGER, amount REAL, note TEXT)"
+    ))
+}
+
+/// `count` event rows into `table`, ids continuing from `id`.
+fn insert_events(
+    conn: &Connection,
+    table: &str,
+    rng: &mut Rng,
+    id: &mut i64,
+    count: usize,
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO {table}(id, ts, kind, user_id, amount, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+    ))?;
+    let mut ts: i64 = 1_700_000_000_000 + *id * 2_500;
+    let mut note = String::new();
+    for _ in 0..count {
+        *id += 1;
+        ts += rng.below(5_000) as i64;
+        let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
+        let user = 1 + rng.below(1_000_000) as i64;
+        // Cents, sometimes negative, sometimes NULL.
+        let amount = if rng.below(10) == 0 {
+            None
+        } else {
+            Some((rng.below(2_000_000) as f64 - 200_000.0) / 100.0)
+        };
+        rng.note(&mut note);
+        let note_val = if rng.below(8) == 0 {
+            None
+        } else {
+            Some(note.as_str())
+        };
+        stmt.execute(params![*id, ts, kind, user, amount, note_val])?;
+    }
+    Ok(())
 }
 
 pub fn page_count(conn: &Connection) -> rusqlite::Result<u64> {

@@ -152,11 +152,7 @@ impl FakeD1 {
             )
             .layer(middleware::from_fn_with_state(inner.clone(), inject))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let addr = super::serve(app).await;
         *inner.base.lock().unwrap() = format!("http://{addr}");
         FakeD1 {
             url: format!("http://{addr}/client/v4"),

@@ -46,9 +46,7 @@ impl FakeGitHub {
             .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
             .route("/meta", get(meta))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = super::serve(app).await;
         FakeGitHub {
             url: format!("http://{addr}"),
             seen: shared.seen,

@@ -78,9 +78,7 @@ impl FakeLists {
                 axum::routing::patch(patch_rule),
             )
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = super::serve(app).await;
         FakeLists {
             url: format!("http://{addr}/client/v4"),
             inner,
