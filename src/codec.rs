@@ -35,6 +35,12 @@ impl Compression {
     }
 }
 
+/// gzip's level 4: on a dump of 310,000 event rows (33 MB of SQL) zlib-rs takes 0.60 s and stores
+/// 12.25 MB at level 4, against 0.93 s and 12.00 MB at the usual level 6 (2% more bytes for a
+/// third less CPU, which a backup spends mostly on compression); level 2 stores 8% more, level 1
+/// 48% more.
+pub const GZIP_LEVEL: u32 = 4;
+
 /// One stage of an encoding chain. `finish` flushes the stage's trailer and then finishes the
 /// stage it writes into.
 pub trait Encode: Write + Send {
@@ -95,7 +101,7 @@ impl PartEncoder {
             sink = Box::new(EncryptWriter::new(sink, key)?);
         }
         let head: Box<dyn Encode> = match compression {
-            Compression::Gzip => Box::new(GzEncoder::new(sink, Level::default())),
+            Compression::Gzip => Box::new(GzEncoder::new(sink, Level::new(GZIP_LEVEL))),
             Compression::None => sink,
         };
         Ok(PartEncoder {

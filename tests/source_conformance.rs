@@ -53,7 +53,7 @@ async fn all_rows(source: &dyn Source, table: &Table, limit: usize) -> Vec<Vec<(
         after = Some(row_key(table, last));
         let n = page.len();
         rows.extend(
-            page.iter()
+            page.rows()
                 .map(|row| row.iter().map(|l| meaning(&conn, l)).collect::<Vec<_>>()),
         );
         if n < limit {

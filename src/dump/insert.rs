@@ -77,8 +77,8 @@ impl InsertWriter {
 
     /// Appends the statements for `row` (cells as SQL literals) to `out`. A row may stay pending
     /// until more rows arrive or [`InsertWriter::flush`] is called.
-    pub fn push_row(&mut self, row: &[String], out: &mut String) -> Result<(), InsertError> {
-        let tuple_len = row.iter().map(String::len).sum::<usize>() + row.len().max(1) + 1;
+    pub fn push_row(&mut self, row: &[&str], out: &mut String) -> Result<(), InsertError> {
+        let tuple_len = row.iter().map(|c| c.len()).sum::<usize>() + row.len().max(1) + 1;
         let alone = self.prefix.len() + tuple_len + 2;
         if alone > self.max {
             self.flush(out);
@@ -92,7 +92,7 @@ impl InsertWriter {
         } else {
             self.pending.push_str(",\n");
         }
-        push_tuple(&mut self.pending, row.iter().map(String::as_str));
+        push_tuple(&mut self.pending, row.iter().copied());
         Ok(())
     }
 
@@ -105,24 +105,24 @@ impl InsertWriter {
         }
     }
 
-    fn write_split_row(&self, row: &[String], out: &mut String) -> Result<(), InsertError> {
+    fn write_split_row(&self, row: &[&str], out: &mut String) -> Result<(), InsertError> {
         let too_long = || InsertError::RowTooLong {
             table: self.table.clone(),
             max: self.max,
         };
         let mut candidates: Vec<usize> = (0..row.len())
-            .filter(|i| !self.key.contains(i) && literal_kind(&row[*i]) != LiteralKind::Other)
+            .filter(|i| !self.key.contains(i) && literal_kind(row[*i]) != LiteralKind::Other)
             .collect();
         candidates.sort_by_key(|i| std::cmp::Reverse(row[*i].len()));
-        let mut cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        let mut cells: Vec<&str> = row.to_vec();
         let mut length =
-            self.prefix.len() + row.iter().map(String::len).sum::<usize>() + row.len() + 3;
+            self.prefix.len() + row.iter().map(|c| c.len()).sum::<usize>() + row.len() + 3;
         let mut moved = Vec::new();
         for i in candidates {
             if length <= self.max {
                 break;
             }
-            let placeholder = placeholder(literal_kind(row[i].as_str()));
+            let placeholder = placeholder(literal_kind(row[i]));
             length = length - row[i].len() + placeholder.len();
             cells[i] = placeholder;
             moved.push(i);
@@ -137,7 +137,7 @@ impl InsertWriter {
         let where_clause = self.where_clause(row);
         for i in moved {
             let column = &self.column_idents[i];
-            let kind = literal_kind(&row[i]);
+            let kind = literal_kind(row[i]);
             let (open, close) = append_wrapper(kind);
             let head = format!("UPDATE {} SET {column}={open}{column}||", self.table_ident);
             let overhead = head.len() + close.len() + where_clause.len() + 2;
@@ -147,7 +147,7 @@ impl InsertWriter {
                 .checked_sub(overhead + lit_open.len() + lit_close.len())
                 .filter(|b| *b >= 16)
                 .ok_or_else(too_long)?;
-            for chunk in chunks(&row[i], kind, budget) {
+            for chunk in chunks(row[i], kind, budget) {
                 out.push_str(&head);
                 out.push_str(lit_open);
                 out.push_str(chunk);
@@ -160,13 +160,13 @@ impl InsertWriter {
         Ok(())
     }
 
-    fn where_clause(&self, row: &[String]) -> String {
+    fn where_clause(&self, row: &[&str]) -> String {
         let names: Vec<&str> = self
             .key
             .iter()
             .map(|i| self.column_idents[*i].as_str())
             .collect();
-        let values: Vec<&str> = self.key.iter().map(|i| row[*i].as_str()).collect();
+        let values: Vec<&str> = self.key.iter().map(|i| row[*i]).collect();
         if names.len() == 1 {
             format!(" WHERE {}={}", names[0], values[0])
         } else {
@@ -261,8 +261,7 @@ mod tests {
     fn write(w: &mut InsertWriter, rows: &[Vec<&str>]) -> String {
         let mut out = String::new();
         for row in rows {
-            let row: Vec<String> = row.iter().map(|s| s.to_string()).collect();
-            w.push_row(&row, &mut out).unwrap();
+            w.push_row(row, &mut out).unwrap();
         }
         w.flush(&mut out);
         out
@@ -349,10 +348,9 @@ mod tests {
     fn a_row_that_cannot_fit_is_an_error() {
         let mut w = InsertWriter::with_limits("t", &cols(&["a", "b"]), vec![0], 40, 40);
         let key = format!("'{}'", "k".repeat(60));
-        let row = vec![key, "1".to_string()];
         let mut out = String::new();
         assert!(matches!(
-            w.push_row(&row, &mut out),
+            w.push_row(&[&key, "1"], &mut out),
             Err(InsertError::RowTooLong { .. })
         ));
     }

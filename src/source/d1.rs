@@ -18,7 +18,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Cell, Source, SourceError, SourceInfo, Table, page_query};
+use super::{Cell, Page, Source, SourceError, SourceInfo, Table, page_query};
 use crate::cloudflare::{Api, ApiError};
 
 /// Catalog statements sent in one request; each is small, and one request is one rate-limit token.
@@ -30,26 +30,20 @@ pub struct D1Source {
     name: String,
 }
 
-/// One statement's answer from `/raw`, its cells as `C`: JSON values for the catalog, strings
-/// straight from the parser for `quote()`d pages.
+/// One statement's answer from `/raw`, its rows as `R`: JSON values for the catalog, a packed
+/// [`Page`] straight from the parser for `quote()`d pages.
 #[derive(Debug, Deserialize)]
-#[serde(bound = "C: serde::de::DeserializeOwned")]
-struct RawResult<C> {
-    #[serde(default = "RawRows::empty")]
-    results: RawRows<C>,
+#[serde(bound = "R: serde::de::DeserializeOwned + Default")]
+struct RawResult<R> {
+    #[serde(default)]
+    results: RawRows<R>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(bound = "C: serde::de::DeserializeOwned")]
-struct RawRows<C> {
-    #[serde(default = "Vec::new")]
-    rows: Vec<Vec<C>>,
-}
-
-impl<C> RawRows<C> {
-    fn empty() -> Self {
-        RawRows { rows: Vec::new() }
-    }
+#[derive(Debug, Default, Deserialize)]
+#[serde(bound = "R: serde::de::DeserializeOwned + Default")]
+struct RawRows<R> {
+    #[serde(default)]
+    rows: R,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,10 +94,11 @@ pub fn is_database_id(text: &str) -> bool {
             .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-/// The page query's cell: `quote()`, with NUL-holding text as `CAST(X'..' AS TEXT)`.
+/// The page query's cell: `quote()`, with NUL-holding text as `CAST(X'..' AS TEXT)` and
+/// integers as `CAST(.. AS TEXT)`, the same digits without `quote()`'s printf (less time for D1).
 pub fn quoted_cell(column: &str) -> String {
     format!(
-        "CASE WHEN typeof({column})='text' AND instr({column},char(0))>0 THEN 'CAST(X'''||hex({column})||''' AS TEXT)' ELSE quote({column}) END"
+        "CASE typeof({column}) WHEN 'integer' THEN CAST({column} AS TEXT) WHEN 'text' THEN CASE WHEN instr({column},char(0)) THEN 'CAST(X'''||hex({column})||''' AS TEXT)' ELSE quote({column}) END ELSE quote({column}) END"
     )
 }
 
@@ -116,12 +111,35 @@ pub fn hex_text_cell(column: &str) -> String {
 
 /// A literal from `quote()`, made one SQLite itself reads back exactly: SQLite before 3.43 writes
 /// infinity as `Inf`, which it does not read.
-pub fn normalize_literal(literal: String) -> String {
-    match literal.as_str() {
-        "Inf" | "+Inf" => "9.0e999".to_string(),
-        "-Inf" => "-9.0e999".to_string(),
+pub fn normalize_literal(literal: &str) -> &str {
+    match literal {
+        "Inf" | "+Inf" => "9.0e999",
+        "-Inf" => "-9.0e999",
         _ => literal,
     }
+}
+
+/// The literals of a row D1 sent as one string (`quote(a)||','||quote(b)`): commas outside
+/// single quotes separate them, and `quote()` writes a comma nowhere else (a quote inside a text
+/// literal is doubled, so it toggles twice).
+pub fn split_row(row: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(row);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let mut quoted = false;
+        for (i, b) in text.bytes().enumerate() {
+            match b {
+                b'\'' => quoted = !quoted,
+                b',' if !quoted => {
+                    rest = Some(&text[i + 1..]);
+                    return Some(&text[..i]);
+                }
+                _ => {}
+            }
+        }
+        rest = None;
+        Some(text)
+    })
 }
 
 /// A file as a request body, read as it is sent.
@@ -337,15 +355,15 @@ impl D1Source {
     }
 
     /// Runs `sql` (one or more statements) through `/raw` and returns each statement's rows.
-    async fn raw<C: serde::de::DeserializeOwned>(
+    async fn raw<R: serde::de::DeserializeOwned + Default>(
         &self,
         sql: &str,
         what: &str,
-    ) -> Result<Vec<Vec<Vec<C>>>, SourceError> {
+    ) -> Result<Vec<R>, SourceError> {
         let path = self
             .api
             .account_path(&format!("d1/database/{}/raw", self.id));
-        let results: Vec<RawResult<C>> = self
+        let results: Vec<RawResult<R>> = self
             .api
             .result(Method::POST, &path, Some(&json!({ "sql": sql })), what)
             .await?;
@@ -358,20 +376,34 @@ impl D1Source {
         after: Option<&[String]>,
         limit: usize,
         wrap: fn(&str) -> String,
-    ) -> Result<Vec<Vec<String>>, SourceError> {
-        let sql = page_query(table, after, limit, wrap);
+    ) -> Result<Page, SourceError> {
+        // A row travels as one string: one JSON value a row instead of one a column, less work
+        // for D1 (which serves one query at a time) and for the parser.
+        let sql = page_query(table, after, limit, wrap, "||','||");
         let what = format!("reading table {} of d1://{}", table.name, self.name);
         // Every cell is a string (`quote()` always returns text); anything else fails to parse.
-        let rows: Vec<Vec<String>> = self
+        let rows: Page = self
             .raw(&sql, &what)
             .await?
             .into_iter()
             .next()
             .unwrap_or_default();
-        Ok(rows
-            .into_iter()
-            .map(|row| row.into_iter().map(normalize_literal).collect())
-            .collect())
+        let width = table.columns.len();
+        let mut page = Page::new(width);
+        for row in rows.rows() {
+            let before = page.cells();
+            for literal in row.iter().flat_map(split_row) {
+                page.push(normalize_literal(literal));
+            }
+            if page.cells() - before != width {
+                return Err(SourceError::Other(format!(
+                    "D1 answered a row of {} literals for table {} of {width} columns",
+                    page.cells() - before,
+                    table.name
+                )));
+            }
+        }
+        Ok(page)
     }
 }
 
@@ -390,7 +422,7 @@ impl Source for D1Source {
         let mut answers = Vec::with_capacity(statements.len());
         for chunk in statements.chunks(STATEMENTS_PER_REQUEST) {
             let sql = chunk.join(";\n");
-            let results = self
+            let results: Vec<Vec<Vec<Value>>> = self
                 .raw(&sql, &format!("reading the catalog of d1://{}", self.name))
                 .await?;
             if results.len() != chunk.len() {
@@ -416,9 +448,9 @@ impl Source for D1Source {
         table: &Table,
         after: Option<&[String]>,
         limit: usize,
-    ) -> Result<Vec<Vec<String>>, SourceError> {
+    ) -> Result<Page, SourceError> {
         let page = self.literal_page(table, after, limit, quoted_cell).await?;
-        if page.iter().flatten().any(|c| c.contains('\u{FFFD}')) {
+        if page.contains('\u{FFFD}') {
             return self.literal_page(table, after, limit, hex_text_cell).await;
         }
         Ok(page)
@@ -477,7 +509,26 @@ mod tests {
             ("'Inf'", "'Inf'"),
             ("1.5", "1.5"),
         ] {
-            assert_eq!(normalize_literal(raw.to_string()), want);
+            assert_eq!(normalize_literal(raw), want);
+        }
+    }
+
+    #[test]
+    fn split_rows_table() {
+        for (row, want) in [
+            ("1", vec!["1"]),
+            ("1,NULL,'a'", vec!["1", "NULL", "'a'"]),
+            ("'a,b',2", vec!["'a,b'", "2"]),
+            ("'it''s, fine',''", vec!["'it''s, fine'", "''"]),
+            ("'''',','", vec!["''''", "','"]),
+            ("X'00ff',-1.5e+300", vec!["X'00ff'", "-1.5e+300"]),
+            (
+                "CAST(X'610062' AS TEXT),Inf",
+                vec!["CAST(X'610062' AS TEXT)", "Inf"],
+            ),
+            ("'',", vec!["''", ""]),
+        ] {
+            assert_eq!(split_row(row).collect::<Vec<_>>(), want, "{row}");
         }
     }
 
@@ -505,7 +556,7 @@ mod tests {
     fn cell_expressions_read_back_in_sqlite() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch(
-            "CREATE TABLE t(v); INSERT INTO t VALUES (NULL),(1),(1.5),('it''s'),(X'00ff'),(CAST(X'610062' AS TEXT)),(9e999);",
+            "CREATE TABLE t(v); INSERT INTO t VALUES (NULL),(1),(1.5),('it''s'),(X'00ff'),(CAST(X'610062' AS TEXT)),(9e999),(-9223372036854775808),(9223372036854775807),(-0.0),('');",
         )
         .unwrap();
         for wrap in [quoted_cell as fn(&str) -> String, hex_text_cell] {
@@ -515,7 +566,7 @@ mod tests {
                 .unwrap()
                 .query_map([], |r| r.get::<_, String>(0))
                 .unwrap()
-                .map(|r| normalize_literal(r.unwrap()))
+                .map(|r| normalize_literal(&r.unwrap()).to_string())
                 .collect();
             for (i, literal) in literals.iter().enumerate() {
                 let same: bool = conn

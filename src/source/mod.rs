@@ -6,12 +6,14 @@
 
 pub mod catalog;
 pub mod d1;
+pub mod page;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use catalog::{DataMode, Schema, Table, TableFilter};
+pub use page::{Page, Row};
 
 use crate::dump::value::quote_ident;
 
@@ -93,7 +95,7 @@ pub trait Source: Send + Sync {
         table: &Table,
         after: Option<&[String]>,
         limit: usize,
-    ) -> Result<Vec<Vec<String>>, SourceError>;
+    ) -> Result<Page, SourceError>;
 
     /// How many bytes of literals a page should hold. A local file reads cheaply, so pages stay
     /// small and memory low; every remote request costs a round trip and a rate-limit token.
@@ -109,13 +111,15 @@ pub trait Source: Send + Sync {
 }
 
 /// The keyset page query: `SELECT cells FROM t WHERE key > after ORDER BY key LIMIT n`, with each
-/// cell passed through `wrap` (identity to read native values, `quote` to read literals). Never
+/// cell passed through `wrap` (identity to read native values, `quote` to read literals) and the
+/// cells joined by `between` (`,` for a column each, `||','||` for a row as one string). Never
 /// `OFFSET`: D1 bills every row read, and OFFSET reads every skipped row again.
 pub fn page_query(
     table: &Table,
     after: Option<&[String]>,
     limit: usize,
     wrap: impl Fn(&str) -> String,
+    between: &str,
 ) -> String {
     let cells: Vec<String> = table
         .columns
@@ -129,7 +133,7 @@ pub fn page_query(
         .collect();
     let mut sql = format!(
         "SELECT {} FROM {}",
-        cells.join(","),
+        cells.join(between),
         quote_ident(&table.name)
     );
     if let Some(after) = after {
@@ -144,8 +148,8 @@ pub fn page_query(
 }
 
 /// The key literals of a row, to resume after it.
-pub fn row_key(table: &Table, row: &[String]) -> Vec<String> {
-    table.key.iter().map(|i| row[*i].clone()).collect()
+pub fn row_key(table: &Table, row: Row<'_>) -> Vec<String> {
+    table.key.iter().map(|i| row.cell(*i).to_string()).collect()
 }
 
 #[cfg(test)]
@@ -172,17 +176,21 @@ mod tests {
         let quote = |c: &str| format!("quote({c})");
         let cases = [
             (
-                page_query(&rowid, None, 100, |c| c.to_string()),
+                page_query(&rowid, None, 100, |c| c.to_string(), ","),
                 "SELECT \"rowid\",\"a\" FROM \"t x\" ORDER BY \"rowid\" LIMIT 100",
             ),
             (
-                page_query(&rowid, Some(&["41".to_string()]), 5, quote),
-                "SELECT quote(\"rowid\"),quote(\"a\") FROM \"t x\" WHERE \"rowid\">41 ORDER BY \"rowid\" LIMIT 5",
+                page_query(&rowid, Some(&["41".to_string()]), 5, quote, "||','||"),
+                "SELECT quote(\"rowid\")||','||quote(\"a\") FROM \"t x\" WHERE \"rowid\">41 ORDER BY \"rowid\" LIMIT 5",
             ),
             (
-                page_query(&pk, Some(&["2".to_string(), "'k'".to_string()]), 5, |c| {
-                    c.to_string()
-                }),
+                page_query(
+                    &pk,
+                    Some(&["2".to_string(), "'k'".to_string()]),
+                    5,
+                    |c| c.to_string(),
+                    ",",
+                ),
                 "SELECT \"a\",\"b\",\"c\" FROM \"t x\" WHERE (\"b\",\"a\")>(2,'k') ORDER BY \"b\",\"a\" LIMIT 5",
             ),
         ];

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Cell, Source, SourceError, SourceInfo, Table, page_query};
+use super::{Cell, Page, Source, SourceError, SourceInfo, Table, page_query};
 use crate::dump::value::{ValueRef, render};
 
 pub struct SqliteSource {
@@ -110,21 +110,18 @@ impl Source for SqliteSource {
         table: &Table,
         after: Option<&[String]>,
         limit: usize,
-    ) -> Result<Vec<Vec<String>>, SourceError> {
-        let sql = page_query(table, after, limit, |c| c.to_string());
+    ) -> Result<Page, SourceError> {
+        let sql = page_query(table, after, limit, |c| c.to_string(), ",");
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare(&sql)?;
             let n = stmt.column_count();
             let mut rows = stmt.query([])?;
-            let mut page = Vec::with_capacity(limit.min(4096));
+            let mut page = Page::new(n);
             while let Some(row) = rows.next()? {
-                let mut cells = Vec::with_capacity(n);
                 for i in 0..n {
-                    let mut literal = String::new();
-                    render(ValueRef::from(row.get_ref(i)?), &mut literal);
-                    cells.push(literal);
+                    let value = ValueRef::from(row.get_ref(i)?);
+                    page.push_with(|text| render(value, text));
                 }
-                page.push(cells);
             }
             Ok(page)
         })

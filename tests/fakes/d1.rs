@@ -59,6 +59,8 @@ pub struct Counters {
     pub rows_read: AtomicU64,
     pub rows_written: AtomicU64,
     pub faults: AtomicU64,
+    /// Microseconds spent answering queries (SQLite and JSON): D1's own share of a run's time.
+    pub busy_us: AtomicU64,
 }
 
 struct Database {
@@ -258,6 +260,7 @@ impl FakeD1 {
             &c.rows_read,
             &c.rows_written,
             &c.faults,
+            &c.busy_us,
         ] {
             a.store(0, Ordering::SeqCst);
         }
@@ -585,6 +588,16 @@ async fn execute(
     shape: fn(Executed, Value) -> Value,
 ) -> Response {
     inner.counters.query_requests.fetch_add(1, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let response = answer(inner, id, body, shape);
+    inner
+        .counters
+        .busy_us
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::SeqCst);
+    response
+}
+
+fn answer(inner: &Inner, id: &str, body: Bytes, shape: fn(Executed, Value) -> Value) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, 7400, "The request is malformed");
     };
