@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Context;
 use bytes::Bytes;
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt, future::try_join_all};
+use futures::{TryStreamExt, future::try_join_all};
 
 use crate::codec::{Compression, PartEncoder, Stored};
 use crate::crypto::Key;
@@ -66,6 +66,45 @@ pub struct BackupOutcome {
 /// Rows in the first page of a table, before its row size is known.
 const FIRST_PAGE_ROWS: usize = 256;
 const MAX_PAGE_ROWS: usize = 100_000;
+/// Rendered SQL handed to the encoder at a time.
+const RENDER_SLICE: usize = 256 * 1024;
+/// Tables whose first pages are read in one batch, at most.
+const MAX_BATCH_TABLES: usize = 50;
+/// The first-page row limit a batch grows to when tables keep filling their first pages.
+const MAX_FIRST_PAGE_ROWS: usize = 4096;
+
+/// What one batch of first pages brought back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchWeight {
+    /// First pages read, and how many of them came back full (their tables go on).
+    pub pages: usize,
+    pub full: usize,
+    pub rows: usize,
+    /// The pages' weight in all (see `page_weight`).
+    pub weight: usize,
+}
+
+/// The next batch of first pages, `(tables, rows each)`, from the last batch of `size` tables read
+/// at `limit` rows: when most pages came back full the row limit grows 4x (up to 4,096, and never
+/// past what fits in `target` at the measured row weight), and as many tables as fit in `target`
+/// bytes go in one batch, growing at most 4x a batch (up to 50), so one light batch cannot make
+/// the next one huge.
+pub fn next_batch(size: usize, limit: usize, last: BatchWeight, target: usize) -> (usize, usize) {
+    let grown = (size * 4).min(MAX_BATCH_TABLES);
+    if last.rows == 0 {
+        return (grown, limit);
+    }
+    let row_weight = last.weight.div_ceil(last.rows).max(1);
+    let limit = if last.full * 2 > last.pages {
+        (limit * 4).min(MAX_FIRST_PAGE_ROWS)
+    } else {
+        limit
+    };
+    // Never more rows to a first page than fit in `target` on their own.
+    let limit = limit.min(target / row_weight).max(1);
+    let fit = target / (limit * row_weight);
+    (fit.clamp(1, grown), limit)
+}
 
 /// The next page's row limit: as many rows as fit in `target` bytes at the last page's average
 /// row size, growing at most 4x a page so one odd page cannot make the next one huge.
@@ -83,6 +122,8 @@ fn page_weight(page: &Page) -> usize {
     page.literal_bytes() + 4 * page.cells()
 }
 
+type PageFuture<'a> = futures::future::BoxFuture<'a, anyhow::Result<Page>>;
+
 /// A page of `table`, as a future that owns what it needs, so the next page can be in flight
 /// while this one is processed.
 fn fetch<'a>(
@@ -90,7 +131,7 @@ fn fetch<'a>(
     table: &'a Table,
     after: Option<Vec<String>>,
     limit: usize,
-) -> futures::future::BoxFuture<'a, anyhow::Result<Page>> {
+) -> PageFuture<'a> {
     Box::pin(async move {
         source
             .page(table, after.as_deref(), limit)
@@ -191,12 +232,24 @@ async fn write_backup(
             )
             .await?,
     );
+    // First pages come a batch of tables per request, the batch sized from the one before; each
+    // table then goes on by itself, `concurrency` tables at a time, in catalog order.
+    let page_bytes = options.page_bytes.unwrap_or_else(|| source.page_bytes());
+    let batching = Batching {
+        next: 0,
+        size: options.concurrency.max(1),
+        limit: FIRST_PAGE_ROWS,
+    };
+    let all = &schema.tables;
     let results: Vec<(TableEntry, Vec<ObjectEntry>)> =
-        futures::stream::iter(schema.tables.iter().enumerate())
-            .map(|(i, table)| backup_table(source, table, i, target, options))
-            .buffered(options.concurrency.max(1))
-            .try_collect()
-            .await?;
+        futures::stream::try_unfold(batching, move |state| {
+            first_pages(source, all, state, page_bytes)
+        })
+        .try_flatten()
+        .map_ok(|(i, first)| backup_table(source, &all[i], i, target, options, first))
+        .try_buffered(options.concurrency.max(1))
+        .try_collect()
+        .await?;
     let mut tables = Vec::new();
     for (entry, parts) in results {
         tables.push(entry);
@@ -216,12 +269,75 @@ async fn write_backup(
     Ok((objects, tables, entries))
 }
 
+/// Where the batches of first pages stand: the next table, and the next batch's size and rows.
+#[derive(Debug, Clone, Copy)]
+struct Batching {
+    next: usize,
+    size: usize,
+    limit: usize,
+}
+
+/// A table's first page, and the row limit it was read at.
+type FirstPage = Option<(Page, usize)>;
+
+/// The next batch: up to `state.size` tables with rows (and the tables without rows between
+/// them) with their first pages, and the state for the batch after.
+async fn first_pages(
+    source: &dyn Source,
+    tables: &[Table],
+    mut state: Batching,
+    page_bytes: usize,
+) -> anyhow::Result<Option<(BatchItems, Batching)>> {
+    if state.next >= tables.len() {
+        return Ok(None);
+    }
+    let mut batch = Vec::new();
+    let mut reading: Vec<&Table> = Vec::new();
+    while state.next < tables.len() && reading.len() < state.size {
+        let table = &tables[state.next];
+        if table.data == DataMode::Rows {
+            reading.push(table);
+        }
+        batch.push(state.next);
+        state.next += 1;
+    }
+    let pages = source
+        .first_pages(&reading, state.limit)
+        .await
+        .with_context(|| match reading.as_slice() {
+            [one] => format!("reading table {}", one.name),
+            many => format!("reading the first rows of {} tables", many.len()),
+        })?;
+    let last = BatchWeight {
+        pages: pages.len(),
+        full: pages.iter().filter(|p| p.len() == state.limit).count(),
+        rows: pages.iter().map(Page::len).sum(),
+        weight: pages.iter().map(page_weight).sum(),
+    };
+    let limit = state.limit;
+    (state.size, state.limit) = next_batch(state.size, state.limit, last, page_bytes);
+    let mut pages = pages.into_iter();
+    let items: Vec<anyhow::Result<(usize, FirstPage)>> = batch
+        .into_iter()
+        .map(|i| {
+            let first = (tables[i].data == DataMode::Rows)
+                .then(|| pages.next().map(|page| (page, limit)))
+                .flatten();
+            Ok((i, first))
+        })
+        .collect();
+    Ok(Some((futures::stream::iter(items), state)))
+}
+
+type BatchItems = futures::stream::Iter<std::vec::IntoIter<anyhow::Result<(usize, FirstPage)>>>;
+
 async fn backup_table(
     source: &dyn Source,
     table: &Table,
     index: usize,
     target: &Target,
     options: &BackupOptions,
+    first: FirstPage,
 ) -> anyhow::Result<(TableEntry, Vec<ObjectEntry>)> {
     let mut objects = Vec::new();
     let mut rows_total = 0u64;
@@ -235,10 +351,10 @@ async fn backup_table(
     };
     let mut part: Option<OpenPart> = None;
     let mut writer = InsertWriter::new(&table.name, &table.columns, table.key.clone());
-    if table.data == DataMode::Rows {
+    if let Some((first, first_limit)) = first {
         let page_bytes = options.page_bytes.unwrap_or_else(|| source.page_bytes());
-        let mut limit = FIRST_PAGE_ROWS;
-        let mut fetching = Some(fetch(source, table, None, limit));
+        let mut limit = first_limit;
+        let mut fetching = Some(Box::pin(futures::future::ready(Ok(first))) as PageFuture);
         while let Some(fetch_page) = fetching.take() {
             let page = fetch_page.await?;
             let n = page.len();
@@ -258,11 +374,16 @@ async fn backup_table(
             let store_page = async {
                 let (mut open, returned) = tokio::task::spawn_blocking(move || {
                     let mut open = open;
-                    let mut sql = String::with_capacity(page.literal_bytes() + 2 * page.cells());
+                    // SQL goes to the encoder in slices, so a page is never held twice.
+                    let mut sql = String::with_capacity(2 * RENDER_SLICE);
                     let mut cells = Vec::with_capacity(page.width());
                     for row in page.rows() {
                         row.cells_into(&mut cells);
                         writer.push_row(&cells, &mut sql)?;
+                        if sql.len() >= RENDER_SLICE {
+                            open.encoder.write(sql.as_bytes())?;
+                            sql.clear();
+                        }
                     }
                     writer.flush(&mut sql);
                     open.encoder.write(sql.as_bytes())?;
@@ -477,7 +598,40 @@ async fn unique_id(stores: &[Arc<dyn Store>]) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::next_page_rows;
+    use super::{BatchWeight, next_batch, next_page_rows};
+
+    #[test]
+    fn batch_table() {
+        const MIB4: usize = 4 << 20;
+        let w = |pages, full, rows, weight| BatchWeight {
+            pages,
+            full,
+            rows,
+            weight,
+        };
+        for (size, limit, last, target, want) in [
+            // Full pages of light rows: more rows a table, and more tables (4x at most).
+            (4, 256, w(4, 4, 1024, 1024 * 130), MIB4, (16, 1024)),
+            // Tables that ended within their first page: the limit stays, the batch fills.
+            (16, 1024, w(16, 0, 16_000, 16_000 * 130), MIB4, (31, 1024)),
+            // Tiny tables: capped at 50 tables and 4,096 rows.
+            (50, 4096, w(50, 50, 204_800, 204_800 * 10), MIB4, (50, 4096)),
+            // Empty tables weigh nothing: the batch grows, the limit stays.
+            (4, 256, w(4, 0, 0, 0), MIB4, (16, 256)),
+            // Heavy rows: fewer rows than before, one table a batch.
+            (4, 256, w(4, 4, 1024, 1024 * 8000), MIB4, (1, 524)),
+            // Rows heavier than the target: one row, one table.
+            (4, 256, w(4, 1, 4, 4 * 5_000_000), MIB4, (1, 1)),
+            // Mostly short pages keep the limit even when a few were full.
+            (8, 256, w(8, 3, 1000, 1000 * 100), MIB4, (32, 256)),
+        ] {
+            assert_eq!(
+                next_batch(size, limit, last, target),
+                want,
+                "{size} {limit} {last:?}"
+            );
+        }
+    }
 
     #[test]
     fn page_rows_table() {

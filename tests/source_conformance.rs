@@ -169,3 +169,49 @@ async fn reading_d1_internal_tables_is_refused_by_the_fake() {
     let listed = d1.query(&["PRAGMA table_list".to_string()]).await.unwrap();
     assert!(format!("{listed:?}").contains("_cf_KV"));
 }
+
+#[tokio::test]
+async fn first_pages_in_batches_are_the_tables_first_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("many.db");
+    let mut sql = include_str!("fixtures/edge.sql").to_string();
+    // More tables than one D1 request carries, with more rows than the smaller limits.
+    for n in 0..120 {
+        sql.push_str(&format!(
+            "CREATE TABLE many_{n}(id INTEGER PRIMARY KEY, v); \
+             INSERT INTO many_{n}(v) VALUES ({n}), ('it''s {n}'), (X'{n:04x}'), (NULL), ({n}.5);"
+        ));
+    }
+    common::create_db(&db, &sql);
+    let fake = FakeD1::start().await;
+    let sources = sources(&fake, &db).await;
+    let schema = catalog::load(sources[0].1.as_ref(), &TableFilter::default())
+        .await
+        .unwrap();
+    let tables: Vec<&Table> = schema
+        .tables
+        .iter()
+        .filter(|t| t.data == d1r2::source::DataMode::Rows)
+        .collect();
+    assert!(tables.len() > 120);
+    for (name, source) in &sources {
+        for limit in [1, 3, 1000] {
+            fake.reset_counters();
+            let pages = source.first_pages(&tables, limit).await.unwrap();
+            let requests = fake.count(|c| &c.requests);
+            assert_eq!(pages.len(), tables.len(), "{name}");
+            for (table, page) in tables.iter().zip(&pages) {
+                let alone = source.page(table, None, limit).await.unwrap();
+                assert_eq!(page, &alone, "{name}: table {} at {limit} rows", table.name);
+            }
+            if name.starts_with("d1") {
+                // At most 50 statements a request: the batches, and nothing per table.
+                assert!(
+                    (3..=4).contains(&requests),
+                    "{name}: {requests} requests for {} tables",
+                    tables.len()
+                );
+            }
+        }
+    }
+}

@@ -23,6 +23,8 @@ use crate::cloudflare::{Api, ApiError};
 
 /// Catalog statements sent in one request; each is small, and one request is one rate-limit token.
 const STATEMENTS_PER_REQUEST: usize = 50;
+/// SQL in one `/raw` request, well under D1's 100,000-byte statement limit.
+const MAX_REQUEST_SQL: usize = 90_000;
 
 pub struct D1Source {
     api: Api,
@@ -377,34 +379,61 @@ impl D1Source {
         limit: usize,
         wrap: fn(&str) -> String,
     ) -> Result<Page, SourceError> {
-        // A row travels as one string: one JSON value a row instead of one a column, less work
-        // for D1 (which serves one query at a time) and for the parser.
-        let sql = page_query(table, after, limit, wrap, "||','||");
+        let sql = row_query(table, after, limit, wrap);
         let what = format!("reading table {} of d1://{}", table.name, self.name);
-        // Every cell is a string (`quote()` always returns text); anything else fails to parse.
-        let rows: Page = self
+        let rows: Tuples = self
             .raw(&sql, &what)
             .await?
             .into_iter()
             .next()
             .unwrap_or_default();
-        let width = table.columns.len();
-        let mut page = Page::new(width);
-        for row in rows.rows() {
-            let before = page.cells();
-            for literal in row.iter().flat_map(split_row) {
+        checked(rows, table)
+    }
+}
+
+/// The page query as D1 is asked it: a row travels as one string, one JSON value a row instead of
+/// one a column, less work for D1 (which serves one query at a time) and for the parser.
+fn row_query(
+    table: &Table,
+    after: Option<&[String]>,
+    limit: usize,
+    wrap: fn(&str) -> String,
+) -> String {
+    page_query(table, after, limit, wrap, "||','||")
+}
+
+/// A page whose rows arrive as one string each (`quote(a)||','||quote(b)`), split into literals
+/// as the parser hands each string over: the page is held once, never as strings and again as
+/// literals. Every row must split into as many literals as the first.
+#[derive(Debug, Default)]
+struct Tuples(Page);
+
+impl<'de> Deserialize<'de> for Tuples {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Tuples, D::Error> {
+        Page::deserialize_with(deserializer, |page, row| {
+            for literal in split_row(row) {
                 page.push(normalize_literal(literal));
             }
-            if page.cells() - before != width {
-                return Err(SourceError::Other(format!(
-                    "D1 answered a row of {} literals for table {} of {width} columns",
-                    page.cells() - before,
-                    table.name
-                )));
-            }
-        }
-        Ok(page)
+        })
+        .map(Tuples)
     }
+}
+
+/// The page of `table` in `rows`, once its width is checked.
+fn checked(rows: Tuples, table: &Table) -> Result<Page, SourceError> {
+    let page = rows.0;
+    if page.is_empty() {
+        return Ok(Page::new(table.columns.len()));
+    }
+    if page.width() != table.columns.len() {
+        return Err(SourceError::Other(format!(
+            "D1 answered rows of {} literals for table {} of {} columns",
+            page.width(),
+            table.name,
+            table.columns.len()
+        )));
+    }
+    Ok(page)
 }
 
 #[async_trait]
@@ -454,6 +483,47 @@ impl Source for D1Source {
             return self.literal_page(table, after, limit, hex_text_cell).await;
         }
         Ok(page)
+    }
+
+    /// Every first page in one `/raw` request of several statements (D1 answers each in turn),
+    /// as many statements a request as fit under D1's statement and request limits.
+    async fn first_pages(&self, tables: &[&Table], limit: usize) -> Result<Vec<Page>, SourceError> {
+        let queries: Vec<String> = tables
+            .iter()
+            .map(|t| row_query(t, None, limit, quoted_cell))
+            .collect();
+        let mut pages = Vec::with_capacity(tables.len());
+        let mut start = 0;
+        while start < tables.len() {
+            let (mut end, mut length) = (start, 0);
+            while end < tables.len()
+                && end - start < STATEMENTS_PER_REQUEST
+                && (end == start || length + queries[end].len() + 2 <= MAX_REQUEST_SQL)
+            {
+                length += queries[end].len() + 2;
+                end += 1;
+            }
+            let sql = queries[start..end].join(";\n");
+            let what = format!("reading {} tables of d1://{}", end - start, self.name);
+            let answers: Vec<Tuples> = self.raw(&sql, &what).await?;
+            if answers.len() != end - start {
+                return Err(SourceError::Other(format!(
+                    "D1 answered {} of {} statements",
+                    answers.len(),
+                    end - start
+                )));
+            }
+            for (table, rows) in tables[start..end].iter().zip(answers) {
+                let page = checked(rows, table)?;
+                pages.push(if page.contains('\u{FFFD}') {
+                    self.literal_page(table, None, limit, hex_text_cell).await?
+                } else {
+                    page
+                });
+            }
+            start = end;
+        }
+        Ok(pages)
     }
 
     /// Large pages: each request is a round trip and one of the 1,200 requests Cloudflare allows
@@ -529,6 +599,31 @@ mod tests {
             ("'',", vec!["''", ""]),
         ] {
             assert_eq!(split_row(row).collect::<Vec<_>>(), want, "{row}");
+        }
+    }
+
+    #[test]
+    fn tuples_table() {
+        for (json, want) in [
+            (r#"[]"#, Ok(vec![])),
+            (
+                r#"[["1,'a'"],["2,NULL"]]"#,
+                Ok(vec![vec!["1", "'a'"], vec!["2", "NULL"]]),
+            ),
+            (r#"[["-Inf,'x,y'"]]"#, Ok(vec![vec!["-9.0e999", "'x,y'"]])),
+            (r#"[["1,'a'"],["2"]]"#, Err("different widths")),
+            (r#"[[1]]"#, Err("invalid type")),
+        ] {
+            match (serde_json::from_str::<Tuples>(json), want) {
+                (Ok(got), Ok(want)) => {
+                    let rows: Vec<Vec<&str>> = got.0.rows().map(|r| r.iter().collect()).collect();
+                    assert_eq!(rows, want, "{json}");
+                }
+                (Err(err), Err(message)) => {
+                    assert!(err.to_string().contains(message), "{json}: {err}")
+                }
+                (got, want) => panic!("{json}: {got:?}, wanted {want:?}"),
+            }
         }
     }
 

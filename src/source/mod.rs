@@ -97,6 +97,17 @@ pub trait Source: Send + Sync {
         limit: usize,
     ) -> Result<Page, SourceError>;
 
+    /// The first page of each of `tables`, as `page(table, None, limit)` gives it, in one round
+    /// trip where the source can: a database of many small tables then costs a request per
+    /// batch of tables rather than one per table.
+    async fn first_pages(&self, tables: &[&Table], limit: usize) -> Result<Vec<Page>, SourceError> {
+        let mut pages = Vec::with_capacity(tables.len());
+        for table in tables {
+            pages.push(self.page(table, None, limit).await?);
+        }
+        Ok(pages)
+    }
+
     /// How many bytes of literals a page should hold. A local file reads cheaply, so pages stay
     /// small and memory low; every remote request costs a round trip and a rate-limit token.
     fn page_bytes(&self) -> usize {

@@ -134,11 +134,22 @@ impl<'a> Row<'a> {
 /// first row's width; each string is copied into the page as the parser hands it over.
 impl<'de> de::Deserialize<'de> for Page {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Page, D::Error> {
-        deserializer.deserialize_seq(PageVisitor)
+        Page::deserialize_with(deserializer, Page::push)
     }
 }
 
-struct PageVisitor;
+impl Page {
+    /// A page from JSON rows of strings, each string handed to `cells`, which pushes the cells
+    /// it holds (one, or several when a row travels as one string).
+    pub fn deserialize_with<'de, D: Deserializer<'de>>(
+        deserializer: D,
+        cells: fn(&mut Page, &str),
+    ) -> Result<Page, D::Error> {
+        deserializer.deserialize_seq(PageVisitor(cells))
+    }
+}
+
+struct PageVisitor(fn(&mut Page, &str));
 
 impl<'de> Visitor<'de> for PageVisitor {
     type Value = Page;
@@ -150,7 +161,10 @@ impl<'de> Visitor<'de> for PageVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, mut rows: A) -> Result<Page, A::Error> {
         let mut page = Page::new(0);
         let (mut before, mut first) = (0, true);
-        while rows.next_element_seed(RowSeed(&mut page))?.is_some() {
+        while rows
+            .next_element_seed(RowSeed(&mut page, self.0))?
+            .is_some()
+        {
             let cells = page.ends.len() - before;
             if first {
                 page.width = cells;
@@ -167,7 +181,7 @@ impl<'de> Visitor<'de> for PageVisitor {
     }
 }
 
-struct RowSeed<'p>(&'p mut Page);
+struct RowSeed<'p>(&'p mut Page, fn(&mut Page, &str));
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
     type Value = ();
@@ -185,12 +199,12 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut cells: A) -> Result<(), A::Error> {
-        while cells.next_element_seed(CellSeed(self.0))?.is_some() {}
+        while cells.next_element_seed(CellSeed(self.0, self.1))?.is_some() {}
         Ok(())
     }
 }
 
-struct CellSeed<'p>(&'p mut Page);
+struct CellSeed<'p>(&'p mut Page, fn(&mut Page, &str));
 
 impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
     type Value = ();
@@ -208,7 +222,7 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
     }
 
     fn visit_str<E: de::Error>(self, literal: &str) -> Result<(), E> {
-        self.0.push(literal);
+        (self.1)(self.0, literal);
         Ok(())
     }
 }
