@@ -457,11 +457,19 @@ impl S3Upload {
         Ok(())
     }
 
-    async fn write_inner(&mut self, data: Bytes) -> Result<(), StoreError> {
-        self.buffer.extend_from_slice(&data);
-        while self.buffer.len() >= PART_SIZE {
-            let part = self.buffer.split_to(PART_SIZE).freeze();
-            self.send_part(part).await?;
+    /// Fills the part buffer up to exactly `PART_SIZE` and ships it: the buffer is allocated once
+    /// at its final size, never grown by doubling past it, so a part costs 8 MiB, not 16.
+    async fn write_inner(&mut self, mut data: Bytes) -> Result<(), StoreError> {
+        while !data.is_empty() {
+            if self.buffer.capacity() == 0 {
+                self.buffer.reserve(PART_SIZE);
+            }
+            let take = (PART_SIZE - self.buffer.len()).min(data.len());
+            self.buffer.extend_from_slice(&data.split_to(take));
+            if self.buffer.len() == PART_SIZE {
+                let part = std::mem::take(&mut self.buffer).freeze();
+                self.send_part(part).await?;
+            }
         }
         Ok(())
     }
