@@ -11,7 +11,6 @@
 //! - `D1R2_BENCH_LATENCY_MS`: added to every D1 answer; default `20`.
 //! - `D1R2_BENCH_NAIVE_MAX_MB`: largest database the straightforward approach is run on (its
 //!   rows read grow with the square of the row count); default `100`.
-//!
 //! - `D1R2_BENCH_PERF`: a directory; every run is then recorded there by `perf record -g`.
 //!
 //! Every operation runs as a child process (the straightforward approach is this benchmark

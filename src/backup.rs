@@ -124,17 +124,17 @@ fn page_weight(page: &Page) -> usize {
 
 type PageFuture<'a> = futures::future::BoxFuture<'a, anyhow::Result<Page>>;
 
-/// A page of `table`, as a future that owns what it needs, so the next page can be in flight
-/// while this one is processed.
+/// The page of `table` after the key `after`, as a future that owns what it needs, so the next
+/// page can be in flight while this one is processed (first pages come from `first_pages`).
 fn fetch<'a>(
     source: &'a dyn Source,
     table: &'a Table,
-    after: Option<Vec<String>>,
+    after: Vec<String>,
     limit: usize,
 ) -> PageFuture<'a> {
     Box::pin(async move {
         source
-            .page(table, after.as_deref(), limit)
+            .page(table, Some(&after), limit)
             .await
             .with_context(|| format!("reading table {}", table.name))
     })
@@ -366,7 +366,7 @@ async fn backup_table(
                 // Read ahead: the next page travels while this one is rendered and stored.
                 let after = row_key(table, page.row(n - 1));
                 limit = next_page_rows(limit, n, bytes, page_bytes);
-                fetching = Some(fetch(source, table, Some(after), limit));
+                fetching = Some(fetch(source, table, after, limit));
             }
             let open = target
                 .reuse_or_open(part.take(), table, index, objects.len())

@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 use super::{Cell, Page, Source, SourceError, SourceInfo, Table, page_query};
 use crate::cloudflare::{Api, ApiError};
 
-/// Catalog statements sent in one request; each is small, and one request is one rate-limit token.
+/// Statements sent in one request (catalog queries, tables' first pages): one request is one
+/// rate-limit token.
 const STATEMENTS_PER_REQUEST: usize = 50;
 /// SQL in one `/raw` request, well under D1's 100,000-byte statement limit.
 const MAX_REQUEST_SQL: usize = 90_000;
@@ -372,6 +373,39 @@ impl D1Source {
         Ok(results.into_iter().map(|r| r.results.rows).collect())
     }
 
+    /// Runs several statements in one `/raw` request and returns each one's rows, failing when D1
+    /// answers a different number of statements than it was sent.
+    async fn statements<R: serde::de::DeserializeOwned + Default>(
+        &self,
+        statements: &[String],
+        what: &str,
+    ) -> Result<Vec<R>, SourceError> {
+        let answers: Vec<R> = self.raw(&statements.join(";\n"), what).await?;
+        if answers.len() != statements.len() {
+            return Err(SourceError::Other(format!(
+                "{what}: D1 answered {} of {} statements",
+                answers.len(),
+                statements.len()
+            )));
+        }
+        Ok(answers)
+    }
+
+    /// `page` as read with `quote()`, or read again with every text as its bytes when D1 handed
+    /// back U+FFFD (text that is not valid UTF-8, which its JSON cannot carry).
+    async fn readable(
+        &self,
+        page: Page,
+        table: &Table,
+        after: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Page, SourceError> {
+        if page.contains('\u{FFFD}') {
+            return self.literal_page(table, after, limit, hex_text_cell).await;
+        }
+        Ok(page)
+    }
+
     async fn literal_page(
         &self,
         table: &Table,
@@ -449,18 +483,9 @@ impl Source for D1Source {
 
     async fn query(&self, statements: &[String]) -> Result<Vec<Vec<Vec<Cell>>>, SourceError> {
         let mut answers = Vec::with_capacity(statements.len());
+        let what = format!("reading the catalog of d1://{}", self.name);
         for chunk in statements.chunks(STATEMENTS_PER_REQUEST) {
-            let sql = chunk.join(";\n");
-            let results: Vec<Vec<Vec<Value>>> = self
-                .raw(&sql, &format!("reading the catalog of d1://{}", self.name))
-                .await?;
-            if results.len() != chunk.len() {
-                return Err(SourceError::Catalog(format!(
-                    "D1 answered {} of {} statements",
-                    results.len(),
-                    chunk.len()
-                )));
-            }
+            let results: Vec<Vec<Vec<Value>>> = self.statements(chunk, &what).await?;
             for rows in results {
                 answers.push(
                     rows.into_iter()
@@ -479,10 +504,7 @@ impl Source for D1Source {
         limit: usize,
     ) -> Result<Page, SourceError> {
         let page = self.literal_page(table, after, limit, quoted_cell).await?;
-        if page.contains('\u{FFFD}') {
-            return self.literal_page(table, after, limit, hex_text_cell).await;
-        }
-        Ok(page)
+        self.readable(page, table, after, limit).await
     }
 
     /// Every first page in one `/raw` request of several statements (D1 answers each in turn),
@@ -503,23 +525,11 @@ impl Source for D1Source {
                 length += queries[end].len() + 2;
                 end += 1;
             }
-            let sql = queries[start..end].join(";\n");
             let what = format!("reading {} tables of d1://{}", end - start, self.name);
-            let answers: Vec<Tuples> = self.raw(&sql, &what).await?;
-            if answers.len() != end - start {
-                return Err(SourceError::Other(format!(
-                    "D1 answered {} of {} statements",
-                    answers.len(),
-                    end - start
-                )));
-            }
+            let answers: Vec<Tuples> = self.statements(&queries[start..end], &what).await?;
             for (table, rows) in tables[start..end].iter().zip(answers) {
                 let page = checked(rows, table)?;
-                pages.push(if page.contains('\u{FFFD}') {
-                    self.literal_page(table, None, limit, hex_text_cell).await?
-                } else {
-                    page
-                });
+                pages.push(self.readable(page, table, None, limit).await?);
             }
             start = end;
         }
