@@ -310,7 +310,10 @@ async fn first_pages(
         })?;
     let last = BatchWeight {
         pages: pages.len(),
-        full: pages.iter().filter(|p| p.len() == state.limit).count(),
+        full: pages
+            .iter()
+            .filter(|p| p.len() == state.limit || p.is_cut())
+            .count(),
         rows: pages.iter().map(Page::len).sum(),
         weight: pages.iter().map(page_weight).sum(),
     };
@@ -362,7 +365,7 @@ async fn backup_table(
                 break;
             }
             let bytes = page_weight(&page);
-            if n == limit {
+            if n == limit || page.is_cut() {
                 // Read ahead: the next page travels while this one is rendered and stored.
                 let after = row_key(table, page.row(n - 1));
                 limit = next_page_rows(limit, n, bytes, page_bytes);

@@ -18,14 +18,28 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Cell, Page, Source, SourceError, SourceInfo, Table, page_query};
+use super::{
+    Cell, Page, Row, Source, SourceError, SourceInfo, Table, max_page_bytes, page_query, row_key,
+};
 use crate::cloudflare::{Api, ApiError};
+use crate::dump::value::{ValueRef, quote_ident, render};
 
 /// Statements sent in one request (catalog queries, tables' first pages): one request is one
 /// rate-limit token.
 const STATEMENTS_PER_REQUEST: usize = 50;
 /// SQL in one `/raw` request, well under D1's 100,000-byte statement limit.
 const MAX_REQUEST_SQL: usize = 90_000;
+/// D1's longest string or BLOB (SQLite's `SQLITE_LIMIT_LENGTH` there), 2,000,000 bytes.
+const MAX_LENGTH: usize = 2_000_000;
+/// What a row read as one string may take of [`MAX_LENGTH`], with room for the commas.
+const ROW_BUDGET: usize = MAX_LENGTH - 100_000;
+/// Bytes of a large value one statement reads: its hex stays under [`MAX_LENGTH`].
+const CHUNK_BYTES: usize = 900_000;
+/// Full chunks in one request: an answer of about 16 MB of hex, and any value D1 can hold (at
+/// most three chunks) read whole in one request, so in one state.
+const CHUNKS_PER_REQUEST: usize = 9;
+/// Hex one request of chunks may answer: [`CHUNKS_PER_REQUEST`] full chunks.
+const CHUNK_ANSWER_BYTES: usize = 2 * CHUNKS_PER_REQUEST * CHUNK_BYTES;
 
 pub struct D1Source {
     api: Api,
@@ -99,17 +113,139 @@ pub fn is_database_id(text: &str) -> bool {
 
 /// The page query's cell: `quote()`, with NUL-holding text as `CAST(X'..' AS TEXT)` and
 /// integers as `CAST(.. AS TEXT)`, the same digits without `quote()`'s printf (less time for D1).
-pub fn quoted_cell(column: &str) -> String {
+/// Text or a BLOB over `inline` bytes comes as a placeholder (see [`large_cell`]).
+pub fn quoted_cell(column: &str, inline: usize) -> String {
+    let bytes = format!("length(CAST({column} AS BLOB))");
     format!(
-        "CASE typeof({column}) WHEN 'integer' THEN CAST({column} AS TEXT) WHEN 'text' THEN CASE WHEN instr({column},char(0)) THEN 'CAST(X'''||hex({column})||''' AS TEXT)' ELSE quote({column}) END ELSE quote({column}) END"
+        "CASE typeof({column}) WHEN 'integer' THEN CAST({column} AS TEXT) WHEN 'text' THEN CASE WHEN {bytes}>{inline} THEN '?t'||{bytes} WHEN instr({column},char(0)) THEN 'CAST(X'''||hex({column})||''' AS TEXT)' ELSE quote({column}) END WHEN 'blob' THEN CASE WHEN {bytes}>{inline} THEN '?b'||{bytes} ELSE quote({column}) END ELSE quote({column}) END"
     )
 }
 
-/// The cell of a page read again: every text value as its bytes.
-pub fn hex_text_cell(column: &str) -> String {
+/// The cell of a page read again: every text value as its bytes (placeholders as in
+/// [`quoted_cell`]).
+pub fn hex_text_cell(column: &str, inline: usize) -> String {
+    let bytes = format!("length(CAST({column} AS BLOB))");
     format!(
-        "CASE WHEN typeof({column})='text' THEN 'CAST(X'''||hex({column})||''' AS TEXT)' ELSE quote({column}) END"
+        "CASE typeof({column}) WHEN 'text' THEN CASE WHEN {bytes}>{inline} THEN '?t'||{bytes} ELSE 'CAST(X'''||hex({column})||''' AS TEXT)' END WHEN 'blob' THEN CASE WHEN {bytes}>{inline} THEN '?b'||{bytes} ELSE quote({column}) END ELSE quote({column}) END"
     )
+}
+
+/// The largest text or BLOB, in bytes, a page of a table `width` columns wide reads inline. D1
+/// caps every string at [`MAX_LENGTH`], the row D1 sends as one string included; a literal is at
+/// most twice its value's bytes plus 17 (`CAST(X'..' AS TEXT)`), so a row of values this size,
+/// commas included, stays under the cap. Larger values are read apart, in chunks.
+pub fn inline_bytes(width: usize) -> usize {
+    (ROW_BUDGET / width.max(1)).saturating_sub(24) / 2
+}
+
+/// A value a page holds as a placeholder, `?t<bytes>` (text) or `?b<bytes>` (BLOB): `quote()`
+/// writes nothing that starts with `?`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LargeCell {
+    pub text: bool,
+    pub bytes: usize,
+}
+
+/// The placeholder `literal` stands for, if it is one.
+pub fn large_cell(literal: &str) -> Option<LargeCell> {
+    let rest = literal.strip_prefix('?')?;
+    let text = match rest.as_bytes().first()? {
+        b't' => true,
+        b'b' => false,
+        _ => return None,
+    };
+    let bytes = rest[1..].parse().ok()?;
+    Some(LargeCell { text, bytes })
+}
+
+/// Where a large value sits in a page.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LargeAt {
+    pub row: usize,
+    pub column: usize,
+    pub cell: LargeCell,
+}
+
+/// How many leading rows of `page` to keep so that, its large values read, it holds about
+/// `budget` bytes of literals (at least one row), and the large values among them.
+pub fn plan_large(page: &Page, budget: usize) -> (usize, Vec<LargeAt>) {
+    let (mut kept, mut total, mut large) = (0, 0usize, Vec::new());
+    for (row, cells) in page.rows().enumerate() {
+        if kept > 0 && total >= budget {
+            break;
+        }
+        for (column, literal) in cells.iter().enumerate() {
+            total += match large_cell(literal) {
+                Some(cell) => {
+                    large.push(LargeAt { row, column, cell });
+                    2 * cell.bytes + 17
+                }
+                None => literal.len(),
+            };
+        }
+        kept += 1;
+    }
+    (kept, large)
+}
+
+/// One statement reading a chunk of a large value: whose value (its index), how many bytes it
+/// answers, and its SQL.
+type Chunk = (usize, usize, String);
+
+/// The statements that read `value` (the `index`th large value) of `table` in chunks of
+/// [`CHUNK_BYTES`], each answering one row of one hex string; the row is found by its key
+/// literals in `row`.
+fn chunk_statements(table: &Table, row: Row<'_>, index: usize, value: &LargeAt) -> Vec<Chunk> {
+    let column = quote_ident(&table.columns[value.column]);
+    let keys: Vec<String> = table
+        .key
+        .iter()
+        .map(|i| quote_ident(&table.columns[*i]))
+        .collect();
+    let literals = row_key(table, row);
+    (0..value.cell.bytes.div_ceil(CHUNK_BYTES).max(1))
+        .map(|k| {
+            let start = k * CHUNK_BYTES;
+            let sql = format!(
+                "SELECT hex(substr(CAST({column} AS BLOB),{},{CHUNK_BYTES})) FROM {} WHERE ({})=({})",
+                start + 1,
+                quote_ident(&table.name),
+                keys.join(","),
+                literals.join(",")
+            );
+            (index, CHUNK_BYTES.min(value.cell.bytes - start), sql)
+        })
+        .collect()
+}
+
+/// The chunk statements of each request, as ranges of `chunks`: within D1's statement and SQL
+/// limits and [`CHUNK_ANSWER_BYTES`] of answer, and a value's chunks in one request whenever
+/// they fit in one.
+pub fn chunk_requests(chunks: &[Chunk]) -> Vec<std::ops::Range<usize>> {
+    let mut requests = Vec::new();
+    let (mut start, mut sql, mut answer) = (0, 0, 0);
+    for (i, (value, bytes, text)) in chunks.iter().enumerate() {
+        let starts_value = i == 0 || chunks[i - 1].0 != *value;
+        let whole: usize = chunks[i..]
+            .iter()
+            .take_while(|c| starts_value && c.0 == *value)
+            .map(|c| 2 * c.1)
+            .sum();
+        let full = i - start == STATEMENTS_PER_REQUEST
+            || sql + text.len() + 2 > MAX_REQUEST_SQL
+            || answer + 2 * bytes > CHUNK_ANSWER_BYTES
+            || (whole <= CHUNK_ANSWER_BYTES && answer + whole > CHUNK_ANSWER_BYTES);
+        if i > start && full {
+            requests.push(start..i);
+            (start, sql, answer) = (i, 0, 0);
+        }
+        sql += text.len() + 2;
+        answer += 2 * bytes;
+    }
+    if start < chunks.len() {
+        requests.push(start..chunks.len());
+    }
+    requests
 }
 
 /// A literal from `quote()`, made one SQLite itself reads back exactly: SQLite before 3.43 writes
@@ -406,12 +542,83 @@ impl D1Source {
         Ok(page)
     }
 
+    /// `page` with its large values read in chunks, cut short after the row that takes it to
+    /// [`max_page_bytes`] (the rows after it come in the next page).
+    async fn with_large_values(&self, page: Page, table: &Table) -> Result<Page, SourceError> {
+        if !page.contains('?') {
+            return Ok(page);
+        }
+        let (kept, large) = plan_large(&page, max_page_bytes(self));
+        if large.is_empty() {
+            return Ok(page);
+        }
+        if let Some(key) = large.iter().find(|v| table.key.contains(&v.column)) {
+            return Err(SourceError::Other(format!(
+                "table {} of d1://{} has a key value of {} bytes, too long to page past in D1's 100,000-byte statements",
+                table.name, self.name, key.cell.bytes
+            )));
+        }
+        let chunks: Vec<Chunk> = large
+            .iter()
+            .enumerate()
+            .flat_map(|(i, value)| chunk_statements(table, page.row(value.row), i, value))
+            .collect();
+        let what = format!(
+            "reading {} large values of table {} of d1://{}",
+            large.len(),
+            table.name,
+            self.name
+        );
+        let mut hex = vec![String::new(); large.len()];
+        for request in chunk_requests(&chunks) {
+            let sql: Vec<String> = chunks[request.clone()]
+                .iter()
+                .map(|c| c.2.clone())
+                .collect();
+            let answers: Vec<Vec<(String,)>> = self.statements(&sql, &what).await?;
+            for (chunk, rows) in chunks[request].iter().zip(answers) {
+                match rows.as_slice() {
+                    [(part,)] => hex[chunk.0].push_str(part),
+                    _ => return Err(changed(table, &self.name)),
+                }
+            }
+        }
+        let mut out = Page::new(page.width());
+        let mut values = large.iter().zip(hex).peekable();
+        for (r, row) in page.rows().take(kept).enumerate() {
+            for (c, literal) in row.iter().enumerate() {
+                match values.next_if(|(at, _)| at.row == r && at.column == c) {
+                    Some((at, hex)) if hex.len() == 2 * at.cell.bytes => {
+                        if at.cell.text {
+                            let bytes =
+                                hex::decode(&hex).map_err(|_| changed(table, &self.name))?;
+                            out.push_with(|text| render(ValueRef::Text(&bytes), text));
+                        } else {
+                            // D1's `hex()` is already the BLOB's literal.
+                            out.push_with(|text| {
+                                text.push_str("X'");
+                                text.push_str(&hex);
+                                text.push('\'');
+                            });
+                        }
+                    }
+                    Some(_) => return Err(changed(table, &self.name)),
+                    None => out.push(literal),
+                }
+            }
+        }
+        if kept < page.len() || page.is_cut() {
+            out.mark_cut();
+        }
+        Ok(out)
+    }
+
     async fn literal_page(
         &self,
         table: &Table,
         after: Option<&[String]>,
         limit: usize,
-        wrap: fn(&str) -> String,
+        wrap: fn(&str, usize) -> String,
     ) -> Result<Page, SourceError> {
         let sql = row_query(table, after, limit, wrap);
         let what = format!("reading table {} of d1://{}", table.name, self.name);
@@ -431,9 +638,19 @@ fn row_query(
     table: &Table,
     after: Option<&[String]>,
     limit: usize,
-    wrap: fn(&str) -> String,
+    wrap: fn(&str, usize) -> String,
 ) -> String {
-    page_query(table, after, limit, wrap, "||','||")
+    let inline = inline_bytes(table.columns.len());
+    page_query(table, after, limit, |c| wrap(c, inline), "||','||")
+}
+
+/// The error when a large value no longer is what its page said: the row changed or went away
+/// between the two reads.
+fn changed(table: &Table, database: &str) -> SourceError {
+    SourceError::Other(format!(
+        "a large value of table {} in d1://{database} changed while it was read; run the backup again",
+        table.name
+    ))
 }
 
 /// A page whose rows arrive as one string each (`quote(a)||','||quote(b)`), split into literals
@@ -504,7 +721,8 @@ impl Source for D1Source {
         limit: usize,
     ) -> Result<Page, SourceError> {
         let page = self.literal_page(table, after, limit, quoted_cell).await?;
-        self.readable(page, table, after, limit).await
+        let page = self.readable(page, table, after, limit).await?;
+        self.with_large_values(page, table).await
     }
 
     /// Every first page in one `/raw` request of several statements (D1 answers each in turn),
@@ -528,8 +746,10 @@ impl Source for D1Source {
             let what = format!("reading {} tables of d1://{}", end - start, self.name);
             let answers: Vec<Tuples> = self.statements(&queries[start..end], &what).await?;
             for (table, rows) in tables[start..end].iter().zip(answers) {
-                let page = checked(rows, table)?;
-                pages.push(self.readable(page, table, None, limit).await?);
+                let page = self
+                    .readable(checked(rows, table)?, table, None, limit)
+                    .await?;
+                pages.push(self.with_large_values(page, table).await?);
             }
             start = end;
         }
@@ -664,8 +884,8 @@ mod tests {
             "CREATE TABLE t(v); INSERT INTO t VALUES (NULL),(1),(1.5),('it''s'),(X'00ff'),(CAST(X'610062' AS TEXT)),(9e999),(-9223372036854775808),(9223372036854775807),(-0.0),('');",
         )
         .unwrap();
-        for wrap in [quoted_cell as fn(&str) -> String, hex_text_cell] {
-            let sql = format!("SELECT {} FROM t ORDER BY rowid", wrap("\"v\""));
+        for wrap in [quoted_cell as fn(&str, usize) -> String, hex_text_cell] {
+            let sql = format!("SELECT {} FROM t ORDER BY rowid", wrap("\"v\"", 1000));
             let literals: Vec<String> = conn
                 .prepare(&sql)
                 .unwrap()
@@ -686,6 +906,145 @@ mod tests {
                     .unwrap();
                 assert!(same, "{literal}");
             }
+        }
+    }
+
+    #[test]
+    fn inline_bytes_keep_a_row_under_d1_length_limit() {
+        for width in [1, 2, 7, 60, 100, 2000] {
+            let inline = inline_bytes(width);
+            assert!(inline > 0, "{width}");
+            // Every cell at its longest literal (hex text), and the commas between them.
+            let row = width * (2 * inline + 17) + width - 1;
+            assert!(row < MAX_LENGTH, "{width}: {row}");
+        }
+        assert_eq!(inline_bytes(1), 949_988);
+        assert_eq!(inline_bytes(0), inline_bytes(1));
+    }
+
+    #[test]
+    fn large_cells_table() {
+        for (literal, want) in [
+            ("?t12", Some((true, 12))),
+            ("?b2000000", Some((false, 2_000_000))),
+            ("?x1", None),
+            ("?t", None),
+            ("?b-1", None),
+            ("'?t12'", None),
+            ("X'3F'", None),
+            ("12", None),
+            ("", None),
+        ] {
+            let got = large_cell(literal).map(|c| (c.text, c.bytes));
+            assert_eq!(got, want, "{literal}");
+        }
+    }
+
+    fn page_of(rows: &[&[&str]]) -> Page {
+        let mut page = Page::new(rows[0].len());
+        for row in rows {
+            for cell in *row {
+                page.push(cell);
+            }
+        }
+        page
+    }
+
+    #[test]
+    fn plan_large_table() {
+        let at = |row, column, text, bytes| LargeAt {
+            row,
+            column,
+            cell: LargeCell { text, bytes },
+        };
+        for (rows, budget, want) in [
+            // Nothing large: every row stays.
+            (vec![&["1", "'a'"][..], &["2", "'b'"]], 100, (2, vec![])),
+            // A large value counts as its literal would (2 bytes a byte, plus 17).
+            (
+                vec![&["1", "?b40"][..], &["2", "?t10"], &["3", "NULL"]],
+                200,
+                (3, vec![at(0, 1, false, 40), at(1, 1, true, 10)]),
+            ),
+            // The row that reaches the budget is the last one kept.
+            (
+                vec![&["1", "?b100"][..], &["2", "?b100"], &["3", "?b1"]],
+                300,
+                (2, vec![at(0, 1, false, 100), at(1, 1, false, 100)]),
+            ),
+            // One row always stays, however large.
+            (
+                vec![&["1", "?b1000"][..], &["2", "?b1"]],
+                10,
+                (1, vec![at(0, 1, false, 1000)]),
+            ),
+            // A quoted '?t1' is text, not a placeholder.
+            (vec![&["1", "'?t1'"][..]], 10, (1, vec![])),
+        ] {
+            assert_eq!(plan_large(&page_of(&rows), budget), want, "{rows:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_requests_table() {
+        let sql = |n: usize| "x".repeat(n);
+        let chunks = |spec: &[(usize, usize, usize)]| -> Vec<Chunk> {
+            spec.iter().map(|&(v, b, s)| (v, b, sql(s))).collect()
+        };
+        let full = CHUNK_BYTES;
+        for (spec, want) in [
+            (vec![], vec![]),
+            (vec![(0, 10, 100)], vec![(0, 1)]),
+            // Small values share a request, up to 50 statements.
+            (
+                vec![(0, 10, 100); 120],
+                vec![(0, 50), (50, 100), (100, 120)],
+            ),
+            // Nine full chunks fill a request's answer.
+            (vec![(0, full, 100); 12], vec![(0, 9), (9, 12)]),
+            // A value's chunks go together when they fit: four values of two full chunks fill
+            // a request but for one chunk, and the fifth value starts the next one whole.
+            (
+                (0..5)
+                    .flat_map(|v| [(v, full, 100), (v, full, 100)])
+                    .collect(),
+                vec![(0, 8), (8, 10)],
+            ),
+            // A value too large for one request is split.
+            (vec![(0, full, 100); 10], vec![(0, 9), (9, 10)]),
+            // No more SQL than D1 takes in one request.
+            (vec![(0, 10, 40_000); 3], vec![(0, 2), (2, 3)]),
+        ] {
+            let got: Vec<(usize, usize)> = chunk_requests(&chunks(&spec))
+                .iter()
+                .map(|r| (r.start, r.end))
+                .collect();
+            assert_eq!(got, want, "{spec:?}");
+        }
+    }
+
+    #[test]
+    fn large_values_come_as_placeholders_in_sqlite() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t(v); INSERT INTO t VALUES (zeroblob(11)),(zeroblob(10)),(replace(hex(zeroblob(3)),'0','é')),(CAST(zeroblob(11) AS TEXT)),('x'),(12345678901234);",
+        )
+        .unwrap();
+        for wrap in [quoted_cell as fn(&str, usize) -> String, hex_text_cell] {
+            let sql = format!("SELECT {} FROM t ORDER BY rowid", wrap("\"v\"", 10));
+            let literals: Vec<String> = conn
+                .prepare(&sql)
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(literals[0], "?b11");
+            assert_eq!(literals[1], "X'00000000000000000000'");
+            // Six two-byte characters: twelve bytes.
+            assert_eq!(literals[2], "?t12");
+            assert_eq!(literals[3], "?t11");
+            assert_eq!(literals[5], "12345678901234");
         }
     }
 }

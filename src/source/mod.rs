@@ -89,7 +89,9 @@ pub trait Source: Send + Sync {
     async fn query(&self, statements: &[String]) -> Result<Vec<Vec<Vec<Cell>>>, SourceError>;
 
     /// Up to `limit` rows of `table` whose key is greater than `after` (from the start when
-    /// `None`), in key order, each cell a lossless SQL literal for `table.columns`.
+    /// `None`), in key order, each cell a lossless SQL literal for `table.columns`. A page stops
+    /// short, marked [`Page::is_cut`], after the row that takes it to [`max_page_bytes`], so rows
+    /// of any size keep memory bounded; a short page that is not cut ends the table.
     async fn page(
         &self,
         table: &Table,
@@ -119,6 +121,13 @@ pub trait Source: Send + Sync {
     async fn bookmark(&self) -> Result<Option<String>, SourceError> {
         Ok(None)
     }
+}
+
+/// The literal bytes after which a source cuts a page short: twice what pages are sized to, so
+/// a page sized from its table's average rows is rarely cut, and one of unusually large rows
+/// holds at most this plus one row.
+pub fn max_page_bytes(source: &(impl Source + ?Sized)) -> usize {
+    2 * source.page_bytes()
 }
 
 /// The keyset page query: `SELECT cells FROM t WHERE key > after ORDER BY key LIMIT n`, with each

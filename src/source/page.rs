@@ -15,6 +15,9 @@ pub struct Page {
     /// The end offset in `text` of every cell, row after row.
     ends: Vec<u32>,
     width: usize,
+    /// The source stopped before the row limit because the page reached its byte bound: the
+    /// table goes on after the last row even though the page is not full.
+    cut: bool,
 }
 
 /// One row of a [`Page`].
@@ -31,7 +34,19 @@ impl Page {
             text: String::new(),
             ends: Vec::new(),
             width,
+            cut: false,
         }
+    }
+
+    /// Marks the page as stopped short of its row limit for its size (see [`Page::is_cut`]).
+    pub fn mark_cut(&mut self) {
+        self.cut = true;
+    }
+
+    /// Whether the table goes on after this page although it holds fewer rows than were asked
+    /// for: a page ends the table only when it is short and not cut.
+    pub fn is_cut(&self) -> bool {
+        self.cut
     }
 
     /// Appends a cell; every `width` cells make a row.

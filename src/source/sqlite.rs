@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Cell, Page, Source, SourceError, SourceInfo, Table, page_query};
+use super::{Cell, Page, Source, SourceError, SourceInfo, Table, max_page_bytes, page_query};
 use crate::dump::value::{ValueRef, render};
 
 pub struct SqliteSource {
@@ -112,6 +112,7 @@ impl Source for SqliteSource {
         limit: usize,
     ) -> Result<Page, SourceError> {
         let sql = page_query(table, after, limit, |c| c.to_string(), ",");
+        let max_bytes = max_page_bytes(self);
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare(&sql)?;
             let n = stmt.column_count();
@@ -121,6 +122,10 @@ impl Source for SqliteSource {
                 for i in 0..n {
                     let value = ValueRef::from(row.get_ref(i)?);
                     page.push_with(|text| render(value, text));
+                }
+                if page.literal_bytes() >= max_bytes {
+                    page.mark_cut();
+                    break;
                 }
             }
             Ok(page)

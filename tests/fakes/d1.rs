@@ -9,7 +9,8 @@
 //!   arrays of bytes, infinity as `null`, invalid UTF-8 replaced by U+FFFD;
 //! - `_cf_KV` is listed in the catalog but reading it is refused (`SQLITE_AUTH`), as are
 //!   transaction statements and `writable_schema`;
-//! - the 100,000-byte statement and 100-parameter limits;
+//! - the 100,000-byte statement and 100-parameter limits, and the 2,000,000-byte limit on any
+//!   string, BLOB or row (`SQLITE_LIMIT_LENGTH`): a `quote()` that would be longer fails;
 //! - `meta.rows_read` counts rows visited, not returned: a full scan skipping `OFFSET` rows reads
 //!   them all;
 //! - the import API: `init` hands out an upload URL, the `PUT` answers the MD5 as `ETag`,
@@ -38,6 +39,7 @@ pub const TOKEN: &str = "fake-cloudflare-token-5c1e";
 pub const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
 const MAX_STATEMENT_BYTES: usize = 100_000;
 const MAX_PARAMS: usize = 100;
+const MAX_LENGTH: i32 = 2_000_000;
 
 /// A failure the fake can answer instead of the real thing.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -194,6 +196,8 @@ impl FakeD1 {
     }
 
     fn add_connection(&self, name: &str, conn: Connection) -> String {
+        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, MAX_LENGTH)
+            .unwrap();
         let mut dbs = self.inner.databases.lock().unwrap();
         let uuid = format!(
             "{:08x}-0000-4000-8000-{:012x}",
