@@ -17,12 +17,13 @@ use futures::{TryStreamExt, future::try_join_all};
 use crate::codec::{Compression, PartEncoder, Stored};
 use crate::crypto::Key;
 use crate::dump::insert::InsertWriter;
+use crate::dump::value::quote_ident;
 use crate::dump::{post_sql, schema_sql, sequence_sql};
 use crate::manifest::{
     EncryptionInfo, FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, TableEntry,
     backup_id, slug,
 };
-use crate::source::{DataMode, Page, Source, Table, TableFilter, catalog, row_key};
+use crate::source::{Cell, DataMode, Page, Source, Table, TableFilter, catalog, row_key};
 use crate::store::{Store, Upload};
 
 #[derive(Debug, Clone)]
@@ -107,14 +108,19 @@ pub fn next_batch(size: usize, limit: usize, last: BatchWeight, target: usize) -
 }
 
 /// The next page's row limit: as many rows as fit in `target` bytes at the last page's average
-/// row size, growing at most 4x a page so one odd page cannot make the next one huge.
+/// row size, growing at most [`PAGE_GROWTH`]x a page so one odd page cannot make the next one
+/// huge.
 pub fn next_page_rows(limit: usize, rows: usize, bytes: usize, target: usize) -> usize {
     if rows == 0 || bytes == 0 {
         return limit;
     }
     let fit = (target as u128 * rows as u128 / bytes as u128) as usize;
-    fit.clamp(1, (limit * 4).min(MAX_PAGE_ROWS))
+    fit.clamp(1, (limit * PAGE_GROWTH).min(MAX_PAGE_ROWS))
 }
+
+/// How much a table's row limit may grow from one page to the next: a first page of 256 rows
+/// reaches 4 MiB pages of 100-byte rows in three steps.
+const PAGE_GROWTH: usize = 8;
 
 /// What a page weighs, as pages are sized: its literals plus four bytes a cell, about what it
 /// costs in memory and, within a few bytes a cell, what its JSON answer from D1 carries.
@@ -124,17 +130,22 @@ fn page_weight(page: &Page) -> usize {
 
 type PageFuture<'a> = futures::future::BoxFuture<'a, anyhow::Result<Page>>;
 
+fn ready_page<'a>(page: Page) -> PageFuture<'a> {
+    Box::pin(futures::future::ready(Ok(page)))
+}
+
 /// The page of `table` after the key `after`, as a future that owns what it needs, so the next
 /// page can be in flight while this one is processed (first pages come from `first_pages`).
 fn fetch<'a>(
     source: &'a dyn Source,
     table: &'a Table,
     after: Vec<String>,
+    upto: Option<i64>,
     limit: usize,
 ) -> PageFuture<'a> {
     Box::pin(async move {
         source
-            .page(table, Some(&after), limit)
+            .page(table, Some(&after), upto, limit)
             .await
             .with_context(|| format!("reading table {}", table.name))
     })
@@ -241,19 +252,29 @@ async fn write_backup(
         limit: FIRST_PAGE_ROWS,
     };
     let all = &schema.tables;
-    let results: Vec<(TableEntry, Vec<ObjectEntry>)> =
+    let concurrency = options.concurrency.max(1);
+    let results: Vec<(usize, TableEntry, Vec<ObjectEntry>)> =
         futures::stream::try_unfold(batching, move |state| {
-            first_pages(source, all, state, page_bytes)
+            first_pages(source, all, state, page_bytes, concurrency)
         })
         .try_flatten()
-        .map_ok(|(i, first)| backup_table(source, &all[i], i, target, options, first))
-        .try_buffered(options.concurrency.max(1))
+        .map_ok(|(i, reader)| backup_table(source, &all[i], i, target, options, reader))
+        .try_buffered(concurrency)
         .try_collect()
         .await?;
-    let mut tables = Vec::new();
-    for (entry, parts) in results {
-        tables.push(entry);
+    // A table read by several readers is one entry: its rows summed, its parts in reader order.
+    let mut tables: Vec<TableEntry> = Vec::new();
+    let mut last = None;
+    for (index, entry, parts) in results {
+        match tables.last_mut() {
+            Some(same) if last == Some(index) => same.rows += entry.rows,
+            _ => tables.push(entry),
+        }
+        last = Some(index);
         objects.extend(parts);
+    }
+    for table in &tables {
+        tracing::info!("table {}: {} rows", table.name, table.rows);
     }
     let (sql, post_entries) = post_sql(schema);
     entries.extend(post_entries);
@@ -277,8 +298,59 @@ struct Batching {
     limit: usize,
 }
 
-/// A table's first page, and the row limit it was read at.
-type FirstPage = Option<(Page, usize)>;
+/// Where one reader of a table starts: its first page and the row limit that was read at, or
+/// the rowid it goes on after (with the row limit to read at), or nowhere (no rows to read).
+enum Start {
+    First(Page, usize),
+    After(i64, usize),
+    Nothing,
+}
+
+/// One reader of a table. A table is read by one reader, or, when its first page shows many
+/// pages to come and it is keyed by its rowid, by several over consecutive rowid ranges at once:
+/// a reader's pages form a chain (each starts after the last key of the one before), so one
+/// reader leaves the source idle for a round trip every page, and several keep it busy.
+struct Reader {
+    /// Which of the table's readers (0 for the first): its parts are named by it.
+    number: usize,
+    start: Start,
+    /// The last rowid this reader reads; `None` for the last reader, which also reads rows added
+    /// past the table's largest rowid during the backup.
+    upto: Option<i64>,
+}
+
+/// The most pages a reader of a split table is given, as estimated from its first page.
+const PAGES_PER_READER: usize = 2;
+
+/// How many readers the rest of a rowid table gets, from its first page (`rows` rows over
+/// rowids `first..=last`, `weight` bytes) and its largest rowid `max`: one for every
+/// [`PAGES_PER_READER`] pages of `page_bytes` it is estimated to hold after the first page, at
+/// most `readers`, at least one.
+pub fn readers_for(
+    rows: usize,
+    weight: usize,
+    (first, last, max): (i64, i64, i64),
+    page_bytes: usize,
+    readers: usize,
+) -> usize {
+    let span = (last as i128 - first as i128 + 1).max(1);
+    let rest = (max as i128 - last as i128).max(0);
+    if rows == 0 {
+        return 1;
+    }
+    let bytes = rest * weight as i128 / span;
+    let pages = bytes / page_bytes.max(1) as i128;
+    (pages / PAGES_PER_READER as i128).clamp(1, readers.max(1) as i128) as usize
+}
+
+/// The rowid ranges of `readers` readers splitting `last + 1 ..= max` evenly: each reader's last
+/// rowid, `None` for the last reader.
+pub fn split_rowids(last: i64, max: i64, readers: usize) -> Vec<Option<i64>> {
+    let span = max as i128 - last as i128;
+    (1..=readers)
+        .map(|k| (k < readers).then(|| (last as i128 + span * k as i128 / readers as i128) as i64))
+        .collect()
+}
 
 /// The next batch: up to `state.size` tables with rows (and the tables without rows between
 /// them) with their first pages, and the state for the batch after.
@@ -287,6 +359,7 @@ async fn first_pages(
     tables: &[Table],
     mut state: Batching,
     page_bytes: usize,
+    concurrency: usize,
 ) -> anyhow::Result<Option<(BatchItems, Batching)>> {
     if state.next >= tables.len() {
         return Ok(None);
@@ -319,20 +392,111 @@ async fn first_pages(
     };
     let limit = state.limit;
     (state.size, state.limit) = next_batch(state.size, state.limit, last, page_bytes);
+    // Tables whose first page was full and that are keyed by their rowid: their largest rowid
+    // (one request for the batch) tells how much is left, and whether to split it.
+    let rowids = |i: usize, page: &Page| -> Option<(i64, i64)> {
+        let table = &tables[i];
+        let key = |row| row_key(table, row).first()?.parse::<i64>().ok();
+        let full = page.len() == limit || page.is_cut();
+        let rowid = !table.without_rowid && table.key.len() == 1;
+        (full && rowid && concurrency > 1).then(|| Some((key(page.row(0))?, key(page.last()?)?)))?
+    };
+    let mut firsts: Vec<(usize, Option<Page>)> = Vec::new();
     let mut pages = pages.into_iter();
-    let items: Vec<anyhow::Result<(usize, FirstPage)>> = batch
-        .into_iter()
-        .map(|i| {
-            let first = (tables[i].data == DataMode::Rows)
-                .then(|| pages.next().map(|page| (page, limit)))
-                .flatten();
-            Ok((i, first))
+    for i in batch {
+        let page = (tables[i].data == DataMode::Rows)
+            .then(|| pages.next())
+            .flatten();
+        firsts.push((i, page));
+    }
+    let splittable: Vec<usize> = firsts
+        .iter()
+        .enumerate()
+        .filter(|(_, (i, page))| page.as_ref().is_some_and(|p| rowids(*i, p).is_some()))
+        .map(|(n, _)| n)
+        .collect();
+    let statements: Vec<String> = splittable
+        .iter()
+        .map(|&n| {
+            let table = &tables[firsts[n].0];
+            format!(
+                "SELECT CAST(max({}) AS TEXT) FROM {}",
+                quote_ident(&table.columns[table.key[0]]),
+                quote_ident(&table.name)
+            )
         })
         .collect();
+    let mut maxima = vec![None; firsts.len()];
+    if !statements.is_empty() {
+        let answers = source
+            .query(&statements)
+            .await
+            .context("reading the largest rowid of large tables")?;
+        for (&n, rows) in splittable.iter().zip(answers) {
+            if let Some([Cell::Text(max)]) = rows.first().map(Vec::as_slice) {
+                maxima[n] = max.parse::<i64>().ok();
+            }
+        }
+    }
+    let mut items: Vec<anyhow::Result<(usize, Reader)>> = Vec::new();
+    for ((i, page), max) in firsts.into_iter().zip(maxima) {
+        let Some(page) = page else {
+            let reader = Reader {
+                number: 0,
+                start: Start::Nothing,
+                upto: None,
+            };
+            items.push(Ok((i, reader)));
+            continue;
+        };
+        let split = match (rowids(i, &page), max) {
+            (Some((first, last)), Some(max)) => {
+                let weight = page_weight(&page);
+                let readers = readers_for(
+                    page.len(),
+                    weight,
+                    (first, last, max),
+                    page_bytes,
+                    concurrency,
+                );
+                let next = next_page_rows(limit, page.len(), weight, page_bytes);
+                (readers > 1).then(|| (last, split_rowids(last, max, readers), next))
+            }
+            _ => None,
+        };
+        match split {
+            None => items.push(Ok((
+                i,
+                Reader {
+                    number: 0,
+                    start: Start::First(page, limit),
+                    upto: None,
+                },
+            ))),
+            Some((last, bounds, next)) => {
+                let (mut first, mut after) = (Some(page), last);
+                for (number, upto) in bounds.into_iter().enumerate() {
+                    let start = match first.take() {
+                        Some(page) => Start::First(page, limit),
+                        None => Start::After(after, next),
+                    };
+                    items.push(Ok((
+                        i,
+                        Reader {
+                            number,
+                            start,
+                            upto,
+                        },
+                    )));
+                    after = upto.unwrap_or(after);
+                }
+            }
+        }
+    }
     Ok(Some((futures::stream::iter(items), state)))
 }
 
-type BatchItems = futures::stream::Iter<std::vec::IntoIter<anyhow::Result<(usize, FirstPage)>>>;
+type BatchItems = futures::stream::Iter<std::vec::IntoIter<anyhow::Result<(usize, Reader)>>>;
 
 async fn backup_table(
     source: &dyn Source,
@@ -340,8 +504,8 @@ async fn backup_table(
     index: usize,
     target: &Target,
     options: &BackupOptions,
-    first: FirstPage,
-) -> anyhow::Result<(TableEntry, Vec<ObjectEntry>)> {
+    reader: Reader,
+) -> anyhow::Result<(usize, TableEntry, Vec<ObjectEntry>)> {
     let mut objects = Vec::new();
     let mut rows_total = 0u64;
     let note = match &table.data {
@@ -354,10 +518,27 @@ async fn backup_table(
     };
     let mut part: Option<OpenPart> = None;
     let mut writer = InsertWriter::new(&table.name, &table.columns, table.key.clone());
-    if let Some((first, first_limit)) = first {
+    let (start, mut limit) = match reader.start {
+        Start::First(page, limit) => (Some(ready_page(page)), limit),
+        Start::After(after, limit) => (
+            Some(fetch(
+                source,
+                table,
+                vec![after.to_string()],
+                reader.upto,
+                limit,
+            )),
+            limit,
+        ),
+        Start::Nothing => (None, 0),
+    };
+    let part_name = |n: usize| match reader.number {
+        0 => n.to_string(),
+        r => format!("r{r}-{n}"),
+    };
+    if let Some(start) = start {
         let page_bytes = options.page_bytes.unwrap_or_else(|| source.page_bytes());
-        let mut limit = first_limit;
-        let mut fetching = Some(Box::pin(futures::future::ready(Ok(first))) as PageFuture);
+        let mut fetching = Some(start);
         while let Some(fetch_page) = fetching.take() {
             let page = fetch_page.await?;
             let n = page.len();
@@ -369,10 +550,10 @@ async fn backup_table(
                 // Read ahead: the next page travels while this one is rendered and stored.
                 let after = row_key(table, page.row(n - 1));
                 limit = next_page_rows(limit, n, bytes, page_bytes);
-                fetching = Some(fetch(source, table, after, limit));
+                fetching = Some(fetch(source, table, after, reader.upto, limit));
             }
             let open = target
-                .reuse_or_open(part.take(), table, index, objects.len())
+                .reuse_or_open(part.take(), table, index, part_name(objects.len()))
                 .await?;
             let store_page = async {
                 let (mut open, returned) = tokio::task::spawn_blocking(move || {
@@ -402,7 +583,7 @@ async fn backup_table(
             let (open, returned) = match fetching.take() {
                 Some(next) => {
                     let (stored, next) = futures::future::join(store_page, next).await;
-                    fetching = Some(Box::pin(futures::future::ready(next)));
+                    fetching = Some(Box::pin(futures::future::ready(next)) as PageFuture);
                     stored?
                 }
                 None => store_page.await?,
@@ -416,16 +597,18 @@ async fn backup_table(
             }
         }
     }
-    if let Some(seq) = sequence_sql(table) {
+    // The table's `sqlite_sequence` value follows all of its rows: it goes with the last reader.
+    let seq = reader.upto.is_none().then(|| sequence_sql(table)).flatten();
+    if let Some(seq) = seq {
         let open = target
-            .reuse_or_open(part.take(), table, index, objects.len())
+            .reuse_or_open(part.take(), table, index, part_name(objects.len()))
             .await?;
         objects.push(target.close_part(open, Some(seq)).await?);
     } else if let Some(open) = part.take() {
         objects.push(target.close_part(open, None).await?);
     }
-    tracing::info!("table {}: {rows_total} rows", table.name);
     Ok((
+        index,
         TableEntry {
             name: table.name.clone(),
             rows: rows_total,
@@ -456,7 +639,7 @@ impl Target {
         &self,
         table: &Table,
         index: usize,
-        part: usize,
+        part: String,
     ) -> anyhow::Result<OpenPart> {
         let key = format!(
             "data/{index:04}-{}.{part}.{}",
@@ -480,7 +663,7 @@ impl Target {
         open: Option<OpenPart>,
         table: &Table,
         index: usize,
-        part: usize,
+        part: String,
     ) -> anyhow::Result<OpenPart> {
         match open {
             Some(open) => Ok(open),
@@ -601,7 +784,7 @@ async fn unique_id(stores: &[Arc<dyn Store>]) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{BatchWeight, next_batch, next_page_rows};
+    use super::{BatchWeight, next_batch, next_page_rows, readers_for, split_rowids};
 
     #[test]
     fn batch_table() {
@@ -639,14 +822,58 @@ mod tests {
     #[test]
     fn page_rows_table() {
         for (limit, rows, bytes, target, want) in [
-            (256, 256, 256 * 100, 1_000_000, 1024),
-            (1024, 1024, 1024 * 100, 1_000_000, 4096),
-            (4096, 4096, 4096 * 100, 1_000_000, 10_000),
+            (256, 256, 256 * 100, 1_000_000, 2048),
+            (2048, 2048, 2048 * 100, 1_000_000, 10_000),
+            (1024, 1024, 1024 * 100, 100_000_000, 8192),
             (256, 256, 256 * 1_000_000, 1_000_000, 1),
             (100_000, 100_000, 100_000, 1 << 30, 100_000),
             (10, 0, 0, 100, 10),
         ] {
             assert_eq!(next_page_rows(limit, rows, bytes, target), want);
+        }
+    }
+
+    #[test]
+    fn readers_table() {
+        const MB: usize = 1 << 20;
+        for (rows, weight, keys, page_bytes, readers, want) in [
+            // 1,000 rows of 1 KiB over rowids 1..=1000, 999,000 more rowids: ~950 pages.
+            (1000, 1000 * 1024, (1, 1000, 1_000_000), 4 * MB, 4, 4),
+            // Three pages left: one reader more.
+            (1000, MB, (1, 1000, 4000), MB, 4, 1),
+            (1000, MB, (1, 1000, 5000), MB, 4, 2),
+            // Nothing past the first page, or a largest rowid that went down meanwhile.
+            (1000, MB, (1, 1000, 1000), MB, 4, 1),
+            (1000, MB, (1, 1000, 10), MB, 4, 1),
+            // Sparse rowids: 10 rows over 1..=1,000,000, then as sparse up to 10^7.
+            (10, 10 * MB, (1, 1_000_000, 10_000_000), MB, 8, 8),
+            // Extremes of i64 neither overflow nor divide by zero.
+            (1, 100, (i64::MIN, i64::MIN, i64::MAX), 1, 3, 3),
+            (0, 0, (1, 1, 100), MB, 4, 1),
+            (5, 5 * MB, (7, 7, 100), 0, 4, 4),
+        ] {
+            assert_eq!(
+                readers_for(rows, weight, keys, page_bytes, readers),
+                want,
+                "{rows} {weight} {keys:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn split_rowids_table() {
+        for (last, max, readers, want) in [
+            (0, 100, 1, vec![None]),
+            (0, 100, 4, vec![Some(25), Some(50), Some(75), None]),
+            (1000, 1003, 2, vec![Some(1001), None]),
+            (10, 10, 3, vec![Some(10), Some(10), None]),
+            (i64::MIN, i64::MAX, 2, vec![Some(-1), None]),
+        ] {
+            assert_eq!(
+                split_rowids(last, max, readers),
+                want,
+                "{last} {max} {readers}"
+            );
         }
     }
 }

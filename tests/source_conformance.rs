@@ -47,7 +47,10 @@ async fn all_rows(source: &dyn Source, table: &Table, limit: usize) -> Vec<Vec<(
     let mut after: Option<Vec<String>> = None;
     let mut rows = Vec::new();
     loop {
-        let page = source.page(table, after.as_deref(), limit).await.unwrap();
+        let page = source
+            .page(table, after.as_deref(), None, limit)
+            .await
+            .unwrap();
         assert!(page.len() <= limit);
         let Some(last) = page.last() else { break };
         after = Some(row_key(table, last));
@@ -201,7 +204,7 @@ async fn first_pages_in_batches_are_the_tables_first_pages() {
             let requests = fake.count(|c| &c.requests);
             assert_eq!(pages.len(), tables.len(), "{name}");
             for (table, page) in tables.iter().zip(&pages) {
-                let alone = source.page(table, None, limit).await.unwrap();
+                let alone = source.page(table, None, None, limit).await.unwrap();
                 assert_eq!(page, &alone, "{name}: table {} at {limit} rows", table.name);
             }
             if name.starts_with("d1") {
@@ -287,7 +290,7 @@ async fn large_values_and_large_rows_read_the_same() {
     // Twelve 1 MB BLOBs are never one page: each source cuts it after about twice its page size.
     let many = schema.tables.iter().find(|t| t.name == "many").unwrap();
     for (name, source) in &sources[..2] {
-        let first = source.page(many, None, 1000).await.unwrap();
+        let first = source.page(many, None, None, 1000).await.unwrap();
         assert!(first.is_cut(), "{name}");
         assert!(
             first.literal_bytes() <= 2 * source.page_bytes() + 2_000_100,
@@ -315,11 +318,64 @@ async fn a_key_too_long_to_page_past_in_d1_is_one_clear_error() {
         .unwrap();
     let err = sources[1]
         .1
-        .page(&schema.tables[0], None, 10)
+        .page(&schema.tables[0], None, None, 10)
         .await
         .unwrap_err();
     assert!(
         err.to_string().contains("key value of 1200000 bytes"),
         "{err}"
     );
+}
+
+/// A reader of part of a rowid table pages from after one rowid up to another, gaps and all.
+#[tokio::test]
+async fn pages_stop_at_the_last_rowid_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("range.db");
+    common::create_db(
+        &db,
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<60)
+           INSERT INTO t SELECT i*i - 500, 'v' || i FROM n;
+         CREATE TABLE r(v); INSERT INTO r VALUES (1),(2),(3),(4),(5);",
+    );
+    let fake = FakeD1::start().await;
+    let sources = sources(&fake, &db).await;
+    let schema = catalog::load(sources[0].1.as_ref(), &TableFilter::default())
+        .await
+        .unwrap();
+    for (table, after, upto, want) in [
+        ("t", -500, 100, (-499..=100).collect::<Vec<i64>>()),
+        ("t", 100, 3000, (101..=3000).collect()),
+        ("t", -1000, -500, vec![]),
+        ("r", 1, 4, vec![2, 3, 4]),
+    ] {
+        let table = schema.tables.iter().find(|t| t.name == table).unwrap();
+        let squares: Vec<i64> = (1..=60i64).map(|i| i * i - 500).collect();
+        let want: Vec<String> = want
+            .into_iter()
+            .filter(|k| table.name == "r" || squares.contains(k))
+            .map(|k| k.to_string())
+            .collect();
+        for (name, source) in &sources {
+            let mut keys = Vec::new();
+            let mut from = vec![after.to_string()];
+            loop {
+                let page = source
+                    .page(table, Some(&from), Some(upto), 3)
+                    .await
+                    .unwrap();
+                keys.extend(page.rows().map(|row| row_key(table, row)[0].clone()));
+                match page.last() {
+                    Some(last) if page.len() == 3 => from = row_key(table, last),
+                    _ => break,
+                }
+            }
+            assert_eq!(
+                keys, want,
+                "{name}: {} after {after} up to {upto}",
+                table.name
+            );
+        }
+    }
 }

@@ -534,10 +534,13 @@ impl D1Source {
         page: Page,
         table: &Table,
         after: Option<&[String]>,
+        upto: Option<i64>,
         limit: usize,
     ) -> Result<Page, SourceError> {
         if page.contains('\u{FFFD}') {
-            return self.literal_page(table, after, limit, hex_text_cell).await;
+            return self
+                .literal_page(table, after, upto, limit, hex_text_cell)
+                .await;
         }
         Ok(page)
     }
@@ -617,10 +620,11 @@ impl D1Source {
         &self,
         table: &Table,
         after: Option<&[String]>,
+        upto: Option<i64>,
         limit: usize,
         wrap: fn(&str, usize) -> String,
     ) -> Result<Page, SourceError> {
-        let sql = row_query(table, after, limit, wrap);
+        let sql = row_query(table, after, upto, limit, wrap);
         let what = format!("reading table {} of d1://{}", table.name, self.name);
         let rows: Tuples = self
             .raw(&sql, &what)
@@ -637,11 +641,12 @@ impl D1Source {
 fn row_query(
     table: &Table,
     after: Option<&[String]>,
+    upto: Option<i64>,
     limit: usize,
     wrap: fn(&str, usize) -> String,
 ) -> String {
     let inline = inline_bytes(table.columns.len());
-    page_query(table, after, limit, |c| wrap(c, inline), "||','||")
+    page_query(table, after, upto, limit, |c| wrap(c, inline), "||','||")
 }
 
 /// The error when a large value no longer is what its page said: the row changed or went away
@@ -718,10 +723,13 @@ impl Source for D1Source {
         &self,
         table: &Table,
         after: Option<&[String]>,
+        upto: Option<i64>,
         limit: usize,
     ) -> Result<Page, SourceError> {
-        let page = self.literal_page(table, after, limit, quoted_cell).await?;
-        let page = self.readable(page, table, after, limit).await?;
+        let page = self
+            .literal_page(table, after, upto, limit, quoted_cell)
+            .await?;
+        let page = self.readable(page, table, after, upto, limit).await?;
         self.with_large_values(page, table).await
     }
 
@@ -730,7 +738,7 @@ impl Source for D1Source {
     async fn first_pages(&self, tables: &[&Table], limit: usize) -> Result<Vec<Page>, SourceError> {
         let queries: Vec<String> = tables
             .iter()
-            .map(|t| row_query(t, None, limit, quoted_cell))
+            .map(|t| row_query(t, None, None, limit, quoted_cell))
             .collect();
         let mut pages = Vec::with_capacity(tables.len());
         let mut start = 0;
@@ -747,7 +755,7 @@ impl Source for D1Source {
             let answers: Vec<Tuples> = self.statements(&queries[start..end], &what).await?;
             for (table, rows) in tables[start..end].iter().zip(answers) {
                 let page = self
-                    .readable(checked(rows, table)?, table, None, limit)
+                    .readable(checked(rows, table)?, table, None, None, limit)
                     .await?;
                 pages.push(self.with_large_values(page, table).await?);
             }

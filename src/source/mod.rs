@@ -89,23 +89,25 @@ pub trait Source: Send + Sync {
     async fn query(&self, statements: &[String]) -> Result<Vec<Vec<Vec<Cell>>>, SourceError>;
 
     /// Up to `limit` rows of `table` whose key is greater than `after` (from the start when
-    /// `None`), in key order, each cell a lossless SQL literal for `table.columns`. A page stops
+    /// `None`) and, for a table keyed by its rowid, at most `upto`, in key order, each cell a
+    /// lossless SQL literal for `table.columns`. A page stops
     /// short, marked [`Page::is_cut`], after the row that takes it to [`max_page_bytes`], so rows
     /// of any size keep memory bounded; a short page that is not cut ends the table.
     async fn page(
         &self,
         table: &Table,
         after: Option<&[String]>,
+        upto: Option<i64>,
         limit: usize,
     ) -> Result<Page, SourceError>;
 
-    /// The first page of each of `tables`, as `page(table, None, limit)` gives it, in one round
+    /// The first page of each of `tables`, as `page(table, None, None, limit)` gives it, in one round
     /// trip where the source can: a database of many small tables then costs a request per
     /// batch of tables rather than one per table.
     async fn first_pages(&self, tables: &[&Table], limit: usize) -> Result<Vec<Page>, SourceError> {
         let mut pages = Vec::with_capacity(tables.len());
         for table in tables {
-            pages.push(self.page(table, None, limit).await?);
+            pages.push(self.page(table, None, None, limit).await?);
         }
         Ok(pages)
     }
@@ -137,6 +139,7 @@ pub fn max_page_bytes(source: &(impl Source + ?Sized)) -> usize {
 pub fn page_query(
     table: &Table,
     after: Option<&[String]>,
+    upto: Option<i64>,
     limit: usize,
     wrap: impl Fn(&str) -> String,
     between: &str,
@@ -156,12 +159,19 @@ pub fn page_query(
         cells.join(between),
         quote_ident(&table.name)
     );
+    let mut bounds = Vec::new();
     if let Some(after) = after {
         if key.len() == 1 {
-            sql.push_str(&format!(" WHERE {}>{}", key[0], after[0]));
+            bounds.push(format!("{}>{}", key[0], after[0]));
         } else {
-            sql.push_str(&format!(" WHERE ({})>({})", key.join(","), after.join(",")));
+            bounds.push(format!("({})>({})", key.join(","), after.join(",")));
         }
+    }
+    if let Some(upto) = upto {
+        bounds.push(format!("{}<={upto}", key.join(",")));
+    }
+    if !bounds.is_empty() {
+        sql.push_str(&format!(" WHERE {}", bounds.join(" AND ")));
     }
     sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", key.join(",")));
     sql
@@ -196,17 +206,26 @@ mod tests {
         let quote = |c: &str| format!("quote({c})");
         let cases = [
             (
-                page_query(&rowid, None, 100, |c| c.to_string(), ","),
+                page_query(&rowid, None, None, 100, |c| c.to_string(), ","),
                 "SELECT \"rowid\",\"a\" FROM \"t x\" ORDER BY \"rowid\" LIMIT 100",
             ),
             (
-                page_query(&rowid, Some(&["41".to_string()]), 5, quote, "||','||"),
+                page_query(&rowid, Some(&["41".to_string()]), None, 5, quote, "||','||"),
                 "SELECT quote(\"rowid\")||','||quote(\"a\") FROM \"t x\" WHERE \"rowid\">41 ORDER BY \"rowid\" LIMIT 5",
+            ),
+            (
+                page_query(&rowid, Some(&["41".to_string()]), Some(90), 5, quote, ","),
+                "SELECT quote(\"rowid\"),quote(\"a\") FROM \"t x\" WHERE \"rowid\">41 AND \"rowid\"<=90 ORDER BY \"rowid\" LIMIT 5",
+            ),
+            (
+                page_query(&rowid, None, Some(-3), 5, quote, ","),
+                "SELECT quote(\"rowid\"),quote(\"a\") FROM \"t x\" WHERE \"rowid\"<=-3 ORDER BY \"rowid\" LIMIT 5",
             ),
             (
                 page_query(
                     &pk,
                     Some(&["2".to_string(), "'k'".to_string()]),
+                    None,
                     5,
                     |c| c.to_string(),
                     ",",

@@ -109,9 +109,10 @@ impl Source for SqliteSource {
         &self,
         table: &Table,
         after: Option<&[String]>,
+        upto: Option<i64>,
         limit: usize,
     ) -> Result<Page, SourceError> {
-        let sql = page_query(table, after, limit, |c| c.to_string(), ",");
+        let sql = page_query(table, after, upto, limit, |c| c.to_string(), ",");
         let max_bytes = max_page_bytes(self);
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare(&sql)?;
