@@ -321,6 +321,10 @@ struct Reader {
 
 /// The most pages a reader of a split table is given, as estimated from its first page.
 const PAGES_PER_READER: usize = 2;
+/// Readers of one table at most. Each holds a page in flight, a page being rendered and a part
+/// upload's buffer: two readers already keep D1 busy through each other's round trips, and more
+/// would only add their memory.
+const MAX_READERS: usize = 2;
 
 /// How many readers the rest of a rowid table gets, from its first page (`rows` rows over
 /// rowids `first..=last`, `weight` bytes) and its largest rowid `max`: one for every
@@ -392,30 +396,92 @@ async fn first_pages(
     };
     let limit = state.limit;
     (state.size, state.limit) = next_batch(state.size, state.limit, last, page_bytes);
-    // Tables whose first page was full and that are keyed by their rowid: their largest rowid
-    // (one request for the batch) tells how much is left, and whether to split it.
-    let rowids = |i: usize, page: &Page| -> Option<(i64, i64)> {
-        let table = &tables[i];
-        let key = |row| row_key(table, row).first()?.parse::<i64>().ok();
-        let full = page.len() == limit || page.is_cut();
-        let rowid = !table.without_rowid && table.key.len() == 1;
-        (full && rowid && concurrency > 1).then(|| Some((key(page.row(0))?, key(page.last()?)?)))?
-    };
-    let mut firsts: Vec<(usize, Option<Page>)> = Vec::new();
     let mut pages = pages.into_iter();
-    for i in batch {
-        let page = (tables[i].data == DataMode::Rows)
-            .then(|| pages.next())
-            .flatten();
-        firsts.push((i, page));
-    }
-    let splittable: Vec<usize> = firsts
-        .iter()
-        .enumerate()
-        .filter(|(_, (i, page))| page.as_ref().is_some_and(|p| rowids(*i, p).is_some()))
-        .map(|(n, _)| n)
+    let firsts: Vec<(usize, Option<Page>)> = batch
+        .into_iter()
+        .map(|i| {
+            (
+                i,
+                (tables[i].data == DataMode::Rows)
+                    .then(|| pages.next())
+                    .flatten(),
+            )
+        })
         .collect();
-    let statements: Vec<String> = splittable
+    // Full first pages of tables keyed by their rowid: their largest rowid (one request for the
+    // batch) tells how much is left, and whether to split it among readers.
+    let spans: Vec<Option<(i64, i64)>> = firsts
+        .iter()
+        .map(|(i, page)| {
+            let page = page.as_ref()?;
+            (concurrency > 1).then(|| rowid_span(&tables[*i], page, limit))?
+        })
+        .collect();
+    let maxima = largest_rowids(source, tables, &firsts, &spans).await?;
+    let mut items: Vec<anyhow::Result<(usize, Reader)>> = Vec::new();
+    for (((i, page), span), max) in firsts.into_iter().zip(spans).zip(maxima) {
+        let Some(page) = page else {
+            let reader = Reader {
+                number: 0,
+                start: Start::Nothing,
+                upto: None,
+            };
+            items.push(Ok((i, reader)));
+            continue;
+        };
+        let split = span.zip(max).map(|((first, last), max)| {
+            let weight = page_weight(&page);
+            let keys = (first, last, max);
+            let most = concurrency.min(MAX_READERS);
+            let readers = readers_for(page.len(), weight, keys, page_bytes, most);
+            let next = next_page_rows(limit, page.len(), weight, page_bytes);
+            (last, split_rowids(last, max, readers), next)
+        });
+        let (last, bounds, next) = split.unwrap_or((0, vec![None], limit));
+        let (mut first, mut after) = (Some(page), last);
+        for (number, upto) in bounds.into_iter().enumerate() {
+            let start = match first.take() {
+                Some(page) => Start::First(page, limit),
+                None => Start::After(after, next),
+            };
+            let reader = Reader {
+                number,
+                start,
+                upto,
+            };
+            items.push(Ok((i, reader)));
+            after = upto.unwrap_or(after);
+        }
+    }
+    Ok(Some((futures::stream::iter(items), state)))
+}
+
+type BatchItems = futures::stream::Iter<std::vec::IntoIter<anyhow::Result<(usize, Reader)>>>;
+
+/// The first and last rowid of `page`, the first page of `table`, when it came back full and
+/// the table is keyed by its rowid: a table that may be worth reading by several readers.
+fn rowid_span(table: &Table, page: &Page, limit: usize) -> Option<(i64, i64)> {
+    let full = page.len() == limit || page.is_cut();
+    if !full || table.without_rowid || table.key.len() != 1 {
+        return None;
+    }
+    let key = |row| row_key(table, row).first()?.parse::<i64>().ok();
+    Some((key(page.row(0))?, key(page.last()?)?))
+}
+
+/// The largest rowid of every table of the batch that has a span, in one request.
+async fn largest_rowids(
+    source: &dyn Source,
+    tables: &[Table],
+    firsts: &[(usize, Option<Page>)],
+    spans: &[Option<(i64, i64)>],
+) -> anyhow::Result<Vec<Option<i64>>> {
+    let asked: Vec<usize> = (0..spans.len()).filter(|&n| spans[n].is_some()).collect();
+    let mut maxima = vec![None; spans.len()];
+    if asked.is_empty() {
+        return Ok(maxima);
+    }
+    let statements: Vec<String> = asked
         .iter()
         .map(|&n| {
             let table = &tables[firsts[n].0];
@@ -426,77 +492,17 @@ async fn first_pages(
             )
         })
         .collect();
-    let mut maxima = vec![None; firsts.len()];
-    if !statements.is_empty() {
-        let answers = source
-            .query(&statements)
-            .await
-            .context("reading the largest rowid of large tables")?;
-        for (&n, rows) in splittable.iter().zip(answers) {
-            if let Some([Cell::Text(max)]) = rows.first().map(Vec::as_slice) {
-                maxima[n] = max.parse::<i64>().ok();
-            }
+    let answers = source
+        .query(&statements)
+        .await
+        .context("reading the largest rowid of large tables")?;
+    for (&n, rows) in asked.iter().zip(answers) {
+        if let Some([Cell::Text(max)]) = rows.first().map(Vec::as_slice) {
+            maxima[n] = max.parse::<i64>().ok();
         }
     }
-    let mut items: Vec<anyhow::Result<(usize, Reader)>> = Vec::new();
-    for ((i, page), max) in firsts.into_iter().zip(maxima) {
-        let Some(page) = page else {
-            let reader = Reader {
-                number: 0,
-                start: Start::Nothing,
-                upto: None,
-            };
-            items.push(Ok((i, reader)));
-            continue;
-        };
-        let split = match (rowids(i, &page), max) {
-            (Some((first, last)), Some(max)) => {
-                let weight = page_weight(&page);
-                let readers = readers_for(
-                    page.len(),
-                    weight,
-                    (first, last, max),
-                    page_bytes,
-                    concurrency,
-                );
-                let next = next_page_rows(limit, page.len(), weight, page_bytes);
-                (readers > 1).then(|| (last, split_rowids(last, max, readers), next))
-            }
-            _ => None,
-        };
-        match split {
-            None => items.push(Ok((
-                i,
-                Reader {
-                    number: 0,
-                    start: Start::First(page, limit),
-                    upto: None,
-                },
-            ))),
-            Some((last, bounds, next)) => {
-                let (mut first, mut after) = (Some(page), last);
-                for (number, upto) in bounds.into_iter().enumerate() {
-                    let start = match first.take() {
-                        Some(page) => Start::First(page, limit),
-                        None => Start::After(after, next),
-                    };
-                    items.push(Ok((
-                        i,
-                        Reader {
-                            number,
-                            start,
-                            upto,
-                        },
-                    )));
-                    after = upto.unwrap_or(after);
-                }
-            }
-        }
-    }
-    Ok(Some((futures::stream::iter(items), state)))
+    Ok(maxima)
 }
-
-type BatchItems = futures::stream::Iter<std::vec::IntoIter<anyhow::Result<(usize, Reader)>>>;
 
 async fn backup_table(
     source: &dyn Source,
