@@ -200,6 +200,29 @@ async fn bench_one(
     );
     line("d1r2 backup", &ours);
 
+    // The same backup with two readers a large table (`--table-readers 2`), to its own prefix.
+    d1.reset_counters();
+    let split = run(
+        strings(&[
+            "backup",
+            "--source",
+            "d1://bench",
+            "--dest",
+            "s3://bench/d1r2-readers",
+            "--table-readers",
+            "2",
+        ]),
+        env.clone(),
+        bin.to_path_buf(),
+    )
+    .await;
+    let split = figures(
+        split,
+        &d1,
+        dir_size(&s3.root.path().join(BUCKET).join("d1r2-readers")),
+    );
+    line("d1r2 backup --table-readers 2", &split);
+
     let restored = work.path().join("restored.db");
     d1.reset_counters();
     let restore = run(

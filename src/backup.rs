@@ -32,8 +32,10 @@ pub struct BackupOptions {
     pub compression: Compression,
     /// Encrypts every part with this key when set.
     pub encryption: Option<Key>,
-    /// Tables read at once.
+    /// Tables read at once (a table's readers count one each).
     pub concurrency: usize,
+    /// Readers of one large rowid table at most (see [`Reader`]).
+    pub table_readers: usize,
     pub label: Option<String>,
     /// A table's data is split into another part after this much SQL.
     pub part_sql_bytes: u64,
@@ -49,6 +51,7 @@ impl Default for BackupOptions {
             compression: Compression::Gzip,
             encryption: None,
             concurrency: 4,
+            table_readers: 1,
             label: None,
             part_sql_bytes: 128 * 1024 * 1024,
             page_bytes: None,
@@ -255,7 +258,13 @@ async fn write_backup(
     let concurrency = options.concurrency.max(1);
     let results: Vec<(usize, TableEntry, Vec<ObjectEntry>)> =
         futures::stream::try_unfold(batching, move |state| {
-            first_pages(source, all, state, page_bytes, concurrency)
+            first_pages(
+                source,
+                all,
+                state,
+                page_bytes,
+                (concurrency, options.table_readers),
+            )
         })
         .try_flatten()
         .map_ok(|(i, reader)| backup_table(source, &all[i], i, target, options, reader))
@@ -307,9 +316,10 @@ enum Start {
 }
 
 /// One reader of a table. A table is read by one reader, or, when its first page shows many
-/// pages to come and it is keyed by its rowid, by several over consecutive rowid ranges at once:
-/// a reader's pages form a chain (each starts after the last key of the one before), so one
-/// reader leaves the source idle for a round trip every page, and several keep it busy.
+/// pages to come, it is keyed by its rowid and `--table-readers` allows, by several over
+/// consecutive rowid ranges at once: a reader's pages form a chain (each starts after the last
+/// key of the one before), so one reader leaves the source idle for a round trip every page, and
+/// several keep it busy.
 struct Reader {
     /// Which of the table's readers (0 for the first): its parts are named by it.
     number: usize,
@@ -321,10 +331,6 @@ struct Reader {
 
 /// The most pages a reader of a split table is given, as estimated from its first page.
 const PAGES_PER_READER: usize = 2;
-/// Readers of one table at most. Each holds a page in flight, a page being rendered and a part
-/// upload's buffer: two readers already keep D1 busy through each other's round trips, and more
-/// would only add their memory.
-const MAX_READERS: usize = 2;
 
 /// How many readers the rest of a rowid table gets, from its first page (`rows` rows over
 /// rowids `first..=last`, `weight` bytes) and its largest rowid `max`: one for every
@@ -363,7 +369,7 @@ async fn first_pages(
     tables: &[Table],
     mut state: Batching,
     page_bytes: usize,
-    concurrency: usize,
+    (concurrency, table_readers): (usize, usize),
 ) -> anyhow::Result<Option<(BatchItems, Batching)>> {
     if state.next >= tables.len() {
         return Ok(None);
@@ -414,7 +420,7 @@ async fn first_pages(
         .iter()
         .map(|(i, page)| {
             let page = page.as_ref()?;
-            (concurrency > 1).then(|| rowid_span(&tables[*i], page, limit))?
+            (concurrency.min(table_readers) > 1).then(|| rowid_span(&tables[*i], page, limit))?
         })
         .collect();
     let maxima = largest_rowids(source, tables, &firsts, &spans).await?;
@@ -432,7 +438,7 @@ async fn first_pages(
         let split = span.zip(max).map(|((first, last), max)| {
             let weight = page_weight(&page);
             let keys = (first, last, max);
-            let most = concurrency.min(MAX_READERS);
+            let most = concurrency.min(table_readers);
             let readers = readers_for(page.len(), weight, keys, page_bytes, most);
             let next = next_page_rows(limit, page.len(), weight, page_bytes);
             (last, split_rowids(last, max, readers), next)

@@ -73,6 +73,11 @@ pub struct BackupArgs {
     /// Tables read at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
+    /// Readers of one large table keyed by its rowid, over ranges of its rowids, each taking one
+    /// of the `--concurrency` slots: more hide D1's round trips between one page and the next,
+    /// and each holds its own pages and upload buffer (about 20 MiB).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub table_readers: u16,
     /// Encrypt every part with AES-256-GCM, using the key in D1R2_ENCRYPTION_KEY (32 bytes, hex or
     /// base64); the manifest records the key's fingerprint, never the key.
     #[arg(long)]

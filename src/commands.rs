@@ -242,6 +242,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
         compression: args.compression,
         encryption,
         concurrency: args.concurrency as usize,
+        table_readers: args.table_readers as usize,
         label: args.label.clone(),
         ..BackupOptions::default()
     };

@@ -31,6 +31,7 @@ async fn the_edge_case_fixture_round_trips_cell_by_cell() {
             page_bytes: Some(64),
             part_sql_bytes: 200,
             concurrency: 4,
+            table_readers: 4,
             ..BackupOptions::default()
         },
     ] {
@@ -254,7 +255,7 @@ async fn excluded_columns_and_tables_never_reach_the_backup() {
 }
 
 #[tokio::test]
-async fn large_rowid_tables_are_read_by_two_readers() {
+async fn large_rowid_tables_are_read_by_as_many_readers_as_asked() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("big.db");
     create_db(
@@ -266,10 +267,15 @@ async fn large_rowid_tables_are_read_by_two_readers() {
          CREATE TABLE w(k INTEGER PRIMARY KEY, v) WITHOUT ROWID;
          INSERT INTO w SELECT id, v FROM t;",
     );
-    let options = BackupOptions {
+    let mut options = BackupOptions {
         page_bytes: Some(4096),
         ..BackupOptions::default()
     };
+    // One reader a table unless asked.
+    let store_dir = tempfile::tempdir().unwrap();
+    let (_, manifest) = backup_to(&db, store_dir.path(), &options).await;
+    assert!(!manifest.objects.iter().any(|o| o.key.contains(".r1-")));
+    options.table_readers = 2;
     let store_dir = tempfile::tempdir().unwrap();
     let (_, manifest) = backup_to(&db, store_dir.path(), &options).await;
     let parts: Vec<&str> = manifest.objects.iter().map(|o| o.key.as_str()).collect();
