@@ -12,7 +12,7 @@ use d1r2::retry::RetryPolicy;
 use d1r2::source::catalog;
 use d1r2::source::d1::D1Source;
 use d1r2::source::sqlite::SqliteSource;
-use d1r2::source::{Source, SourceError, Table, TableFilter, row_key};
+use d1r2::source::{Schema, Source, SourceError, Table, TableFilter, row_key};
 use fakes::d1::{ACCOUNT, FakeD1, TOKEN};
 use rusqlite::Connection;
 
@@ -76,6 +76,15 @@ async fn sources(fake: &FakeD1, db: &Path) -> Vec<(&'static str, Box<dyn Source>
         ("d1 by id", Box::new(by_id)),
         ("d1 by name", Box::new(by_name)),
     ]
+}
+
+/// The sources of `db` and the schema the first one plans.
+async fn served(fake: &FakeD1, db: &Path) -> (Vec<(&'static str, Box<dyn Source>)>, Schema) {
+    let sources = sources(fake, db).await;
+    let schema = catalog::load(sources[0].1.as_ref(), &TableFilter::default())
+        .await
+        .unwrap();
+    (sources, schema)
 }
 
 #[tokio::test]
@@ -187,10 +196,7 @@ async fn first_pages_in_batches_are_the_tables_first_pages() {
     }
     common::create_db(&db, &sql);
     let fake = FakeD1::start().await;
-    let sources = sources(&fake, &db).await;
-    let schema = catalog::load(sources[0].1.as_ref(), &TableFilter::default())
-        .await
-        .unwrap();
+    let (sources, schema) = served(&fake, &db).await;
     let tables: Vec<&Table> = schema
         .tables
         .iter()
@@ -260,10 +266,7 @@ async fn large_values_and_large_rows_read_the_same() {
     );
     common::create_db(&db, &sql);
     let fake = FakeD1::start().await;
-    let sources = sources(&fake, &db).await;
-    let schema = catalog::load(sources[0].1.as_ref(), &TableFilter::default())
-        .await
-        .unwrap();
+    let (sources, schema) = served(&fake, &db).await;
     for table in &schema.tables {
         let want = all_rows(sources[0].1.as_ref(), table, 1000).await;
         let count: i64 = Connection::open(&db)
@@ -312,10 +315,7 @@ async fn a_key_too_long_to_page_past_in_d1_is_one_clear_error() {
          INSERT INTO k VALUES (hex(randomblob(600000)), 1);",
     );
     let fake = FakeD1::start().await;
-    let sources = sources(&fake, &db).await;
-    let schema = catalog::load(sources[0].1.as_ref(), &TableFilter::default())
-        .await
-        .unwrap();
+    let (sources, schema) = served(&fake, &db).await;
     let err = sources[1]
         .1
         .page(&schema.tables[0], None, None, 10)
@@ -340,10 +340,7 @@ async fn pages_stop_at_the_last_rowid_asked_for() {
          CREATE TABLE r(v); INSERT INTO r VALUES (1),(2),(3),(4),(5);",
     );
     let fake = FakeD1::start().await;
-    let sources = sources(&fake, &db).await;
-    let schema = catalog::load(sources[0].1.as_ref(), &TableFilter::default())
-        .await
-        .unwrap();
+    let (sources, schema) = served(&fake, &db).await;
     for (table, after, upto, want) in [
         ("t", -500, 100, (-499..=100).collect::<Vec<i64>>()),
         ("t", 100, 3000, (101..=3000).collect()),

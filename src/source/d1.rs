@@ -885,6 +885,21 @@ mod tests {
         assert!(cell(serde_json::from_str("{}").unwrap()).is_err());
     }
 
+    /// Column `v` of table `t` as the page query's cell expression `wrap` reads it.
+    fn cells_of_t(
+        conn: &rusqlite::Connection,
+        wrap: fn(&str, usize) -> String,
+        inline: usize,
+    ) -> Vec<String> {
+        let sql = format!("SELECT {} FROM t ORDER BY rowid", wrap("\"v\"", inline));
+        conn.prepare(&sql)
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
     #[test]
     fn cell_expressions_read_back_in_sqlite() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
@@ -893,13 +908,9 @@ mod tests {
         )
         .unwrap();
         for wrap in [quoted_cell as fn(&str, usize) -> String, hex_text_cell] {
-            let sql = format!("SELECT {} FROM t ORDER BY rowid", wrap("\"v\"", 1000));
-            let literals: Vec<String> = conn
-                .prepare(&sql)
-                .unwrap()
-                .query_map([], |r| r.get::<_, String>(0))
-                .unwrap()
-                .map(|r| normalize_literal(&r.unwrap()).to_string())
+            let literals: Vec<String> = cells_of_t(&conn, wrap, 1000)
+                .iter()
+                .map(|l| normalize_literal(l).to_string())
                 .collect();
             for (i, literal) in literals.iter().enumerate() {
                 let same: bool = conn
@@ -1039,14 +1050,7 @@ mod tests {
         )
         .unwrap();
         for wrap in [quoted_cell as fn(&str, usize) -> String, hex_text_cell] {
-            let sql = format!("SELECT {} FROM t ORDER BY rowid", wrap("\"v\"", 10));
-            let literals: Vec<String> = conn
-                .prepare(&sql)
-                .unwrap()
-                .query_map([], |r| r.get::<_, String>(0))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
+            let literals = cells_of_t(&conn, wrap, 10);
             assert_eq!(literals[0], "?b11");
             assert_eq!(literals[1], "X'00000000000000000000'");
             // Six two-byte characters: twelve bytes.
