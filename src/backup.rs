@@ -23,7 +23,9 @@ use crate::manifest::{
     EncryptionInfo, FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, TableEntry,
     backup_id, slug,
 };
-use crate::source::{Cell, DataMode, Page, Source, Table, TableFilter, catalog, row_key};
+use crate::source::{
+    Cell, DataMode, Page, Source, Table, TableFilter, catalog, key_columns, row_key,
+};
 use crate::store::{Store, Upload};
 
 #[derive(Debug, Clone)]
@@ -393,10 +395,7 @@ async fn first_pages(
         })?;
     let last = BatchWeight {
         pages: pages.len(),
-        full: pages
-            .iter()
-            .filter(|p| p.len() == state.limit || p.is_cut())
-            .count(),
+        full: pages.iter().filter(|p| p.goes_on(state.limit)).count(),
         rows: pages.iter().map(Page::len).sum(),
         weight: pages.iter().map(page_weight).sum(),
     };
@@ -416,11 +415,12 @@ async fn first_pages(
         .collect();
     // Full first pages of tables keyed by their rowid: their largest rowid (one request for the
     // batch) tells how much is left, and whether to split it among readers.
+    let most = concurrency.min(table_readers);
     let spans: Vec<Option<(i64, i64)>> = firsts
         .iter()
         .map(|(i, page)| {
             let page = page.as_ref()?;
-            (concurrency.min(table_readers) > 1).then(|| rowid_span(&tables[*i], page, limit))?
+            (most > 1).then(|| rowid_span(&tables[*i], page, limit))?
         })
         .collect();
     let maxima = largest_rowids(source, tables, &firsts, &spans).await?;
@@ -438,7 +438,6 @@ async fn first_pages(
         let split = span.zip(max).map(|((first, last), max)| {
             let weight = page_weight(&page);
             let keys = (first, last, max);
-            let most = concurrency.min(table_readers);
             let readers = readers_for(page.len(), weight, keys, page_bytes, most);
             let next = next_page_rows(limit, page.len(), weight, page_bytes);
             (last, split_rowids(last, max, readers), next)
@@ -467,8 +466,7 @@ type BatchItems = futures::stream::Iter<std::vec::IntoIter<anyhow::Result<(usize
 /// The first and last rowid of `page`, the first page of `table`, when it came back full and
 /// the table is keyed by its rowid: a table that may be worth reading by several readers.
 fn rowid_span(table: &Table, page: &Page, limit: usize) -> Option<(i64, i64)> {
-    let full = page.len() == limit || page.is_cut();
-    if !full || table.without_rowid || table.key.len() != 1 {
+    if !page.goes_on(limit) || table.without_rowid || table.key.len() != 1 {
         return None;
     }
     let key = |row| row_key(table, row).first()?.parse::<i64>().ok();
@@ -493,7 +491,7 @@ async fn largest_rowids(
             let table = &tables[firsts[n].0];
             format!(
                 "SELECT CAST(max({}) AS TEXT) FROM {}",
-                quote_ident(&table.columns[table.key[0]]),
+                key_columns(table)[0],
                 quote_ident(&table.name)
             )
         })
@@ -558,7 +556,7 @@ async fn backup_table(
                 break;
             }
             let bytes = page_weight(&page);
-            if n == limit || page.is_cut() {
+            if page.goes_on(limit) {
                 // Read ahead: the next page travels while this one is rendered and stored.
                 let after = row_key(table, page.row(n - 1));
                 limit = next_page_rows(limit, n, bytes, page_bytes);

@@ -54,12 +54,11 @@ async fn all_rows(source: &dyn Source, table: &Table, limit: usize) -> Vec<Vec<(
         assert!(page.len() <= limit);
         let Some(last) = page.last() else { break };
         after = Some(row_key(table, last));
-        let n = page.len();
         rows.extend(
             page.rows()
                 .map(|row| row.iter().map(|l| meaning(&conn, l)).collect::<Vec<_>>()),
         );
-        if n < limit && !page.is_cut() {
+        if !page.goes_on(limit) {
             break;
         }
     }

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Cell, Page, Row, Source, SourceError, SourceInfo, Table, max_page_bytes, page_query, row_key,
+    Cell, Page, Row, Source, SourceError, SourceInfo, Table, key_columns, max_page_bytes,
+    page_query, row_key,
 };
 use crate::cloudflare::{Api, ApiError};
 use crate::dump::value::{ValueRef, quote_ident, render};
@@ -197,11 +198,7 @@ type Chunk = (usize, usize, String);
 /// literals in `row`.
 fn chunk_statements(table: &Table, row: Row<'_>, index: usize, value: &LargeAt) -> Vec<Chunk> {
     let column = quote_ident(&table.columns[value.column]);
-    let keys: Vec<String> = table
-        .key
-        .iter()
-        .map(|i| quote_ident(&table.columns[*i]))
-        .collect();
+    let keys = key_columns(table);
     let literals = row_key(table, row);
     (0..value.cell.bytes.div_ceil(CHUNK_BYTES).max(1))
         .map(|k| {
@@ -610,7 +607,7 @@ impl D1Source {
                 }
             }
         }
-        if kept < page.len() || page.is_cut() {
+        if kept < page.len() {
             out.mark_cut();
         }
         Ok(out)

@@ -90,9 +90,9 @@ pub trait Source: Send + Sync {
 
     /// Up to `limit` rows of `table` whose key is greater than `after` (from the start when
     /// `None`) and, for a table keyed by its rowid, at most `upto`, in key order, each cell a
-    /// lossless SQL literal for `table.columns`. A page stops
-    /// short, marked [`Page::is_cut`], after the row that takes it to [`max_page_bytes`], so rows
-    /// of any size keep memory bounded; a short page that is not cut ends the table.
+    /// lossless SQL literal for `table.columns`. A page stops short, marked [`Page::is_cut`],
+    /// after the row that takes it to [`max_page_bytes`], so rows of any size keep memory
+    /// bounded; a short page that is not cut ends the table ([`Page::goes_on`]).
     async fn page(
         &self,
         table: &Table,
@@ -149,11 +149,7 @@ pub fn page_query(
         .iter()
         .map(|c| wrap(&quote_ident(c)))
         .collect();
-    let key: Vec<String> = table
-        .key
-        .iter()
-        .map(|i| quote_ident(&table.columns[*i]))
-        .collect();
+    let key = key_columns(table);
     let mut sql = format!(
         "SELECT {} FROM {}",
         cells.join(between),
@@ -175,6 +171,15 @@ pub fn page_query(
     }
     sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", key.join(",")));
     sql
+}
+
+/// The key columns of `table`, quoted, in key order.
+pub fn key_columns(table: &Table) -> Vec<String> {
+    table
+        .key
+        .iter()
+        .map(|i| quote_ident(&table.columns[*i]))
+        .collect()
 }
 
 /// The key literals of a row, to resume after it.

@@ -49,6 +49,12 @@ impl Page {
         self.cut
     }
 
+    /// Whether the table may go on after this page, read at a row limit of `limit`: it holds
+    /// that many rows, or the source cut it short.
+    pub fn goes_on(&self, limit: usize) -> bool {
+        self.len() == limit || self.cut
+    }
+
     /// Appends a cell; every `width` cells make a row.
     pub fn push(&mut self, literal: &str) {
         self.text.push_str(literal);
