@@ -11,6 +11,8 @@
 //! - `D1R2_BENCH_LATENCY_MS`: added to every D1 answer; default `20`.
 //! - `D1R2_BENCH_NAIVE_MAX_MB`: largest database the straightforward approach is run on (its
 //!   rows read grow with the square of the row count); default `100`.
+//! - `D1R2_BENCH_RUNS`: how many times each operation runs; the table gives the run of median
+//!   wall time (default `3`).
 //! - `D1R2_BENCH_PERF`: a directory; every run is then recorded there by `perf record -g`.
 //!
 //! Every operation runs as a child process (the straightforward approach is this benchmark
@@ -56,6 +58,9 @@ fn main() {
     let naive_max: u64 = env_list("D1R2_BENCH_NAIVE_MAX_MB", "100")[0]
         .parse()
         .expect("D1R2_BENCH_NAIVE_MAX_MB");
+    let runs: usize = env_list("D1R2_BENCH_RUNS", "3")[0]
+        .parse()
+        .expect("D1R2_BENCH_RUNS: a count");
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_d1r2"));
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -85,9 +90,12 @@ fn main() {
                 &db,
                 latency,
                 mb <= naive_max,
+                runs,
             )));
         }
     }
+    println!();
+    println!("Each figure is from the run of median wall time of {runs}.");
     println!();
     println!(
         "| shape | DB MB | rows | op | wall s | CPU s | D1 busy s | rows/s | MB/s | API requests | rows read | rows read / rows | peak RSS MiB | bytes stored |"
@@ -116,6 +124,7 @@ async fn bench_one(
     db: &Path,
     latency: Duration,
     with_naive: bool,
+    runs: usize,
 ) -> Vec<String> {
     let rows = count_rows(db);
     let db_bytes = fs::metadata(db).unwrap().len();
@@ -180,110 +189,109 @@ async fn bench_one(
         ));
     };
 
-    d1.reset_counters();
-    let backup = run(
-        strings(&[
-            "backup",
-            "--source",
-            "d1://bench",
-            "--dest",
-            "s3://bench/d1r2",
-        ]),
-        env.clone(),
-        bin.to_path_buf(),
-    )
-    .await;
-    let ours = figures(
-        backup,
-        &d1,
-        dir_size(&s3.root.path().join(BUCKET).join("d1r2")),
-    );
+    let (d1, s3, run, figures) = (&d1, &s3, &run, &figures);
+    let backup = |prefix: &'static str, extra: &'static [&'static str]| {
+        let env = env.clone();
+        move |k: usize| {
+            // Every run to its own prefix, so bytes stored are one backup's.
+            let prefix = if k == 0 {
+                prefix.to_string()
+            } else {
+                format!("{prefix}-{k}")
+            };
+            let mut args = strings(&["backup", "--source", "d1://bench", "--dest"]);
+            args.push(format!("s3://{BUCKET}/{prefix}"));
+            args.extend(strings(extra));
+            let env = env.clone();
+            async move {
+                d1.reset_counters();
+                let done = run(args, env, bin.to_path_buf()).await;
+                figures(
+                    done,
+                    d1,
+                    dir_size(&s3.root.path().join(BUCKET).join(prefix)),
+                )
+            }
+        }
+    };
+    let ours = median_of(runs, &label, "d1r2 backup", backup("d1r2", &[])).await;
     line("d1r2 backup", &ours);
-
     // The same backup with two readers a large table (`--table-readers 2`), to its own prefix.
-    d1.reset_counters();
-    let split = run(
-        strings(&[
-            "backup",
-            "--source",
-            "d1://bench",
-            "--dest",
-            "s3://bench/d1r2-readers",
-            "--table-readers",
-            "2",
-        ]),
-        env.clone(),
-        bin.to_path_buf(),
+    let split = median_of(
+        runs,
+        &label,
+        "d1r2 backup --table-readers 2",
+        backup("d1r2-readers", &["--table-readers", "2"]),
     )
     .await;
-    let split = figures(
-        split,
-        &d1,
-        dir_size(&s3.root.path().join(BUCKET).join("d1r2-readers")),
-    );
     line("d1r2 backup --table-readers 2", &split);
 
     let restored = work.path().join("restored.db");
-    d1.reset_counters();
-    let restore = run(
-        strings(&[
-            "restore",
-            "--from",
-            "s3://bench/d1r2",
-            "--to",
-            restored.to_str().unwrap(),
-        ]),
-        env.clone(),
-        bin.to_path_buf(),
-    )
+    let restore = median_of(runs, &label, "d1r2 restore (to a file)", |_| {
+        let args = strings(&["restore", "--from", "s3://bench/d1r2", "--to"]);
+        let (env, restored) = (env.clone(), restored.clone());
+        async move {
+            let _ = fs::remove_file(&restored);
+            d1.reset_counters();
+            let mut args = args;
+            args.push(restored.to_str().unwrap().to_string());
+            let done = run(args, env, bin.to_path_buf()).await;
+            assert_eq!(count_rows(&restored), rows, "restored rows differ");
+            figures(done, d1, fs::metadata(&restored).unwrap().len())
+        }
+    })
     .await;
-    line(
-        "d1r2 restore (to a file)",
-        &figures(restore, &d1, fs::metadata(&restored).unwrap().len()),
-    );
-    assert_eq!(count_rows(&restored), rows, "restored rows differ");
+    line("d1r2 restore (to a file)", &restore);
 
-    let verify = run(
-        strings(&["verify", "--from", "s3://bench/d1r2"]),
-        env.clone(),
-        bin.to_path_buf(),
-    )
+    let verify = median_of(runs, &label, "d1r2 verify", |_| {
+        let env = env.clone();
+        async move {
+            d1.reset_counters();
+            let args = strings(&["verify", "--from", "s3://bench/d1r2"]);
+            figures(run(args, env, bin.to_path_buf()).await, d1, 0)
+        }
+    })
     .await;
-    line("d1r2 verify", &figures(verify, &d1, 0));
+    line("d1r2 verify", &verify);
 
-    let copy = d1.add_database("copy", "");
-    d1.reset_counters();
-    let import = run(
-        strings(&[
-            "restore",
-            "--from",
-            "s3://bench/d1r2",
-            "--to",
-            &format!("d1://{copy}"),
-        ]),
-        env.clone(),
-        bin.to_path_buf(),
-    )
+    let import = median_of(runs, &label, "d1r2 restore (into D1, import API)", |k| {
+        let env = env.clone();
+        async move {
+            let copy = d1.add_database(&format!("copy-{k}"), "");
+            d1.reset_counters();
+            let args = strings(&[
+                "restore",
+                "--from",
+                "s3://bench/d1r2",
+                "--to",
+                &format!("d1://{copy}"),
+            ]);
+            figures(run(args, env, bin.to_path_buf()).await, d1, 0)
+        }
+    })
     .await;
-    line(
-        "d1r2 restore (into D1, import API)",
-        &figures(import, &d1, 0),
-    );
+    line("d1r2 restore (into D1, import API)", &import);
 
     if with_naive {
-        d1.reset_counters();
         let args = serde_json::json!({
             "d1": d1.url, "s3": s3.url, "database": "bench",
         })
         .to_string();
         let mut naive_env = env.clone();
         naive_env.push((NAIVE_MODE, args));
-        let naive = run(Vec::new(), naive_env, std::env::current_exe().unwrap()).await;
-        let theirs = figures(
-            naive,
-            &d1,
-            dir_size(&s3.root.path().join(BUCKET).join("naive")),
-        );
+        let theirs = median_of(runs, &label, "straightforward", |_| {
+            let naive_env = naive_env.clone();
+            async move {
+                d1.reset_counters();
+                let done = run(Vec::new(), naive_env, std::env::current_exe().unwrap()).await;
+                figures(
+                    done,
+                    d1,
+                    dir_size(&s3.root.path().join(BUCKET).join("naive")),
+                )
+            }
+        })
+        .await;
         line(
             "straightforward (OFFSET, JSON, in memory, one PUT)",
             &theirs,
@@ -302,6 +310,27 @@ async fn bench_one(
     assert_eq!(faults, 0);
     let _ = std::io::stdout().flush();
     lines
+}
+
+/// Runs an operation `runs` times and keeps the run of median wall time: on a shared machine one
+/// run can be a quarter slower than the next, and the median is what a user can expect. Every
+/// run's wall time goes to stderr, to show the spread.
+async fn median_of<F, Fut>(runs: usize, label: &str, op: &str, mut once: F) -> Figures
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Figures>,
+{
+    let mut all = Vec::new();
+    for k in 0..runs.max(1) {
+        all.push(once(k).await);
+    }
+    let walls: Vec<String> = all
+        .iter()
+        .map(|f| format!("{:.2}", f.wall.as_secs_f64()))
+        .collect();
+    eprintln!("[{label}] {op}: runs {} s", walls.join(", "));
+    all.sort_by_key(|f| f.wall);
+    all.swap_remove(all.len() / 2)
 }
 
 /// The command that runs `exe` with `args`. With `D1R2_BENCH_PERF=DIR` it runs under

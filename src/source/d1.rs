@@ -634,7 +634,8 @@ impl D1Source {
 }
 
 /// The page query as D1 is asked it: a row travels as one string, one JSON value a row instead of
-/// one a column, less work for D1 (which serves one query at a time) and for the parser.
+/// one a column, less work for D1 (which serves one query at a time) and for the parser. A rowid
+/// table's key is its rowid, always an integer, so its cell skips the type dispatch.
 fn row_query(
     table: &Table,
     after: Option<&[String]>,
@@ -643,7 +644,14 @@ fn row_query(
     wrap: fn(&str, usize) -> String,
 ) -> String {
     let inline = inline_bytes(table.columns.len());
-    page_query(table, after, upto, limit, |c| wrap(c, inline), "||','||")
+    let rowid = (table.key.first())
+        .filter(|_| !table.without_rowid)
+        .map(|&i| quote_ident(&table.columns[i]));
+    let cell = |c: &str| match &rowid {
+        Some(rowid) if rowid == c => format!("CAST({c} AS TEXT)"),
+        _ => wrap(c, inline),
+    };
+    page_query(table, after, upto, limit, cell, "||','||")
 }
 
 /// The error when a large value no longer is what its page said: the row changed or went away
@@ -895,6 +903,36 @@ mod tests {
             .unwrap()
             .map(Result::unwrap)
             .collect()
+    }
+
+    #[test]
+    fn row_queries_read_the_rowid_without_type_dispatch() {
+        let table = |columns: &[&str], key: Vec<usize>, without_rowid: bool| Table {
+            name: "t".into(),
+            create_sql: String::new(),
+            module: None,
+            without_rowid,
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            key,
+            data: crate::source::DataMode::Rows,
+            sequence: None,
+        };
+        let v = quoted_cell("\"v\"", inline_bytes(2));
+        let k = quoted_cell("\"k\"", inline_bytes(2));
+        for (t, cells) in [
+            (
+                table(&["rowid", "v"], vec![0], false),
+                format!("CAST(\"rowid\" AS TEXT)||','||{v}"),
+            ),
+            (
+                table(&["v", "id"], vec![1], false),
+                format!("{v}||','||CAST(\"id\" AS TEXT)"),
+            ),
+            (table(&["k", "v"], vec![0], true), format!("{k}||','||{v}")),
+        ] {
+            let sql = row_query(&t, None, None, 10, quoted_cell);
+            assert!(sql.starts_with(&format!("SELECT {cells} FROM")), "{sql}");
+        }
     }
 
     #[test]
