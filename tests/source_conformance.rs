@@ -213,9 +213,10 @@ async fn first_pages_in_batches_are_the_tables_first_pages() {
                 assert_eq!(page, &alone, "{name}: table {} at {limit} rows", table.name);
             }
             if name.starts_with("d1") {
-                // At most 50 statements a request: the batches, and nothing per table.
+                // At most 50 statements a request: the batches, a second read for each of the
+                // two tables holding text that is not UTF-8, and nothing else per table.
                 assert!(
-                    (3..=4).contains(&requests),
+                    (3..=5).contains(&requests),
                     "{name}: {requests} requests for {} tables",
                     tables.len()
                 );

@@ -18,6 +18,9 @@ pub struct Page {
     /// The source stopped before the row limit because the page reached its byte bound: the
     /// table goes on after the last row even though the page is not full.
     cut: bool,
+    /// Rows were left out because they did not arrive as the source wrote them (see
+    /// [`Page::deserialize_with`]): the page must be read again another way.
+    garbled: bool,
 }
 
 /// One row of a [`Page`].
@@ -35,6 +38,7 @@ impl Page {
             ends: Vec::new(),
             width,
             cut: false,
+            garbled: false,
         }
     }
 
@@ -53,6 +57,11 @@ impl Page {
     /// that many rows, or the source cut it short.
     pub fn goes_on(&self, limit: usize) -> bool {
         self.len() == limit || self.cut
+    }
+
+    /// Whether rows were left out because they did not arrive as the source wrote them.
+    pub fn is_garbled(&self) -> bool {
+        self.garbled
     }
 
     /// Appends a cell; every `width` cells make a row.
@@ -155,22 +164,30 @@ impl<'a> Row<'a> {
 /// first row's width; each string is copied into the page as the parser hands it over.
 impl<'de> de::Deserialize<'de> for Page {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Page, D::Error> {
-        Page::deserialize_with(deserializer, Page::push)
+        Page::deserialize_with(deserializer, |page, literal| {
+            page.push(literal);
+            true
+        })
     }
 }
 
 impl Page {
     /// A page from JSON rows of strings, each string handed to `cells`, which pushes the cells
-    /// it holds (one, or several when a row travels as one string).
+    /// it holds (one, or several when a row travels as one string). When `cells` refuses a
+    /// string (returns false), its row is left out, whatever it pushed, and the page is marked
+    /// [`Page::is_garbled`].
     pub fn deserialize_with<'de, D: Deserializer<'de>>(
         deserializer: D,
-        cells: fn(&mut Page, &str),
+        cells: Cells,
     ) -> Result<Page, D::Error> {
         deserializer.deserialize_seq(PageVisitor(cells))
     }
 }
 
-struct PageVisitor(fn(&mut Page, &str));
+/// Pushes the cells a string holds into a page; false when the string is not what it should be.
+type Cells = fn(&mut Page, &str) -> bool;
+
+struct PageVisitor(Cells);
 
 impl<'de> Visitor<'de> for PageVisitor {
     type Value = Page;
@@ -182,10 +199,17 @@ impl<'de> Visitor<'de> for PageVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, mut rows: A) -> Result<Page, A::Error> {
         let mut page = Page::new(0);
         let (mut before, mut first) = (0, true);
-        while rows
-            .next_element_seed(RowSeed(&mut page, self.0))?
-            .is_some()
-        {
+        while let Some(whole) = rows.next_element_seed(RowSeed(&mut page, self.0))? {
+            if !whole {
+                let text = match before {
+                    0 => 0,
+                    _ => page.ends[before - 1] as usize,
+                };
+                page.text.truncate(text);
+                page.ends.truncate(before);
+                page.garbled = true;
+                continue;
+            }
             let cells = page.ends.len() - before;
             if first {
                 page.width = cells;
@@ -202,49 +226,52 @@ impl<'de> Visitor<'de> for PageVisitor {
     }
 }
 
-struct RowSeed<'p>(&'p mut Page, fn(&mut Page, &str));
+/// A row's strings; its value is whether `cells` took every one.
+struct RowSeed<'p>(&'p mut Page, Cells);
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
-    type Value = ();
+    type Value = bool;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
 
 impl<'de> Visitor<'de> for RowSeed<'_> {
-    type Value = ();
+    type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a row of SQL literals")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut cells: A) -> Result<(), A::Error> {
-        while cells.next_element_seed(CellSeed(self.0, self.1))?.is_some() {}
-        Ok(())
+    fn visit_seq<A: SeqAccess<'de>>(self, mut cells: A) -> Result<bool, A::Error> {
+        let mut whole = true;
+        while let Some(taken) = cells.next_element_seed(CellSeed(self.0, self.1))? {
+            whole &= taken;
+        }
+        Ok(whole)
     }
 }
 
-struct CellSeed<'p>(&'p mut Page, fn(&mut Page, &str));
+struct CellSeed<'p>(&'p mut Page, Cells);
 
 impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
-    type Value = ();
+    type Value = bool;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
 impl<'de> Visitor<'de> for CellSeed<'_> {
-    type Value = ();
+    type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a SQL literal as a string")
     }
 
-    fn visit_str<E: de::Error>(self, literal: &str) -> Result<(), E> {
-        (self.1)(self.0, literal);
-        Ok(())
+    fn visit_str<E: de::Error>(self, literal: &str) -> Result<bool, E> {
+        Ok((self.1)(self.0, literal))
     }
 }
 
