@@ -25,9 +25,11 @@ use sha2::{Digest, Sha256};
 
 use super::{ByteStream, ObjectMeta, Store, StoreError, Upload, check_key};
 
-/// Multipart part size: above S3's and R2's 5 MiB minimum, and with 10,000 parts allowed, room for
-/// an 80 GB object. Also the most an upload holds in memory.
-pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Multipart part size: S3's and R2's 5 MiB minimum (R2 wants every part but the last this same
+/// size), with 10,000 parts allowed room for a 50 GiB object where a part file holds at most
+/// 128 MiB of SQL. Also the most an upload holds in memory, and what is left to send when a part
+/// file ends: the smaller, the less memory a reader costs and the sooner a backup finishes.
+pub const PART_SIZE: usize = 5 * 1024 * 1024;
 
 /// Attempts per request (the SDK's standard retry mode: exponential backoff with jitter on
 /// throttling, 5xx and connection errors).
@@ -458,7 +460,7 @@ impl S3Upload {
     }
 
     /// Fills the part buffer up to exactly `PART_SIZE` and ships it: the buffer is allocated once
-    /// at its final size, never grown by doubling past it, so a part costs 8 MiB, not 16.
+    /// at its final size, never grown by doubling past it, so a part costs 5 MiB, not twice that.
     async fn write_inner(&mut self, mut data: Bytes) -> Result<(), StoreError> {
         while !data.is_empty() {
             if self.buffer.capacity() == 0 {
