@@ -93,6 +93,9 @@ pub struct Table {
     /// The cells read for every row, in order: the rowid (under a name no column shadows) when
     /// no column aliases it, then every column that can be inserted (not generated, not hidden).
     pub columns: Vec<String>,
+    /// The declared affinity of each of `columns` (the rowid's is INTEGER): which type a cell
+    /// most likely holds, though any column but a STRICT one's may hold any.
+    pub affinities: Vec<Affinity>,
     /// Indexes into `columns` of the key pages are ordered and resumed by.
     pub key: Vec<usize>,
     pub data: DataMode,
@@ -108,6 +111,33 @@ impl Table {
             .map(|c| quote_ident(c))
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// A column's type affinity, from its declared type by SQLite's rules (section 3.1 of "Datatypes
+/// In SQLite").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affinity {
+    Integer,
+    Text,
+    Blob,
+    Real,
+    Numeric,
+}
+
+/// The affinity SQLite gives a column declared `decl_type`: the first rule that matches wins.
+pub fn affinity(decl_type: &str) -> Affinity {
+    let t = decl_type.to_ascii_uppercase();
+    if t.contains("INT") {
+        Affinity::Integer
+    } else if ["CHAR", "CLOB", "TEXT"].iter().any(|k| t.contains(k)) {
+        Affinity::Text
+    } else if t.contains("BLOB") || t.is_empty() {
+        Affinity::Blob
+    } else if ["REAL", "FLOA", "DOUB"].iter().any(|k| t.contains(k)) {
+        Affinity::Real
+    } else {
+        Affinity::Numeric
     }
 }
 
@@ -327,11 +357,13 @@ fn plan_table(
         .filter(|c| c.hidden == 0 && !excluded.contains(&c.name.as_str()))
         .collect();
     let mut columns = Vec::new();
+    let mut affinities = Vec::new();
     let mut key = Vec::new();
     if without_rowid {
         let mut pk: Vec<(i64, usize)> = Vec::new();
         for (i, c) in insertable.iter().enumerate() {
             columns.push(c.name.clone());
+            affinities.push(affinity(&c.decl_type));
             if c.pk > 0 {
                 pk.push((c.pk, i));
             }
@@ -347,6 +379,7 @@ fn plan_table(
             match free {
                 Some(r) => {
                     columns.push(r.to_string());
+                    affinities.push(Affinity::Integer);
                     key.push(0);
                 }
                 None => {
@@ -361,6 +394,7 @@ fn plan_table(
                 key.push(columns.len());
             }
             columns.push(c.name.clone());
+            affinities.push(affinity(&c.decl_type));
         }
     }
     if key.is_empty() {
@@ -384,6 +418,7 @@ fn plan_table(
         module,
         without_rowid,
         columns,
+        affinities,
         key,
         data,
         sequence: None,
@@ -702,6 +737,33 @@ mod tests {
             ),
         ] {
             assert_eq!(fts_content(sql), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn affinities_table() {
+        use Affinity::*;
+        for (decl, want) in [
+            ("INTEGER", Integer),
+            ("int", Integer),
+            ("BIGINT UNSIGNED", Integer),
+            ("POINT", Integer),
+            ("TEXT", Text),
+            ("varchar(255)", Text),
+            ("CLOB", Text),
+            ("CHARINT", Integer),
+            ("BLOB", Blob),
+            ("", Blob),
+            ("REAL", Real),
+            ("double precision", Real),
+            ("FLOATING POINT", Integer),
+            ("NUMERIC", Numeric),
+            ("DECIMAL(10,5)", Numeric),
+            ("BOOLEAN", Numeric),
+            ("DATETIME", Numeric),
+            ("ANY", Numeric),
+        ] {
+            assert_eq!(affinity(decl), want, "{decl}");
         }
     }
 

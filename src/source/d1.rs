@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Cell, Page, Row, Source, SourceError, SourceInfo, Table, key_columns, max_page_bytes,
+    Affinity, Cell, Page, Row, Source, SourceError, SourceInfo, Table, key_columns, max_page_bytes,
     page_query, row_key,
 };
 use crate::cloudflare::{Api, ApiError};
@@ -118,20 +118,76 @@ pub fn is_database_id(text: &str) -> bool {
 /// `CAST(.. AS TEXT)` (the same digits without `quote()`'s printf), reals, BLOBs and NULL as
 /// `quote()` writes them. Text or a BLOB over `inline` bytes comes as a placeholder (see
 /// [`large_cell`]).
-pub fn quoted_cell(column: &str, inline: usize) -> String {
+pub fn quoted_cell(column: &str, affinity: Affinity, inline: usize) -> String {
     let bytes = format!("length(CAST({column} AS BLOB))");
-    format!(
-        "CASE typeof({column}) WHEN 'text' THEN CASE WHEN {bytes}>{inline} THEN '?t'||{bytes} ELSE 'T'||{bytes}||':'||{column} END WHEN 'integer' THEN CAST({column} AS TEXT) WHEN 'blob' THEN CASE WHEN {bytes}>{inline} THEN '?b'||{bytes} ELSE quote({column}) END ELSE quote({column}) END"
+    by_type(
+        column,
+        affinity,
+        format!(
+            "CASE WHEN {bytes}>{inline} THEN '?t'||{bytes} ELSE 'T'||{bytes}||':'||{column} END"
+        ),
+        format!("CAST({column} AS TEXT)"),
+        format!("CASE WHEN {bytes}>{inline} THEN '?b'||{bytes} ELSE quote({column}) END"),
     )
 }
 
 /// The cell of a page read again when its text did not arrive as D1 holds it: every text value as
 /// its bytes in hex (placeholders as in [`quoted_cell`]).
-pub fn hex_text_cell(column: &str, inline: usize) -> String {
+pub fn hex_text_cell(column: &str, affinity: Affinity, inline: usize) -> String {
     let bytes = format!("length(CAST({column} AS BLOB))");
-    format!(
-        "CASE typeof({column}) WHEN 'text' THEN CASE WHEN {bytes}>{inline} THEN '?t'||{bytes} ELSE 'CAST(X'''||hex({column})||''' AS TEXT)' END WHEN 'blob' THEN CASE WHEN {bytes}>{inline} THEN '?b'||{bytes} ELSE quote({column}) END ELSE quote({column}) END"
+    by_type(
+        column,
+        affinity,
+        format!(
+            "CASE WHEN {bytes}>{inline} THEN '?t'||{bytes} ELSE 'CAST(X'''||hex({column})||''' AS TEXT)' END"
+        ),
+        format!("quote({column})"),
+        format!("CASE WHEN {bytes}>{inline} THEN '?b'||{bytes} ELSE quote({column}) END"),
     )
+}
+
+/// `CASE typeof(column) WHEN ..`: the cell for each storage class (a real is as `quote()` writes
+/// it, NULL is `NULL`), tried in the order the column's affinity makes likely, since D1 compares
+/// type names for every cell until one matches.
+fn by_type(
+    column: &str,
+    affinity: Affinity,
+    text: String,
+    integer: String,
+    blob: String,
+) -> String {
+    let real = format!("quote({column})");
+    let branches = match affinity {
+        Affinity::Integer | Affinity::Numeric => [
+            ("integer", integer),
+            ("real", real),
+            ("text", text),
+            ("blob", blob),
+        ],
+        Affinity::Text => [
+            ("text", text),
+            ("integer", integer),
+            ("real", real),
+            ("blob", blob),
+        ],
+        Affinity::Real => [
+            ("real", real),
+            ("integer", integer),
+            ("text", text),
+            ("blob", blob),
+        ],
+        Affinity::Blob => [
+            ("blob", blob),
+            ("text", text),
+            ("integer", integer),
+            ("real", real),
+        ],
+    };
+    let whens: Vec<String> = branches
+        .iter()
+        .map(|(class, cell)| format!("WHEN '{class}' THEN {cell}"))
+        .collect();
+    format!("CASE typeof({column}) {} ELSE 'NULL' END", whens.join(" "))
 }
 
 /// The largest text or BLOB, in bytes, a page of a table `width` columns wide reads inline. D1
@@ -658,7 +714,7 @@ impl D1Source {
         after: Option<&[String]>,
         upto: Option<i64>,
         limit: usize,
-        wrap: fn(&str, usize) -> String,
+        wrap: Wrap,
     ) -> Result<Page, SourceError> {
         let sql = row_query(table, after, upto, limit, wrap);
         let what = format!("reading table {} of d1://{}", table.name, self.name);
@@ -680,18 +736,19 @@ fn row_query(
     after: Option<&[String]>,
     upto: Option<i64>,
     limit: usize,
-    wrap: fn(&str, usize) -> String,
+    wrap: Wrap,
 ) -> String {
     let inline = inline_bytes(table.columns.len());
-    let rowid = (table.key.first())
-        .filter(|_| !table.without_rowid)
-        .map(|&i| quote_ident(&table.columns[i]));
-    let cell = |c: &str| match &rowid {
-        Some(rowid) if rowid == c => format!("CAST({c} AS TEXT)"),
-        _ => wrap(c, inline),
+    let rowid = table.key.first().filter(|_| !table.without_rowid);
+    let cell = |i: usize, c: &str| match rowid {
+        Some(&rowid) if rowid == i => format!("CAST({c} AS TEXT)"),
+        _ => wrap(c, table.affinities[i], inline),
     };
     page_query(table, after, upto, limit, cell, "||','||")
 }
+
+/// A page query's cell expression: [`quoted_cell`] or [`hex_text_cell`].
+type Wrap = fn(&str, Affinity, usize) -> String;
 
 /// The error when a large value no longer is what its page said: the row changed or went away
 /// between the two reads.
@@ -958,7 +1015,7 @@ mod tests {
     /// as a D1 answer is.
     fn cells_of_t(
         conn: &rusqlite::Connection,
-        wrap: fn(&str, usize) -> String,
+        wrap: impl Fn(&str, usize) -> String,
         inline: usize,
     ) -> Vec<String> {
         let sql = format!("SELECT {} FROM t ORDER BY rowid", wrap("\"v\"", inline));
@@ -982,12 +1039,13 @@ mod tests {
             module: None,
             without_rowid,
             columns: columns.iter().map(|c| c.to_string()).collect(),
+            affinities: vec![Affinity::Text; columns.len()],
             key,
             data: crate::source::DataMode::Rows,
             sequence: None,
         };
-        let v = quoted_cell("\"v\"", inline_bytes(2));
-        let k = quoted_cell("\"k\"", inline_bytes(2));
+        let v = quoted_cell("\"v\"", Affinity::Text, inline_bytes(2));
+        let k = quoted_cell("\"k\"", Affinity::Text, inline_bytes(2));
         for (t, cells) in [
             (
                 table(&["rowid", "v"], vec![0], false),
@@ -1011,8 +1069,16 @@ mod tests {
             "CREATE TABLE t(v); INSERT INTO t VALUES (NULL),(1),(1.5),('it''s'),(X'00ff'),(CAST(X'610062' AS TEXT)),(9e999),(-9223372036854775808),(9223372036854775807),(-0.0),(''),('a,''b'),('T3:x,'),(CAST(X'00' AS TEXT)),('日本'),(-9e999),(1e-300),(X'');",
         )
         .unwrap();
-        for wrap in [quoted_cell as fn(&str, usize) -> String, hex_text_cell] {
-            let literals = cells_of_t(&conn, wrap, 1000);
+        let affinities = [
+            Affinity::Integer,
+            Affinity::Text,
+            Affinity::Blob,
+            Affinity::Real,
+            Affinity::Numeric,
+        ];
+        let wraps = [quoted_cell as Wrap, hex_text_cell];
+        for (wrap, affinity) in wraps.into_iter().flat_map(|w| affinities.map(|a| (w, a))) {
+            let literals = cells_of_t(&conn, |c, inline| wrap(c, affinity, inline), 1000);
             assert_eq!(literals.len(), 18);
             for (i, literal) in literals.iter().enumerate() {
                 let same: bool = conn
@@ -1151,8 +1217,8 @@ mod tests {
             "CREATE TABLE t(v); INSERT INTO t VALUES (zeroblob(11)),(zeroblob(10)),(replace(hex(zeroblob(3)),'0','é')),(CAST(zeroblob(11) AS TEXT)),('x'),(12345678901234);",
         )
         .unwrap();
-        for wrap in [quoted_cell as fn(&str, usize) -> String, hex_text_cell] {
-            let literals = cells_of_t(&conn, wrap, 10);
+        for wrap in [quoted_cell as Wrap, hex_text_cell] {
+            let literals = cells_of_t(&conn, |c, inline| wrap(c, Affinity::Blob, inline), 10);
             assert_eq!(literals[0], "?b11");
             assert_eq!(literals[1], "X'00000000000000000000'");
             // Six two-byte characters: twelve bytes.

@@ -12,7 +12,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use catalog::{DataMode, Schema, Table, TableFilter};
+pub use catalog::{Affinity, DataMode, Schema, Table, TableFilter};
 pub use page::{Page, Row};
 
 use crate::dump::value::quote_ident;
@@ -133,7 +133,8 @@ pub fn max_page_bytes(source: &(impl Source + ?Sized)) -> usize {
 }
 
 /// The keyset page query: `SELECT cells FROM t WHERE key > after ORDER BY key LIMIT n`, with each
-/// cell passed through `wrap` (identity to read native values, `quote` to read literals) and the
+/// cell passed through `wrap` (given its index in `table.columns` and its quoted name: identity to
+/// read native values, `quote` to read literals) and the
 /// cells joined by `between` (`,` for a column each, `||','||` for a row as one string). Never
 /// `OFFSET`: D1 bills every row read, and OFFSET reads every skipped row again.
 pub fn page_query(
@@ -141,13 +142,14 @@ pub fn page_query(
     after: Option<&[String]>,
     upto: Option<i64>,
     limit: usize,
-    wrap: impl Fn(&str) -> String,
+    wrap: impl Fn(usize, &str) -> String,
     between: &str,
 ) -> String {
     let cells: Vec<String> = table
         .columns
         .iter()
-        .map(|c| wrap(&quote_ident(c)))
+        .enumerate()
+        .map(|(i, c)| wrap(i, &quote_ident(c)))
         .collect();
     let key = key_columns(table);
     let mut sql = format!(
@@ -198,6 +200,7 @@ mod tests {
             module: None,
             without_rowid: false,
             columns: columns.iter().map(|s| s.to_string()).collect(),
+            affinities: vec![Affinity::Blob; columns.len()],
             key,
             data: DataMode::Rows,
             sequence: None,
@@ -208,10 +211,10 @@ mod tests {
     fn page_queries_table() {
         let rowid = table(&["rowid", "a"], vec![0]);
         let pk = table(&["a", "b", "c"], vec![1, 0]);
-        let quote = |c: &str| format!("quote({c})");
+        let quote = |_, c: &str| format!("quote({c})");
         let cases = [
             (
-                page_query(&rowid, None, None, 100, |c| c.to_string(), ","),
+                page_query(&rowid, None, None, 100, |_, c| c.to_string(), ","),
                 "SELECT \"rowid\",\"a\" FROM \"t x\" ORDER BY \"rowid\" LIMIT 100",
             ),
             (
@@ -232,7 +235,7 @@ mod tests {
                     Some(&["2".to_string(), "'k'".to_string()]),
                     None,
                     5,
-                    |c| c.to_string(),
+                    |_, c| c.to_string(),
                     ",",
                 ),
                 "SELECT \"a\",\"b\",\"c\" FROM \"t x\" WHERE (\"b\",\"a\")>(2,'k') ORDER BY \"b\",\"a\" LIMIT 5",

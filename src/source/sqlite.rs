@@ -112,7 +112,7 @@ impl Source for SqliteSource {
         upto: Option<i64>,
         limit: usize,
     ) -> Result<Page, SourceError> {
-        let sql = page_query(table, after, upto, limit, |c| c.to_string(), ",");
+        let sql = page_query(table, after, upto, limit, |_, c| c.to_string(), ",");
         let max_bytes = max_page_bytes(self);
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare(&sql)?;
