@@ -297,6 +297,34 @@ mod tests {
     }
 
     #[test]
+    fn refused_rows_are_left_out_and_mark_the_page() {
+        let refuse_x = |page: &mut Page, literal: &str| {
+            page.push(literal);
+            literal != "x"
+        };
+        for (json, want, garbled) in [
+            (
+                r#"[["1","'a'"],["2","'b'"]]"#,
+                vec![["1", "'a'"], ["2", "'b'"]],
+                false,
+            ),
+            (r#"[["x","'a'"],["2","'b'"]]"#, vec![["2", "'b'"]], true),
+            (
+                r#"[["1","'a'"],["2","x"],["3","'c'"]]"#,
+                vec![["1", "'a'"], ["3", "'c'"]],
+                true,
+            ),
+            (r#"[["1","x"]]"#, vec![], true),
+        ] {
+            let mut de = serde_json::Deserializer::from_str(json);
+            let page = Page::deserialize_with(&mut de, refuse_x).unwrap();
+            assert_eq!(rows(&page), want, "{json}");
+            assert_eq!(page.is_garbled(), garbled, "{json}");
+            assert_eq!(page.literal_bytes(), want.concat().concat().len(), "{json}");
+        }
+    }
+
+    #[test]
     fn json_rows_table() {
         for (json, want) in [
             (r#"[]"#, Ok(vec![])),
