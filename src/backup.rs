@@ -469,7 +469,7 @@ type BatchItems = futures::stream::Iter<std::vec::IntoIter<anyhow::Result<(usize
 /// The first and last rowid of `page`, the first page of `table`, when it came back full and
 /// the table is keyed by its rowid: a table that may be worth reading by several readers.
 fn rowid_span(table: &Table, page: &Page, limit: usize) -> Option<(i64, i64)> {
-    if !page.goes_on(limit) || table.without_rowid || table.key.len() != 1 {
+    if !page.goes_on(limit) || table.rowid_key().is_none() {
         return None;
     }
     let key = |row| row_key(table, row).first()?.parse::<i64>().ok();

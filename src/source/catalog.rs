@@ -104,6 +104,15 @@ pub struct Table {
 }
 
 impl Table {
+    /// The index in `columns` of the rowid when the table is keyed by it (the rowid itself or the
+    /// column aliasing it): its values are integers, and its pages can be split by range.
+    pub fn rowid_key(&self) -> Option<usize> {
+        match self.key.as_slice() {
+            [only] if !self.without_rowid => Some(*only),
+            _ => None,
+        }
+    }
+
     /// `"a","b"` for the cells of this table.
     pub fn column_list(&self) -> String {
         self.columns

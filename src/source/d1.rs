@@ -123,39 +123,38 @@ pub fn quoted_cell(column: &str, affinity: Affinity, inline: usize) -> String {
     by_type(
         column,
         affinity,
-        format!(
-            "CASE WHEN {bytes}>{inline} THEN '?t'||{bytes} ELSE 'T'||{bytes}||':'||{column} END"
-        ),
+        inline,
+        format!("'T'||{bytes}||':'||{column}"),
         format!("CAST({column} AS TEXT)"),
-        format!("CASE WHEN {bytes}>{inline} THEN '?b'||{bytes} ELSE quote({column}) END"),
     )
 }
 
 /// The cell of a page read again when its text did not arrive as D1 holds it: every text value as
 /// its bytes in hex (placeholders as in [`quoted_cell`]).
 pub fn hex_text_cell(column: &str, affinity: Affinity, inline: usize) -> String {
-    let bytes = format!("length(CAST({column} AS BLOB))");
     by_type(
         column,
         affinity,
-        format!(
-            "CASE WHEN {bytes}>{inline} THEN '?t'||{bytes} ELSE 'CAST(X'''||hex({column})||''' AS TEXT)' END"
-        ),
+        inline,
+        format!("'CAST(X'''||hex({column})||''' AS TEXT)'"),
         format!("quote({column})"),
-        format!("CASE WHEN {bytes}>{inline} THEN '?b'||{bytes} ELSE quote({column}) END"),
     )
 }
 
-/// `CASE typeof(column) WHEN ..`: the cell for each storage class (a real is as `quote()` writes
-/// it, NULL is `NULL`), tried in the order the column's affinity makes likely, since D1 compares
-/// type names for every cell until one matches.
+/// `CASE typeof(column) WHEN ..`: `text` for a text and `integer` for an integer, a text or BLOB
+/// over `inline` bytes as its placeholder, a BLOB or a real as `quote()` writes it, NULL as
+/// `NULL`; the storage classes tried in the order the column's affinity makes likely, since D1
+/// compares type names for every cell until one matches.
 fn by_type(
     column: &str,
     affinity: Affinity,
+    inline: usize,
     text: String,
     integer: String,
-    blob: String,
 ) -> String {
+    let bytes = format!("length(CAST({column} AS BLOB))");
+    let text = format!("CASE WHEN {bytes}>{inline} THEN '?t'||{bytes} ELSE {text} END");
+    let blob = format!("CASE WHEN {bytes}>{inline} THEN '?b'||{bytes} ELSE quote({column}) END");
     let real = format!("quote({column})");
     let branches = match affinity {
         Affinity::Integer | Affinity::Numeric => [
@@ -739,9 +738,9 @@ fn row_query(
     wrap: Wrap,
 ) -> String {
     let inline = inline_bytes(table.columns.len());
-    let rowid = table.key.first().filter(|_| !table.without_rowid);
+    let rowid = table.rowid_key();
     let cell = |i: usize, c: &str| match rowid {
-        Some(&rowid) if rowid == i => format!("CAST({c} AS TEXT)"),
+        Some(rowid) if rowid == i => format!("CAST({c} AS TEXT)"),
         _ => wrap(c, table.affinities[i], inline),
     };
     page_query(table, after, upto, limit, cell, "||','||")

@@ -134,9 +134,9 @@ pub fn max_page_bytes(source: &(impl Source + ?Sized)) -> usize {
 
 /// The keyset page query: `SELECT cells FROM t WHERE key > after ORDER BY key LIMIT n`, with each
 /// cell passed through `wrap` (given its index in `table.columns` and its quoted name: identity to
-/// read native values, `quote` to read literals) and the
-/// cells joined by `between` (`,` for a column each, `||','||` for a row as one string). Never
-/// `OFFSET`: D1 bills every row read, and OFFSET reads every skipped row again.
+/// read native values, `quote` to read literals) and the cells joined by `between` (`,` for a
+/// column each, `||','||` for a row as one string). Never `OFFSET`: D1 bills every row read, and
+/// OFFSET reads every skipped row again.
 pub fn page_query(
     table: &Table,
     after: Option<&[String]>,
