@@ -6,13 +6,15 @@
 //! then the manifest. On failure the parts already stored are deleted (best effort) and no
 //! manifest is written, so no destination ever shows an incomplete backup.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use bytes::Bytes;
 use chrono::Utc;
-use futures::{TryStreamExt, future::try_join_all};
+use futures::stream::FuturesOrdered;
+use futures::{StreamExt, TryStreamExt, future::try_join_all};
 
 use crate::codec::{Compression, PartEncoder, Stored};
 use crate::crypto::Key;
@@ -23,6 +25,7 @@ use crate::manifest::{
     EncryptionInfo, FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, TableEntry,
     backup_id, slug,
 };
+use crate::rowid_windows::Windows;
 use crate::source::{
     Cell, DataMode, Page, Source, Table, TableFilter, catalog, key_columns, row_key,
 };
@@ -133,27 +136,38 @@ fn page_weight(page: &Page) -> usize {
     page.literal_bytes() + 4 * page.cells()
 }
 
-type PageFuture<'a> = futures::future::BoxFuture<'a, anyhow::Result<Page>>;
-
-fn ready_page<'a>(page: Page) -> PageFuture<'a> {
-    Box::pin(futures::future::ready(Ok(page)))
-}
-
-/// The page of `table` after the key `after`, as a future that owns what it needs, so the next
-/// page can be in flight while this one is processed (first pages come from `first_pages`).
-fn fetch<'a>(
-    source: &'a dyn Source,
-    table: &'a Table,
+/// What a page was asked for: after which key, up to which rowid, at which row limit, and, for
+/// a window, the rowid the window starts after.
+#[derive(Debug, Clone)]
+struct Request {
     after: Vec<String>,
     upto: Option<i64>,
     limit: usize,
-) -> PageFuture<'a> {
+    window: Option<i64>,
+}
+
+type PageFuture<'a> = futures::future::BoxFuture<'a, anyhow::Result<(Page, Request)>>;
+
+/// The page `request` asks of `table`, as a future that owns what it needs, so later pages can be
+/// in flight while this one is processed (first pages come from `first_pages`).
+fn fetch<'a>(source: &'a dyn Source, table: &'a Table, request: Request) -> PageFuture<'a> {
     Box::pin(async move {
-        source
-            .page(table, Some(&after), upto, limit)
+        let page = source
+            .page(table, Some(&request.after), request.upto, request.limit)
             .await
-            .with_context(|| format!("reading table {}", table.name))
+            .with_context(|| format!("reading table {}", table.name))?;
+        Ok((page, request))
     })
+}
+
+/// How many pages a reader holds ahead of the one it is storing, asked for or arrived: two keep
+/// the source answering one while the next waits, at three pages of memory.
+const PAGES_AHEAD: usize = 2;
+
+/// The row limit a window asked to hold `rows` rows is read at: a quarter more, so a window a
+/// little denser than estimated still comes in one page.
+fn window_limit(rows: usize) -> usize {
+    rows + rows / 4
 }
 
 /// Runs a backup of `source` into every store in `stores`.
@@ -313,18 +327,18 @@ struct Batching {
 }
 
 /// Where one reader of a table starts: its first page and the row limit that was read at, or
-/// the rowid it goes on after (with the row limit to read at), or nowhere (no rows to read).
+/// its windows alone (with the row limit to read them at), or nowhere (no rows to read).
 enum Start {
     First(Page, usize),
-    After(i64, usize),
+    After(usize),
     Nothing,
 }
 
 /// One reader of a table. A table is read by one reader, or, when its first page shows many
 /// pages to come, it is keyed by its rowid and `--table-readers` allows, by several over
-/// consecutive rowid ranges at once: a reader's pages form a chain (each starts after the last
-/// key of the one before), so one reader leaves the source idle for a round trip every page, and
-/// several keep it busy.
+/// consecutive rowid ranges at once, each writing its own parts. A reader of a rowid range reads
+/// it in windows ([`Windows`]), asking for the next before the rows of the one before arrive;
+/// a reader without one pages by key, a round trip at a time.
 struct Reader {
     /// Which of the table's readers (0 for the first): its parts are named by it.
     number: usize,
@@ -332,6 +346,8 @@ struct Reader {
     /// The last rowid this reader reads; `None` for the last reader, which also reads rows added
     /// past the table's largest rowid during the backup.
     upto: Option<i64>,
+    /// The rowid windows the reader reads its range in, after its start.
+    windows: Option<Windows>,
 }
 
 /// The most pages a reader of a split table is given, as estimated from its first page.
@@ -417,14 +433,12 @@ async fn first_pages(
         })
         .collect();
     // Full first pages of tables keyed by their rowid: their largest rowid (one request for the
-    // batch) tells how much is left, and whether to split it among readers.
+    // batch) tells how much is left, whether to split it among readers, and where the windows
+    // the rest is read in end.
     let most = concurrency.min(table_readers);
     let spans: Vec<Option<(i64, i64)>> = firsts
         .iter()
-        .map(|(i, page)| {
-            let page = page.as_ref()?;
-            (most > 1).then(|| rowid_span(&tables[*i], page, limit))?
-        })
+        .map(|(i, page)| rowid_span(&tables[*i], page.as_ref()?, limit))
         .collect();
     let maxima = largest_rowids(source, tables, &firsts, &spans).await?;
     let mut items: Vec<anyhow::Result<(usize, Reader)>> = Vec::new();
@@ -434,6 +448,7 @@ async fn first_pages(
                 number: 0,
                 start: Start::Nothing,
                 upto: None,
+                windows: None,
             };
             items.push(Ok((i, reader)));
             continue;
@@ -443,19 +458,31 @@ async fn first_pages(
             let keys = (first, last, max);
             let readers = readers_for(page.len(), weight, keys, page_bytes, most);
             let next = next_page_rows(limit, page.len(), weight, page_bytes);
-            (last, split_rowids(last, max, readers), next)
+            let density = Windows::density(page.len(), first, last);
+            (last, max, split_rowids(last, max, readers), next, density)
         });
-        let (last, bounds, next) = split.unwrap_or((0, vec![None], limit));
+        let Some((last, max, bounds, next, density)) = split else {
+            let reader = Reader {
+                number: 0,
+                start: Start::First(page, limit),
+                upto: None,
+                windows: None,
+            };
+            items.push(Ok((i, reader)));
+            continue;
+        };
         let (mut first, mut after) = (Some(page), last);
         for (number, upto) in bounds.into_iter().enumerate() {
             let start = match first.take() {
                 Some(page) => Start::First(page, limit),
-                None => Start::After(after, next),
+                None => Start::After(next),
             };
+            let end = upto.unwrap_or(max);
             let reader = Reader {
                 number,
                 start,
                 upto,
+                windows: Some(Windows::new(after, end, upto.is_none(), density)),
             };
             items.push(Ok((i, reader)));
             after = upto.unwrap_or(after);
@@ -529,85 +556,84 @@ async fn backup_table(
         DataMode::Rebuild => Some("full-text index rebuilt from its content table".to_string()),
         DataMode::Rows => None,
     };
-    let mut part: Option<OpenPart> = None;
-    let mut writer = InsertWriter::new(&table.name, &table.columns, table.key.clone());
-    let (start, mut limit) = match reader.start {
-        Start::First(page, limit) => (Some(ready_page(page)), limit),
-        Start::After(after, limit) => (
-            Some(fetch(
-                source,
-                table,
-                vec![after.to_string()],
-                reader.upto,
-                limit,
-            )),
-            limit,
-        ),
-        Start::Nothing => (None, 0),
-    };
+    let page_bytes = options.page_bytes.unwrap_or_else(|| source.page_bytes());
     let part_name = |n: usize| match reader.number {
         0 => n.to_string(),
         r => format!("r{r}-{n}"),
     };
-    if let Some(start) = start {
-        let page_bytes = options.page_bytes.unwrap_or_else(|| source.page_bytes());
-        let mut fetching = Some(start);
-        while let Some(fetch_page) = fetching.take() {
-            let page = fetch_page.await?;
-            let n = page.len();
-            if n == 0 {
-                break;
+    let mut windows = reader.windows;
+    let mut inflight: FuturesOrdered<PageFuture> = FuturesOrdered::new();
+    let mut ready: VecDeque<Page> = VecDeque::new();
+    let mut limit = match reader.start {
+        Start::First(page, limit) => {
+            let first = Request {
+                after: Vec::new(),
+                upto: reader.upto,
+                limit,
+                window: None,
+            };
+            let mut pages = Pages {
+                source,
+                table,
+                page_bytes,
+                limit,
+            };
+            pages.arrived(page, first, &mut windows, &mut inflight, &mut ready);
+            pages.limit
+        }
+        Start::After(limit) => limit,
+        Start::Nothing => 0,
+    };
+    let mut part: Option<OpenPart> = None;
+    let mut writer = Some(InsertWriter::new(
+        &table.name,
+        &table.columns,
+        table.key.clone(),
+    ));
+    let mut storing: Option<futures::future::BoxFuture<StoredPage>> = None;
+    loop {
+        if let Some(windows) = windows.as_mut() {
+            while inflight.len() + ready.len() < PAGES_AHEAD {
+                let Some((after, upto)) = windows.next(limit) else {
+                    break;
+                };
+                let request = Request {
+                    after: vec![after.to_string()],
+                    upto,
+                    limit: window_limit(limit),
+                    window: Some(after),
+                };
+                inflight.push_back(fetch(source, table, request));
             }
-            let bytes = page_weight(&page);
-            if page.goes_on(limit) {
-                // Read ahead: the next page travels while this one is rendered and stored.
-                let after = row_key(table, page.row(n - 1));
-                limit = next_page_rows(limit, n, bytes, page_bytes);
-                fetching = Some(fetch(source, table, after, reader.upto, limit));
-            }
+        }
+        if storing.is_none()
+            && let Some(page) = ready.pop_front()
+        {
             let open = target
                 .reuse_or_open(part.take(), table, index, part_name(objects.len()))
                 .await?;
-            let store_page = async {
-                let (mut open, returned) = tokio::task::spawn_blocking(move || {
-                    let mut open = open;
-                    // SQL goes to the encoder in slices, so a page is never held twice.
-                    let mut sql = String::with_capacity(2 * RENDER_SLICE);
-                    let mut cells = Vec::with_capacity(page.width());
-                    for row in page.rows() {
-                        row.cells_into(&mut cells);
-                        writer.push_row(&cells, &mut sql)?;
-                        if sql.len() >= RENDER_SLICE {
-                            open.encoder.write(sql.as_bytes())?;
-                            sql.clear();
-                        }
-                    }
-                    writer.flush(&mut sql);
-                    open.encoder.write(sql.as_bytes())?;
-                    open.rows += n as u64;
-                    anyhow::Ok((open, writer))
-                })
-                .await??;
-                let chunk = open.encoder.take();
-                crate::progress::add(n as u64, chunk.len() as u64);
-                target.send(&mut open, chunk).await?;
-                anyhow::Ok((open, returned))
-            };
-            let (open, returned) = match fetching.take() {
-                Some(next) => {
-                    let (stored, next) = futures::future::join(store_page, next).await;
-                    fetching = Some(Box::pin(futures::future::ready(next)) as PageFuture);
-                    stored?
-                }
-                None => store_page.await?,
-            };
-            writer = returned;
-            rows_total += n as u64;
-            if open.encoder.sql_bytes() >= options.part_sql_bytes {
-                objects.push(target.close_part(open, None).await?);
-            } else {
-                part = Some(open);
+            let writer = writer.take().expect("the writer is back after every page");
+            storing = Some(Box::pin(store_page(target, open, writer, page)));
+        }
+        tokio::select! {
+            arrived = inflight.next(), if !inflight.is_empty() => {
+                let (page, request) = arrived.expect("a page is in flight")?;
+                let mut pages = Pages { source, table, page_bytes, limit };
+                pages.arrived(page, request, &mut windows, &mut inflight, &mut ready);
+                limit = pages.limit;
             }
+            stored = async { storing.as_mut().expect("a page is being stored").await }, if storing.is_some() => {
+                storing = None;
+                let (open, returned, n) = stored?;
+                writer = Some(returned);
+                rows_total += n;
+                if open.encoder.sql_bytes() >= options.part_sql_bytes {
+                    objects.push(target.close_part(open, None).await?);
+                } else {
+                    part = Some(open);
+                }
+            }
+            else => break,
         }
     }
     // The table's `sqlite_sequence` value follows all of its rows: it goes with the last reader.
@@ -629,6 +655,100 @@ async fn backup_table(
         },
         objects,
     ))
+}
+
+/// What storing a page gives back: the open part, the writer (it carries the INSERT being
+/// built across pages), and the rows stored.
+type StoredPage = anyhow::Result<(OpenPart, InsertWriter, u64)>;
+
+/// Renders `page` into INSERTs and compresses them on a blocking thread, then sends the bytes to
+/// every destination.
+async fn store_page(
+    target: &Target,
+    mut open: OpenPart,
+    mut writer: InsertWriter,
+    page: Page,
+) -> StoredPage {
+    let n = page.len() as u64;
+    (open, writer) = tokio::task::spawn_blocking(move || {
+        // SQL goes to the encoder in slices, so a page is never held twice.
+        let mut sql = String::with_capacity(2 * RENDER_SLICE);
+        let mut cells = Vec::with_capacity(page.width());
+        for row in page.rows() {
+            row.cells_into(&mut cells);
+            writer.push_row(&cells, &mut sql)?;
+            if sql.len() >= RENDER_SLICE {
+                open.encoder.write(sql.as_bytes())?;
+                sql.clear();
+            }
+        }
+        writer.flush(&mut sql);
+        open.encoder.write(sql.as_bytes())?;
+        open.rows += n;
+        anyhow::Ok((open, writer))
+    })
+    .await??;
+    let chunk = open.encoder.take();
+    crate::progress::add(n, chunk.len() as u64);
+    target.send(&mut open, chunk).await?;
+    Ok((open, writer, n))
+}
+
+/// One reader's view of its table's pages as they arrive.
+struct Pages<'a> {
+    source: &'a dyn Source,
+    table: &'a Table,
+    page_bytes: usize,
+    /// The row limit pages are sized to, as the pages so far weigh.
+    limit: usize,
+}
+
+impl<'a> Pages<'a> {
+    /// Takes in a page that arrived for `request`: sizes later pages from it, teaches the windows
+    /// its density, asks for the rest of its range first when it did not hold all of it, and
+    /// queues its rows to be stored.
+    fn arrived(
+        &mut self,
+        page: Page,
+        request: Request,
+        windows: &mut Option<Windows>,
+        inflight: &mut FuturesOrdered<PageFuture<'a>>,
+        ready: &mut VecDeque<Page>,
+    ) {
+        let n = page.len();
+        let last = page.last().map(|row| row_key(self.table, row));
+        let rowid = |key: &Option<Vec<String>>| key.as_ref()?.first()?.parse::<i64>().ok();
+        if let (Some(w), Some(after)) = (windows.as_mut(), request.window) {
+            let covered = match (page.goes_on(request.limit), request.upto, rowid(&last)) {
+                (false, Some(upto), _) => upto.saturating_sub(after),
+                (_, _, Some(last)) => last.saturating_sub(after),
+                _ => 0,
+            };
+            w.learn(n, covered);
+        }
+        if n > 0 {
+            self.limit = next_page_rows(self.limit, n, page_weight(&page), self.page_bytes);
+        }
+        // A first page whose table goes on in windows leaves the rest to them; any other page
+        // that goes on is followed by the rest of its range, before any later window's rows.
+        let windowed_first =
+            windows.is_some() && request.window.is_none() && request.after.is_empty();
+        if page.goes_on(request.limit)
+            && !windowed_first
+            && let Some(after) = last
+        {
+            let rest = Request {
+                after,
+                upto: request.upto,
+                limit: self.limit,
+                window: None,
+            };
+            inflight.push_front(fetch(self.source, self.table, rest));
+        }
+        if n > 0 {
+            ready.push_back(page);
+        }
+    }
 }
 
 /// Where a backup's objects go: the same bytes to every store.

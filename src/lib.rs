@@ -26,6 +26,7 @@ pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod retry;
+pub mod rowid_windows;
 pub mod source;
 pub mod store;
 pub mod totp;

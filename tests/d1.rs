@@ -549,3 +549,67 @@ async fn values_at_d1_length_limit_round_trip() {
     .await;
     assert_same_database(&source, &w.saved(&target, "media-copy.db"));
 }
+
+/// One reader of a large table asks for its next rowid window before the last one arrives, so
+/// D1 always has a query waiting; rowids with gaps, negative ones and ones near the largest
+/// integer still come back each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_reader_keeps_d1_busy_with_rowid_windows() {
+    let w = World::start().await;
+    let (source, _) = w.database(
+        "gappy",
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000)
+         INSERT INTO t SELECT CASE
+             WHEN i <= 10000 THEN i - 20000
+             WHEN i <= 30000 THEN i * 3
+             WHEN i <= 39990 THEN 1000000000000 + i * i
+             ELSE 9223372036854775807 - (40000 - i) END,
+           printf('row %d %.*c', i, i % 50, 'x') FROM n;
+         DELETE FROM t WHERE id BETWEEN 30000 AND 60000 OR id % 11 = 0;",
+    );
+    w.d1.set_latency(std::time::Duration::from_millis(10));
+    w.d1.reset_counters();
+    let local = w.path("b");
+    w.ok(&[
+        "backup",
+        "--source",
+        "d1://gappy",
+        "--dest",
+        local.to_str().unwrap(),
+    ])
+    .await;
+    let at_once = w.d1.count(|c| &c.most_queries_at_once);
+    assert!(
+        at_once >= 2,
+        "one reader left D1 idle: {at_once} query at once"
+    );
+    let manifest = manifest(&local);
+    assert!(
+        !manifest["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["key"].as_str().unwrap().contains(".r1-")),
+        "one reader by default"
+    );
+    let rows: i64 = Connection::open(&source)
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    let read = w.d1.count(|c| &c.rows_read);
+    assert!(
+        read as f64 <= 1.1 * rows as f64,
+        "{read} rows read for {rows}"
+    );
+    let restored = w.path("restored.db");
+    w.ok(&[
+        "restore",
+        "--from",
+        local.to_str().unwrap(),
+        "--to",
+        restored.to_str().unwrap(),
+    ])
+    .await;
+    assert_same_database(&source, &restored);
+}

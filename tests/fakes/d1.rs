@@ -63,6 +63,9 @@ pub struct Counters {
     pub faults: AtomicU64,
     /// Microseconds spent answering queries (SQLite and JSON): D1's own share of a run's time.
     pub busy_us: AtomicU64,
+    /// The most query requests D1 held at once (answering one, the others waiting their turn):
+    /// above one when a client asks for its next page before the last one arrives.
+    pub most_queries_at_once: AtomicU64,
 }
 
 struct Database {
@@ -117,6 +120,8 @@ pub struct Inner {
     pub counters: Counters,
     base: Mutex<String>,
     latency: Mutex<std::time::Duration>,
+    /// Query requests held now.
+    queries_held: AtomicU64,
 }
 
 /// A running fake; dropped with the test's runtime.
@@ -136,6 +141,7 @@ impl FakeD1 {
             counters: Counters::default(),
             base: Mutex::new(String::new()),
             latency: Mutex::new(std::time::Duration::ZERO),
+            queries_held: AtomicU64::new(0),
         });
         let api = Router::new()
             .route("/accounts/{account}/d1/database", get(list_databases))
@@ -265,6 +271,7 @@ impl FakeD1 {
             &c.rows_written,
             &c.faults,
             &c.busy_us,
+            &c.most_queries_at_once,
         ] {
             a.store(0, Ordering::SeqCst);
         }
@@ -594,9 +601,24 @@ async fn execute(
     shape: fn(Executed, Value) -> Value,
 ) -> Response {
     inner.counters.query_requests.fetch_add(1, Ordering::SeqCst);
+    let held = inner.queries_held.fetch_add(1, Ordering::SeqCst) + 1;
+    inner
+        .counters
+        .most_queries_at_once
+        .fetch_max(held, Ordering::SeqCst);
+    let _held = Held(inner.clone());
     tokio::task::spawn_blocking(move || answer(&inner, &id, body, shape))
         .await
         .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, 7500, "internal error"))
+}
+
+/// A query request D1 holds, released however its answer ends (a client may hang up).
+struct Held(Arc<Inner>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.queries_held.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn answer(inner: &Inner, id: &str, body: Bytes, shape: fn(Executed, Value) -> Value) -> Response {
