@@ -73,7 +73,16 @@ def main():
             if gunzip is None:
                 gzipped = sys.argv[1].endswith(".gz") or plain[:2] == b"\x1f\x8b"
                 gunzip = zlib.decompressobj(wbits=31) if gzipped else False
-            out.write(gunzip.decompress(plain) if gunzip else plain)
+            if not gunzip:
+                out.write(plain)
+                continue
+            # A part is several gzip members back to back (one a page): each one that ends
+            # hands what follows it to a fresh decompressor.
+            while plain:
+                out.write(gunzip.decompress(plain))
+                plain = gunzip.unused_data if gunzip.eof else b""
+                if plain:
+                    gunzip = zlib.decompressobj(wbits=31)
         if gunzip:
             out.write(gunzip.flush())
             if not gunzip.eof:

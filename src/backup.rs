@@ -16,7 +16,7 @@ use chrono::Utc;
 use futures::stream::FuturesOrdered;
 use futures::{StreamExt, TryStreamExt, future::try_join_all};
 
-use crate::codec::{Compression, PartEncoder, Stored};
+use crate::codec::{Compression, Encoded, Member, PartEncoder, Stored};
 use crate::crypto::Key;
 use crate::dump::insert::InsertWriter;
 use crate::dump::value::quote_ident;
@@ -160,9 +160,13 @@ fn fetch<'a>(source: &'a dyn Source, table: &'a Table, request: Request) -> Page
     })
 }
 
-/// How many pages a reader holds ahead of the one it is storing, asked for or arrived: two keep
-/// the source answering one while the next waits, at three pages of memory.
-const PAGES_AHEAD: usize = 2;
+/// How many pages a reader holds at once, asked for, arrived or being compressed: with two
+/// compressing, two more keep the source answering one while the next waits.
+const PAGES_HELD: usize = 4;
+
+/// How many pages of a reader compress at once, each on a blocking thread: compression is most
+/// of a backup's own work, and one thread cannot keep up with D1 answering back to back.
+const ENCODERS: usize = 2;
 
 /// The row limit a window asked to hold `rows` rows is read at: a quarter more, so a window a
 /// little denser than estimated still comes in one page.
@@ -585,15 +589,13 @@ async fn backup_table(
         Start::Nothing => 0,
     };
     let mut part: Option<OpenPart> = None;
-    let mut writer = Some(InsertWriter::new(
-        &table.name,
-        &table.columns,
-        table.key.clone(),
-    ));
-    let mut storing: Option<futures::future::BoxFuture<StoredPage>> = None;
+    let writer = InsertWriter::new(&table.name, &table.columns, table.key.clone());
+    let mut encoding: FuturesOrdered<EncodeFuture> = FuturesOrdered::new();
+    let mut encoded: VecDeque<(Encoded, u64)> = VecDeque::new();
+    let mut sending: Option<futures::future::BoxFuture<anyhow::Result<(OpenPart, u64)>>> = None;
     loop {
         if let Some(windows) = windows.as_mut() {
-            while inflight.len() + ready.len() < PAGES_AHEAD {
+            while inflight.len() + ready.len() + encoding.len() < PAGES_HELD {
                 let Some((after, upto)) = windows.next(limit) else {
                     break;
                 };
@@ -606,14 +608,18 @@ async fn backup_table(
                 inflight.push_back(fetch(source, table, request));
             }
         }
-        if storing.is_none()
+        while encoding.len() < ENCODERS
             && let Some(page) = ready.pop_front()
+        {
+            encoding.push_back(encode_page(writer.clone(), target.compression, page));
+        }
+        if sending.is_none()
+            && let Some((member, rows)) = encoded.pop_front()
         {
             let open = target
                 .reuse_or_open(part.take(), table, index, part_name(objects.len()))
                 .await?;
-            let writer = writer.take().expect("the writer is back after every page");
-            storing = Some(Box::pin(store_page(target, open, writer, page)));
+            sending = Some(Box::pin(send_member(target, open, member, rows)));
         }
         tokio::select! {
             arrived = inflight.next(), if !inflight.is_empty() => {
@@ -622,11 +628,13 @@ async fn backup_table(
                 pages.arrived(page, request, &mut windows, &mut inflight, &mut ready);
                 limit = pages.limit;
             }
-            stored = async { storing.as_mut().expect("a page is being stored").await }, if storing.is_some() => {
-                storing = None;
-                let (open, returned, n) = stored?;
-                writer = Some(returned);
-                rows_total += n;
+            member = encoding.next(), if !encoding.is_empty() => {
+                encoded.push_back(member.expect("a page is being encoded")?);
+            }
+            sent = async { sending.as_mut().expect("a member is being sent").await }, if sending.is_some() => {
+                sending = None;
+                let (open, rows) = sent?;
+                rows_total += rows;
                 if open.encoder.sql_bytes() >= options.part_sql_bytes {
                     objects.push(target.close_part(open, None).await?);
                 } else {
@@ -657,41 +665,47 @@ async fn backup_table(
     ))
 }
 
-/// What storing a page gives back: the open part, the writer (it carries the INSERT being
-/// built across pages), and the rows stored.
-type StoredPage = anyhow::Result<(OpenPart, InsertWriter, u64)>;
+type EncodeFuture = futures::future::BoxFuture<'static, anyhow::Result<(Encoded, u64)>>;
 
-/// Renders `page` into INSERTs and compresses them on a blocking thread, then sends the bytes to
-/// every destination.
-async fn store_page(
+/// Renders `page` into INSERTs and compresses them into a member of their own on a blocking
+/// thread, so several pages of a reader compress at once; gives back the member and its rows.
+fn encode_page(mut writer: InsertWriter, compression: Compression, page: Page) -> EncodeFuture {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || {
+            let mut member = Member::new(compression);
+            // SQL goes to the encoder in slices, so a page is never held twice.
+            let mut sql = String::with_capacity(2 * RENDER_SLICE);
+            let mut cells = Vec::with_capacity(page.width());
+            for row in page.rows() {
+                row.cells_into(&mut cells);
+                writer.push_row(&cells, &mut sql)?;
+                if sql.len() >= RENDER_SLICE {
+                    member.write(sql.as_bytes())?;
+                    sql.clear();
+                }
+            }
+            writer.flush(&mut sql);
+            member.write(sql.as_bytes())?;
+            anyhow::Ok((member.finish()?, page.len() as u64))
+        })
+        .await?
+    })
+}
+
+/// Appends a page's member to the open part (encrypting it when asked) and sends the bytes to
+/// every destination; gives back the part and the rows sent.
+async fn send_member(
     target: &Target,
     mut open: OpenPart,
-    mut writer: InsertWriter,
-    page: Page,
-) -> StoredPage {
-    let n = page.len() as u64;
-    (open, writer) = tokio::task::spawn_blocking(move || {
-        // SQL goes to the encoder in slices, so a page is never held twice.
-        let mut sql = String::with_capacity(2 * RENDER_SLICE);
-        let mut cells = Vec::with_capacity(page.width());
-        for row in page.rows() {
-            row.cells_into(&mut cells);
-            writer.push_row(&cells, &mut sql)?;
-            if sql.len() >= RENDER_SLICE {
-                open.encoder.write(sql.as_bytes())?;
-                sql.clear();
-            }
-        }
-        writer.flush(&mut sql);
-        open.encoder.write(sql.as_bytes())?;
-        open.rows += n;
-        anyhow::Ok((open, writer))
-    })
-    .await??;
+    member: Encoded,
+    rows: u64,
+) -> anyhow::Result<(OpenPart, u64)> {
+    open.encoder.append(member)?;
+    open.rows += rows;
     let chunk = open.encoder.take();
-    crate::progress::add(n, chunk.len() as u64);
+    crate::progress::add(rows, chunk.len() as u64);
     target.send(&mut open, chunk).await?;
-    Ok((open, writer, n))
+    Ok((open, rows))
 }
 
 /// One reader's view of its table's pages as they arrive.

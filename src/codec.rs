@@ -1,16 +1,19 @@
 //! The byte streams of a backup part: SQL in, compressed bytes out, and back.
 //!
-//! Encoding is a chain of [`Encode`] stages ending in a shared buffer that the backup drains as
-//! the part grows, so a part of any size passes through a few megabytes of memory. The SHA-256
-//! and size recorded in the manifest are of the stored bytes: what verify and restore check
-//! before trusting anything they decode.
+//! A part is a sequence of members, each a page's SQL compressed on its own ([`Member`]), so the
+//! pages of one part can compress on several threads at once; RFC 1952 lets a gzip file be
+//! several members back to back, and `gunzip`, like the decoder here, reads them as one stream.
+//! The members then pass, in order, through a chain of [`Encode`] stages (encryption) ending in a
+//! shared buffer that the backup drains as the part grows, so a part of any size passes through
+//! a few megabytes of memory. The SHA-256 and size recorded in the manifest are of the stored
+//! bytes: what verify and restore check before trusting anything they decode.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use flate2::Compression as Level;
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -66,10 +69,54 @@ impl Encode for Sink {
     }
 }
 
-impl Encode for GzEncoder<Box<dyn Encode>> {
-    fn finish(self: Box<Self>) -> io::Result<()> {
-        let inner = (*self).finish()?;
-        inner.finish()
+/// One page's SQL, compressed on its own: a gzip member, or the SQL as is without compression.
+pub struct Member {
+    body: MemberBody,
+    sql_bytes: u64,
+}
+
+enum MemberBody {
+    Gzip(Box<GzEncoder<Vec<u8>>>),
+    Plain(Vec<u8>),
+}
+
+/// A finished [`Member`]: its bytes, and the SQL bytes they hold.
+pub struct Encoded {
+    bytes: Vec<u8>,
+    sql_bytes: u64,
+}
+
+impl Member {
+    pub fn new(compression: Compression) -> Self {
+        let body = match compression {
+            Compression::Gzip => {
+                MemberBody::Gzip(Box::new(GzEncoder::new(Vec::new(), Level::new(GZIP_LEVEL))))
+            }
+            Compression::None => MemberBody::Plain(Vec::new()),
+        };
+        Member { body, sql_bytes: 0 }
+    }
+
+    pub fn write(&mut self, sql: &[u8]) -> io::Result<()> {
+        self.sql_bytes += sql.len() as u64;
+        match &mut self.body {
+            MemberBody::Gzip(gz) => gz.write_all(sql),
+            MemberBody::Plain(plain) => {
+                plain.extend_from_slice(sql);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn finish(self) -> io::Result<Encoded> {
+        let bytes = match self.body {
+            MemberBody::Gzip(gz) => gz.finish()?,
+            MemberBody::Plain(plain) => plain,
+        };
+        Ok(Encoded {
+            bytes,
+            sql_bytes: self.sql_bytes,
+        })
     }
 }
 
@@ -81,44 +128,54 @@ pub struct Stored {
     pub sql_bytes: u64,
 }
 
-/// Encodes one part. Write SQL with [`PartEncoder::write`], ship [`PartEncoder::take`] as it
-/// grows, and the last bytes from [`PartEncoder::finish`].
+/// Encodes one part. Append members with [`PartEncoder::append`] (or SQL as a member of its own
+/// with [`PartEncoder::write`]), ship [`PartEncoder::take`] as it grows, and the last bytes from
+/// [`PartEncoder::finish`].
 pub struct PartEncoder {
+    compression: Compression,
     head: Option<Box<dyn Encode>>,
     out: Arc<Mutex<Vec<u8>>>,
     sha: Sha256,
     stored: u64,
     sql_bytes: u64,
+    members: usize,
 }
 
 impl PartEncoder {
-    /// Chains gzip (when asked) into encryption (when given a key) into the buffer, so what is
-    /// encrypted is already compressed: ciphertext does not compress.
+    /// Chains encryption (when given a key) into the buffer; members come in compressed, so what
+    /// is encrypted is already compressed: ciphertext does not compress.
     pub fn new(compression: Compression, encryption: Option<&Key>) -> io::Result<Self> {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let mut sink: Box<dyn Encode> = Box::new(Sink(out.clone()));
+        let mut head: Box<dyn Encode> = Box::new(Sink(out.clone()));
         if let Some(key) = encryption {
-            sink = Box::new(EncryptWriter::new(sink, key)?);
+            head = Box::new(EncryptWriter::new(head, key)?);
         }
-        let head: Box<dyn Encode> = match compression {
-            Compression::Gzip => Box::new(GzEncoder::new(sink, Level::new(GZIP_LEVEL))),
-            Compression::None => sink,
-        };
         Ok(PartEncoder {
+            compression,
             head: Some(head),
             out,
             sha: Sha256::new(),
             stored: 0,
             sql_bytes: 0,
+            members: 0,
         })
     }
 
-    pub fn write(&mut self, sql: &[u8]) -> io::Result<()> {
-        self.sql_bytes += sql.len() as u64;
+    /// Adds a member, made with this part's compression, after the ones before.
+    pub fn append(&mut self, member: Encoded) -> io::Result<()> {
+        self.sql_bytes += member.sql_bytes;
+        self.members += 1;
         self.head
             .as_mut()
-            .expect("written only before finish")
-            .write_all(sql)
+            .expect("appended only before finish")
+            .write_all(&member.bytes)
+    }
+
+    /// Adds `sql` as a member of its own.
+    pub fn write(&mut self, sql: &[u8]) -> io::Result<()> {
+        let mut member = Member::new(self.compression);
+        member.write(sql)?;
+        self.append(member.finish()?)
     }
 
     /// SQL bytes written so far.
@@ -134,8 +191,12 @@ impl PartEncoder {
         Bytes::from(chunk)
     }
 
-    /// Ends the stream: the last bytes, and the size and digest of everything produced.
+    /// Ends the stream: the last bytes, and the size and digest of everything produced. A gzip
+    /// part with no member gets an empty one, so it is still a gzip file.
     pub fn finish(mut self) -> io::Result<(Bytes, Stored)> {
+        if self.members == 0 && self.compression == Compression::Gzip {
+            self.write(b"")?;
+        }
         self.head.take().expect("finished once").finish()?;
         let last = self.take();
         Ok((
@@ -193,7 +254,7 @@ pub fn decoder<'a>(
         None => Box::new(stored),
     };
     match compression {
-        Compression::Gzip => Box::new(GzDecoder::new(plain)),
+        Compression::Gzip => Box::new(MultiGzDecoder::new(plain)),
         Compression::None => plain,
     }
 }
@@ -232,11 +293,64 @@ mod tests {
             for key in [None, Some(&key)] {
                 for data in [&b""[..], b"SELECT 1;\n", &big] {
                     for chunk in [1, 7, 65_536] {
-                        if data.len() / chunk < 50_000 {
+                        // Every write is a member of its own: a few hundred at most.
+                        if data.len() / chunk < 500 {
                             roundtrip(compression, key, data, chunk);
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn members_made_on_other_threads_read_as_one_stream() {
+        let pages: Vec<Vec<u8>> = (0..5)
+            .map(|p| {
+                format!("INSERT INTO t VALUES({p});\n")
+                    .repeat(1000 * p)
+                    .into_bytes()
+            })
+            .collect();
+        let key = Key::parse(&"cd".repeat(32)).unwrap();
+        for compression in [Compression::Gzip, Compression::None] {
+            for key in [None, Some(&key)] {
+                let members: Vec<Encoded> = pages
+                    .iter()
+                    .cloned()
+                    .map(|page| {
+                        std::thread::spawn(move || {
+                            let mut member = Member::new(compression);
+                            member.write(&page).unwrap();
+                            member.finish().unwrap()
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .map(|t| t.join().unwrap())
+                    .collect();
+                let mut enc = PartEncoder::new(compression, key).unwrap();
+                let mut stored = Vec::new();
+                for member in members {
+                    enc.append(member).unwrap();
+                    stored.extend_from_slice(&enc.take());
+                }
+                let (last, summary) = enc.finish().unwrap();
+                stored.extend_from_slice(&last);
+                assert_eq!(
+                    summary.sql_bytes,
+                    pages.iter().map(|p| p.len() as u64).sum::<u64>()
+                );
+                let mut decoded = Vec::new();
+                decoder(&stored[..], compression, key)
+                    .read_to_end(&mut decoded)
+                    .unwrap();
+                assert_eq!(
+                    decoded,
+                    pages.concat(),
+                    "{compression:?}, key {}",
+                    key.is_some()
+                );
             }
         }
     }

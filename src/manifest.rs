@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::codec::Compression;
 use crate::source::SourceInfo;
 
-/// Bumped when a reader of an older version could misread a newer backup.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped when a reader of an older version could misread a newer backup: format 2 parts are
+/// several gzip members (one a page), which format 1 readers stop reading after the first.
+pub const FORMAT_VERSION: u32 = 2;
 pub const MANIFEST_NAME: &str = "manifest.json";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 //! (list, restore, verify, export, prune) goes through here, so none of them can mistake a
 //! crashed backup's parts for a backup.
 
-use crate::manifest::{MANIFEST_NAME, Manifest};
+use crate::manifest::{FORMAT_VERSION, MANIFEST_NAME, Manifest};
 use crate::store::{Store, StoreError, read_all};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +17,10 @@ pub enum RepoError {
     Incomplete { id: String, store: String },
     #[error("the manifest of backup {id} is unreadable: {reason}")]
     BadManifest { id: String, reason: String },
+    #[error(
+        "backup {id} has format {format}, newer than this d1r2 reads (up to {FORMAT_VERSION}): upgrade d1r2 to read it"
+    )]
+    NewerFormat { id: String, format: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -29,7 +33,7 @@ impl RepoError {
             | RepoError::UnknownBackup { .. }
             | RepoError::Incomplete { .. } => true,
             RepoError::Store(e) => e.is_bad_input(),
-            RepoError::BadManifest { .. } => false,
+            RepoError::BadManifest { .. } | RepoError::NewerFormat { .. } => false,
         }
     }
 }
@@ -70,10 +74,18 @@ pub async fn manifest(store: &dyn Store, id: &str) -> Result<Manifest, RepoError
         }
         Err(e) => return Err(e.into()),
     };
-    serde_json::from_slice(&bytes).map_err(|e| RepoError::BadManifest {
-        id: id.to_string(),
-        reason: e.to_string(),
-    })
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| RepoError::BadManifest {
+            id: id.to_string(),
+            reason: e.to_string(),
+        })?;
+    if manifest.format > FORMAT_VERSION {
+        return Err(RepoError::NewerFormat {
+            id: id.to_string(),
+            format: manifest.format,
+        });
+    }
+    Ok(manifest)
 }
 
 /// Every complete backup's manifest, oldest first.

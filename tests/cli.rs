@@ -467,3 +467,92 @@ fn drill_reports_the_migration_that_breaks_on_backed_up_data() {
         "{err}"
     );
 }
+
+/// A table of many pages is one part of many gzip members (pages compress on several threads),
+/// and the stock `gzip` reads it as one stream: the parts stay plain `.sql.gz` files.
+#[test]
+fn a_part_of_many_pages_is_one_stream_for_the_stock_gzip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("big.db");
+    create_db(
+        &db,
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000)
+         INSERT INTO t SELECT i, printf('%d %.*c', i, 60 + i % 40, 'v') FROM n;",
+    );
+    let backups = d.join("backups");
+    let out = d1r2(&[
+        "backup",
+        "--source",
+        db.to_str().unwrap(),
+        "--dest",
+        backups.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|name| name != "audit")
+        .unwrap();
+    let parts: Vec<_> = std::fs::read_dir(backups.join(&id).join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    let gz = std::fs::read(&parts[0]).unwrap();
+    let members = gz.windows(3).filter(|w| w == &[0x1f, 0x8b, 0x08]).count();
+    assert!(members > 2, "{members} gzip members");
+
+    let schema = d.join("schema.sql");
+    let data = d.join("data.sql");
+    for (from, to) in [
+        (backups.join(&id).join("schema.sql.gz"), &schema),
+        (parts[0].clone(), &data),
+    ] {
+        let unzipped = Command::new("gzip")
+            .arg("-dc")
+            .arg(&from)
+            .output()
+            .expect("gzip");
+        assert!(unzipped.status.success(), "{}", stderr(&unzipped));
+        std::fs::write(to, unzipped.stdout).unwrap();
+    }
+    let loaded = d.join("loaded.db");
+    for sql in [&schema, &data] {
+        let shell = Command::new("sqlite3")
+            .arg(&loaded)
+            .arg(format!(".read {}", sql.display()))
+            .output()
+            .expect("the sqlite3 shell");
+        assert!(shell.status.success(), "{}", stderr(&shell));
+    }
+    assert_same_database(&db, &loaded);
+}
+
+/// A backup written by a newer d1r2 (a format this one does not know) is refused with one line
+/// that says to upgrade, never misread.
+#[test]
+fn a_newer_backup_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let id = setup(d);
+    let path = d.join("backups").join(&id).join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest["format"] = serde_json::json!(d1r2::manifest::FORMAT_VERSION + 1);
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let restored = d.join("restored.db");
+    let out = d1r2(&[
+        "restore",
+        "--from",
+        d.join("backups").to_str().unwrap(),
+        "--to",
+        restored.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("upgrade d1r2"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!restored.exists());
+}

@@ -22,8 +22,9 @@ pub enum InsertError {
     RowTooLong { table: String, max: usize },
 }
 
-/// Writes the rows of one table as SQL text.
-#[derive(Debug)]
+/// Writes the rows of one table as SQL text. A flushed writer holds no rows, so clones of it can
+/// render pages of one table on several threads.
+#[derive(Debug, Clone)]
 pub struct InsertWriter {
     table: String,
     table_ident: String,
