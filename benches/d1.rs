@@ -14,6 +14,9 @@
 //! - `D1R2_BENCH_RUNS`: how many times each operation runs; the table gives the run of median
 //!   wall time (default `3`).
 //! - `D1R2_BENCH_PERF`: a directory; every run is then recorded there by `perf record -g`.
+//! - `D1R2_BENCH_OPS`: the operations to run, any of `backup`, `readers` (the backup with
+//!   `--table-readers 2`), `restore`, `verify`, `import`, `naive`, comma separated; default all
+//!   (`restore`, `verify` and `import` read what `backup` stored).
 //!
 //! Every operation runs as a child process (the straightforward approach is this benchmark
 //! re-run in a child mode), so wall time and peak RSS (VmHWM, polled every 10 ms) are its own;
@@ -35,6 +38,7 @@ use fakes::s3::FakeS3;
 use support::*;
 
 const NAIVE_MODE: &str = "D1R2_BENCH_NAIVE";
+const OPS: [&str; 6] = ["backup", "readers", "restore", "verify", "import", "naive"];
 const BUCKET: &str = "bench";
 
 fn main() {
@@ -61,6 +65,16 @@ fn main() {
     let runs: usize = env_list("D1R2_BENCH_RUNS", "3")[0]
         .parse()
         .expect("D1R2_BENCH_RUNS: a count");
+    let ops = env_list(
+        "D1R2_BENCH_OPS",
+        "backup,readers,restore,verify,import,naive",
+    );
+    for op in &ops {
+        assert!(
+            OPS.contains(&op.as_str()),
+            "D1R2_BENCH_OPS: {op} is none of {OPS:?}"
+        );
+    }
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_d1r2"));
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -83,15 +97,21 @@ fn main() {
     for &shape in &shapes {
         for &mb in &sizes {
             let db = ensure_db(&data, shape, mb);
-            lines.extend(runtime.block_on(bench_one(
-                &bin,
-                shape,
-                mb,
-                &db,
-                latency,
-                mb <= naive_max,
-                runs,
-            )));
+            lines.extend(
+                runtime.block_on(bench_one(
+                    &bin,
+                    shape,
+                    mb,
+                    &db,
+                    latency,
+                    // The straightforward approach only up to its largest size.
+                    &ops.iter()
+                        .filter(|op| mb <= naive_max || op.as_str() != "naive")
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                    runs,
+                )),
+            );
         }
     }
     println!();
@@ -123,9 +143,10 @@ async fn bench_one(
     mb: u64,
     db: &Path,
     latency: Duration,
-    with_naive: bool,
+    ops: &[String],
     runs: usize,
 ) -> Vec<String> {
+    let wants = |op: &str| ops.iter().any(|o| o == op);
     let rows = count_rows(db);
     let db_bytes = fs::metadata(db).unwrap().len();
     let d1 = FakeD1::start().await;
@@ -214,65 +235,78 @@ async fn bench_one(
             }
         }
     };
-    let ours = median_of(runs, &label, "d1r2 backup", backup("d1r2", &[])).await;
-    line("d1r2 backup", &ours);
+    let ours = if wants("backup") {
+        let ours = median_of(runs, &label, "d1r2 backup", backup("d1r2", &[])).await;
+        line("d1r2 backup", &ours);
+        Some(ours)
+    } else {
+        None
+    };
     // The same backup with two readers a large table (`--table-readers 2`), to its own prefix.
-    let split = median_of(
-        runs,
-        &label,
-        "d1r2 backup --table-readers 2",
-        backup("d1r2-readers", &["--table-readers", "2"]),
-    )
-    .await;
-    line("d1r2 backup --table-readers 2", &split);
+    if wants("readers") {
+        let split = median_of(
+            runs,
+            &label,
+            "d1r2 backup --table-readers 2",
+            backup("d1r2-readers", &["--table-readers", "2"]),
+        )
+        .await;
+        line("d1r2 backup --table-readers 2", &split);
+    }
 
-    let restored = work.path().join("restored.db");
-    let restore = median_of(runs, &label, "d1r2 restore (to a file)", |_| {
-        let args = strings(&["restore", "--from", "s3://bench/d1r2", "--to"]);
-        let (env, restored) = (env.clone(), restored.clone());
-        async move {
-            let _ = fs::remove_file(&restored);
-            d1.reset_counters();
-            let mut args = args;
-            args.push(restored.to_str().unwrap().to_string());
-            let done = run(args, env, bin.to_path_buf()).await;
-            assert_eq!(count_rows(&restored), rows, "restored rows differ");
-            figures(done, d1, fs::metadata(&restored).unwrap().len())
-        }
-    })
-    .await;
-    line("d1r2 restore (to a file)", &restore);
+    if wants("restore") {
+        let restored = work.path().join("restored.db");
+        let restore = median_of(runs, &label, "d1r2 restore (to a file)", |_| {
+            let args = strings(&["restore", "--from", "s3://bench/d1r2", "--to"]);
+            let (env, restored) = (env.clone(), restored.clone());
+            async move {
+                let _ = fs::remove_file(&restored);
+                d1.reset_counters();
+                let mut args = args;
+                args.push(restored.to_str().unwrap().to_string());
+                let done = run(args, env, bin.to_path_buf()).await;
+                assert_eq!(count_rows(&restored), rows, "restored rows differ");
+                figures(done, d1, fs::metadata(&restored).unwrap().len())
+            }
+        })
+        .await;
+        line("d1r2 restore (to a file)", &restore);
+    }
 
-    let verify = median_of(runs, &label, "d1r2 verify", |_| {
-        let env = env.clone();
-        async move {
-            d1.reset_counters();
-            let args = strings(&["verify", "--from", "s3://bench/d1r2"]);
-            figures(run(args, env, bin.to_path_buf()).await, d1, 0)
-        }
-    })
-    .await;
-    line("d1r2 verify", &verify);
+    if wants("verify") {
+        let verify = median_of(runs, &label, "d1r2 verify", |_| {
+            let env = env.clone();
+            async move {
+                d1.reset_counters();
+                let args = strings(&["verify", "--from", "s3://bench/d1r2"]);
+                figures(run(args, env, bin.to_path_buf()).await, d1, 0)
+            }
+        })
+        .await;
+        line("d1r2 verify", &verify);
+    }
 
-    let import = median_of(runs, &label, "d1r2 restore (into D1, import API)", |k| {
-        let env = env.clone();
-        async move {
-            let copy = d1.add_database(&format!("copy-{k}"), "");
-            d1.reset_counters();
-            let args = strings(&[
-                "restore",
-                "--from",
-                "s3://bench/d1r2",
-                "--to",
-                &format!("d1://{copy}"),
-            ]);
-            figures(run(args, env, bin.to_path_buf()).await, d1, 0)
-        }
-    })
-    .await;
-    line("d1r2 restore (into D1, import API)", &import);
+    if wants("import") {
+        let import = median_of(runs, &label, "d1r2 restore (into D1, import API)", |k| {
+            let env = env.clone();
+            async move {
+                let copy = d1.add_database(&format!("copy-{k}"), "");
+                d1.reset_counters();
+                let args = strings(&[
+                    "restore",
+                    "--from",
+                    "s3://bench/d1r2",
+                    "--to",
+                    &format!("d1://{copy}"),
+                ]);
+                figures(run(args, env, bin.to_path_buf()).await, d1, 0)
+            }
+        })
+        .await;
+        line("d1r2 restore (into D1, import API)", &import);
+    }
 
-    if with_naive {
+    if wants("naive") {
         let args = serde_json::json!({
             "d1": d1.url, "s3": s3.url, "database": "bench",
         })
@@ -296,15 +330,17 @@ async fn bench_one(
             "straightforward (OFFSET, JSON, in memory, one PUT)",
             &theirs,
         );
-        lines.push(format!(
-            "| {} | {} | {rows} | ratio straightforward / d1r2 | time {:.1}x | | | | | requests {:.2}x | rows read {:.1}x | | RSS {:.1}x | |",
-            shape.name(),
-            db_bytes / MB,
-            theirs.wall.as_secs_f64() / ours.wall.as_secs_f64(),
-            theirs.requests as f64 / ours.requests as f64,
-            theirs.rows_read as f64 / ours.rows_read as f64,
-            theirs.rss as f64 / ours.rss as f64,
-        ));
+        if let Some(ours) = &ours {
+            lines.push(format!(
+                "| {} | {} | {rows} | ratio straightforward / d1r2 | time {:.1}x | | | | | requests {:.2}x | rows read {:.1}x | | RSS {:.1}x | |",
+                shape.name(),
+                db_bytes / MB,
+                theirs.wall.as_secs_f64() / ours.wall.as_secs_f64(),
+                theirs.requests as f64 / ours.requests as f64,
+                theirs.rows_read as f64 / ours.rows_read as f64,
+                theirs.rss as f64 / ours.rss as f64,
+            ));
+        }
     }
     let faults = s3.state.faults.load(Ordering::SeqCst);
     assert_eq!(faults, 0);

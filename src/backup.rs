@@ -160,9 +160,14 @@ fn fetch<'a>(source: &'a dyn Source, table: &'a Table, request: Request) -> Page
     })
 }
 
-/// How many pages a reader holds at once, asked for, arrived or being compressed: with two
-/// compressing, two more keep the source answering one while the next waits.
+/// How many pages a reader holds at once, asked for, arrived or being compressed: two
+/// compressing while two more are asked for.
 const PAGES_HELD: usize = 4;
+
+/// How many pages a reader has asked for and not received at most: two keep the source busy
+/// (it answers one while the other waits), and more would only let it answer them out of order
+/// (they travel apart), which holds up the ones after.
+const PAGES_ASKED: usize = 2;
 
 /// How many pages of a reader compress at once, each on a blocking thread: compression is most
 /// of a backup's own work, and one thread cannot keep up with D1 answering back to back.
@@ -201,6 +206,9 @@ pub async fn run(
         id: id.clone(),
         compression: options.compression,
         encryption: options.encryption.clone(),
+        encoders: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        )),
     };
     let result = write_backup(source, &schema, &target, options).await;
     let (objects, tables, schema_entries) = match result {
@@ -565,53 +573,47 @@ async fn backup_table(
         0 => n.to_string(),
         r => format!("r{r}-{n}"),
     };
-    let mut windows = reader.windows;
-    let mut inflight: FuturesOrdered<PageFuture> = FuturesOrdered::new();
-    let mut ready: VecDeque<Page> = VecDeque::new();
-    let mut limit = match reader.start {
+    let mut pages = Pages {
+        source,
+        table,
+        page_bytes,
+        limit: 0,
+        sample: None,
+        windows: reader.windows,
+        inflight: FuturesOrdered::new(),
+        ready: VecDeque::new(),
+    };
+    match reader.start {
         Start::First(page, limit) => {
+            pages.limit = limit;
             let first = Request {
                 after: Vec::new(),
                 upto: reader.upto,
                 limit,
                 window: None,
             };
-            let mut pages = Pages {
-                source,
-                table,
-                page_bytes,
-                limit,
-            };
-            pages.arrived(page, first, &mut windows, &mut inflight, &mut ready);
-            pages.limit
+            pages.arrived(page, first);
         }
-        Start::After(limit) => limit,
-        Start::Nothing => 0,
-    };
+        Start::After(limit) => pages.limit = limit,
+        Start::Nothing => {}
+    }
     let mut part: Option<OpenPart> = None;
     let writer = InsertWriter::new(&table.name, &table.columns, table.key.clone());
     let mut encoding: FuturesOrdered<EncodeFuture> = FuturesOrdered::new();
+    // Pages being encoded: each is encoded in two halves, the second one marked.
+    let mut encoding_pages = 0;
     let mut encoded: VecDeque<(Encoded, u64)> = VecDeque::new();
     let mut sending: Option<futures::future::BoxFuture<anyhow::Result<(OpenPart, u64)>>> = None;
     loop {
-        if let Some(windows) = windows.as_mut() {
-            while inflight.len() + ready.len() + encoding.len() < PAGES_HELD {
-                let Some((after, upto)) = windows.next(limit) else {
-                    break;
-                };
-                let request = Request {
-                    after: vec![after.to_string()],
-                    upto,
-                    limit: window_limit(limit),
-                    window: Some(after),
-                };
-                inflight.push_back(fetch(source, table, request));
-            }
-        }
-        while encoding.len() < ENCODERS
-            && let Some(page) = ready.pop_front()
+        pages.ask_ahead(encoding_pages);
+        while encoding_pages < ENCODERS
+            && let Some(page) = pages.ready.pop_front()
         {
-            encoding.push_back(encode_page(writer.clone(), target.compression, page));
+            let page = Arc::new(page);
+            let half = page.len().div_ceil(2);
+            encoding.push_back(encode_rows(target, &writer, page.clone(), 0..half, false));
+            encoding.push_back(encode_rows(target, &writer, page, half..usize::MAX, true));
+            encoding_pages += 1;
         }
         if sending.is_none()
             && let Some((member, rows)) = encoded.pop_front()
@@ -622,14 +624,16 @@ async fn backup_table(
             sending = Some(Box::pin(send_member(target, open, member, rows)));
         }
         tokio::select! {
-            arrived = inflight.next(), if !inflight.is_empty() => {
+            arrived = pages.inflight.next(), if !pages.inflight.is_empty() => {
                 let (page, request) = arrived.expect("a page is in flight")?;
-                let mut pages = Pages { source, table, page_bytes, limit };
-                pages.arrived(page, request, &mut windows, &mut inflight, &mut ready);
-                limit = pages.limit;
+                pages.arrived(page, request);
             }
             member = encoding.next(), if !encoding.is_empty() => {
-                encoded.push_back(member.expect("a page is being encoded")?);
+                let (member, rows, page_done) = member.expect("a page is being encoded")?;
+                encoding_pages -= usize::from(page_done);
+                if rows > 0 {
+                    encoded.push_back((member, rows));
+                }
             }
             sent = async { sending.as_mut().expect("a member is being sent").await }, if sending.is_some() => {
                 sending = None;
@@ -665,18 +669,33 @@ async fn backup_table(
     ))
 }
 
-type EncodeFuture = futures::future::BoxFuture<'static, anyhow::Result<(Encoded, u64)>>;
+type EncodeFuture = futures::future::BoxFuture<'static, anyhow::Result<(Encoded, u64, bool)>>;
 
-/// Renders `page` into INSERTs and compresses them into a member of their own on a blocking
-/// thread, so several pages of a reader compress at once; gives back the member and its rows.
-fn encode_page(mut writer: InsertWriter, compression: Compression, page: Page) -> EncodeFuture {
+/// Renders the rows `rows` of `page` into INSERTs and compresses them into a member of their own
+/// on a blocking thread, so pages, and the halves of one page, compress at once; gives back the
+/// member, its rows, and `last` (whether this was the page's last piece).
+fn encode_rows(
+    target: &Target,
+    writer: &InsertWriter,
+    page: Arc<Page>,
+    rows: std::ops::Range<usize>,
+    last: bool,
+) -> EncodeFuture {
+    let (compression, encoders) = (target.compression, target.encoders.clone());
+    let mut writer = writer.clone();
     Box::pin(async move {
+        let _core = encoders.acquire_owned().await?;
         tokio::task::spawn_blocking(move || {
+            let rows = rows.start.min(page.len())..rows.end.min(page.len());
+            let count = rows.len() as u64;
+            if rows.is_empty() {
+                return anyhow::Ok((Member::new(Compression::None).finish()?, 0, last));
+            }
             let mut member = Member::new(compression);
             // SQL goes to the encoder in slices, so a page is never held twice.
             let mut sql = String::with_capacity(2 * RENDER_SLICE);
             let mut cells = Vec::with_capacity(page.width());
-            for row in page.rows() {
+            for row in rows.map(|r| page.row(r)) {
                 row.cells_into(&mut cells);
                 writer.push_row(&cells, &mut sql)?;
                 if sql.len() >= RENDER_SLICE {
@@ -686,7 +705,7 @@ fn encode_page(mut writer: InsertWriter, compression: Compression, page: Page) -
             }
             writer.flush(&mut sql);
             member.write(sql.as_bytes())?;
-            anyhow::Ok((member.finish()?, page.len() as u64))
+            anyhow::Ok((member.finish()?, count, last))
         })
         .await?
     })
@@ -708,31 +727,57 @@ async fn send_member(
     Ok((open, rows))
 }
 
-/// One reader's view of its table's pages as they arrive.
+/// One reader's pages: asked for, in flight and arrived, and how the next ones are sized.
 struct Pages<'a> {
     source: &'a dyn Source,
     table: &'a Table,
     page_bytes: usize,
-    /// The row limit pages are sized to, as the pages so far weigh.
+    /// The row limit the next page is asked at.
     limit: usize,
+    /// The rows and weight of the last page that arrived, which later pages are sized from.
+    sample: Option<(usize, usize)>,
+    /// The rowid windows the reader reads its range in, when it has one.
+    windows: Option<Windows>,
+    inflight: FuturesOrdered<PageFuture<'a>>,
+    ready: VecDeque<Page>,
 }
 
 impl<'a> Pages<'a> {
+    /// Asks for the next windows while fewer than [`PAGES_ASKED`] are asked for and fewer than
+    /// [`PAGES_HELD`] pages are held, counting the `encoding` ones. The row limit grows from window to window as it would from page to page,
+    /// so the windows asked together while the first pages are small do not all stay small.
+    fn ask_ahead(&mut self, encoding: usize) {
+        let Some(windows) = self.windows.as_mut() else {
+            return;
+        };
+        while self.inflight.len() < PAGES_ASKED
+            && self.inflight.len() + self.ready.len() + encoding < PAGES_HELD
+        {
+            let Some((after, upto)) = windows.next(self.limit) else {
+                break;
+            };
+            let request = Request {
+                after: vec![after.to_string()],
+                upto,
+                limit: window_limit(self.limit),
+                window: Some(after),
+            };
+            self.inflight
+                .push_back(fetch(self.source, self.table, request));
+            if let Some((rows, bytes)) = self.sample {
+                self.limit = next_page_rows(self.limit, rows, bytes, self.page_bytes);
+            }
+        }
+    }
+
     /// Takes in a page that arrived for `request`: sizes later pages from it, teaches the windows
     /// its density, asks for the rest of its range first when it did not hold all of it, and
     /// queues its rows to be stored.
-    fn arrived(
-        &mut self,
-        page: Page,
-        request: Request,
-        windows: &mut Option<Windows>,
-        inflight: &mut FuturesOrdered<PageFuture<'a>>,
-        ready: &mut VecDeque<Page>,
-    ) {
+    fn arrived(&mut self, page: Page, request: Request) {
         let n = page.len();
         let last = page.last().map(|row| row_key(self.table, row));
         let rowid = |key: &Option<Vec<String>>| key.as_ref()?.first()?.parse::<i64>().ok();
-        if let (Some(w), Some(after)) = (windows.as_mut(), request.window) {
+        if let (Some(w), Some(after)) = (self.windows.as_mut(), request.window) {
             let covered = match (page.goes_on(request.limit), request.upto, rowid(&last)) {
                 (false, Some(upto), _) => upto.saturating_sub(after),
                 (_, _, Some(last)) => last.saturating_sub(after),
@@ -741,12 +786,14 @@ impl<'a> Pages<'a> {
             w.learn(n, covered);
         }
         if n > 0 {
-            self.limit = next_page_rows(self.limit, n, page_weight(&page), self.page_bytes);
+            let sample = (n, page_weight(&page));
+            self.sample = Some(sample);
+            self.limit = next_page_rows(self.limit, sample.0, sample.1, self.page_bytes);
         }
         // A first page whose table goes on in windows leaves the rest to them; any other page
         // that goes on is followed by the rest of its range, before any later window's rows.
         let windowed_first =
-            windows.is_some() && request.window.is_none() && request.after.is_empty();
+            self.windows.is_some() && request.window.is_none() && request.after.is_empty();
         if page.goes_on(request.limit)
             && !windowed_first
             && let Some(after) = last
@@ -757,10 +804,11 @@ impl<'a> Pages<'a> {
                 limit: self.limit,
                 window: None,
             };
-            inflight.push_front(fetch(self.source, self.table, rest));
+            self.inflight
+                .push_front(fetch(self.source, self.table, rest));
         }
         if n > 0 {
-            ready.push_back(page);
+            self.ready.push_back(page);
         }
     }
 }
@@ -770,6 +818,9 @@ struct Target {
     stores: Vec<Arc<dyn Store>>,
     id: String,
     compression: Compression,
+    /// Pages compressing at once across all readers, one a core: more would only contend for
+    /// the cores and hold more pages.
+    encoders: Arc<tokio::sync::Semaphore>,
     encryption: Option<Key>,
 }
 
