@@ -162,7 +162,7 @@ fn fetch<'a>(source: &'a dyn Source, table: &'a Table, request: Request) -> Page
 
 /// How many pages a reader holds at once, asked for, arrived or being compressed: two
 /// compressing while two more are asked for.
-const PAGES_HELD: usize = 4;
+const PAGES_HELD: usize = 3;
 
 /// How many pages a reader has asked for and not received at most: two keep the source busy
 /// (it answers one while the other waits), and more would only let it answer them out of order
@@ -606,7 +606,10 @@ async fn backup_table(
     let mut sending: Option<futures::future::BoxFuture<anyhow::Result<(OpenPart, u64)>>> = None;
     loop {
         pages.ask_ahead(encoding_pages);
+        // Compressed halves wait to be sent one page at most: a slow destination holds back
+        // compression, and through the pages held, the asking.
         while encoding_pages < ENCODERS
+            && encoded.len() < 2
             && let Some(page) = pages.ready.pop_front()
         {
             let page = Arc::new(page);

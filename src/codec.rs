@@ -109,10 +109,12 @@ impl Member {
     }
 
     pub fn finish(self) -> io::Result<Encoded> {
-        let bytes = match self.body {
+        let mut bytes = match self.body {
             MemberBody::Gzip(gz) => gz.finish()?,
             MemberBody::Plain(plain) => plain,
         };
+        // The buffer grew by doubling; a member may wait its turn to be sent, at its own size.
+        bytes.shrink_to_fit();
         Ok(Encoded {
             bytes,
             sql_bytes: self.sql_bytes,
