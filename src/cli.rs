@@ -74,8 +74,9 @@ pub struct BackupArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
     /// Readers of one large table keyed by its rowid, over ranges of its rowids, each taking one
-    /// of the `--concurrency` slots: more hide D1's round trips between one page and the next,
-    /// and each holds its own pages and upload buffer (about 20 MiB).
+    /// of the `--concurrency` slots: one reader already keeps D1 busy, more add compression
+    /// threads and upload streams where cores are many, and each holds its own pages and upload
+    /// buffer (about 15 MiB).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
     pub table_readers: u16,
     /// Encrypt every part with AES-256-GCM, using the key in D1R2_ENCRYPTION_KEY (32 bytes, hex or
