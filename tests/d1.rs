@@ -67,6 +67,21 @@ impl World {
         command.output().await.expect("running d1r2")
     }
 
+    /// Backs up `d1://name` into the local folder `folder`, and returns the folder.
+    async fn backup_d1(&self, name: &str, folder: &str) -> PathBuf {
+        let local = self.path(folder);
+        let source = format!("d1://{name}");
+        self.ok(&[
+            "backup",
+            "--source",
+            &source,
+            "--dest",
+            local.to_str().unwrap(),
+        ])
+        .await;
+        local
+    }
+
     async fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args).await;
         assert!(
@@ -423,15 +438,7 @@ async fn rows_read_and_requests_stay_near_the_row_count() {
         ),
     );
     w.d1.reset_counters();
-    let local = w.path("b");
-    w.ok(&[
-        "backup",
-        "--source",
-        "d1://big",
-        "--dest",
-        local.to_str().unwrap(),
-    ])
-    .await;
+    let local = w.backup_d1("big", "b").await;
     let read = w.d1.count(|c| &c.rows_read);
     let requests = w.d1.count(|c| &c.requests);
     let total_rows = rows + 2;
@@ -570,15 +577,7 @@ async fn one_reader_keeps_d1_busy_with_rowid_windows() {
     );
     w.d1.set_latency(std::time::Duration::from_millis(10));
     w.d1.reset_counters();
-    let local = w.path("b");
-    w.ok(&[
-        "backup",
-        "--source",
-        "d1://gappy",
-        "--dest",
-        local.to_str().unwrap(),
-    ])
-    .await;
+    let local = w.backup_d1("gappy", "b").await;
     let at_once = w.d1.count(|c| &c.most_queries_at_once);
     assert!(
         at_once >= 2,
