@@ -27,7 +27,7 @@ use crate::manifest::{
 };
 use crate::rowid_windows::Windows;
 use crate::source::{
-    Cell, DataMode, Page, Source, Table, TableFilter, catalog, key_columns, row_key,
+    Cell, DataMode, Page, Row, Source, Table, TableFilter, catalog, key_columns, row_key,
 };
 use crate::store::{Store, Upload};
 
@@ -512,8 +512,15 @@ fn rowid_span(table: &Table, page: &Page, limit: usize) -> Option<(i64, i64)> {
     if !page.goes_on(limit) || table.rowid_key().is_none() {
         return None;
     }
-    let key = |row| row_key(table, row).first()?.parse::<i64>().ok();
-    Some((key(page.row(0))?, key(page.last()?)?))
+    Some((
+        row_rowid(table, page.row(0))?,
+        row_rowid(table, page.last()?)?,
+    ))
+}
+
+/// The rowid of `row` of `table`, keyed by its rowid.
+fn row_rowid(table: &Table, row: Row<'_>) -> Option<i64> {
+    row_key(table, row).first()?.parse().ok()
 }
 
 /// The largest rowid of every table of the batch that has a span, in one request.
@@ -614,9 +621,11 @@ async fn backup_table(
             && let Some(page) = pages.ready.pop_front()
         {
             let page = Arc::new(page);
-            let half = page.len().div_ceil(2);
-            encoding.push_back(encode_rows(target, &writer, page.clone(), 0..half, false));
-            encoding.push_back(encode_rows(target, &writer, page, half..usize::MAX, true));
+            let (len, half) = (page.len(), page.len().div_ceil(2));
+            for rows in [0..half, half..len].into_iter().filter(|r| !r.is_empty()) {
+                let last = rows.end == len;
+                encoding.push_back(encode_rows(target, &writer, page.clone(), rows, last));
+            }
             encoding_pages += 1;
         }
         if sending.is_none()
@@ -635,9 +644,7 @@ async fn backup_table(
             member = encoding.next(), if !encoding.is_empty() => {
                 let (member, rows, page_done) = member.expect("a page is being encoded")?;
                 encoding_pages -= usize::from(page_done);
-                if rows > 0 {
-                    encoded.push_back((member, rows));
-                }
+                encoded.push_back((member, rows));
             }
             sent = async { sending.as_mut().expect("a member is being sent").await }, if sending.is_some() => {
                 sending = None;
@@ -690,11 +697,7 @@ fn encode_rows(
     Box::pin(async move {
         let _core = encoders.acquire_owned().await?;
         tokio::task::spawn_blocking(move || {
-            let rows = rows.start.min(page.len())..rows.end.min(page.len());
             let count = rows.len() as u64;
-            if rows.is_empty() {
-                return anyhow::Ok((Member::new(Compression::None).finish()?, 0, last));
-            }
             let mut member = Member::new(compression);
             // SQL goes to the encoder in slices, so a page is never held twice.
             let mut sql = String::with_capacity(2 * RENDER_SLICE);
@@ -748,8 +751,9 @@ struct Pages<'a> {
 
 impl<'a> Pages<'a> {
     /// Asks for the next windows while fewer than [`PAGES_ASKED`] are asked for and fewer than
-    /// [`PAGES_HELD`] pages are held, counting the `encoding` ones. The row limit grows from window to window as it would from page to page,
-    /// so the windows asked together while the first pages are small do not all stay small.
+    /// [`PAGES_HELD`] pages are held, counting the `encoding` ones. The row limit grows from
+    /// window to window as it would from page to page, so the windows asked together while the
+    /// first pages are small do not all stay small.
     fn ask_ahead(&mut self, encoding: usize) {
         let Some(windows) = self.windows.as_mut() else {
             return;
@@ -780,9 +784,9 @@ impl<'a> Pages<'a> {
     fn arrived(&mut self, page: Page, request: Request) {
         let n = page.len();
         let last = page.last().map(|row| row_key(self.table, row));
-        let rowid = |key: &Option<Vec<String>>| key.as_ref()?.first()?.parse::<i64>().ok();
         if let (Some(w), Some(after)) = (self.windows.as_mut(), request.window) {
-            let covered = match (page.goes_on(request.limit), request.upto, rowid(&last)) {
+            let last_rowid = page.last().and_then(|row| row_rowid(self.table, row));
+            let covered = match (page.goes_on(request.limit), request.upto, last_rowid) {
                 (false, Some(upto), _) => upto.saturating_sub(after),
                 (_, _, Some(last)) => last.saturating_sub(after),
                 _ => 0,

@@ -82,6 +82,15 @@ impl World {
         local
     }
 
+    /// Restores the backup in `local` into the file `name` and checks it holds what `source`
+    /// does, cell by cell.
+    async fn restores_the_same(&self, local: &Path, source: &Path, name: &str) {
+        let restored = self.path(name);
+        let (from, to) = (local.to_str().unwrap(), restored.to_str().unwrap());
+        self.ok(&["restore", "--from", from, "--to", to]).await;
+        assert_same_database(source, &restored);
+    }
+
     async fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args).await;
         assert!(
@@ -326,16 +335,7 @@ async fn throttling_and_dropped_connections_are_retried() {
         "Retry-After ignored"
     );
     assert_eq!(w.d1.count(|c| &c.faults), 4);
-    let restored = w.path("r.db");
-    w.ok(&[
-        "restore",
-        "--from",
-        local.to_str().unwrap(),
-        "--to",
-        restored.to_str().unwrap(),
-    ])
-    .await;
-    assert_same_database(&source, &restored);
+    w.restores_the_same(&local, &source, "r.db").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,14 +601,5 @@ async fn one_reader_keeps_d1_busy_with_rowid_windows() {
         read as f64 <= 1.1 * rows as f64,
         "{read} rows read for {rows}"
     );
-    let restored = w.path("restored.db");
-    w.ok(&[
-        "restore",
-        "--from",
-        local.to_str().unwrap(),
-        "--to",
-        restored.to_str().unwrap(),
-    ])
-    .await;
-    assert_same_database(&source, &restored);
+    w.restores_the_same(&local, &source, "restored.db").await;
 }
