@@ -14,7 +14,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::stream::FuturesOrdered;
-use futures::{StreamExt, TryStreamExt, future::try_join_all};
+use futures::{StreamExt, TryFutureExt, TryStreamExt, future::try_join_all};
 
 use crate::codec::{Compression, Encoded, Member, PartEncoder, Stored};
 use crate::crypto::Key;
@@ -187,13 +187,15 @@ pub async fn run(
     options: &BackupOptions,
 ) -> anyhow::Result<BackupOutcome> {
     let started = Instant::now();
-    // Asked beside the catalog, the bookmark still marks the backup's start, without a round trip
-    // of its own.
-    let (schema, bookmark) =
-        futures::try_join!(catalog::load(source, &options.filter), source.bookmark())?;
+    // Asked beside the catalog, the bookmark still marks the backup's start, and neither it nor
+    // the search for a free backup id in the stores costs a round trip of its own.
+    let (schema, bookmark, id) = futures::try_join!(
+        catalog::load(source, &options.filter).err_into::<anyhow::Error>(),
+        source.bookmark().err_into::<anyhow::Error>(),
+        unique_id(stores),
+    )?;
     let mut info = source.info();
     info.bookmark = bookmark;
-    let id = unique_id(stores).await?;
     tracing::info!(
         "backup {id}: {} tables from {}",
         schema.tables.len(),
@@ -267,42 +269,19 @@ async fn write_backup(
     target: &Target,
     options: &BackupOptions,
 ) -> anyhow::Result<Written> {
-    let mut objects = Vec::new();
-    let (sql, mut entries) = schema_sql(schema);
-    objects.push(
-        target
-            .write_whole(
-                &format!("schema.{}", target.compression.extension()),
-                ObjectKind::Schema,
-                sql,
-            )
-            .await?,
-    );
-    // First pages come a batch of tables per request, the batch sized from the one before; each
-    // table then goes on by itself, `concurrency` tables at a time, in catalog order.
-    let page_bytes = options.page_bytes.unwrap_or_else(|| source.page_bytes());
-    let batching = Batching {
-        next: 0,
-        size: options.concurrency.max(1),
-        limit: FIRST_PAGE_ROWS,
-    };
-    let all = &schema.tables;
-    let concurrency = options.concurrency.max(1);
-    let results: Vec<(usize, TableEntry, Vec<ObjectEntry>)> =
-        futures::stream::try_unfold(batching, move |state| {
-            first_pages(
-                source,
-                all,
-                state,
-                page_bytes,
-                (concurrency, options.table_readers),
-            )
-        })
-        .try_flatten()
-        .map_ok(|(i, reader)| backup_table(source, &all[i], i, target, options, reader))
-        .try_buffered(concurrency)
-        .try_collect()
-        .await?;
+    // The schema and post parts depend on the catalog alone: they are written while the tables
+    // are read, so neither costs the backup a round trip to the stores of its own.
+    let (schema_part, mut entries) = schema_sql(schema);
+    let (post_part, post_entries) = post_sql(schema);
+    entries.extend(post_entries);
+    let extension = target.compression.extension();
+    let (schema_key, post_key) = (format!("schema.{extension}"), format!("post.{extension}"));
+    let (schema_object, results, post_object) = futures::try_join!(
+        target.write_whole(&schema_key, ObjectKind::Schema, schema_part),
+        read_tables(source, schema, target, options),
+        target.write_whole(&post_key, ObjectKind::Post, post_part),
+    )?;
+    let mut objects = vec![schema_object];
     // A table read by several readers is one entry: its rows summed, its parts in reader order.
     let mut tables: Vec<TableEntry> = Vec::new();
     let mut last = None;
@@ -317,18 +296,42 @@ async fn write_backup(
     for table in &tables {
         tracing::info!("table {}: {} rows", table.name, table.rows);
     }
-    let (sql, post_entries) = post_sql(schema);
-    entries.extend(post_entries);
-    objects.push(
-        target
-            .write_whole(
-                &format!("post.{}", target.compression.extension()),
-                ObjectKind::Post,
-                sql,
-            )
-            .await?,
-    );
+    objects.push(post_object);
     Ok((objects, tables, entries))
+}
+
+/// Every table's rows, as (table index, entry, parts) in catalog order, a table read by several
+/// readers once a reader.
+async fn read_tables(
+    source: &dyn Source,
+    schema: &crate::source::Schema,
+    target: &Target,
+    options: &BackupOptions,
+) -> anyhow::Result<Vec<(usize, TableEntry, Vec<ObjectEntry>)>> {
+    // First pages come a batch of tables per request, the batch sized from the one before; each
+    // table then goes on by itself, `concurrency` tables at a time, in catalog order.
+    let page_bytes = options.page_bytes.unwrap_or_else(|| source.page_bytes());
+    let batching = Batching {
+        next: 0,
+        size: options.concurrency.max(1),
+        limit: FIRST_PAGE_ROWS,
+    };
+    let all = &schema.tables;
+    let concurrency = options.concurrency.max(1);
+    futures::stream::try_unfold(batching, move |state| {
+        first_pages(
+            source,
+            all,
+            state,
+            page_bytes,
+            (concurrency, options.table_readers),
+        )
+    })
+    .try_flatten()
+    .map_ok(|(i, reader)| backup_table(source, &all[i], i, target, options, reader))
+    .try_buffered(concurrency)
+    .try_collect()
+    .await
 }
 
 /// Where the batches of first pages stand: the next table, and the next batch's size and rows.
