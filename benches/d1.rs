@@ -9,6 +9,8 @@
 //! - `D1R2_BENCH_MB`: database sizes in MB, comma separated; default `28` (300,000 narrow rows).
 //! - `D1R2_BENCH_SHAPES`: any of `narrow`, `wide`, `tables` (many 1,000-row tables), comma separated; default `narrow`.
 //! - `D1R2_BENCH_LATENCY_MS`: added to every D1 answer; default `20`.
+//! - `D1R2_BENCH_S3_LATENCY_MS`: added to every S3 answer, as R2 is a round trip away too;
+//!   default `0`.
 //! - `D1R2_BENCH_NAIVE_MAX_MB`: largest database the straightforward approach is run on (its
 //!   rows read grow with the square of the row count); default `100`.
 //! - `D1R2_BENCH_RUNS`: how many times each operation runs; the table gives the run of median
@@ -54,11 +56,13 @@ fn main() {
         .iter()
         .map(|s| Shape::parse(s))
         .collect();
-    let latency = Duration::from_millis(
-        env_list("D1R2_BENCH_LATENCY_MS", "20")[0]
-            .parse()
-            .expect("D1R2_BENCH_LATENCY_MS"),
-    );
+    let millis = |name: &str, default: &str| {
+        Duration::from_millis(env_list(name, default)[0].parse().expect(name))
+    };
+    let latency = Latency {
+        d1: millis("D1R2_BENCH_LATENCY_MS", "20"),
+        s3: millis("D1R2_BENCH_S3_LATENCY_MS", "0"),
+    };
     let naive_max: u64 = env_list("D1R2_BENCH_NAIVE_MAX_MB", "100")[0]
         .parse()
         .expect("D1R2_BENCH_NAIVE_MAX_MB");
@@ -82,8 +86,9 @@ fn main() {
     let data = target.join("bench-data");
     fs::create_dir_all(&data).expect("create target/bench-data");
     println!(
-        "d1r2 D1 -> R2 benchmark: {} ms per D1 request",
-        latency.as_millis()
+        "d1r2 D1 -> R2 benchmark: {} ms per D1 request, {} ms per S3 request",
+        latency.d1.as_millis(),
+        latency.s3.as_millis()
     );
     println!("machine: {} cores, {}", cores(), cpu_model());
     println!();
@@ -126,6 +131,13 @@ fn main() {
     }
 }
 
+/// What every answer of the fakes waits before it is sent.
+#[derive(Clone, Copy)]
+struct Latency {
+    d1: Duration,
+    s3: Duration,
+}
+
 struct Figures {
     wall: Duration,
     cpu: Duration,
@@ -142,7 +154,7 @@ async fn bench_one(
     shape: Shape,
     mb: u64,
     db: &Path,
-    latency: Duration,
+    latency: Latency,
     ops: &[String],
     runs: usize,
 ) -> Vec<String> {
@@ -151,8 +163,9 @@ async fn bench_one(
     let db_bytes = fs::metadata(db).unwrap().len();
     let d1 = FakeD1::start().await;
     d1.add_database_from_file("bench", db);
-    d1.set_latency(latency);
+    d1.set_latency(latency.d1);
     let s3 = FakeS3::start(&[BUCKET]).await;
+    s3.set_latency(latency.s3);
     let label = format!("{}-{mb}", shape.name());
     eprintln!("[{label}] {db_bytes} bytes, {rows} rows");
     let work = tempfile::tempdir().unwrap();

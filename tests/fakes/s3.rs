@@ -22,6 +22,7 @@ pub struct S3State {
     pub requests: AtomicU64,
     pub faults: AtomicU64,
     fail: Mutex<(f64, u64, u64)>,
+    latency: Mutex<std::time::Duration>,
 }
 
 impl S3State {
@@ -82,6 +83,10 @@ impl FakeS3 {
                         let state = state.clone();
                         async move {
                             state.requests.fetch_add(1, Ordering::SeqCst);
+                            let latency = *state.latency.lock().unwrap();
+                            if !latency.is_zero() {
+                                tokio::time::sleep(latency).await;
+                            }
                             let line = format!(
                                 "{} {}",
                                 req.method(),
@@ -118,6 +123,11 @@ impl FakeS3 {
         let mut f = self.state.fail.lock().unwrap();
         f.0 = rate;
         f.1 = seed.max(1);
+    }
+
+    /// Adds `latency` before every answer, as a store across a network does.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        *self.state.latency.lock().unwrap() = latency;
     }
 
     /// Fails the next `n` requests.
