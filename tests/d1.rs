@@ -82,12 +82,18 @@ impl World {
         local
     }
 
-    /// Restores the backup in `local` into the file `name` and checks it holds what `source`
-    /// does, cell by cell.
-    async fn restores_the_same(&self, local: &Path, source: &Path, name: &str) {
+    /// Restores the latest backup at `from` into the file `name` and checks it holds what
+    /// `source` does, cell by cell.
+    async fn restores_the_same(&self, from: &str, source: &Path, name: &str) {
         let restored = self.path(name);
-        let (from, to) = (local.to_str().unwrap(), restored.to_str().unwrap());
-        self.ok(&["restore", "--from", from, "--to", to]).await;
+        self.ok(&[
+            "restore",
+            "--from",
+            from,
+            "--to",
+            restored.to_str().unwrap(),
+        ])
+        .await;
         assert_same_database(source, &restored);
     }
 
@@ -160,16 +166,8 @@ async fn d1_to_r2_and_back_cell_by_cell() {
     );
 
     for from in ["s3://backups/nightly", local.to_str().unwrap()] {
-        let restored = w.path(&format!("restored-{}.db", from.len()));
-        w.ok(&[
-            "restore",
-            "--from",
-            from,
-            "--to",
-            restored.to_str().unwrap(),
-        ])
-        .await;
-        assert_same_database(&source, &restored);
+        w.restores_the_same(from, &source, &format!("restored-{}.db", from.len()))
+            .await;
         w.ok(&["verify", "--from", from]).await;
     }
     let log = w.s3.log();
@@ -283,16 +281,8 @@ async fn a_fifth_of_all_requests_failing_changes_nothing() {
         "s3://backups/flaky",
     ])
     .await;
-    let restored = w.path("flaky.db");
-    w.ok(&[
-        "restore",
-        "--from",
-        "s3://backups/flaky",
-        "--to",
-        restored.to_str().unwrap(),
-    ])
-    .await;
-    assert_same_database(&source, &restored);
+    w.restores_the_same("s3://backups/flaky", &source, "flaky.db")
+        .await;
     w.ok(&[
         "restore",
         "--from",
@@ -321,21 +311,14 @@ async fn throttling_and_dropped_connections_are_retried() {
         Fault::BadGateway,
     ]);
     let started = std::time::Instant::now();
-    let local = w.path("b");
-    w.ok(&[
-        "backup",
-        "--source",
-        "d1://prod",
-        "--dest",
-        local.to_str().unwrap(),
-    ])
-    .await;
+    let local = w.backup_d1("prod", "b").await;
     assert!(
         started.elapsed() >= std::time::Duration::from_secs(1),
         "Retry-After ignored"
     );
     assert_eq!(w.d1.count(|c| &c.faults), 4);
-    w.restores_the_same(&local, &source, "r.db").await;
+    w.restores_the_same(local.to_str().unwrap(), &source, "r.db")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,16 +518,8 @@ async fn values_at_d1_length_limit_round_trip() {
         "s3://backups/media",
     ])
     .await;
-    let restored = w.path("media-restored.db");
-    w.ok(&[
-        "restore",
-        "--from",
-        "s3://backups/media",
-        "--to",
-        restored.to_str().unwrap(),
-    ])
-    .await;
-    assert_same_database(&source, &restored);
+    w.restores_the_same("s3://backups/media", &source, "media-restored.db")
+        .await;
     w.ok(&["verify", "--from", "s3://backups/media"]).await;
     w.ok(&[
         "restore",
@@ -601,5 +576,6 @@ async fn one_reader_keeps_d1_busy_with_rowid_windows() {
         read as f64 <= 1.1 * rows as f64,
         "{read} rows read for {rows}"
     );
-    w.restores_the_same(&local, &source, "restored.db").await;
+    w.restores_the_same(local.to_str().unwrap(), &source, "restored.db")
+        .await;
 }
