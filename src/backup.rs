@@ -19,16 +19,13 @@ use futures::{StreamExt, TryFutureExt, TryStreamExt, future::try_join_all};
 use crate::codec::{Compression, Encoded, Member, PartEncoder, Stored};
 use crate::crypto::Key;
 use crate::dump::insert::InsertWriter;
-use crate::dump::value::quote_ident;
 use crate::dump::{post_sql, schema_sql, sequence_sql};
 use crate::manifest::{
     EncryptionInfo, FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, TableEntry,
     backup_id, slug,
 };
 use crate::rowid_windows::Windows;
-use crate::source::{
-    Cell, DataMode, Page, Row, Source, Table, TableFilter, catalog, key_columns, row_key,
-};
+use crate::source::{DataMode, FirstPage, Page, Row, Source, Table, TableFilter, catalog, row_key};
 use crate::store::{Store, Upload};
 
 #[derive(Debug, Clone)]
@@ -421,7 +418,7 @@ async fn first_pages(
         batch.push(state.next);
         state.next += 1;
     }
-    let pages = source
+    let firsts = source
         .first_pages(&reading, state.limit)
         .await
         .with_context(|| match reading.as_slice() {
@@ -429,37 +426,39 @@ async fn first_pages(
             many => format!("reading the first rows of {} tables", many.len()),
         })?;
     let last = BatchWeight {
-        pages: pages.len(),
-        full: pages.iter().filter(|p| p.goes_on(state.limit)).count(),
-        rows: pages.iter().map(Page::len).sum(),
-        weight: pages.iter().map(page_weight).sum(),
+        pages: firsts.len(),
+        full: firsts
+            .iter()
+            .filter(|f| f.page.goes_on(state.limit))
+            .count(),
+        rows: firsts.iter().map(|f| f.page.len()).sum(),
+        weight: firsts.iter().map(|f| page_weight(&f.page)).sum(),
     };
     let limit = state.limit;
     (state.size, state.limit) = next_batch(state.size, state.limit, last, page_bytes);
-    let mut pages = pages.into_iter();
-    let firsts: Vec<(usize, Option<Page>)> = batch
+    let mut firsts = firsts.into_iter();
+    let firsts: Vec<(usize, Option<FirstPage>)> = batch
         .into_iter()
         .map(|i| {
             (
                 i,
                 (tables[i].data == DataMode::Rows)
-                    .then(|| pages.next())
+                    .then(|| firsts.next())
                     .flatten(),
             )
         })
         .collect();
-    // Full first pages of tables keyed by their rowid: their largest rowid (one request for the
-    // batch) tells how much is left, whether to split it among readers, and where the windows
-    // the rest is read in end.
+    // Full first pages of tables keyed by their rowid come with their largest rowid, which tells
+    // how much is left, whether to split it among readers, and where the windows the rest is
+    // read in end.
     let most = concurrency.min(table_readers);
-    let spans: Vec<Option<(i64, i64)>> = firsts
-        .iter()
-        .map(|(i, page)| rowid_span(&tables[*i], page.as_ref()?, limit))
-        .collect();
-    let maxima = largest_rowids(source, tables, &firsts, &spans).await?;
     let mut items: Vec<anyhow::Result<(usize, Reader)>> = Vec::new();
-    for (((i, page), span), max) in firsts.into_iter().zip(spans).zip(maxima) {
-        let Some(page) = page else {
+    for (i, first) in firsts {
+        let Some(FirstPage {
+            page,
+            largest_rowid: max,
+        }) = first
+        else {
             let reader = Reader {
                 number: 0,
                 start: Start::Nothing,
@@ -469,6 +468,7 @@ async fn first_pages(
             items.push(Ok((i, reader)));
             continue;
         };
+        let span = rowid_span(&tables[i], &page, limit);
         let split = span.zip(max).map(|((first, last), max)| {
             let weight = page_weight(&page);
             let keys = (first, last, max);
@@ -524,41 +524,6 @@ fn rowid_span(table: &Table, page: &Page, limit: usize) -> Option<(i64, i64)> {
 /// The rowid of `row` of `table`, keyed by its rowid.
 fn row_rowid(table: &Table, row: Row<'_>) -> Option<i64> {
     row_key(table, row).first()?.parse().ok()
-}
-
-/// The largest rowid of every table of the batch that has a span, in one request.
-async fn largest_rowids(
-    source: &dyn Source,
-    tables: &[Table],
-    firsts: &[(usize, Option<Page>)],
-    spans: &[Option<(i64, i64)>],
-) -> anyhow::Result<Vec<Option<i64>>> {
-    let asked: Vec<usize> = (0..spans.len()).filter(|&n| spans[n].is_some()).collect();
-    let mut maxima = vec![None; spans.len()];
-    if asked.is_empty() {
-        return Ok(maxima);
-    }
-    let statements: Vec<String> = asked
-        .iter()
-        .map(|&n| {
-            let table = &tables[firsts[n].0];
-            format!(
-                "SELECT CAST(max({}) AS TEXT) FROM {}",
-                key_columns(table)[0],
-                quote_ident(&table.name)
-            )
-        })
-        .collect();
-    let answers = source
-        .query(&statements)
-        .await
-        .context("reading the largest rowid of large tables")?;
-    for (&n, rows) in asked.iter().zip(answers) {
-        if let Some([Cell::Text(max)]) = rows.first().map(Vec::as_slice) {
-            maxima[n] = max.parse::<i64>().ok();
-        }
-    }
-    Ok(maxima)
 }
 
 async fn backup_table(

@@ -8,11 +8,12 @@ mod fakes;
 use std::path::Path;
 
 use d1r2::cloudflare::Api;
+use d1r2::dump::value::quote_ident;
 use d1r2::retry::RetryPolicy;
 use d1r2::source::catalog;
 use d1r2::source::d1::D1Source;
 use d1r2::source::sqlite::SqliteSource;
-use d1r2::source::{Schema, Source, SourceError, Table, TableFilter, row_key};
+use d1r2::source::{Schema, Source, SourceError, Table, TableFilter, key_columns, row_key};
 use fakes::d1::{ACCOUNT, FakeD1, TOKEN};
 use rusqlite::Connection;
 
@@ -202,27 +203,54 @@ async fn first_pages_in_batches_are_the_tables_first_pages() {
         .filter(|t| t.data == d1r2::source::DataMode::Rows)
         .collect();
     assert!(tables.len() > 120);
+    let file = Connection::open(&db).unwrap();
+    let largest = |table: &Table| -> Option<i64> {
+        file.query_row(
+            &format!(
+                "SELECT max({}) FROM {}",
+                key_columns(table)[0],
+                quote_ident(&table.name)
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    // A page statement a table, and a largest-rowid statement a table keyed by its rowid.
+    let statements = tables.len() + tables.iter().filter(|t| t.rowid_key().is_some()).count();
     for (name, source) in &sources {
         for limit in [1, 3, 1000] {
             fake.reset_counters();
-            let pages = source.first_pages(&tables, limit).await.unwrap();
+            let firsts = source.first_pages(&tables, limit).await.unwrap();
             let requests = fake.count(|c| &c.requests);
-            assert_eq!(pages.len(), tables.len(), "{name}");
-            for (table, page) in tables.iter().zip(&pages) {
+            assert_eq!(firsts.len(), tables.len(), "{name}");
+            for (table, first) in tables.iter().zip(&firsts) {
                 let alone = source.page(table, None, None, limit).await.unwrap();
-                assert_eq!(page, &alone, "{name}: table {} at {limit} rows", table.name);
+                let what = format!("{name}: table {} at {limit} rows", table.name);
+                assert_eq!(first.page, alone, "{what}");
+                let want = match table.rowid_key() {
+                    Some(_) if alone.goes_on(limit) => largest(table),
+                    _ => None,
+                };
+                assert_eq!(first.largest_rowid, want, "{what}");
             }
             if name.starts_with("d1") {
                 // At most 50 statements a request: the batches, a second read for each of the
                 // two tables holding text that is not UTF-8, and nothing else per table.
+                let batches = statements.div_ceil(50) as u64;
                 assert!(
-                    (3..=5).contains(&requests),
-                    "{name}: {requests} requests for {} tables",
-                    tables.len()
+                    (batches..=batches + 3).contains(&requests),
+                    "{name}: {requests} requests for {statements} statements"
                 );
             }
         }
     }
+    // Some tables went on at every limit, so the largest rowids above were not all none.
+    assert!(
+        tables
+            .iter()
+            .any(|t| t.rowid_key().is_some() && largest(t) > Some(1))
+    );
 }
 
 /// Values near D1's 2,000,000-byte limit, rows whose literals together pass it, and pages whose
@@ -301,7 +329,8 @@ async fn large_values_and_large_rows_read_the_same() {
             first.literal_bytes()
         );
         let batched = source.first_pages(&[many], 1000).await.unwrap();
-        assert_eq!(batched[0], first, "{name}");
+        assert_eq!(batched[0].page, first, "{name}");
+        assert_eq!(batched[0].largest_rowid, Some(12), "{name}");
     }
 }
 

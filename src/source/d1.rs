@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Affinity, Cell, Page, Row, Source, SourceError, SourceInfo, Table, key_columns, max_page_bytes,
-    page_query, row_key,
+    Affinity, Cell, FirstPage, Page, Row, Source, SourceError, SourceInfo, Table, key_columns,
+    largest_rowid_query, max_page_bytes, page_query, row_key,
 };
 use crate::cloudflare::{Api, ApiError};
 use crate::dump::value::{ValueRef, quote_ident, render};
@@ -833,34 +833,65 @@ impl Source for D1Source {
     }
 
     /// Every first page in one `/raw` request of several statements (D1 answers each in turn),
-    /// as many statements a request as fit under D1's statement and request limits.
-    async fn first_pages(&self, tables: &[&Table], limit: usize) -> Result<Vec<Page>, SourceError> {
-        let queries: Vec<String> = tables
+    /// as many statements a request as fit under D1's statement and request limits; a table keyed
+    /// by its rowid has its largest rowid read in the same request, right after its page.
+    async fn first_pages(
+        &self,
+        tables: &[&Table],
+        limit: usize,
+    ) -> Result<Vec<FirstPage>, SourceError> {
+        let queries: Vec<Vec<String>> = tables
             .iter()
-            .map(|t| row_query(t, None, None, limit, quoted_cell))
+            .map(|t| {
+                let page = row_query(t, None, None, limit, quoted_cell);
+                std::iter::once(page)
+                    .chain(largest_rowid_query(t))
+                    .collect()
+            })
             .collect();
-        let mut pages = Vec::with_capacity(tables.len());
+        let mut firsts = Vec::with_capacity(tables.len());
         let mut start = 0;
         while start < tables.len() {
-            let (mut end, mut length) = (start, 0);
-            while end < tables.len()
-                && end - start < STATEMENTS_PER_REQUEST
-                && (end == start || length + queries[end].len() + 2 <= MAX_REQUEST_SQL)
-            {
-                length += queries[end].len() + 2;
+            let (mut end, mut statements, mut length) = (start, 0, 0);
+            while end < tables.len() {
+                let (count, bytes) = (
+                    queries[end].len(),
+                    queries[end].iter().map(|q| q.len() + 2).sum::<usize>(),
+                );
+                let fits = statements + count <= STATEMENTS_PER_REQUEST
+                    && length + bytes <= MAX_REQUEST_SQL;
+                if end > start && !fits {
+                    break;
+                }
+                (statements, length) = (statements + count, length + bytes);
                 end += 1;
             }
             let what = format!("reading {} tables of d1://{}", end - start, self.name);
-            let answers: Vec<Tuples> = self.statements(&queries[start..end], &what).await?;
-            for (table, rows) in tables[start..end].iter().zip(answers) {
+            let sql: Vec<String> = queries[start..end].concat();
+            // D1 answers every statement sent, or the request fails (`statements`).
+            let mut answers = self.statements::<Tuples>(&sql, &what).await?.into_iter();
+            for (table, asked) in tables[start..end].iter().zip(&queries[start..end]) {
+                let rows = answers.next().unwrap_or_default();
                 let page = self
                     .readable(checked(rows, table)?, table, None, None, limit)
                     .await?;
-                pages.push(self.with_large_values(page, table).await?);
+                let page = self.with_large_values(page, table).await?;
+                let largest = if asked.len() > 1 {
+                    answers.next()
+                } else {
+                    None
+                };
+                let largest_rowid = largest
+                    .filter(|_| page.goes_on(limit))
+                    .and_then(|rows| rows.0.last()?.cell(0).parse().ok());
+                firsts.push(FirstPage {
+                    page,
+                    largest_rowid,
+                });
             }
             start = end;
         }
-        Ok(pages)
+        Ok(firsts)
     }
 
     /// Large pages: each request is a round trip and one of the 1,200 requests Cloudflare allows

@@ -103,13 +103,29 @@ pub trait Source: Send + Sync {
 
     /// The first page of each of `tables`, as `page(table, None, None, limit)` gives it, in one round
     /// trip where the source can: a database of many small tables then costs a request per
-    /// batch of tables rather than one per table.
-    async fn first_pages(&self, tables: &[&Table], limit: usize) -> Result<Vec<Page>, SourceError> {
-        let mut pages = Vec::with_capacity(tables.len());
+    /// batch of tables rather than one per table. With it, the largest rowid of each table keyed
+    /// by its rowid whose page goes on ([`FirstPage`]).
+    async fn first_pages(
+        &self,
+        tables: &[&Table],
+        limit: usize,
+    ) -> Result<Vec<FirstPage>, SourceError> {
+        let mut firsts = Vec::with_capacity(tables.len());
         for table in tables {
-            pages.push(self.page(table, None, None, limit).await?);
+            let page = self.page(table, None, None, limit).await?;
+            let largest_rowid = match largest_rowid_query(table) {
+                Some(sql) if page.goes_on(limit) => {
+                    let answer = self.query(&[sql]).await?.pop().unwrap_or_default();
+                    largest_rowid(answer.first().and_then(|row| row.first()))
+                }
+                _ => None,
+            };
+            firsts.push(FirstPage {
+                page,
+                largest_rowid,
+            });
         }
-        Ok(pages)
+        Ok(firsts)
     }
 
     /// How many bytes of literals a page should hold. A local file reads cheaply, so pages stay
@@ -122,6 +138,35 @@ pub trait Source: Send + Sync {
     /// one.
     async fn bookmark(&self) -> Result<Option<String>, SourceError> {
         Ok(None)
+    }
+}
+
+/// A table's first page, and what a backup splits the rest of a large table by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FirstPage {
+    pub page: Page,
+    /// The table's largest rowid when the table is keyed by its rowid and the page goes on
+    /// (none otherwise): where the rowid windows that read the rest end. D1 reads it in the
+    /// first page's request, a round trip less before a large table's rows.
+    pub largest_rowid: Option<i64>,
+}
+
+/// The statement that reads the largest rowid of a table keyed by its rowid, as text: the last
+/// entry of the table's B-tree, one row read, and no row for an empty table.
+pub fn largest_rowid_query(table: &Table) -> Option<String> {
+    table.rowid_key()?;
+    let key = &key_columns(table)[0];
+    Some(format!(
+        "SELECT CAST({key} AS TEXT) FROM {} ORDER BY {key} DESC LIMIT 1",
+        quote_ident(&table.name)
+    ))
+}
+
+/// The rowid in the answer to [`largest_rowid_query`].
+fn largest_rowid(cell: Option<&Cell>) -> Option<i64> {
+    match cell? {
+        Cell::Text(text) => text.parse().ok(),
+        _ => None,
     }
 }
 
