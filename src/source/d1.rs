@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::{
     Affinity, Cell, FirstPage, Page, Row, Source, SourceError, SourceInfo, Table, key_columns,
-    largest_rowid_query, max_page_bytes, page_query, row_key,
+    largest_rowid, largest_rowid_query, max_page_bytes, page_query, row_key,
 };
 use crate::cloudflare::{Api, ApiError};
 use crate::dump::value::{ValueRef, quote_ident, render};
@@ -833,55 +833,56 @@ impl Source for D1Source {
     }
 
     /// Every first page in one `/raw` request of several statements (D1 answers each in turn),
-    /// as many statements a request as fit under D1's statement and request limits; a table keyed
-    /// by its rowid has its largest rowid read in the same request, right after its page.
+    /// as many statements a request as fit under D1's statement and request limits. The largest
+    /// rowid of a table keyed by its rowid is read in the same request, right after its page,
+    /// when the request has room for it (a batch of up to 25 such tables); otherwise it is asked
+    /// after, in one request, for the tables whose pages went on. Asking it of every table would
+    /// take requests from databases of many small tables.
     async fn first_pages(
         &self,
         tables: &[&Table],
         limit: usize,
     ) -> Result<Vec<FirstPage>, SourceError> {
-        let queries: Vec<Vec<String>> = tables
+        let pages: Vec<String> = tables
             .iter()
-            .map(|t| {
-                let page = row_query(t, None, None, limit, quoted_cell);
-                std::iter::once(page)
-                    .chain(largest_rowid_query(t))
-                    .collect()
-            })
+            .map(|t| row_query(t, None, None, limit, quoted_cell))
             .collect();
         let mut firsts = Vec::with_capacity(tables.len());
         let mut start = 0;
         while start < tables.len() {
-            let (mut end, mut statements, mut length) = (start, 0, 0);
-            while end < tables.len() {
-                let (count, bytes) = (
-                    queries[end].len(),
-                    queries[end].iter().map(|q| q.len() + 2).sum::<usize>(),
-                );
-                let fits = statements + count <= STATEMENTS_PER_REQUEST
-                    && length + bytes <= MAX_REQUEST_SQL;
-                if end > start && !fits {
-                    break;
-                }
-                (statements, length) = (statements + count, length + bytes);
+            let (mut end, mut length) = (start, 0);
+            while end < tables.len()
+                && end - start < STATEMENTS_PER_REQUEST
+                && (end == start || length + pages[end].len() + 2 <= MAX_REQUEST_SQL)
+            {
+                length += pages[end].len() + 2;
                 end += 1;
             }
+            let batch = &tables[start..end];
+            let largest: Vec<Option<String>> =
+                batch.iter().map(|t| largest_rowid_query(t)).collect();
+            let extra = largest.iter().flatten();
+            let room = end - start + extra.clone().count() <= STATEMENTS_PER_REQUEST
+                && length + extra.map(|q| q.len() + 2).sum::<usize>() <= MAX_REQUEST_SQL;
+            let mut sql = Vec::new();
+            for (page, largest) in pages[start..end].iter().zip(&largest) {
+                sql.push(page.clone());
+                sql.extend(largest.iter().filter(|_| room).cloned());
+            }
             let what = format!("reading {} tables of d1://{}", end - start, self.name);
-            let sql: Vec<String> = queries[start..end].concat();
             // D1 answers every statement sent, or the request fails (`statements`).
             let mut answers = self.statements::<Tuples>(&sql, &what).await?.into_iter();
-            for (table, asked) in tables[start..end].iter().zip(&queries[start..end]) {
+            for (table, largest) in batch.iter().zip(&largest) {
                 let rows = answers.next().unwrap_or_default();
                 let page = self
                     .readable(checked(rows, table)?, table, None, None, limit)
                     .await?;
                 let page = self.with_large_values(page, table).await?;
-                let largest = if asked.len() > 1 {
-                    answers.next()
-                } else {
-                    None
-                };
-                let largest_rowid = largest
+                let read = largest
+                    .as_ref()
+                    .filter(|_| room)
+                    .and_then(|_| answers.next());
+                let largest_rowid = read
                     .filter(|_| page.goes_on(limit))
                     .and_then(|rows| rows.0.last()?.cell(0).parse().ok());
                 firsts.push(FirstPage {
@@ -890,6 +891,21 @@ impl Source for D1Source {
                 });
             }
             start = end;
+        }
+        // The tables keyed by their rowid whose pages went on without their largest rowid.
+        let missing: Vec<usize> = (0..tables.len())
+            .filter(|&i| firsts[i].largest_rowid.is_none() && firsts[i].page.goes_on(limit))
+            .filter(|&i| tables[i].rowid_key().is_some())
+            .collect();
+        let statements: Vec<String> = missing
+            .iter()
+            .filter_map(|&i| largest_rowid_query(tables[i]))
+            .collect();
+        if !statements.is_empty() {
+            let answers = self.query(&statements).await?;
+            for (&i, rows) in missing.iter().zip(answers) {
+                firsts[i].largest_rowid = largest_rowid(rows.first().and_then(|r| r.first()));
+            }
         }
         Ok(firsts)
     }

@@ -163,7 +163,7 @@ pub fn largest_rowid_query(table: &Table) -> Option<String> {
 }
 
 /// The rowid in the answer to [`largest_rowid_query`].
-fn largest_rowid(cell: Option<&Cell>) -> Option<i64> {
+pub fn largest_rowid(cell: Option<&Cell>) -> Option<i64> {
     match cell? {
         Cell::Text(text) => text.parse().ok(),
         _ => None,
