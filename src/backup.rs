@@ -24,6 +24,7 @@ use crate::manifest::{
     EncryptionInfo, FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, TableEntry,
     backup_id, slug,
 };
+use crate::read_ahead::ReadAhead;
 use crate::rowid_windows::Windows;
 use crate::source::{DataMode, FirstPage, Page, Row, Source, Table, TableFilter, catalog, row_key};
 use crate::store::{Store, Upload};
@@ -315,7 +316,7 @@ async fn read_tables(
     };
     let all = &schema.tables;
     let concurrency = options.concurrency.max(1);
-    futures::stream::try_unfold(batching, move |state| {
+    let readers = futures::stream::try_unfold(batching, move |state| {
         first_pages(
             source,
             all,
@@ -324,11 +325,14 @@ async fn read_tables(
             (concurrency, options.table_readers),
         )
     })
-    .try_flatten()
-    .map_ok(|(i, reader)| backup_table(source, &all[i], i, target, options, reader))
-    .try_buffered(concurrency)
-    .try_collect()
-    .await
+    .try_flatten();
+    // More than a batch read ahead: the next batch of first pages is asked for as soon as the one
+    // before arrives, and comes while the tables before it are written.
+    ReadAhead::new(Box::pin(readers), MAX_BATCH_TABLES + 1)
+        .map_ok(|(i, reader)| backup_table(source, &all[i], i, target, options, reader))
+        .try_buffered(concurrency)
+        .try_collect()
+        .await
 }
 
 /// Where the batches of first pages stand: the next table, and the next batch's size and rows.

@@ -21,6 +21,7 @@ pub mod location;
 pub mod manifest;
 pub mod progress;
 pub mod prune;
+pub mod read_ahead;
 pub mod repo;
 pub mod report;
 pub mod restore;

@@ -14,6 +14,7 @@
 //! recorded so the exact moment can be restored with `wrangler d1 time-travel restore`.
 
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,6 +29,8 @@ use crate::dump::value::{ValueRef, quote_ident, render};
 /// Statements sent in one request (catalog queries, tables' first pages): one request is one
 /// rate-limit token.
 const STATEMENTS_PER_REQUEST: usize = 50;
+/// Catalog requests in flight at once: D1 answers them in turn, so more would not come sooner.
+const CATALOG_REQUESTS: usize = 4;
 /// SQL in one `/raw` request, well under D1's 100,000-byte statement limit.
 const MAX_REQUEST_SQL: usize = 90_000;
 /// D1's longest string or BLOB (SQLite's `SQLITE_LIMIT_LENGTH` there), 2,000,000 bytes.
@@ -802,20 +805,27 @@ impl Source for D1Source {
         }
     }
 
+    /// The requests of a long catalog (two statements a table) go [`CATALOG_REQUESTS`] at a
+    /// time: their answers are small and quick, so they would mostly wait out round trips.
     async fn query(&self, statements: &[String]) -> Result<Vec<Vec<Vec<Cell>>>, SourceError> {
-        let mut answers = Vec::with_capacity(statements.len());
         let what = format!("reading the catalog of d1://{}", self.name);
-        for chunk in statements.chunks(STATEMENTS_PER_REQUEST) {
-            let results: Vec<Vec<Vec<Value>>> = self.statements(chunk, &what).await?;
-            for rows in results {
-                answers.push(
-                    rows.into_iter()
-                        .map(|row| row.into_iter().map(cell).collect())
-                        .collect::<Result<Vec<Vec<Cell>>, SourceError>>()?,
-                );
-            }
-        }
-        Ok(answers)
+        let requests: Vec<_> = statements
+            .chunks(STATEMENTS_PER_REQUEST)
+            .map(|chunk| self.statements::<Vec<Vec<Value>>>(chunk, &what))
+            .collect();
+        let chunks: Vec<Vec<Vec<Vec<Value>>>> = futures::stream::iter(requests)
+            .buffered(CATALOG_REQUESTS)
+            .try_collect()
+            .await?;
+        chunks
+            .into_iter()
+            .flatten()
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|row| row.into_iter().map(cell).collect())
+                    .collect()
+            })
+            .collect()
     }
 
     async fn page(
