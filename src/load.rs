@@ -70,9 +70,17 @@ pub fn check_key<'k>(
     Ok(Some(key))
 }
 
+/// Decoded SQL in flight from the reading thread to the sink's, in chunks of [`CHUNK`] bytes:
+/// reading, checking and decompressing parts runs beside splitting and applying their SQL, each
+/// on a core of its own, in a megabyte of memory.
+const CHUNKS_AHEAD: usize = 4;
+const CHUNK: usize = 256 * 1024;
+
 /// Streams the SQL of `objects` (in order) into `sink`, checking each object's size and digest
-/// against the manifest once it has been read. Runs on a blocking thread; the sink sees a part's
-/// bytes before its digest is known, so callers write somewhere they can throw away.
+/// against the manifest once it has been read. Runs on two blocking threads, one reading and
+/// decoding, one feeding the sink; the sink sees a part's bytes before its digest is known, so
+/// callers write somewhere they can throw away. A part that fails its checks is the error
+/// reported, before anything the sink said of bytes it was handed.
 pub async fn stream_sql<S: SqlSink>(
     store: Arc<dyn Store>,
     manifest: &Manifest,
@@ -83,8 +91,19 @@ pub async fn stream_sql<S: SqlSink>(
     let decryption: Option<Key> = check_key(manifest, key)?.cloned();
     let handle = tokio::runtime::Handle::current();
     let manifest = manifest.clone();
-    tokio::task::spawn_blocking(move || {
-        for object in &objects {
+    let objects = Arc::new(objects);
+    let (send, receive) = std::sync::mpsc::sync_channel::<(usize, Option<Vec<u8>>)>(CHUNKS_AHEAD);
+    let sinking = {
+        let objects = objects.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<S> {
+            for (index, bytes) in receive {
+                sink.feed(&objects[index], bytes.as_deref())?;
+            }
+            Ok(sink)
+        })
+    };
+    let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        for (index, object) in objects.iter().enumerate() {
             let key = manifest.key(object);
             let stream = handle.block_on(store.get(&key)).map_err(|e| {
                 if e.is_not_found() {
@@ -105,13 +124,16 @@ pub async fn stream_sql<S: SqlSink>(
             };
             let decoded = {
                 let mut plain = decoder(&mut hashing, manifest.compression, decryption.as_ref());
-                let mut buf = vec![0u8; 256 * 1024];
+                let mut buf = vec![0u8; CHUNK];
                 loop {
                     match plain.read(&mut buf) {
                         Ok(0) => break Ok(()),
                         Ok(n) => {
                             crate::progress::add(0, n as u64);
-                            sink.feed(object, Some(&buf[..n]))?
+                            // The sink stopped: what it failed on is the error to report.
+                            if send.send((index, Some(buf[..n].to_vec()))).is_err() {
+                                return Ok(());
+                            }
                         }
                         Err(e) => break Err(e),
                     }
@@ -133,11 +155,15 @@ pub async fn stream_sql<S: SqlSink>(
                 .into());
             }
             decoded.map_err(|e| corrupt(format!("cannot decode: {e}")))?;
-            sink.feed(object, None)?;
+            if send.send((index, None)).is_err() {
+                return Ok(());
+            }
         }
-        Ok(sink)
-    })
-    .await?
+        Ok(())
+    });
+    let (read, sunk) = tokio::join!(reading, sinking);
+    read??;
+    sunk?
 }
 
 /// Where decoded SQL goes: a database being loaded, or an export file.
