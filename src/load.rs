@@ -74,6 +74,7 @@ pub fn check_key<'k>(
 /// reading, checking and decompressing parts runs beside splitting and applying their SQL, each
 /// on a core of its own, in a megabyte of memory.
 const CHUNKS_AHEAD: usize = 4;
+/// The decoded SQL read at a time, and handed to the sink's thread as one chunk.
 const CHUNK: usize = 256 * 1024;
 
 /// Streams the SQL of `objects` (in order) into `sink`, checking each object's size and digest

@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Affinity, Cell, FirstPage, Page, Row, Source, SourceError, SourceInfo, Table, key_columns,
-    largest_rowid, largest_rowid_query, max_page_bytes, page_query, row_key,
+    Affinity, Cell, FirstPage, Page, Row, Source, SourceError, SourceInfo, Table,
+    fill_largest_rowids, key_columns, largest_rowid_query, max_page_bytes, page_query, row_key,
 };
 use crate::cloudflare::{Api, ApiError};
 use crate::dump::value::{ValueRef, quote_ident, render};
@@ -902,21 +902,7 @@ impl Source for D1Source {
             }
             start = end;
         }
-        // The tables keyed by their rowid whose pages went on without their largest rowid.
-        let missing: Vec<usize> = (0..tables.len())
-            .filter(|&i| firsts[i].largest_rowid.is_none() && firsts[i].page.goes_on(limit))
-            .filter(|&i| tables[i].rowid_key().is_some())
-            .collect();
-        let statements: Vec<String> = missing
-            .iter()
-            .filter_map(|&i| largest_rowid_query(tables[i]))
-            .collect();
-        if !statements.is_empty() {
-            let answers = self.query(&statements).await?;
-            for (&i, rows) in missing.iter().zip(answers) {
-                firsts[i].largest_rowid = largest_rowid(rows.first().and_then(|r| r.first()));
-            }
-        }
+        fill_largest_rowids(self, tables, &mut firsts, limit).await?;
         Ok(firsts)
     }
 

@@ -112,19 +112,12 @@ pub trait Source: Send + Sync {
     ) -> Result<Vec<FirstPage>, SourceError> {
         let mut firsts = Vec::with_capacity(tables.len());
         for table in tables {
-            let page = self.page(table, None, None, limit).await?;
-            let largest_rowid = match largest_rowid_query(table) {
-                Some(sql) if page.goes_on(limit) => {
-                    let answer = self.query(&[sql]).await?.pop().unwrap_or_default();
-                    largest_rowid(answer.first().and_then(|row| row.first()))
-                }
-                _ => None,
-            };
             firsts.push(FirstPage {
-                page,
-                largest_rowid,
+                page: self.page(table, None, None, limit).await?,
+                largest_rowid: None,
             });
         }
+        fill_largest_rowids(self, tables, &mut firsts, limit).await?;
         Ok(firsts)
     }
 
@@ -162,12 +155,33 @@ pub fn largest_rowid_query(table: &Table) -> Option<String> {
     ))
 }
 
-/// The rowid in the answer to [`largest_rowid_query`].
-pub fn largest_rowid(cell: Option<&Cell>) -> Option<i64> {
-    match cell? {
-        Cell::Text(text) => text.parse().ok(),
-        _ => None,
+/// Reads, in one `query`, the largest rowid of every table of `firsts` keyed by its rowid whose
+/// page goes on and came without it.
+pub async fn fill_largest_rowids<S: Source + ?Sized>(
+    source: &S,
+    tables: &[&Table],
+    firsts: &mut [FirstPage],
+    limit: usize,
+) -> Result<(), SourceError> {
+    let missing: Vec<(usize, String)> = firsts
+        .iter()
+        .zip(tables)
+        .enumerate()
+        .filter(|(_, (first, _))| first.largest_rowid.is_none() && first.page.goes_on(limit))
+        .filter_map(|(i, (_, table))| Some((i, largest_rowid_query(table)?)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
     }
+    let statements: Vec<String> = missing.iter().map(|(_, sql)| sql.clone()).collect();
+    let answers = source.query(&statements).await?;
+    for ((i, _), rows) in missing.iter().zip(answers) {
+        firsts[*i].largest_rowid = match rows.first().and_then(|row| row.first()) {
+            Some(Cell::Text(text)) => text.parse().ok(),
+            _ => None,
+        };
+    }
+    Ok(())
 }
 
 /// The literal bytes after which a source cuts a page short: twice what pages are sized to, so
