@@ -13,13 +13,14 @@ use std::time::Instant;
 use anyhow::Context;
 use bytes::Bytes;
 use chrono::Utc;
-use futures::stream::FuturesOrdered;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
 use futures::{StreamExt, TryFutureExt, TryStreamExt, future::try_join_all};
 
 use crate::codec::{Compression, Encoded, Member, PartEncoder, Stored};
 use crate::crypto::Key;
 use crate::dump::insert::InsertWriter;
 use crate::dump::{post_sql, schema_sql, sequence_sql};
+use crate::in_order::InOrder;
 use crate::manifest::{
     EncryptionInfo, FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, TableEntry,
     backup_id, slug,
@@ -135,14 +136,19 @@ fn page_weight(page: &Page) -> usize {
 }
 
 /// What a page was asked for: after which key, up to which rowid, at which row limit, and, for
-/// a window, the rowid the window starts after.
+/// a window, the rowid the window starts after; and where its rows go among the reader's.
 #[derive(Debug, Clone)]
 struct Request {
     after: Vec<String>,
     upto: Option<i64>,
     limit: usize,
     window: Option<i64>,
+    order: Order,
 }
+
+/// Where a page's rows go among its reader's: `(window, step)`, window 0 the first page and its
+/// rest, and a page's rest one step after it, before any later window.
+type Order = (u64, u64);
 
 type PageFuture<'a> = futures::future::BoxFuture<'a, anyhow::Result<(Page, Request)>>;
 
@@ -164,8 +170,9 @@ fn fetch<'a>(source: &'a dyn Source, table: &'a Table, request: Request) -> Page
 const PAGES_HELD: usize = 3;
 
 /// How many pages a reader has asked for and not received at most: two keep the source busy
-/// (it answers one while the other waits), and more would only let it answer them out of order
-/// (they travel apart), which holds up the ones after.
+/// (it answers one while the other waits). Asked four at once, D1 answered them out of order
+/// (they travel apart). Two can arrive out of order too: the later one is then held until the
+/// one before it arrives, and the next is asked for at once.
 const PAGES_ASKED: usize = 2;
 
 /// How many pages of a reader compress at once, each on a blocking thread: compression is most
@@ -560,8 +567,10 @@ async fn backup_table(
         limit: 0,
         sample: None,
         windows: reader.windows,
-        inflight: FuturesOrdered::new(),
+        inflight: FuturesUnordered::new(),
+        order: InOrder::default(),
         ready: VecDeque::new(),
+        windows_asked: 0,
     };
     match reader.start {
         Start::First(page, limit) => {
@@ -571,6 +580,7 @@ async fn backup_table(
                 upto: reader.upto,
                 limit,
                 window: None,
+                order: (0, 0),
             };
             pages.arrived(page, first);
         }
@@ -717,8 +727,14 @@ struct Pages<'a> {
     sample: Option<(usize, usize)>,
     /// The rowid windows the reader reads its range in, when it has one.
     windows: Option<Windows>,
-    inflight: FuturesOrdered<PageFuture<'a>>,
+    /// The pages asked for and not arrived, as they arrive.
+    inflight: FuturesUnordered<PageFuture<'a>>,
+    /// Where the pages in flight go, and those that arrived before a page ahead of them.
+    order: InOrder<Order, Page>,
+    /// Pages to be stored, in order.
     ready: VecDeque<Page>,
+    /// Windows asked for so far.
+    windows_asked: u64,
 }
 
 impl<'a> Pages<'a> {
@@ -727,32 +743,31 @@ impl<'a> Pages<'a> {
     /// window to window as it would from page to page, so the windows asked together while the
     /// first pages are small do not all stay small.
     fn ask_ahead(&mut self, encoding: usize) {
-        let Some(windows) = self.windows.as_mut() else {
-            return;
-        };
         while self.inflight.len() < PAGES_ASKED
-            && self.inflight.len() + self.ready.len() + encoding < PAGES_HELD
+            && self.inflight.len() + self.order.held() + self.ready.len() + encoding < PAGES_HELD
         {
-            let Some((after, upto)) = windows.next(self.limit) else {
+            let Some((after, upto)) = self.windows.as_mut().and_then(|w| w.next(self.limit)) else {
                 break;
             };
+            self.windows_asked += 1;
             let request = Request {
                 after: vec![after.to_string()],
                 upto,
                 limit: window_limit(self.limit),
                 window: Some(after),
+                order: (self.windows_asked, 0),
             };
-            self.inflight
-                .push_back(fetch(self.source, self.table, request));
+            self.ask(request);
             if let Some((rows, bytes)) = self.sample {
                 self.limit = next_page_rows(self.limit, rows, bytes, self.page_bytes);
             }
         }
     }
 
-    /// Takes in a page that arrived for `request`: sizes later pages from it, teaches the windows
-    /// its density, asks for the rest of its range first when it did not hold all of it, and
-    /// queues its rows to be stored.
+    /// Takes in a page that arrived for `request`, in whatever order pages arrive: sizes later
+    /// pages from it, teaches the windows its density, asks for the rest of its range first when
+    /// it did not hold all of it, and queues its rows to be stored once no page ahead of it is
+    /// still in flight.
     fn arrived(&mut self, page: Page, request: Request) {
         let n = page.len();
         let last = page.last().map(|row| row_key(self.table, row));
@@ -783,13 +798,17 @@ impl<'a> Pages<'a> {
                 upto: request.upto,
                 limit: self.limit,
                 window: None,
+                order: (request.order.0, request.order.1 + 1),
             };
-            self.inflight
-                .push_front(fetch(self.source, self.table, rest));
+            self.ask(rest);
         }
-        if n > 0 {
-            self.ready.push_back(page);
-        }
+        self.order
+            .arrived(request.order, (n > 0).then_some(page), &mut self.ready);
+    }
+
+    fn ask(&mut self, request: Request) {
+        self.order.asked(request.order);
+        self.inflight.push(fetch(self.source, self.table, request));
     }
 }
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod export;
 pub mod firewall;
 pub mod import;
+pub mod in_order;
 pub mod load;
 pub mod location;
 pub mod manifest;

@@ -66,6 +66,8 @@ pub struct Counters {
     /// The most query requests D1 held at once (answering one, the others waiting their turn):
     /// above one when a client asks for its next page before the last one arrives.
     pub most_queries_at_once: AtomicU64,
+    /// Requests answered while one that arrived before them was not yet.
+    pub overtaken: AtomicU64,
 }
 
 struct Database {
@@ -119,9 +121,13 @@ pub struct Inner {
     imports: Mutex<HashMap<String, Import>>,
     pub counters: Counters,
     base: Mutex<String>,
-    latency: Mutex<std::time::Duration>,
+    /// Each request's delay, in turn (empty: none).
+    latencies: Mutex<Vec<std::time::Duration>>,
     /// Query requests held now.
     queries_held: AtomicU64,
+    /// Requests arrived so far, and those not yet answered (by arrival).
+    arrivals: AtomicU64,
+    unanswered: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 /// A running fake; dropped with the test's runtime.
@@ -140,8 +146,10 @@ impl FakeD1 {
             imports: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             base: Mutex::new(String::new()),
-            latency: Mutex::new(std::time::Duration::ZERO),
+            latencies: Mutex::new(Vec::new()),
             queries_held: AtomicU64::new(0),
+            arrivals: AtomicU64::new(0),
+            unanswered: Mutex::new(std::collections::BTreeSet::new()),
         });
         let api = Router::new()
             .route("/accounts/{account}/d1/database", get(list_databases))
@@ -243,7 +251,13 @@ impl FakeD1 {
 
     /// Delays every answer, as the distance to Cloudflare would.
     pub fn set_latency(&self, latency: std::time::Duration) {
-        *self.inner.latency.lock().unwrap() = latency;
+        self.set_latencies(&[latency]);
+    }
+
+    /// Delays each request by the next of `latencies` in turn, as requests that travel apart
+    /// are: two sent together, the first delayed longer, are answered in the other order.
+    pub fn set_latencies(&self, latencies: &[std::time::Duration]) {
+        *self.inner.latencies.lock().unwrap() = latencies.to_vec();
     }
 
     /// Answers the next requests with these failures, in order.
@@ -272,6 +286,7 @@ impl FakeD1 {
             &c.faults,
             &c.busy_us,
             &c.most_queries_at_once,
+            &c.overtaken,
         ] {
             a.store(0, Ordering::SeqCst);
         }
@@ -301,8 +316,14 @@ fn error(status: StatusCode, code: i64, message: &str) -> Response {
 
 async fn inject(State(inner): State<Arc<Inner>>, request: Request, next: Next) -> Response {
     inner.counters.requests.fetch_add(1, Ordering::SeqCst);
-    let latency = *inner.latency.lock().unwrap();
-    if !latency.is_zero() {
+    let arrival = inner.arrivals.fetch_add(1, Ordering::SeqCst);
+    inner.unanswered.lock().unwrap().insert(arrival);
+    let _answered = Answered(inner.clone(), arrival);
+    let latency = {
+        let latencies = inner.latencies.lock().unwrap();
+        (!latencies.is_empty()).then(|| latencies[arrival as usize % latencies.len()])
+    };
+    if let Some(latency) = latency.filter(|l| !l.is_zero()) {
         tokio::time::sleep(latency).await;
     }
     let fault = inner.faults.lock().unwrap().next();
@@ -610,6 +631,20 @@ async fn execute(
     tokio::task::spawn_blocking(move || answer(&inner, &id, body, shape))
         .await
         .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, 7500, "internal error"))
+}
+
+/// A request arrived `.1`-th, answered however its answer ends: counts whether one that arrived
+/// before it is still waiting.
+struct Answered(Arc<Inner>, u64);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        let mut unanswered = self.0.unanswered.lock().unwrap();
+        unanswered.remove(&self.1);
+        if unanswered.first().is_some_and(|first| *first < self.1) {
+            self.0.counters.overtaken.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// A query request D1 holds, released however its answer ends (a client may hang up).
