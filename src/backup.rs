@@ -28,6 +28,7 @@ use crate::manifest::{
 use crate::read_ahead::ReadAhead;
 use crate::rowid_windows::Windows;
 use crate::source::{DataMode, FirstPage, Page, Row, Source, Table, TableFilter, catalog, row_key};
+use crate::store::s3::PART_SIZE;
 use crate::store::{Store, Upload};
 
 #[derive(Debug, Clone)]
@@ -41,8 +42,8 @@ pub struct BackupOptions {
     /// Readers of one large rowid table at most (see [`Reader`]).
     pub table_readers: usize,
     pub label: Option<String>,
-    /// A table's data is split into another part after this much SQL.
-    pub part_sql_bytes: u64,
+    /// A table's data goes on in another part before a part stores more than this.
+    pub part_bytes: u64,
     /// Pages are sized to about this many bytes of literals; `None` takes the source's own
     /// preference.
     pub page_bytes: Option<usize>,
@@ -57,7 +58,7 @@ impl Default for BackupOptions {
             concurrency: 4,
             table_readers: 1,
             label: None,
-            part_sql_bytes: 128 * 1024 * 1024,
+            part_bytes: PART_BYTES,
             page_bytes: None,
         }
     }
@@ -76,6 +77,13 @@ const FIRST_PAGE_ROWS: usize = 256;
 const MAX_PAGE_ROWS: usize = 100_000;
 /// Rendered SQL handed to the encoder at a time.
 const RENDER_SLICE: usize = 256 * 1024;
+/// What a part stores at most, unless one page's half alone is more: under the 5 MiB at which an
+/// S3 upload goes multipart, less room for encryption's tags, so every part is one `PutObject`
+/// to R2. A multipart upload costs two requests more (start and completion) and its completion
+/// is a round trip the backup waits for after its last page; small parts also make a failed
+/// upload cheap to send again, and cost only more objects (a 1 GB database is ~90).
+pub const PART_BYTES: u64 = (PART_SIZE - 64 * 1024) as u64;
+
 /// Tables whose first pages are read in one batch, at most.
 const MAX_BATCH_TABLES: usize = 50;
 /// The first-page row limit a batch grows to when tables keep filling their first pages.
@@ -593,7 +601,8 @@ async fn backup_table(
     // Pages being encoded: each is encoded in two halves, the second one marked.
     let mut encoding_pages = 0;
     let mut encoded: VecDeque<(Encoded, u64)> = VecDeque::new();
-    let mut sending: Option<futures::future::BoxFuture<anyhow::Result<(OpenPart, u64)>>> = None;
+    let mut sending: Option<futures::future::BoxFuture<anyhow::Result<Sent>>> = None;
+    let mut parts_opened = 0;
     loop {
         pages.ask_ahead(encoding_pages);
         // Compressed halves wait to be sent one page at most: a slow destination holds back
@@ -613,10 +622,32 @@ async fn backup_table(
         if sending.is_none()
             && let Some((member, rows)) = encoded.pop_front()
         {
-            let open = target
-                .reuse_or_open(part.take(), table, index, part_name(objects.len()))
-                .await?;
-            sending = Some(Box::pin(send_member(target, open, member, rows)));
+            // A member that would take its part past `part_bytes` starts the next part, and the
+            // full one is finished on the way, beside the reading and compressing.
+            let grown = |open: &mut OpenPart| {
+                let before = open.encoder.encoded_bytes();
+                before > 0 && before + member.encoded_len() as u64 > options.part_bytes
+            };
+            let full = part.take_if(grown);
+            let open = match part.take() {
+                Some(open) => Ok(open),
+                None => {
+                    parts_opened += 1;
+                    Err(part_name(parts_opened - 1))
+                }
+            };
+            sending = Some(Box::pin(async move {
+                let closed = match full {
+                    Some(full) => Some(target.close_part(full, None).await?),
+                    None => None,
+                };
+                let open = match open {
+                    Ok(open) => open,
+                    Err(name) => target.open_part(table, index, name).await?,
+                };
+                let (open, rows) = send_member(target, open, member, rows).await?;
+                Ok(Sent { open, rows, closed })
+            }));
         }
         tokio::select! {
             arrived = pages.inflight.next(), if !pages.inflight.is_empty() => {
@@ -630,13 +661,10 @@ async fn backup_table(
             }
             sent = async { sending.as_mut().expect("a member is being sent").await }, if sending.is_some() => {
                 sending = None;
-                let (open, rows) = sent?;
+                let Sent { open, rows, closed } = sent?;
                 rows_total += rows;
-                if open.encoder.sql_bytes() >= options.part_sql_bytes {
-                    objects.push(target.close_part(open, None).await?);
-                } else {
-                    part = Some(open);
-                }
+                objects.extend(closed);
+                part = Some(open);
             }
             else => break,
         }
@@ -660,6 +688,14 @@ async fn backup_table(
         },
         objects,
     ))
+}
+
+/// A member sent: the part it went to (still open), its rows, and the part finished before it
+/// when it started a new one.
+struct Sent {
+    open: OpenPart,
+    rows: u64,
+    closed: Option<ObjectEntry>,
 }
 
 type EncodeFuture = futures::future::BoxFuture<'static, anyhow::Result<(Encoded, u64, bool)>>;

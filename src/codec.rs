@@ -119,6 +119,13 @@ pub struct Encoded {
     sql_bytes: u64,
 }
 
+impl Encoded {
+    /// How many bytes a part appends for it.
+    pub fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
 impl Member {
     pub fn new(compression: Compression) -> Self {
         let body = match compression {
@@ -199,6 +206,7 @@ pub struct PartEncoder {
     sha: Sha256,
     stored: u64,
     sql_bytes: u64,
+    encoded_bytes: u64,
     members: usize,
 }
 
@@ -218,6 +226,7 @@ impl PartEncoder {
             sha: Sha256::new(),
             stored: 0,
             sql_bytes: 0,
+            encoded_bytes: 0,
             members: 0,
         })
     }
@@ -225,6 +234,7 @@ impl PartEncoder {
     /// Adds a member, made with this part's compression, after the ones before.
     pub fn append(&mut self, member: Encoded) -> io::Result<()> {
         self.sql_bytes += member.sql_bytes;
+        self.encoded_bytes += member.bytes.len() as u64;
         self.members += 1;
         self.head
             .as_mut()
@@ -239,9 +249,10 @@ impl PartEncoder {
         self.append(member.finish()?)
     }
 
-    /// SQL bytes written so far.
-    pub fn sql_bytes(&self) -> u64 {
-        self.sql_bytes
+    /// Compressed bytes appended so far: what the part will store, within encryption's header
+    /// and 16 bytes every 64 KiB.
+    pub fn encoded_bytes(&self) -> u64 {
+        self.encoded_bytes
     }
 
     /// The encoded bytes produced since the last call.

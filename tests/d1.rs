@@ -625,3 +625,51 @@ async fn windows_answered_out_of_order_stay_in_key_order() {
     w.restores_the_same(local.to_str().unwrap(), &source, "restored.db")
         .await;
 }
+
+/// A table's data goes in parts that are each one `PutObject` (under the 5 MiB at which an
+/// upload goes multipart): no multipart upload to start and complete, and the parts, read back
+/// one after another, restore the same database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_are_single_puts_and_restore_in_order() {
+    let w = World::start().await;
+    let source = w.path("blobs.db");
+    // ~8.6 MiB of random bytes: hex literals that compress back to about that, two parts' worth.
+    create_db(
+        &source,
+        "CREATE TABLE b(id INTEGER PRIMARY KEY, data BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2200)
+         INSERT INTO b SELECT i, randomblob(4096) FROM n;",
+    );
+    let local = w.path("blobs-local");
+    w.ok(&[
+        "backup",
+        "--source",
+        source.to_str().unwrap(),
+        "--dest",
+        "s3://backups/blobs",
+        "--dest",
+        local.to_str().unwrap(),
+    ])
+    .await;
+    let m = manifest(&local);
+    let sizes: Vec<u64> = m["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["table"] == "b")
+        .map(|o| o["bytes"].as_u64().unwrap())
+        .collect();
+    assert!(sizes.len() >= 2, "{sizes:?}");
+    assert!(
+        sizes.iter().all(|b| *b < d1r2::store::s3::PART_SIZE as u64),
+        "{sizes:?}"
+    );
+    let log = w.s3.log();
+    assert!(log.iter().any(|l| l.contains("/backups/blobs/")), "{log:?}");
+    assert!(
+        !log.iter().any(|l| l.contains("uploads")),
+        "a part went up as a multipart upload: {log:?}"
+    );
+    w.restores_the_same("s3://backups/blobs", &source, "blobs-restored.db")
+        .await;
+}

@@ -22,14 +22,14 @@ async fn the_edge_case_fixture_round_trips_cell_by_cell() {
         // Tiny pages and parts: every table crosses page and part boundaries.
         BackupOptions {
             page_bytes: Some(64),
-            part_sql_bytes: 200,
+            part_bytes: 200,
             concurrency: 1,
             ..BackupOptions::default()
         },
         // Tiny pages read by several readers: large tables split over rowid ranges.
         BackupOptions {
             page_bytes: Some(64),
-            part_sql_bytes: 200,
+            part_bytes: 200,
             concurrency: 4,
             table_readers: 4,
             ..BackupOptions::default()

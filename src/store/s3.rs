@@ -26,9 +26,8 @@ use sha2::{Digest, Sha256};
 use super::{ByteStream, ObjectMeta, Store, StoreError, Upload, check_key};
 
 /// Multipart part size: S3's and R2's 5 MiB minimum (R2 wants every part but the last this same
-/// size), with 10,000 parts allowed room for a 50 GiB object where a part file holds at most
-/// 128 MiB of SQL. Also the most an upload holds in memory, and what is left to send when a part
-/// file ends: the smaller, the less memory a reader costs and the sooner a backup finishes.
+/// size); 10,000 parts make room for a 50 GiB object. Also the most an upload holds in memory:
+/// a stream that ends below it is one `PutObject`, which a backup's parts are sized to be.
 pub const PART_SIZE: usize = 5 * 1024 * 1024;
 
 /// Attempts per request (the SDK's standard retry mode: exponential backoff with jitter on
