@@ -14,7 +14,8 @@
 //! - `D1R2_BENCH_NAIVE_MAX_MB`: largest database the straightforward approach is run on (its
 //!   rows read grow with the square of the row count); default `100`.
 //! - `D1R2_BENCH_RUNS`: how many times each operation runs; the table gives the run of median
-//!   wall time (default `3`).
+//!   wall time (default `3`). d1r2's backup and the straightforward approach run by turns, and
+//!   their time ratio is the median of the pairs' ratios, so the machine's drift weighs on both.
 //! - `D1R2_BENCH_PERF`: a directory; every run is then recorded there by `perf record -g`.
 //! - `D1R2_BENCH_OPS`: the operations to run, any of `backup`, `readers` (the backup with
 //!   `--table-readers 2`), `restore`, `verify`, `import`, `naive`, comma separated; default all
@@ -248,13 +249,57 @@ async fn bench_one(
             }
         }
     };
-    let ours = if wants("backup") {
-        let ours = median_of(runs, &label, "d1r2 backup", backup("d1r2", &[])).await;
-        line("d1r2 backup", &ours);
-        Some(ours)
-    } else {
-        None
+    let naive_env = {
+        let args = serde_json::json!({
+            "d1": d1.url, "s3": s3.url, "database": "bench",
+        })
+        .to_string();
+        let mut naive_env = env.clone();
+        naive_env.push((NAIVE_MODE, args));
+        naive_env
     };
+    let naive = |_: usize| {
+        let naive_env = naive_env.clone();
+        async move {
+            d1.reset_counters();
+            let done = run(Vec::new(), naive_env, std::env::current_exe().unwrap()).await;
+            figures(
+                done,
+                d1,
+                dir_size(&s3.root.path().join(BUCKET).join("naive")),
+            )
+        }
+    };
+    const NAIVE: &str = "straightforward (OFFSET, JSON, in memory, one PUT)";
+    // Asked for both, d1r2's backup and the straightforward approach run by turns, and their
+    // ratio is the median of the pairs' ratios.
+    let (ours, theirs) = match (wants("backup"), wants("naive")) {
+        (true, true) => {
+            let (ours, theirs, ratio) = median_pair(
+                runs,
+                &label,
+                ("d1r2 backup", backup("d1r2", &[])),
+                ("straightforward", naive),
+            )
+            .await;
+            (Some(ours), Some((theirs, Some(ratio))))
+        }
+        (true, false) => (
+            Some(median_of(runs, &label, "d1r2 backup", backup("d1r2", &[])).await),
+            None,
+        ),
+        (false, true) => (
+            None,
+            Some((
+                median_of(runs, &label, "straightforward", naive).await,
+                None,
+            )),
+        ),
+        (false, false) => (None, None),
+    };
+    if let Some(ours) = &ours {
+        line("d1r2 backup", ours);
+    }
     // The same backup with two readers a large table (`--table-readers 2`), to its own prefix.
     if wants("readers") {
         let split = median_of(
@@ -319,33 +364,11 @@ async fn bench_one(
         line("d1r2 restore (into D1, import API)", &import);
     }
 
-    if wants("naive") {
-        let args = serde_json::json!({
-            "d1": d1.url, "s3": s3.url, "database": "bench",
-        })
-        .to_string();
-        let mut naive_env = env.clone();
-        naive_env.push((NAIVE_MODE, args));
-        let theirs = median_of(runs, &label, "straightforward", |_| {
-            let naive_env = naive_env.clone();
-            async move {
-                d1.reset_counters();
-                let done = run(Vec::new(), naive_env, std::env::current_exe().unwrap()).await;
-                figures(
-                    done,
-                    d1,
-                    dir_size(&s3.root.path().join(BUCKET).join("naive")),
-                )
-            }
-        })
-        .await;
-        line(
-            "straightforward (OFFSET, JSON, in memory, one PUT)",
-            &theirs,
-        );
-        if let Some(ours) = &ours {
+    if let Some((theirs, ratio)) = &theirs {
+        line(NAIVE, theirs);
+        if let (Some(ours), Some(ratio)) = (&ours, ratio) {
             lines.push(format!(
-                "| {} | {} | {rows} | ratio straightforward / d1r2 | time {:.1}x | | | | | requests {:.2}x | rows read {:.1}x | | RSS {:.1}x | |",
+                "| {} | {} | {rows} | ratio straightforward / d1r2 | time {ratio:.1}x (medians {:.1}x) | | | | | requests {:.2}x | rows read {:.1}x | | RSS {:.1}x | |",
                 shape.name(),
                 db_bytes / MB,
                 theirs.wall.as_secs_f64() / ours.wall.as_secs_f64(),
@@ -361,6 +384,39 @@ async fn bench_one(
     lines
 }
 
+/// Runs two operations by turns, `runs` times each, so a drift of the machine's speed (here a
+/// fifth from one hour to the next) weighs on both alike; gives each one's run of median wall
+/// time and the median of the pairs' ratios (the second's wall time over the first's).
+async fn median_pair<A, AF, B, BF>(
+    runs: usize,
+    label: &str,
+    (op_a, mut a): (&str, A),
+    (op_b, mut b): (&str, B),
+) -> (Figures, Figures, f64)
+where
+    A: FnMut(usize) -> AF,
+    AF: std::future::Future<Output = Figures>,
+    B: FnMut(usize) -> BF,
+    BF: std::future::Future<Output = Figures>,
+{
+    let (mut firsts, mut seconds, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..runs.max(1) {
+        let first = a(k).await;
+        let second = b(k).await;
+        ratios.push(second.wall.as_secs_f64() / first.wall.as_secs_f64());
+        firsts.push(first);
+        seconds.push(second);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.1}")).collect();
+    eprintln!("[{label}] {op_b} / {op_a}: pairs {}", shown.join(", "));
+    (
+        median_run(label, op_a, firsts),
+        median_run(label, op_b, seconds),
+        ratios[ratios.len() / 2],
+    )
+}
+
 /// Runs an operation `runs` times and keeps the run of median wall time: on a shared machine one
 /// run can be a quarter slower than the next, and the median is what a user can expect. Every
 /// run's wall time goes to stderr, to show the spread.
@@ -373,6 +429,11 @@ where
     for k in 0..runs.max(1) {
         all.push(once(k).await);
     }
+    median_run(label, op, all)
+}
+
+/// The run of median wall time of `all`, every run's wall time shown on stderr.
+fn median_run(label: &str, op: &str, mut all: Vec<Figures>) -> Figures {
     let walls: Vec<String> = all
         .iter()
         .map(|f| format!("{:.2}", f.wall.as_secs_f64()))
