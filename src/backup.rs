@@ -629,22 +629,15 @@ async fn backup_table(
                 before > 0 && before + member.encoded_len() as u64 > options.part_bytes
             };
             let full = part.take_if(grown);
-            let open = match part.take() {
-                Some(open) => Ok(open),
-                None => {
-                    parts_opened += 1;
-                    Err(part_name(parts_opened - 1))
-                }
-            };
+            let open = part.take();
+            let name = part_name(parts_opened);
+            parts_opened += usize::from(open.is_none());
             sending = Some(Box::pin(async move {
                 let closed = match full {
                     Some(full) => Some(target.close_part(full, None).await?),
                     None => None,
                 };
-                let open = match open {
-                    Ok(open) => open,
-                    Err(name) => target.open_part(table, index, name).await?,
-                };
+                let open = target.reuse_or_open(open, table, index, name).await?;
                 let (open, rows) = send_member(target, open, member, rows).await?;
                 Ok(Sent { open, rows, closed })
             }));
@@ -673,7 +666,7 @@ async fn backup_table(
     let seq = reader.upto.is_none().then(|| sequence_sql(table)).flatten();
     if let Some(seq) = seq {
         let open = target
-            .reuse_or_open(part.take(), table, index, part_name(objects.len()))
+            .reuse_or_open(part.take(), table, index, part_name(parts_opened))
             .await?;
         objects.push(target.close_part(open, Some(seq)).await?);
     } else if let Some(open) = part.take() {

@@ -43,11 +43,6 @@ impl<K: Ord + Copy, T> InOrder<K, T> {
         }
     }
 
-    /// Items asked for and not arrived.
-    pub fn on_the_way(&self) -> usize {
-        self.asked.len()
-    }
-
     /// Items that arrived and wait for one ahead of them.
     pub fn held(&self) -> usize {
         self.early.len()
@@ -130,17 +125,14 @@ mod tests {
     }
 
     #[test]
-    fn counts_what_is_on_the_way_and_held() {
+    fn counts_what_is_held() {
         let mut order = InOrder::default();
         order.asked(1);
         order.asked(2);
         let mut out = Vec::new();
         order.arrived(2, Some('b'), &mut out);
-        assert_eq!((order.on_the_way(), order.held(), out.len()), (1, 1, 0));
+        assert_eq!((order.held(), out.len()), (1, 0));
         order.arrived(1, Some('a'), &mut out);
-        assert_eq!(
-            (order.on_the_way(), order.held(), out),
-            (0, 0, vec!['a', 'b'])
-        );
+        assert_eq!((order.held(), out), (0, vec!['a', 'b']));
     }
 }

@@ -106,22 +106,15 @@ pub async fn stream_sql<S: SqlSink>(
     let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         // The next object is asked for while this one is read: parts are a few MiB each, and a
         // round trip to the store between two of them would idle the load.
-        let get = |index: usize| {
-            let (store, key) = (store.clone(), objects.get(index).map(|o| manifest.key(o)));
-            handle.spawn(async move {
-                match key {
-                    Some(key) => Some(store.get(&key).await),
-                    None => None,
-                }
-            })
+        let get = |object: &ObjectEntry| {
+            let (store, key) = (store.clone(), manifest.key(object));
+            handle.spawn(async move { store.get(&key).await })
         };
-        let mut next = get(0);
+        let mut next = objects.first().map(get);
         for (index, object) in objects.iter().enumerate() {
             let key = manifest.key(object);
-            let asked = std::mem::replace(&mut next, get(index + 1));
-            let got = handle
-                .block_on(asked)?
-                .expect("asked for an object in the list");
+            let asked = std::mem::replace(&mut next, objects.get(index + 1).map(get));
+            let got = handle.block_on(asked.expect("asked with the object before"))?;
             let stream = got.map_err(|e| {
                 if e.is_not_found() {
                     anyhow::Error::new(LoadError::Missing {
