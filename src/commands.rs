@@ -11,7 +11,9 @@ use crate::cli::{
 use crate::crypto::{self, Key};
 use crate::error::bad_input;
 use crate::load::{Selection, check_key};
-use crate::location::{SourceLocation, open_source, open_store, parse_source, parse_store};
+use crate::location::{
+    SourceLocation, StoreLocation, open_source, open_store, parse_source, parse_store,
+};
 use crate::prune::PruneOutcome;
 use crate::repo::{self, RepoError};
 use crate::report::{Report, human_bytes};
@@ -214,16 +216,38 @@ async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
         _ => {}
     }
     let source_location = parse_source(&args.source)?;
+    let dests = args
+        .dest
+        .iter()
+        .map(|dest| Ok((dest.clone(), parse_store(dest)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // A bucket's client is set up (TLS roots, SDK configuration: about as long as D1 takes to
+    // look the database up) while the source opens; a local folder is made only once it has.
+    let opening: Vec<_> = dests
+        .iter()
+        .map(|(dest, location)| {
+            let remote = !matches!(location, StoreLocation::Local(_));
+            let (dest, location) = (dest.clone(), location.clone());
+            remote.then(|| {
+                tokio::spawn(async move {
+                    open_store(&location, true)
+                        .await
+                        .with_context(|| format!("opening {dest}"))
+                })
+            })
+        })
+        .collect();
     let source = open_source(&source_location)
         .await
         .with_context(|| format!("opening {}", args.source))?;
     let mut stores = Vec::new();
-    for dest in &args.dest {
-        stores.push(
-            open_store(&parse_store(dest)?, true)
+    for ((dest, location), opening) in dests.iter().zip(opening) {
+        stores.push(match opening {
+            Some(opening) => opening.await.context("opening the stores")??,
+            None => open_store(location, true)
                 .await
                 .with_context(|| format!("opening {dest}"))?,
-        );
+        });
     }
     let encryption =
         if args.encrypt {
