@@ -221,32 +221,28 @@ async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
         .iter()
         .map(|dest| Ok((dest.clone(), parse_store(dest)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let open = |(dest, location): (String, StoreLocation)| async move {
+        open_store(&location, true)
+            .await
+            .with_context(|| format!("opening {dest}"))
+    };
     // A bucket's client is set up (TLS roots, SDK configuration: about as long as D1 takes to
     // look the database up) while the source opens; a local folder is made only once it has.
     let opening: Vec<_> = dests
         .iter()
-        .map(|(dest, location)| {
-            let remote = !matches!(location, StoreLocation::Local(_));
-            let (dest, location) = (dest.clone(), location.clone());
-            remote.then(|| {
-                tokio::spawn(async move {
-                    open_store(&location, true)
-                        .await
-                        .with_context(|| format!("opening {dest}"))
-                })
-            })
+        .map(|dest| {
+            let remote = !matches!(dest.1, StoreLocation::Local(_));
+            remote.then(|| tokio::spawn(open(dest.clone())))
         })
         .collect();
     let source = open_source(&source_location)
         .await
         .with_context(|| format!("opening {}", args.source))?;
     let mut stores = Vec::new();
-    for ((dest, location), opening) in dests.iter().zip(opening) {
+    for (dest, opening) in dests.into_iter().zip(opening) {
         stores.push(match opening {
             Some(opening) => opening.await.context("opening the stores")??,
-            None => open_store(location, true)
-                .await
-                .with_context(|| format!("opening {dest}"))?,
+            None => open(dest).await?,
         });
     }
     let encryption =

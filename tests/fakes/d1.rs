@@ -657,9 +657,9 @@ async fn execute(
     let query = Box::new(move || {
         let _ = tx.send(answer(&inner, &id, body, shape));
     });
-    if queries.send(query).is_err() {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, 7500, "internal error");
-    }
+    // A query the thread cannot take is dropped with its sender: the answer below is then an
+    // error, as it is when answering panics.
+    let _ = queries.send(query);
     rx.await
         .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, 7500, "internal error"))
 }
