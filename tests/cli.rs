@@ -133,6 +133,40 @@ fn bad_input_is_one_line_and_exit_2() {
     assert!(!d.join("b").join(&id).exists());
 }
 
+/// A bucket is opened while the source is: a bucket that cannot be opened is still bad input on
+/// one line, and a local folder named after it is not made.
+#[test]
+fn a_bucket_that_cannot_open_is_bad_input_and_no_folder_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let folder = d.join("after");
+    let out = Command::new(env!("CARGO_BIN_EXE_d1r2"))
+        .args([
+            "backup",
+            "--source",
+            d.join("app.db").to_str().unwrap(),
+            "--dest",
+            "r2://backups/app",
+            "--dest",
+            folder.to_str().unwrap(),
+        ])
+        .env_remove("R2_ENDPOINT_URL")
+        .env_remove("R2_JURISDICTION")
+        .env("CLOUDFLARE_ACCOUNT_ID", "not-an-account!")
+        .output()
+        .expect("running d1r2");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not an account id"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(!folder.exists());
+}
+
 #[test]
 fn verify_names_a_flipped_missing_or_truncated_part_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
