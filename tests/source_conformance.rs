@@ -182,6 +182,49 @@ async fn reading_d1_internal_tables_is_refused_by_the_fake() {
     assert!(format!("{listed:?}").contains("_cf_KV"));
 }
 
+/// The catalog of D1 is one request however many tables there are (every table's columns and
+/// indexes come as table-valued pragmas in the same request as `sqlite_master`), and a second
+/// only when AUTOINCREMENT counters exist; either way it plans what the SQLite file plans,
+/// counters included.
+#[tokio::test]
+async fn the_catalog_is_one_request_and_a_second_only_for_autoincrement() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sql = String::new();
+    for n in 0..130 {
+        sql.push_str(&format!(
+            "CREATE TABLE \"t {n}\"(id INTEGER PRIMARY KEY, v TEXT NOT NULL, w AS (v || 'x'), UNIQUE(v));"
+        ));
+    }
+    let plain = dir.path().join("plain.db");
+    common::create_db(&plain, &sql);
+    sql.push_str(
+        "CREATE TABLE counted(id INTEGER PRIMARY KEY AUTOINCREMENT, v); \
+         INSERT INTO counted(id, v) VALUES (9007199254740993, 'x');",
+    );
+    let counted = dir.path().join("counted.db");
+    common::create_db(&counted, &sql);
+    let fake = FakeD1::start().await;
+    for (db, requests) in [(&plain, 1), (&counted, 2)] {
+        let name = db.file_stem().unwrap().to_str().unwrap();
+        let id = fake.add_database_from_file(name, db);
+        let d1 = D1Source::connect(api(&fake), &id).await.unwrap();
+        let file = SqliteSource::open(db).unwrap();
+        fake.reset_counters();
+        let schema = catalog::load(&d1, &TableFilter::default()).await.unwrap();
+        assert_eq!(fake.count(|c| &c.requests), requests, "{name}");
+        // The same plan (D1 alone also skips its `_cf_KV`).
+        let want = catalog::load(&file, &TableFilter::default()).await.unwrap();
+        assert!(
+            schema.tables == want.tables && schema.post == want.post,
+            "{name}"
+        );
+        assert_eq!(schema.tables.len(), 130 + requests as usize - 1, "{name}");
+        let sequence = schema.tables.iter().find_map(|t| t.sequence.clone());
+        let expected = (requests == 2).then(|| "9007199254740993".to_string());
+        assert_eq!(sequence, expected, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn first_pages_in_batches_are_the_tables_first_pages() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,10 +1,12 @@
 //! What to back up: the schema objects of a database and how to read each table.
 //!
-//! Every source answers the same catalog queries (`sqlite_master`, `PRAGMA table_list`,
-//! `PRAGMA table_xinfo`, `PRAGMA index_list`), so the decisions made from them live here, once,
+//! Every source answers the same catalog queries (`sqlite_master`, `PRAGMA table_list`, and
+//! `table_xinfo` and `index_list` of every table), so the decisions made from them live here, once,
 //! as a pure function ([`plan`]): which tables are internal or shadow tables, which columns are
 //! generated, whether the rowid must be carried explicitly, what keys pages are read by, and
 //! which FTS5 tables are refilled by a `rebuild` rather than by rows.
+
+use std::collections::HashMap;
 
 use super::{Cell, Source, SourceError};
 use crate::dump::value::quote_ident;
@@ -13,6 +15,16 @@ use crate::dump::value::quote_ident;
 pub const MASTER_SQL: &str = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid";
 /// Table kinds, including `shadow` for the tables a virtual table owns.
 pub const TABLE_LIST_SQL: &str = "PRAGMA table_list";
+/// Every table's `PRAGMA table_xinfo` rows behind its name, in one statement (the pragma as a
+/// table-valued function), so the whole catalog is one request to D1 rather than one more after
+/// `sqlite_master`. SQLite's and D1's internal tables are left out here, not only by
+/// [`skip_reason`]: D1 refuses to describe its own.
+const COLUMNS_SQL: &str = "SELECT m.name, x.cid, x.name, x.type, x.\"notnull\", x.dflt_value, x.pk, x.hidden FROM sqlite_master AS m JOIN pragma_table_xinfo(m.name) AS x WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.name NOT LIKE '\\_cf\\_%' ESCAPE '\\' ORDER BY m.rowid, x.cid";
+/// Every table's index origins (`PRAGMA index_list`) behind its name, as [`COLUMNS_SQL`].
+const INDEX_ORIGINS_SQL: &str = "SELECT m.name, l.seq, l.name, l.\"unique\", l.origin, l.partial FROM sqlite_master AS m JOIN pragma_index_list(m.name) AS l WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.name NOT LIKE '\\_cf\\_%' ESCAPE '\\'";
+/// AUTOINCREMENT counters; asked only when `sqlite_master` shows the table, which SQLite makes
+/// with the first AUTOINCREMENT table.
+const SEQUENCES_SQL: &str = "SELECT name, CAST(seq AS TEXT) FROM sqlite_sequence";
 
 /// Which tables the user asked for.
 #[derive(Debug, Clone, Default)]
@@ -174,14 +186,15 @@ pub struct TableInfo {
 /// Names SQLite accepts for the rowid, tried in order until one is not a column's name.
 const ROWID_NAMES: [&str; 3] = ["rowid", "_rowid_", "oid"];
 
-/// Reads the catalog from `source` and plans the dump.
+/// Reads the catalog from `source` and plans the dump: one round of statements, and a second
+/// only for AUTOINCREMENT counters.
 pub async fn load(source: &dyn Source, filter: &TableFilter) -> Result<Schema, SourceError> {
-    let mut first = source
-        .query(&[MASTER_SQL.to_string(), TABLE_LIST_SQL.to_string()])
-        .await?
-        .into_iter();
+    let catalog = [MASTER_SQL, TABLE_LIST_SQL, COLUMNS_SQL, INDEX_ORIGINS_SQL];
+    let mut first = source.query(&catalog.map(String::from)).await?.into_iter();
     let master = parse_master(first.next().unwrap_or_default())?;
     let kinds = parse_table_list(first.next().unwrap_or_default())?;
+    let mut columns = parse_named(first.next().unwrap_or_default(), "table_xinfo")?;
+    let mut origins = parse_named(first.next().unwrap_or_default(), "index_list")?;
 
     let candidates: Vec<&MasterRow> = master
         .iter()
@@ -192,35 +205,16 @@ pub async fn load(source: &dyn Source, filter: &TableFilter) -> Result<Schema, S
             return Err(SourceError::UnknownTable(wanted.clone()));
         }
     }
-    let chosen: Vec<&MasterRow> = candidates
-        .into_iter()
-        .filter(|m| filter.wants(&m.name))
-        .collect();
-    let mut statements = Vec::new();
-    for m in &chosen {
-        let ident = quote_ident(&m.name);
-        statements.push(format!("PRAGMA table_xinfo({ident})"));
-        statements.push(format!("PRAGMA index_list({ident})"));
-    }
-    let has_sequence = master.iter().any(|m| m.name == "sqlite_sequence");
-    if has_sequence {
-        statements.push("SELECT name, CAST(seq AS TEXT) FROM sqlite_sequence".to_string());
-    }
-    let mut answers = if statements.is_empty() {
-        Vec::new()
-    } else {
-        source.query(&statements).await?
-    };
-    let sequences = if has_sequence {
+    let sequences = if master.iter().any(|m| m.name == "sqlite_sequence") {
+        let mut answers = source.query(&[SEQUENCES_SQL.to_string()]).await?;
         parse_pairs(answers.pop().unwrap_or_default())?
     } else {
         Vec::new()
     };
     let mut infos = Vec::new();
-    let mut answers = answers.into_iter();
-    for m in &chosen {
-        let columns = parse_xinfo(answers.next().unwrap_or_default())?;
-        let index_origins = parse_index_origins(answers.next().unwrap_or_default())?;
+    for m in candidates.into_iter().filter(|m| filter.wants(&m.name)) {
+        let columns = parse_xinfo(columns.remove(&m.name).unwrap_or_default())?;
+        let index_origins = parse_index_origins(origins.remove(&m.name).unwrap_or_default())?;
         infos.push((
             m.name.clone(),
             TableInfo {
@@ -583,6 +577,21 @@ fn parse_table_list(rows: Vec<Vec<Cell>>) -> Result<Vec<(String, String)>, Sourc
         }
     }
     Ok(out)
+}
+
+/// Rows of a per-table pragma read for every table at once, grouped by the table name in their
+/// first cell, the rest of each row as the pragma itself gives it.
+fn parse_named(
+    rows: Vec<Vec<Cell>>,
+    what: &str,
+) -> Result<HashMap<String, Vec<Vec<Cell>>>, SourceError> {
+    let mut by_table: HashMap<String, Vec<Vec<Cell>>> = HashMap::new();
+    for mut row in rows {
+        let name = text(column(&row, 0, what)?).unwrap_or_default();
+        row.remove(0);
+        by_table.entry(name).or_default().push(row);
+    }
+    Ok(by_table)
 }
 
 fn parse_xinfo(rows: Vec<Vec<Cell>>) -> Result<Vec<ColumnInfo>, SourceError> {

@@ -805,8 +805,9 @@ impl Source for D1Source {
         }
     }
 
-    /// The requests of a long catalog (two statements a table) go [`CATALOG_REQUESTS`] at a
-    /// time: their answers are small and quick, so they would mostly wait out round trips.
+    /// Many statements (the largest rowids of a batch of tables) go [`STATEMENTS_PER_REQUEST`] a
+    /// request, [`CATALOG_REQUESTS`] requests at a time: their answers are small and quick, so
+    /// they would mostly wait out round trips.
     async fn query(&self, statements: &[String]) -> Result<Vec<Vec<Vec<Cell>>>, SourceError> {
         let what = format!("reading the catalog of d1://{}", self.name);
         let requests: Vec<_> = statements
