@@ -15,6 +15,7 @@ pub mod dump;
 pub mod error;
 pub mod export;
 pub mod firewall;
+pub mod huffman;
 pub mod import;
 pub mod in_order;
 pub mod load;
