@@ -39,15 +39,34 @@ pub fn render(value: ValueRef<'_>, out: &mut String) {
         }
         ValueRef::Real(f) => render_real(f, out),
         ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
-            Ok(text) if !text.contains('\0') => quote_text(text, out),
-            _ => {
-                out.push_str("CAST(");
-                render_blob(bytes, out);
-                out.push_str(" AS TEXT)");
-            }
+            Ok(text) => render_str(text, out),
+            Err(_) => render_text_bytes(bytes, out),
         },
         ValueRef::Blob(bytes) => render_blob(bytes, out),
     }
+}
+
+/// Appends the literal for a text value already known to be UTF-8 (as D1's JSON carries it): one
+/// scan for `'` and NUL, which most text holds neither of.
+pub fn render_str(text: &str, out: &mut String) {
+    match memchr::memchr2(b'\'', 0, text.as_bytes()) {
+        None => {
+            out.reserve(text.len() + 2);
+            out.push('\'');
+            out.push_str(text);
+            out.push('\'');
+        }
+        Some(_) if text.as_bytes().contains(&0) => render_text_bytes(text.as_bytes(), out),
+        Some(_) => quote_text(text, out),
+    }
+}
+
+/// A text SQL cannot write between quotes (not UTF-8, or holding NUL, where a quoted string would
+/// end), as its bytes.
+fn render_text_bytes(bytes: &[u8], out: &mut String) {
+    out.push_str("CAST(");
+    render_blob(bytes, out);
+    out.push_str(" AS TEXT)");
 }
 
 /// The literal for `value` as a new string.
@@ -74,9 +93,16 @@ fn render_blob(bytes: &[u8], out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.reserve(bytes.len() * 2 + 3);
     out.push_str("X'");
-    for &b in bytes {
-        out.push(HEX[(b >> 4) as usize] as char);
-        out.push(HEX[(b & 0xf) as usize] as char);
+    // Digits a kilobyte at a time: a BLOB is most of a wide row, and pushing them as chars one by
+    // one costs a capacity check and a UTF-8 encoding each.
+    let mut digits = [0u8; 1024];
+    for chunk in bytes.chunks(digits.len() / 2) {
+        for (pair, &b) in digits.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
+        }
+        let hex = &digits[..chunk.len() * 2];
+        out.push_str(std::str::from_utf8(hex).expect("hex digits are ASCII"));
     }
     out.push('\'');
 }

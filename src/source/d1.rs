@@ -24,7 +24,7 @@ use super::{
     fill_largest_rowids, key_columns, largest_rowid_query, max_page_bytes, page_query, row_key,
 };
 use crate::cloudflare::{Api, ApiError};
-use crate::dump::value::{ValueRef, quote_ident, render};
+use crate::dump::value::{ValueRef, quote_ident, render, render_str};
 
 /// Statements sent in one request (catalog queries, tables' first pages): one request is one
 /// rate-limit token.
@@ -366,13 +366,19 @@ fn push_row(page: &mut Page, row: &str) -> bool {
     for cell in split_row(row) {
         match cell {
             RowCell::Literal(literal) => page.push(normalize_literal(literal)),
-            RowCell::Text(text) if !text.contains('\u{FFFD}') => {
-                page.push_with(|out| render(ValueRef::Text(text.as_bytes()), out))
+            RowCell::Text(text) if !holds_replacement(text) => {
+                page.push_with(|out| render_str(text, out))
             }
             RowCell::Text(_) | RowCell::Garbled => return false,
         }
     }
     true
+}
+
+/// Whether `text` holds U+FFFD (bytes EF BF BD), by a vectorized search for its first byte, which
+/// most text lacks.
+fn holds_replacement(text: &str) -> bool {
+    memchr::memchr(0xEF, text.as_bytes()).is_some() && text.contains('\u{FFFD}')
 }
 
 /// A file as a request body, read as it is sent.
