@@ -25,7 +25,8 @@ pub fn gzip_member(data: &[u8], out: &mut Vec<u8>) {
     freqs[END_OF_BLOCK] = 1;
     let lengths = code_lengths(&freqs, MAX_LITERAL_BITS);
     let codes = canonical_codes(&lengths);
-    out.reserve(data.len() + data.len() / 2 + 256);
+    // A Huffman code takes at most about 8 bits a byte: a byte more in eight covers it and the header.
+    out.reserve(data.len() + data.len() / 8 + 512);
     // ID1 ID2, deflate, no flags, no mtime, no extra flags, OS unknown.
     out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
     let mut bits = Bits::new(out);
