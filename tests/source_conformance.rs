@@ -182,12 +182,13 @@ async fn reading_d1_internal_tables_is_refused_by_the_fake() {
     assert!(format!("{listed:?}").contains("_cf_KV"));
 }
 
-/// The catalog of D1 is one request however many tables there are (every table's columns and
-/// indexes come as table-valued pragmas in the same request as `sqlite_master`), and a second
-/// only when AUTOINCREMENT counters exist; either way it plans what the SQLite file plans,
-/// counters included.
+/// The catalog of D1 is one request however many tables there are (every ordinary table's
+/// columns and indexes come as table-valued pragmas in the same request as `sqlite_master`), and
+/// a second only for AUTOINCREMENT counters and the virtual tables backed up, described one by
+/// one: a virtual table whose module is not loaded (an extension's) can still be left out with
+/// `--exclude`. Every case plans what the SQLite file plans, counters included.
 #[tokio::test]
-async fn the_catalog_is_one_request_and_a_second_only_for_autoincrement() {
+async fn the_catalog_is_one_request_and_a_second_only_for_counters_and_virtual_tables() {
     let dir = tempfile::tempdir().unwrap();
     let mut sql = String::new();
     for n in 0..130 {
@@ -195,34 +196,55 @@ async fn the_catalog_is_one_request_and_a_second_only_for_autoincrement() {
             "CREATE TABLE \"t {n}\"(id INTEGER PRIMARY KEY, v TEXT NOT NULL, w AS (v || 'x'), UNIQUE(v));"
         ));
     }
-    let plain = dir.path().join("plain.db");
-    common::create_db(&plain, &sql);
-    sql.push_str(
-        "CREATE TABLE counted(id INTEGER PRIMARY KEY AUTOINCREMENT, v); \
-         INSERT INTO counted(id, v) VALUES (9007199254740993, 'x');",
-    );
-    let counted = dir.path().join("counted.db");
-    common::create_db(&counted, &sql);
+    let db = |name: &str, extra: &str| {
+        let path = dir.path().join(format!("{name}.db"));
+        common::create_db(&path, &format!("{sql}{extra}"));
+        path
+    };
+    let counter = "CREATE TABLE counted(id INTEGER PRIMARY KEY AUTOINCREMENT, v); \
+                   INSERT INTO counted(id, v) VALUES (9007199254740993, 'x');";
+    let fts = "CREATE VIRTUAL TABLE docs USING fts5(title, body);";
+    let ghost = "PRAGMA writable_schema = ON; \
+                 INSERT INTO sqlite_master VALUES \
+                 ('table', 'ghost', 'ghost', 0, 'CREATE VIRTUAL TABLE ghost USING no_such_module(a)'); \
+                 PRAGMA writable_schema = OFF;";
+    let without_ghost = TableFilter {
+        exclude: vec!["ghost".to_string()],
+        ..TableFilter::default()
+    };
+    // (database, filter, requests, tables planned, a counter)
+    let cases = [
+        (db("plain", ""), TableFilter::default(), 1, 130, false),
+        (db("counted", counter), TableFilter::default(), 2, 131, true),
+        (db("fts", fts), TableFilter::default(), 2, 131, false),
+        (db("ghost", ghost), without_ghost, 1, 130, false),
+    ];
     let fake = FakeD1::start().await;
-    for (db, requests) in [(&plain, 1), (&counted, 2)] {
-        let name = db.file_stem().unwrap().to_str().unwrap();
-        let id = fake.add_database_from_file(name, db);
+    for (path, filter, requests, tables, counted) in cases {
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let id = fake.add_database_from_file(&name, &path);
         let d1 = D1Source::connect(api(&fake), &id).await.unwrap();
-        let file = SqliteSource::open(db).unwrap();
+        let file = SqliteSource::open(&path).unwrap();
         fake.reset_counters();
-        let schema = catalog::load(&d1, &TableFilter::default()).await.unwrap();
+        let schema = catalog::load(&d1, &filter).await.unwrap();
         assert_eq!(fake.count(|c| &c.requests), requests, "{name}");
         // The same plan (D1 alone also skips its `_cf_KV`).
-        let want = catalog::load(&file, &TableFilter::default()).await.unwrap();
+        let want = catalog::load(&file, &filter).await.unwrap();
         assert!(
             schema.tables == want.tables && schema.post == want.post,
             "{name}"
         );
-        assert_eq!(schema.tables.len(), 130 + requests as usize - 1, "{name}");
+        assert_eq!(schema.tables.len(), tables, "{name}");
         let sequence = schema.tables.iter().find_map(|t| t.sequence.clone());
-        let expected = (requests == 2).then(|| "9007199254740993".to_string());
+        let expected = counted.then(|| "9007199254740993".to_string());
         assert_eq!(sequence, expected, "{name}");
     }
+    // Backed up, the table without its module is an error that names it.
+    let path = dir.path().join("ghost.db");
+    let err = catalog::load(&SqliteSource::open(&path).unwrap(), &TableFilter::default())
+        .await
+        .expect_err("a table whose module is missing cannot be described");
+    assert!(err.to_string().contains("no_such_module"), "{err}");
 }
 
 #[tokio::test]

@@ -15,13 +15,14 @@ use crate::dump::value::quote_ident;
 pub const MASTER_SQL: &str = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid";
 /// Table kinds, including `shadow` for the tables a virtual table owns.
 pub const TABLE_LIST_SQL: &str = "PRAGMA table_list";
-/// Every table's `PRAGMA table_xinfo` rows behind its name, in one statement (the pragma as a
-/// table-valued function), so the whole catalog is one request to D1 rather than one more after
-/// `sqlite_master`. SQLite's and D1's internal tables are left out here, not only by
-/// [`skip_reason`]: D1 refuses to describe its own.
-const COLUMNS_SQL: &str = "SELECT m.name, x.cid, x.name, x.type, x.\"notnull\", x.dflt_value, x.pk, x.hidden FROM sqlite_master AS m JOIN pragma_table_xinfo(m.name) AS x WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.name NOT LIKE '\\_cf\\_%' ESCAPE '\\' ORDER BY m.rowid, x.cid";
-/// Every table's index origins (`PRAGMA index_list`) behind its name, as [`COLUMNS_SQL`].
-const INDEX_ORIGINS_SQL: &str = "SELECT m.name, l.seq, l.name, l.\"unique\", l.origin, l.partial FROM sqlite_master AS m JOIN pragma_index_list(m.name) AS l WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.name NOT LIKE '\\_cf\\_%' ESCAPE '\\'";
+/// Every ordinary table's `PRAGMA table_xinfo` rows behind its name, in one statement (the pragma
+/// as a table-valued function), so the catalog is one request to D1 rather than one more after
+/// `sqlite_master`. SQLite's and D1's internal tables are left out in the query itself, so D1 is
+/// never asked to describe a table it guards; so are virtual tables, whose description needs
+/// their module loaded: they are described one by one, and only those backed up.
+const COLUMNS_SQL: &str = "SELECT m.name, x.cid, x.name, x.type, x.\"notnull\", x.dflt_value, x.pk, x.hidden FROM sqlite_master AS m JOIN pragma_table_xinfo(m.name) AS x WHERE m.type = 'table' AND m.sql NOT LIKE 'CREATE VIRTUAL TABLE%' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.name NOT LIKE '\\_cf\\_%' ESCAPE '\\' ORDER BY m.rowid, x.cid";
+/// Every ordinary table's index origins (`PRAGMA index_list`) behind its name, as [`COLUMNS_SQL`].
+const INDEX_ORIGINS_SQL: &str = "SELECT m.name, l.seq, l.name, l.\"unique\", l.origin, l.partial FROM sqlite_master AS m JOIN pragma_index_list(m.name) AS l WHERE m.type = 'table' AND m.sql NOT LIKE 'CREATE VIRTUAL TABLE%' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.name NOT LIKE '\\_cf\\_%' ESCAPE '\\'";
 /// AUTOINCREMENT counters; asked only when `sqlite_master` shows the table, which SQLite makes
 /// with the first AUTOINCREMENT table.
 const SEQUENCES_SQL: &str = "SELECT name, CAST(seq AS TEXT) FROM sqlite_sequence";
@@ -187,7 +188,7 @@ pub struct TableInfo {
 const ROWID_NAMES: [&str; 3] = ["rowid", "_rowid_", "oid"];
 
 /// Reads the catalog from `source` and plans the dump: one round of statements, and a second
-/// only for AUTOINCREMENT counters.
+/// only for AUTOINCREMENT counters and the virtual tables backed up.
 pub async fn load(source: &dyn Source, filter: &TableFilter) -> Result<Schema, SourceError> {
     let catalog = [MASTER_SQL, TABLE_LIST_SQL, COLUMNS_SQL, INDEX_ORIGINS_SQL];
     let mut first = source.query(&catalog.map(String::from)).await?.into_iter();
@@ -205,14 +206,36 @@ pub async fn load(source: &dyn Source, filter: &TableFilter) -> Result<Schema, S
             return Err(SourceError::UnknownTable(wanted.clone()));
         }
     }
-    let sequences = if master.iter().any(|m| m.name == "sqlite_sequence") {
-        let mut answers = source.query(&[SEQUENCES_SQL.to_string()]).await?;
-        parse_pairs(answers.pop().unwrap_or_default())?
-    } else {
-        Vec::new()
+    let chosen: Vec<&MasterRow> = candidates
+        .into_iter()
+        .filter(|m| filter.wants(&m.name))
+        .collect();
+    let is_virtual = |name: &str| kinds.iter().any(|(n, k)| n == name && k == "virtual");
+    let mut statements = Vec::new();
+    for m in chosen.iter().filter(|m| is_virtual(&m.name)) {
+        let ident = quote_ident(&m.name);
+        statements.push(format!("PRAGMA table_xinfo({ident})"));
+        statements.push(format!("PRAGMA index_list({ident})"));
+    }
+    let has_sequence = master.iter().any(|m| m.name == "sqlite_sequence");
+    if has_sequence {
+        statements.push(SEQUENCES_SQL.to_string());
+    }
+    let mut answers = match statements.is_empty() {
+        true => Vec::new(),
+        false => source.query(&statements).await?,
     };
+    let sequences = match has_sequence {
+        true => parse_pairs(answers.pop().unwrap_or_default())?,
+        false => Vec::new(),
+    };
+    let mut answers = answers.into_iter();
+    for m in chosen.iter().filter(|m| is_virtual(&m.name)) {
+        columns.insert(m.name.clone(), answers.next().unwrap_or_default());
+        origins.insert(m.name.clone(), answers.next().unwrap_or_default());
+    }
     let mut infos = Vec::new();
-    for m in candidates.into_iter().filter(|m| filter.wants(&m.name)) {
+    for m in chosen {
         let columns = parse_xinfo(columns.remove(&m.name).unwrap_or_default())?;
         let index_origins = parse_index_origins(origins.remove(&m.name).unwrap_or_default())?;
         infos.push((
