@@ -54,9 +54,9 @@ pub const GZIP_LEVEL: i32 = 1;
 pub const GZIP_SLICE: usize = 256 * 1024;
 
 thread_local! {
-    /// Each compressing thread's libdeflate state (its hash tables are a few hundred KiB): made
-    /// once a thread, not once a slice.
-    static COMPRESSOR: std::cell::RefCell<Option<Compressor>> = const { std::cell::RefCell::new(None) };
+    /// Each compressing thread's libdeflate state (its hash tables are a few hundred KiB) and the
+    /// buffer its samples are compressed into: made once a thread, not once a slice.
+    static COMPRESSOR: std::cell::RefCell<Option<(Compressor, Vec<u8>)>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The bytes of a slice of SQL compressed by LZ77 and by a Huffman code alone, to tell which the
@@ -70,15 +70,17 @@ const SAMPLED_FROM: usize = 8 * SAMPLE_BYTES;
 /// sample from its middle shows LZ77 matches would barely shrink it (hex of random BLOBs).
 fn deflate_member(sql: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     COMPRESSOR.with_borrow_mut(|slot| {
-        let compressor = slot.get_or_insert_with(|| {
-            Compressor::new(CompressionLvl::new(GZIP_LEVEL).expect("a valid libdeflate level"))
+        let (compressor, scratch) = slot.get_or_insert_with(|| {
+            let mut compressor =
+                Compressor::new(CompressionLvl::new(GZIP_LEVEL).expect("a valid libdeflate level"));
+            let scratch = vec![0; compressor.deflate_compress_bound(SAMPLE_BYTES)];
+            (compressor, scratch)
         });
         if sql.len() >= SAMPLED_FROM {
             let middle = sql.len() / 2 - SAMPLE_BYTES / 2;
             let sample = &sql[middle..middle + SAMPLE_BYTES];
-            let mut scratch = vec![0; compressor.deflate_compress_bound(SAMPLE_BYTES)];
             let lz_bytes = compressor
-                .deflate_compress(sample, &mut scratch)
+                .deflate_compress(sample, scratch)
                 .map_err(io::Error::other)?;
             if huffman::better_coded_alone(sample, lz_bytes) {
                 huffman::gzip_member(sql, out);

@@ -210,9 +210,14 @@ pub async fn load(source: &dyn Source, filter: &TableFilter) -> Result<Schema, S
         .into_iter()
         .filter(|m| filter.wants(&m.name))
         .collect();
-    let is_virtual = |name: &str| kinds.iter().any(|(n, k)| n == name && k == "virtual");
+    // The tables the joined statements left out (virtual tables) are described one by one.
+    let undescribed: Vec<&MasterRow> = chosen
+        .iter()
+        .copied()
+        .filter(|m| !columns.contains_key(&m.name))
+        .collect();
     let mut statements = Vec::new();
-    for m in chosen.iter().filter(|m| is_virtual(&m.name)) {
+    for m in &undescribed {
         let ident = quote_ident(&m.name);
         statements.push(format!("PRAGMA table_xinfo({ident})"));
         statements.push(format!("PRAGMA index_list({ident})"));
@@ -221,16 +226,18 @@ pub async fn load(source: &dyn Source, filter: &TableFilter) -> Result<Schema, S
     if has_sequence {
         statements.push(SEQUENCES_SQL.to_string());
     }
-    let mut answers = match statements.is_empty() {
-        true => Vec::new(),
-        false => source.query(&statements).await?,
+    let mut answers = if statements.is_empty() {
+        Vec::new()
+    } else {
+        source.query(&statements).await?
     };
-    let sequences = match has_sequence {
-        true => parse_pairs(answers.pop().unwrap_or_default())?,
-        false => Vec::new(),
+    let sequences = if has_sequence {
+        parse_pairs(answers.pop().unwrap_or_default())?
+    } else {
+        Vec::new()
     };
     let mut answers = answers.into_iter();
-    for m in chosen.iter().filter(|m| is_virtual(&m.name)) {
+    for m in undescribed {
         columns.insert(m.name.clone(), answers.next().unwrap_or_default());
         origins.insert(m.name.clone(), answers.next().unwrap_or_default());
     }
