@@ -923,7 +923,8 @@ impl Target {
         if !last.is_empty() {
             try_join_all(uploads.iter_mut().map(|u| u.write(last.clone()))).await?;
         }
-        try_join_all(uploads.into_iter().map(|u| u.finish())).await?;
+        let sha256 = stored.digest();
+        try_join_all(uploads.into_iter().map(|u| u.finish(sha256))).await?;
         Ok(entry(
             part.key,
             ObjectKind::Data,

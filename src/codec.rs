@@ -220,6 +220,14 @@ pub struct Stored {
     pub sql_bytes: u64,
 }
 
+impl Stored {
+    /// The SHA-256 as bytes, for a store that has its service check what arrives
+    /// ([`crate::store::Upload::finish`]).
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        hex::decode(&self.sha256).ok()?.try_into().ok()
+    }
+}
+
 /// Encodes one part. Append members with [`PartEncoder::append`] (or SQL as a member of its own
 /// with [`PartEncoder::write`]), ship [`PartEncoder::take`] as it grows, and the last bytes from
 /// [`PartEncoder::finish`].
@@ -370,6 +378,7 @@ mod tests {
         stored.extend_from_slice(&last);
         assert_eq!(summary.bytes, stored.len() as u64);
         assert_eq!(summary.sha256, hex::encode(Sha256::digest(&stored)));
+        assert_eq!(summary.digest(), Some(Sha256::digest(&stored).into()));
         assert_eq!(summary.sql_bytes, data.len() as u64);
 
         let mut hashing = HashingReader::new(&stored[..]);

@@ -9,6 +9,7 @@ use d1r2::store::s3::{PART_SIZE, S3Config, S3Store};
 use d1r2::store::{Store, StoreError, read_all};
 use fakes::s3::{ACCESS_KEY, FakeS3, SECRET_KEY};
 use futures::TryStreamExt;
+use sha2::{Digest, Sha256};
 
 async fn s3_store(server: &FakeS3, bucket: &str, prefix: &str) -> S3Store {
     S3Store::connect(S3Config {
@@ -107,7 +108,10 @@ async fn streams_appear_only_when_finished(store: &dyn Store) {
         keys(store, "big/").await.is_empty(),
         "an unfinished upload is listed"
     );
-    upload.finish().await.unwrap();
+    upload
+        .finish(Some(Sha256::digest(&data).into()))
+        .await
+        .unwrap();
     let meta = store.head("big/part.gz").await.unwrap().unwrap();
     assert_eq!(meta.size, data.len() as u64);
     let chunks: Vec<Bytes> = store
@@ -123,12 +127,15 @@ async fn streams_appear_only_when_finished(store: &dyn Store) {
     let mut small = store.put_stream("small/x").await.unwrap();
     small.write(Bytes::from_static(b"ab")).await.unwrap();
     small.write(Bytes::from_static(b"cd")).await.unwrap();
-    small.finish().await.unwrap();
+    small
+        .finish(Some(Sha256::digest(b"abcd").into()))
+        .await
+        .unwrap();
     assert_eq!(read_all(store, "small/x").await.unwrap(), &b"abcd"[..]);
     store.delete("small/x").await.unwrap();
 
     let empty = store.put_stream("small/empty").await.unwrap();
-    empty.finish().await.unwrap();
+    empty.finish(None).await.unwrap();
     assert_eq!(read_all(store, "small/empty").await.unwrap().len(), 0);
     store.delete("small/empty").await.unwrap();
 }
@@ -205,6 +212,41 @@ async fn s3_store_conforms() {
             .any(|l| l.starts_with("DELETE") && l.contains("uploadId=")),
         "no multipart upload was aborted"
     );
+    // Every body goes with our SHA-256 for the service to check, and is not hashed again for
+    // the signature.
+    let bodies: Vec<&String> = log.iter().filter(|l| l.starts_with("PUT ")).collect();
+    assert!(
+        bodies.iter().any(|l| l.contains("partNumber=")) && bodies.len() > 2,
+        "{bodies:?}"
+    );
+    assert!(
+        bodies.iter().all(|l| l.ends_with(" [unsigned] [sha256]")),
+        "{bodies:?}"
+    );
+}
+
+/// A digest handed to `finish` is what the service checks the object against: one that does not
+/// match what was written is refused, and nothing appears under the key.
+#[tokio::test]
+async fn s3_an_upload_that_does_not_match_its_digest_is_refused() {
+    let server = FakeS3::start(&["bkt"]).await;
+    let store = s3_store(&server, "bkt", "p").await;
+    let mut upload = store.put_stream("x.gz").await.unwrap();
+    upload.write(Bytes::from_static(b"abcd")).await.unwrap();
+    let mut wrong: [u8; 32] = Sha256::digest(b"abcd").into();
+    wrong[31] ^= 1;
+    let err = upload.finish(Some(wrong)).await.unwrap_err();
+    assert!(err.to_string().contains("x.gz"), "{err}");
+    assert!(store.head("x.gz").await.unwrap().is_none());
+    assert!(keys(&store, "").await.is_empty());
+
+    let mut upload = store.put_stream("x.gz").await.unwrap();
+    upload.write(Bytes::from_static(b"abcd")).await.unwrap();
+    upload
+        .finish(Some(Sha256::digest(b"abcd").into()))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&store, "x.gz").await.unwrap(), &b"abcd"[..]);
 }
 
 #[tokio::test]

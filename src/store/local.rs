@@ -92,7 +92,7 @@ impl Store for LocalStore {
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         let mut upload = self.put_stream(key).await?;
         upload.write(data).await?;
-        upload.finish().await
+        upload.finish(None).await
     }
 
     async fn put_stream(&self, key: &str) -> Result<Box<dyn Upload>, StoreError> {
@@ -281,7 +281,8 @@ impl Upload for LocalUpload {
             .map_err(|e| self.store.io("writing", &self.key, e))
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
+    /// A local file is not checked as it is written, so the digest is not needed.
+    async fn finish(mut self: Box<Self>, _sha256: Option<[u8; 32]>) -> Result<(), StoreError> {
         let mut file = self.file.take().expect("an upload ends once");
         let temp = self.temp.take().expect("an upload ends once");
         let result = async {

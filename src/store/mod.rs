@@ -97,8 +97,11 @@ pub trait Store: Send + Sync + fmt::Display {
 pub trait Upload: Send {
     /// Appends bytes; the upload buffers them into parts as the store needs.
     async fn write(&mut self, data: Bytes) -> Result<(), StoreError>;
-    /// Makes the object visible under its key.
-    async fn finish(self: Box<Self>) -> Result<(), StoreError>;
+    /// Makes the object visible under its key. `sha256` is the SHA-256 of everything written,
+    /// when the caller has it (a backup's codec hashes every byte it stores): a store whose
+    /// service checks what arrives sends it instead of hashing the bytes again, and the object is
+    /// then refused unless it arrived as the caller made it.
+    async fn finish(self: Box<Self>, sha256: Option<[u8; 32]>) -> Result<(), StoreError>;
     /// Discards everything written so far.
     async fn abort(self: Box<Self>) -> Result<(), StoreError>;
 }

@@ -2,7 +2,9 @@
 //!
 //! Requests are the ones R2 accepts: the SDK's default checksum headers are turned off
 //! (`WhenRequired`) and every body carries a SHA-256 we computed ourselves, so the service still
-//! rejects a corrupted upload. Streams go up as multipart uploads of fixed-size parts (R2 wants
+//! rejects a corrupted upload. That checksum header is signed, so it binds the body to the
+//! request: the body itself goes as `UNSIGNED-PAYLOAD` (as boto3 sends it over HTTPS), not hashed
+//! a second time for the signature. Streams go up as multipart uploads of fixed-size parts (R2 wants
 //! every part but the last the same size), one part in memory at a time; an upload that never
 //! reaches its first full part is a single `PutObject`. A failed or dropped upload is aborted, so
 //! no object appears under its key unless it was finished.
@@ -204,13 +206,24 @@ impl S3Store {
         self.remote(op, key, message)
     }
 
-    async fn put_bytes(&self, key: &str, full: &str, data: Bytes) -> Result<(), StoreError> {
+    /// One `PutObject` of `data`, checked by the service against `sha256` when given, or against
+    /// the digest of `data` computed here.
+    async fn put_bytes(
+        &self,
+        key: &str,
+        full: &str,
+        data: Bytes,
+        sha256: Option<[u8; 32]>,
+    ) -> Result<(), StoreError> {
+        let sha256 = sha256.unwrap_or_else(|| Sha256::digest(&data).into());
         self.client
             .put_object()
             .bucket(&self.config.bucket)
             .key(full)
-            .checksum_sha256(sha256_b64(&data))
+            .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(sha256))
             .body(SdkStream::from(data))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| self.sdk_error("writing", key, e))?;
@@ -231,7 +244,7 @@ fn timestamp(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
 impl Store for S3Store {
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         let full = self.full_key(key)?;
-        self.put_bytes(key, &full, data).await
+        self.put_bytes(key, &full, data, None).await
     }
 
     async fn put_stream(&self, key: &str) -> Result<Box<dyn Upload>, StoreError> {
@@ -445,6 +458,8 @@ impl S3Upload {
             .part_number(number)
             .checksum_sha256(&checksum)
             .body(SdkStream::from(data))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| self.store.sdk_error("uploading a part of", &self.key, e))?;
@@ -475,10 +490,15 @@ impl S3Upload {
         Ok(())
     }
 
-    async fn finish_inner(&mut self) -> Result<(), StoreError> {
+    /// Sends what is left: the whole object in one `PutObject` checked against `sha256` when no
+    /// part has gone yet, or the last part (each part is checked against its own digest).
+    async fn finish_inner(&mut self, sha256: Option<[u8; 32]>) -> Result<(), StoreError> {
         let rest = std::mem::take(&mut self.buffer).freeze();
         if self.multipart.is_none() {
-            return self.store.put_bytes(&self.key, &self.full, rest).await;
+            return self
+                .store
+                .put_bytes(&self.key, &self.full, rest, sha256)
+                .await;
         }
         if !rest.is_empty() {
             self.send_part(rest).await?;
@@ -529,8 +549,8 @@ impl Upload for S3Upload {
         result
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
-        let result = self.finish_inner().await;
+    async fn finish(mut self: Box<Self>, sha256: Option<[u8; 32]>) -> Result<(), StoreError> {
+        let result = self.finish_inner(sha256).await;
         if result.is_err() {
             let _ = self.abort_inner().await;
         }

@@ -1,7 +1,8 @@
 //! A real S3 server in-process: `s3s` + `s3s-fs` (objects are files under a temporary
 //! directory) over HTTP on 127.0.0.1, with SigV4 authentication and injectable `503 SlowDown`
-//! answers. Every request is logged (`METHOD path?query`) so tests can see multipart uploads and
-//! their aborts happen. `s3s-fs` has no ListMultipartUploads; [`Uploads`] adds it from the
+//! answers. Every request is logged (`METHOD path?query`, then ` [unsigned]` when its body is
+//! sent as `UNSIGNED-PAYLOAD` and ` [sha256]` when it carries `x-amz-checksum-sha256`) so tests
+//! can see multipart uploads and their aborts happen, and how bodies are checked. `s3s-fs` has no ListMultipartUploads; [`Uploads`] adds it from the
 //! files `s3s-fs` keeps per upload, so stale uploads can be found and aborted as on S3 and R2.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,11 +88,19 @@ impl FakeS3 {
                             if !latency.is_zero() {
                                 tokio::time::sleep(latency).await;
                             }
-                            let line = format!(
+                            let header =
+                                |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+                            let mut line = format!(
                                 "{} {}",
                                 req.method(),
                                 req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("")
                             );
+                            if header("x-amz-content-sha256") == Some("UNSIGNED-PAYLOAD") {
+                                line.push_str(" [unsigned]");
+                            }
+                            if header("x-amz-checksum-sha256").is_some() {
+                                line.push_str(" [sha256]");
+                            }
                             state.log.lock().unwrap().push(line);
                             if state.should_fail() {
                                 state.faults.fetch_add(1, Ordering::SeqCst);
@@ -152,6 +161,32 @@ impl FakeS3 {
 }
 
 /// `s3s-fs` plus ListMultipartUploads. Every other operation d1r2 uses is passed through.
+/// The body, once it is read whole and matches its `x-amz-checksum-sha256`, as S3 and R2 check
+/// it before storing anything: `s3s-fs` writes an object before it compares the checksum (and
+/// compares none for a part), which would leave a refused object in place.
+async fn checked(
+    body: Option<dto::StreamingBlob>,
+    sha256: Option<&str>,
+) -> S3Result<Option<dto::StreamingBlob>> {
+    use base64::Engine;
+    use futures::TryStreamExt;
+    use sha2::Digest;
+    let (body, expected) = match (body, sha256) {
+        (Some(body), Some(expected)) => (body, expected),
+        (body, _) => return Ok(body),
+    };
+    let chunks: Vec<bytes::Bytes> = body
+        .try_collect()
+        .await
+        .map_err(|e| s3s::s3_error!(IncompleteBody, "{e}"))?;
+    let data = bytes::Bytes::from(chunks.concat());
+    let actual = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&data));
+    if actual != expected {
+        return Err(s3s::s3_error!(BadDigest, "checksum_sha256 mismatch"));
+    }
+    Ok(Some(dto::StreamingBlob::from(s3s::Body::from(data))))
+}
+
 struct Uploads {
     fs: s3s_fs::FileSystem,
     root: std::path::PathBuf,
@@ -161,8 +196,10 @@ struct Uploads {
 impl s3s::S3 for Uploads {
     async fn put_object(
         &self,
-        req: S3Request<dto::PutObjectInput>,
+        mut req: S3Request<dto::PutObjectInput>,
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
+        let input = &mut req.input;
+        input.body = checked(input.body.take(), input.checksum_sha256.as_deref()).await?;
         self.fs.put_object(req).await
     }
 
@@ -210,8 +247,10 @@ impl s3s::S3 for Uploads {
 
     async fn upload_part(
         &self,
-        req: S3Request<dto::UploadPartInput>,
+        mut req: S3Request<dto::UploadPartInput>,
     ) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        let input = &mut req.input;
+        input.body = checked(input.body.take(), input.checksum_sha256.as_deref()).await?;
         self.fs.upload_part(req).await
     }
 
