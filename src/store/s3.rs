@@ -220,7 +220,7 @@ impl S3Store {
             .put_object()
             .bucket(&self.config.bucket)
             .key(full)
-            .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(sha256))
+            .checksum_sha256(checksum_header(sha256))
             .body(SdkStream::from(data))
             .customize()
             .disable_payload_signing()
@@ -231,8 +231,9 @@ impl S3Store {
     }
 }
 
-fn sha256_b64(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data))
+/// A SHA-256 as `x-amz-checksum-sha256` carries it.
+fn checksum_header(sha256: [u8; 32]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(sha256)
 }
 
 fn timestamp(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
@@ -447,7 +448,7 @@ impl S3Upload {
         }
         let multipart = self.multipart.as_mut().expect("started above");
         let number = multipart.parts.len() as i32 + 1;
-        let checksum = sha256_b64(&data);
+        let checksum = checksum_header(Sha256::digest(&data).into());
         let out = self
             .store
             .client
