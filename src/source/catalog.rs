@@ -417,7 +417,7 @@ fn plan_table(
                 }
                 None => {
                     return Err(SourceError::Catalog(format!(
-                        "table {name} has columns named rowid, _rowid_ and oid and no INTEGER PRIMARY KEY, so its rows cannot be paged"
+                        "table {name} has columns named rowid, _rowid_ and oid and no INTEGER PRIMARY KEY, so its rows cannot be paged; rename one of those columns, or leave the table out with --exclude-tables"
                     )));
                 }
             }
