@@ -923,7 +923,7 @@ impl Target {
         if !last.is_empty() {
             try_join_all(uploads.iter_mut().map(|u| u.write(last.clone()))).await?;
         }
-        let sha256 = stored.digest();
+        let sha256 = Some(stored.sha256);
         try_join_all(uploads.into_iter().map(|u| u.finish(sha256))).await?;
         Ok(entry(
             part.key,
@@ -982,7 +982,7 @@ fn entry(
         table,
         rows,
         bytes: stored.bytes,
-        sha256: stored.sha256,
+        sha256: hex::encode(stored.sha256),
         sql_bytes: stored.sql_bytes,
     }
 }

@@ -212,20 +212,13 @@ impl Member {
     }
 }
 
-/// Size and digest of what was stored.
+/// Size and digest of what was stored: the digest as bytes, as a store that has its service check
+/// what arrives sends it ([`crate::store::Upload::finish`]); the manifest writes it in hex.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
     pub bytes: u64,
-    pub sha256: String,
+    pub sha256: [u8; 32],
     pub sql_bytes: u64,
-}
-
-impl Stored {
-    /// The SHA-256 as bytes, for a store that has its service check what arrives
-    /// ([`crate::store::Upload::finish`]).
-    pub fn digest(&self) -> Option<[u8; 32]> {
-        hex::decode(&self.sha256).ok()?.try_into().ok()
-    }
 }
 
 /// Encodes one part. Append members with [`PartEncoder::append`] (or SQL as a member of its own
@@ -307,7 +300,7 @@ impl PartEncoder {
             last,
             Stored {
                 bytes: self.stored,
-                sha256: hex::encode(self.sha.finalize()),
+                sha256: self.sha.finalize().into(),
                 sql_bytes: self.sql_bytes,
             },
         ))
@@ -377,8 +370,7 @@ mod tests {
         let (last, summary) = enc.finish().unwrap();
         stored.extend_from_slice(&last);
         assert_eq!(summary.bytes, stored.len() as u64);
-        assert_eq!(summary.sha256, hex::encode(Sha256::digest(&stored)));
-        assert_eq!(summary.digest(), Some(Sha256::digest(&stored).into()));
+        assert_eq!(summary.sha256, <[u8; 32]>::from(Sha256::digest(&stored)));
         assert_eq!(summary.sql_bytes, data.len() as u64);
 
         let mut hashing = HashingReader::new(&stored[..]);
@@ -387,7 +379,10 @@ mod tests {
             .read_to_end(&mut decoded)
             .unwrap();
         assert_eq!(decoded, data);
-        assert_eq!(hashing.finish().unwrap(), (summary.bytes, summary.sha256));
+        assert_eq!(
+            hashing.finish().unwrap(),
+            (summary.bytes, hex::encode(summary.sha256))
+        );
     }
 
     #[test]
@@ -524,7 +519,7 @@ mod tests {
                 decoder(&mut hashing, Compression::Gzip, None).read_to_end(&mut Vec::new());
             let digest = hashing.finish().unwrap().1;
             assert!(
-                decoded.is_err() || digest != summary.sha256,
+                decoded.is_err() || digest != hex::encode(summary.sha256),
                 "flip at {at} went unnoticed"
             );
         }

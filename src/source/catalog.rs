@@ -15,14 +15,29 @@ use crate::dump::value::quote_ident;
 pub const MASTER_SQL: &str = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid";
 /// Table kinds, including `shadow` for the tables a virtual table owns.
 pub const TABLE_LIST_SQL: &str = "PRAGMA table_list";
+/// The `WHERE` clause of the joined catalog statements, written once so both describe the same
+/// tables: ordinary tables only. SQLite's and D1's internal tables are left out in the query
+/// itself, so D1 is never asked to describe a table it guards; so are virtual tables, whose
+/// description needs their module loaded: they are described one by one, and only those backed
+/// up.
+macro_rules! ordinary_tables {
+    () => {
+        " WHERE m.type = 'table' AND m.sql NOT LIKE 'CREATE VIRTUAL TABLE%' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.name NOT LIKE '\\_cf\\_%' ESCAPE '\\'"
+    };
+}
 /// Every ordinary table's `PRAGMA table_xinfo` rows behind its name, in one statement (the pragma
 /// as a table-valued function), so the catalog is one request to D1 rather than one more after
-/// `sqlite_master`. SQLite's and D1's internal tables are left out in the query itself, so D1 is
-/// never asked to describe a table it guards; so are virtual tables, whose description needs
-/// their module loaded: they are described one by one, and only those backed up.
-const COLUMNS_SQL: &str = "SELECT m.name, x.cid, x.name, x.type, x.\"notnull\", x.dflt_value, x.pk, x.hidden FROM sqlite_master AS m JOIN pragma_table_xinfo(m.name) AS x WHERE m.type = 'table' AND m.sql NOT LIKE 'CREATE VIRTUAL TABLE%' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.name NOT LIKE '\\_cf\\_%' ESCAPE '\\' ORDER BY m.rowid, x.cid";
+/// `sqlite_master`.
+const COLUMNS_SQL: &str = concat!(
+    "SELECT m.name, x.cid, x.name, x.type, x.\"notnull\", x.dflt_value, x.pk, x.hidden FROM sqlite_master AS m JOIN pragma_table_xinfo(m.name) AS x",
+    ordinary_tables!(),
+    " ORDER BY m.rowid, x.cid"
+);
 /// Every ordinary table's index origins (`PRAGMA index_list`) behind its name, as [`COLUMNS_SQL`].
-const INDEX_ORIGINS_SQL: &str = "SELECT m.name, l.seq, l.name, l.\"unique\", l.origin, l.partial FROM sqlite_master AS m JOIN pragma_index_list(m.name) AS l WHERE m.type = 'table' AND m.sql NOT LIKE 'CREATE VIRTUAL TABLE%' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.name NOT LIKE '\\_cf\\_%' ESCAPE '\\'";
+const INDEX_ORIGINS_SQL: &str = concat!(
+    "SELECT m.name, l.seq, l.name, l.\"unique\", l.origin, l.partial FROM sqlite_master AS m JOIN pragma_index_list(m.name) AS l",
+    ordinary_tables!()
+);
 /// AUTOINCREMENT counters; asked only when `sqlite_master` shows the table, which SQLite makes
 /// with the first AUTOINCREMENT table.
 const SEQUENCES_SQL: &str = "SELECT name, CAST(seq AS TEXT) FROM sqlite_sequence";

@@ -4,8 +4,8 @@
 //! (`WhenRequired`) and every body carries a SHA-256 we computed ourselves, so the service still
 //! rejects a corrupted upload. That checksum header is signed, so it binds the body to the
 //! request: the body itself goes as `UNSIGNED-PAYLOAD` (as boto3 sends it over HTTPS), not hashed
-//! a second time for the signature. Streams go up as multipart uploads of fixed-size parts (R2 wants
-//! every part but the last the same size), one part in memory at a time; an upload that never
+//! a second time for the signature. Streams go up as multipart uploads of fixed-size parts (R2
+//! wants every part but the last the same size), one part in memory at a time; an upload that never
 //! reaches its first full part is a single `PutObject`. A failed or dropped upload is aborted, so
 //! no object appears under its key unless it was finished.
 

@@ -2,8 +2,9 @@
 //! directory) over HTTP on 127.0.0.1, with SigV4 authentication and injectable `503 SlowDown`
 //! answers. Every request is logged (`METHOD path?query`, then ` [unsigned]` when its body is
 //! sent as `UNSIGNED-PAYLOAD` and ` [sha256]` when it carries `x-amz-checksum-sha256`) so tests
-//! can see multipart uploads and their aborts happen, and how bodies are checked. `s3s-fs` has no ListMultipartUploads; [`Uploads`] adds it from the
-//! files `s3s-fs` keeps per upload, so stale uploads can be found and aborted as on S3 and R2.
+//! can see multipart uploads and their aborts happen, and how bodies are checked. `s3s-fs` has no
+//! ListMultipartUploads; [`Uploads`] adds it from the files `s3s-fs` keeps per upload, so stale
+//! uploads can be found and aborted as on S3 and R2.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -160,7 +161,6 @@ impl FakeS3 {
     }
 }
 
-/// `s3s-fs` plus ListMultipartUploads. Every other operation d1r2 uses is passed through.
 /// The body, once it is read whole and matches its `x-amz-checksum-sha256`, as S3 and R2 check
 /// it before storing anything: `s3s-fs` writes an object before it compares the checksum (and
 /// compares none for a part), which would leave a refused object in place.
@@ -187,6 +187,8 @@ async fn checked(
     Ok(Some(dto::StreamingBlob::from(s3s::Body::from(data))))
 }
 
+/// `s3s-fs` plus ListMultipartUploads, and bodies checked before they are stored ([`checked`]).
+/// Every other operation d1r2 uses is passed through.
 struct Uploads {
     fs: s3s_fs::FileSystem,
     root: std::path::PathBuf,
