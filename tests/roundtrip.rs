@@ -7,6 +7,8 @@ use common::*;
 use d1r2::backup::BackupOptions;
 use proptest::prelude::*;
 use rusqlite::Connection;
+use std::path::Path;
+use std::process::Command;
 
 fn fixture() -> &'static str {
     include_str!("fixtures/edge.sql")
@@ -320,4 +322,117 @@ async fn large_rowid_tables_are_read_by_as_many_readers_as_asked() {
     let restored = dir.path().join("restored.db");
     roundtrip(&db, &restored, &options).await;
     assert_same_database(&db, &restored);
+}
+
+/// Text that line-based readers are tempted to rewrite: line ends of every kind, and lines the
+/// `sqlite3` shell reads as commands or terminators when they stand alone (`/`, `go`, `.x`, `;`).
+fn line_hostile_text() -> impl Strategy<Value = String> {
+    let fragment = prop_oneof![
+        Just("\r".to_string()),
+        Just("\r\n".to_string()),
+        Just("\n\r".to_string()),
+        Just("\n".to_string()),
+        Just("\n/\n".to_string()),
+        Just("\ngo\n".to_string()),
+        Just("\nGO\r\n".to_string()),
+        Just("\n.x\n".to_string()),
+        Just("\n.quit\n".to_string()),
+        Just("\n;\n".to_string()),
+        Just("'".to_string()),
+        Just("--".to_string()),
+        Just("/*".to_string()),
+        "[a-z é\t]{0,6}",
+        ".{0,4}",
+    ];
+    proptest::collection::vec(fragment, 0..12).prop_map(|parts| parts.concat())
+}
+
+/// The ways a user loads an export with the stock shell: stdin, `-init`, `.read`.
+fn load_with_the_shell(sql: &Path, db: &Path, how: &str) {
+    let mut shell = Command::new("sqlite3");
+    shell.arg("-bail");
+    let out = match how {
+        "stdin" => shell
+            .arg(db)
+            .stdin(std::fs::File::open(sql).unwrap())
+            .output(),
+        "init" => shell.arg("-init").arg(sql).arg(db).arg(".quit").output(),
+        _ => shell
+            .arg(db)
+            .arg(format!(".read '{}'", sql.display()))
+            .output(),
+    }
+    .expect("the stock sqlite3 shell must be installed (scripts/test installs it)");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "sqlite3 ({how}) failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Backs `db` up, exports the backup to one SQL file and returns its path.
+async fn export_of(db: &Path, dir: &Path) -> std::path::PathBuf {
+    let (store, manifest) = backup_to(db, &dir.join("store"), &BackupOptions::default()).await;
+    let out = dir.join("dump.sql");
+    d1r2::export::export(store, &manifest, None, &out)
+        .await
+        .unwrap();
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// An export loaded by the stock shell, in each way a user loads it, holds every text
+    /// exactly: a CR before a line end is not dropped, a line that is a shell command inside a
+    /// literal is not run.
+    #[test]
+    fn the_stock_shell_loads_any_text_from_an_export_exactly(
+        texts in proptest::collection::vec(line_hostile_text(), 1..6),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("texts.db");
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE k(k TEXT PRIMARY KEY, v) WITHOUT ROWID;").unwrap();
+        for (i, text) in texts.iter().enumerate() {
+            conn.execute("INSERT INTO t VALUES (?1, ?2)", rusqlite::params![i as i64, text]).unwrap();
+            conn.execute("INSERT OR IGNORE INTO k VALUES (?1, ?2)", rusqlite::params![text, i as i64]).unwrap();
+        }
+        drop(conn);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let sql = runtime.block_on(export_of(&db, dir.path()));
+        for how in ["stdin", "init", "read"] {
+            let loaded = dir.path().join(format!("loaded-{how}.db"));
+            load_with_the_shell(&sql, &loaded, how);
+            let a = Connection::open(&db).unwrap();
+            let b = Connection::open(&loaded).unwrap();
+            prop_assert_eq!(table_cells(&a, "t"), table_cells(&b, "t"), "{}", how);
+            prop_assert_eq!(table_cells(&a, "k"), table_cells(&b, "k"), "{}", how);
+        }
+    }
+}
+
+/// A value past the statement limit goes in as appends keyed by its row's key: with CRs in the
+/// value and in a text key, the stock shell still rebuilds it exactly.
+#[tokio::test]
+async fn the_stock_shell_rebuilds_long_cr_text_under_a_cr_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("long.db");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch("CREATE TABLE k(k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;")
+        .unwrap();
+    let long = "a line of a form's textarea\r\n\r\r\n".repeat(8_000);
+    conn.execute(
+        "INSERT INTO k VALUES (?1, ?2)",
+        rusqlite::params!["key\r\n", long],
+    )
+    .unwrap();
+    drop(conn);
+    let sql = export_of(&db, dir.path()).await;
+    let text = std::fs::read_to_string(&sql).unwrap();
+    assert!(!text.contains('\r'), "the export holds no CR byte");
+    assert!(text.contains("UPDATE"), "the value was cut into appends");
+    let loaded = dir.path().join("loaded.db");
+    load_with_the_shell(&sql, &loaded, "stdin");
+    assert_same_database(&db, &loaded);
 }

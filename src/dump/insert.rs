@@ -6,7 +6,7 @@
 //! limit is written with its largest values replaced by empty placeholders of the same type,
 //! followed by `UPDATE ... SET c = c || chunk WHERE key` appends, each within the limit.
 
-use super::value::{LiteralKind, literal_kind, quote_ident};
+use super::value::{CR_MARK, CR_TEXT_CLOSE, LiteralKind, literal_kind, quote_ident};
 
 /// D1 rejects statements longer than 100 kB; every statement we write is at most this long.
 pub const MAX_STATEMENT_BYTES: usize = 100_000;
@@ -206,12 +206,14 @@ fn chunk_delimiters(kind: LiteralKind) -> (&'static str, &'static str) {
     match kind {
         LiteralKind::Blob => ("X'", "'"),
         LiteralKind::HexText => ("CAST(X'", "' AS TEXT)"),
+        LiteralKind::CrText => ("replace('", CR_TEXT_CLOSE),
         _ => ("'", "'"),
     }
 }
 
 /// Splits a literal's payload into pieces of at most `budget` bytes, each a valid payload on its
-/// own: hex at even offsets, text at character boundaries and never inside a doubled `''`.
+/// own: hex at even offsets, text at character boundaries, never inside a doubled `''` nor inside
+/// a CR's stand-in.
 fn chunks(literal: &str, kind: LiteralKind, budget: usize) -> Vec<&str> {
     let (open, close) = chunk_delimiters(kind);
     let inner = &literal[open.len()..literal.len() - close.len()];
@@ -219,8 +221,14 @@ fn chunks(literal: &str, kind: LiteralKind, budget: usize) -> Vec<&str> {
     let mut pos = 0;
     while pos < inner.len() {
         let mut end = (pos + budget).min(inner.len());
-        if kind == LiteralKind::Text {
+        if matches!(kind, LiteralKind::Text | LiteralKind::CrText) {
             while !inner.is_char_boundary(end) {
+                end -= 1;
+            }
+            if kind == LiteralKind::CrText
+                && inner.as_bytes()[..end].ends_with(&CR_MARK.as_bytes()[..1])
+                && inner.as_bytes()[end..].starts_with(&CR_MARK.as_bytes()[1..])
+            {
                 end -= 1;
             }
             end = quote_safe_cut(inner.as_bytes(), end);
@@ -302,6 +310,13 @@ mod tests {
             (format!("CAST(X'{hex}' AS TEXT)"), "''", "CAST(X'"),
             (format!("'{}'", "it''s ''q'' ".repeat(20)), "''", "'"),
             (format!("'{}'", "żółw ".repeat(30)), "''", "'"),
+            (
+                crate::dump::value::literal(crate::dump::value::ValueRef::Text(
+                    "line\r\n it's ".repeat(30).as_bytes(),
+                )),
+                "''",
+                "replace('",
+            ),
         ];
         for (lit, placeholder, chunk_open) in &cases {
             let lit = lit.as_str();
@@ -334,6 +349,35 @@ mod tests {
                 let run_ok = p.split(|c| c != '\'').all(|run| run.len() % 2 == 0);
                 assert!(run_ok, "budget {budget}: piece {p:?}");
             }
+        }
+    }
+
+    /// A CR text cut into appends, whatever the budget: no piece splits a stand-in or an escaped
+    /// quote, and SQLite joins the pieces' values back into the text.
+    #[test]
+    fn cr_text_chunks_reassemble_within_any_budget() {
+        use crate::dump::value::{ValueRef, literal};
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let text = format!(
+            "{}a''b\\\r\r\r{}\r",
+            "\r".repeat(20),
+            "żółw'🐢\r\n".repeat(5)
+        );
+        let lit = literal(ValueRef::Text(text.as_bytes()));
+        assert_eq!(literal_kind(&lit), LiteralKind::CrText, "{lit}");
+        let (open, close) = chunk_delimiters(LiteralKind::CrText);
+        for budget in 8..48 {
+            let pieces = chunks(&lit, LiteralKind::CrText, budget);
+            assert!(pieces.len() > 1, "budget {budget}");
+            let mut joined = String::from("''");
+            for p in &pieces {
+                assert!(p.len() <= budget, "budget {budget}: piece {p:?}");
+                joined.push_str(&format!("||{open}{p}{close}"));
+            }
+            let got: String = conn
+                .query_row(&format!("SELECT {joined}"), [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(got, text, "budget {budget}");
         }
     }
 

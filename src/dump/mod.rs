@@ -6,7 +6,7 @@ pub mod value;
 
 use crate::manifest::SchemaEntry;
 use crate::source::{DataMode, Schema, Table};
-use value::{quote_ident, quote_text};
+use value::{quote_ident, render_str};
 
 /// The first statement of every dump. D1 enforces foreign keys; deferring them lets tables load
 /// in any order and be checked once, at the end of the import.
@@ -60,7 +60,7 @@ pub fn post_sql(schema: &Schema) -> (String, Vec<SchemaEntry>) {
 pub fn sequence_sql(table: &Table) -> Option<String> {
     let seq = table.sequence.as_ref()?;
     let mut name = String::new();
-    quote_text(&table.name, &mut name);
+    render_str(&table.name, &mut name);
     Some(format!(
         "DELETE FROM sqlite_sequence WHERE name={name};\nINSERT INTO sqlite_sequence(name,seq) VALUES({name},{seq});\n"
     ))

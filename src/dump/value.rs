@@ -2,8 +2,11 @@
 //!
 //! A backup is SQL, so every value must come back from its literal with the same storage class
 //! and the same bits. Integers are written in full (never through a JSON number), reals with the
-//! shortest representation that parses back to the same double, BLOBs as `X'..'`, and text that
-//! a plain literal cannot carry (an embedded NUL, invalid UTF-8) as `CAST(X'..' AS TEXT)`.
+//! shortest representation that parses back to the same double, BLOBs as `X'..'`, text that a
+//! plain literal cannot carry (an embedded NUL, invalid UTF-8) as `CAST(X'..' AS TEXT)`, and text
+//! holding a carriage return through `replace()` with a stand-in for each CR, so that a
+//! line-based reader of the SQL (the stock `sqlite3` shell drops a CR that ends a line; editors
+//! and git rewrite line ends) cannot change it.
 
 use std::fmt::Write as _;
 
@@ -47,9 +50,9 @@ pub fn render(value: ValueRef<'_>, out: &mut String) {
 }
 
 /// Appends the literal for a text value already known to be UTF-8 (as D1's JSON carries it): one
-/// scan for `'` and NUL, which most text holds neither of.
+/// scan for `'`, NUL and CR, which most text holds none of.
 pub fn render_str(text: &str, out: &mut String) {
-    match memchr::memchr2(b'\'', 0, text.as_bytes()) {
+    match memchr::memchr3(b'\'', 0, b'\r', text.as_bytes()) {
         None => {
             out.reserve(text.len() + 2);
             out.push('\'');
@@ -57,8 +60,41 @@ pub fn render_str(text: &str, out: &mut String) {
             out.push('\'');
         }
         Some(_) if text.as_bytes().contains(&0) => render_text_bytes(text.as_bytes(), out),
+        Some(_) if text.as_bytes().contains(&b'\r') => render_cr_text(text, out),
         Some(_) => quote_text(text, out),
     }
+}
+
+/// What stands for a CR inside the quotes of a text holding one, as `sqlite3 .dump` writes it:
+/// `replace('a\rb','\r',char(13))`. It is a backslash and an `r`, two different characters, so
+/// no occurrence can straddle an edge between the text's own characters and a stand-in.
+pub const CR_MARK: &str = "\\r";
+
+/// The end of a CR text literal, after its payload.
+pub const CR_TEXT_CLOSE: &str = "','\\r',char(13))";
+
+/// Text holding a CR as `replace('..','\r',char(13))`: the quotes hold no CR, so no reader that
+/// rewrites line ends can change the value, and it is one call of constant depth wherever a
+/// literal may stand (a VALUES tuple, an `||` append, a WHERE key), however many CRs it holds.
+/// A text that already holds the two characters of the stand-in is written as its bytes.
+fn render_cr_text(text: &str, out: &mut String) {
+    if memchr::memmem::find(text.as_bytes(), CR_MARK.as_bytes()).is_some() {
+        return render_text_bytes(text.as_bytes(), out);
+    }
+    out.reserve(text.len() + 32);
+    out.push_str("replace('");
+    let mut rest = text;
+    while let Some(at) = memchr::memchr2(b'\'', b'\r', rest.as_bytes()) {
+        out.push_str(&rest[..at]);
+        out.push_str(if rest.as_bytes()[at] == b'\'' {
+            "''"
+        } else {
+            CR_MARK
+        });
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+    out.push_str(CR_TEXT_CLOSE);
 }
 
 /// A text SQL cannot write between quotes (not UTF-8, or holding NUL, where a quoted string would
@@ -139,6 +175,8 @@ pub enum LiteralKind {
     Blob,
     /// `CAST(X'...' AS TEXT)`
     HexText,
+    /// `replace('...','\r',char(13))`: text holding a CR
+    CrText,
     /// A number or NULL: always short.
     Other,
 }
@@ -151,6 +189,8 @@ pub fn literal_kind(literal: &str) -> LiteralKind {
         LiteralKind::Blob
     } else if literal.starts_with("CAST(X'") {
         LiteralKind::HexText
+    } else if literal.starts_with("replace('") {
+        LiteralKind::CrText
     } else {
         LiteralKind::Other
     }
@@ -178,7 +218,24 @@ mod tests {
             (ValueRef::Real(f64::NAN), "NULL"),
             (ValueRef::Text(b""), "''"),
             (ValueRef::Text(b"it's"), "'it''s'"),
-            (ValueRef::Text(b"a\nb;\r\n--c"), "'a\nb;\r\n--c'"),
+            (ValueRef::Text(b"a\nb;\n--c"), "'a\nb;\n--c'"),
+            (
+                ValueRef::Text(b"a\nb;\r\n--c"),
+                "replace('a\nb;\\r\n--c','\\r',char(13))",
+            ),
+            (ValueRef::Text(b"\r"), "replace('\\r','\\r',char(13))"),
+            (
+                ValueRef::Text(b"\r\r\n\r"),
+                "replace('\\r\\r\n\\r','\\r',char(13))",
+            ),
+            (
+                ValueRef::Text(b"it's\r"),
+                "replace('it''s\\r','\\r',char(13))",
+            ),
+            (ValueRef::Text(b"\\\r"), "replace('\\\\r','\\r',char(13))"),
+            (ValueRef::Text(b"\\r\r"), "CAST(X'5C720D' AS TEXT)"),
+            (ValueRef::Text(b"\\r"), "'\\r'"),
+            (ValueRef::Text(b"a\0\r"), "CAST(X'61000D' AS TEXT)"),
             (ValueRef::Text("żółw 🐢".as_bytes()), "'żółw 🐢'"),
             (ValueRef::Text(b"a\0b"), "CAST(X'610062' AS TEXT)"),
             (ValueRef::Text(b"\xff"), "CAST(X'FF' AS TEXT)"),
@@ -187,6 +244,36 @@ mod tests {
         ];
         for (value, want) in cases {
             assert_eq!(literal(value), want, "{value:?}");
+        }
+    }
+
+    /// Every literal means its value to SQLite itself: same storage class, same bytes.
+    #[test]
+    fn sqlite_reads_each_text_literal_back_exactly() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        for text in [
+            "",
+            "plain",
+            "it's",
+            "a\r\nb",
+            "\r",
+            "\r\r\r",
+            "\n\r",
+            "end\r",
+            "q''\r''",
+            "żółw\r🐢",
+            "\\\r",
+            "\\r\r",
+            "r\r\\",
+        ] {
+            let lit = literal(ValueRef::Text(text.as_bytes()));
+            let (kind, got): (String, String) = conn
+                .query_row(&format!("SELECT typeof({lit}), {lit}"), [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap();
+            assert_eq!((kind.as_str(), got.as_str()), ("text", text), "{lit}");
+            assert!(!lit.contains('\r'), "{lit}");
         }
     }
 
@@ -212,6 +299,7 @@ mod tests {
             ("'a'", LiteralKind::Text),
             ("X'00'", LiteralKind::Blob),
             ("CAST(X'00' AS TEXT)", LiteralKind::HexText),
+            ("replace('a\\r','\\r',char(13))", LiteralKind::CrText),
             ("12", LiteralKind::Other),
             ("NULL", LiteralKind::Other),
             ("-1.5e10", LiteralKind::Other),
