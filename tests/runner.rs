@@ -18,12 +18,18 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 
 /// The owner of the runner's folders and files (not root, not the uid below).
 const RUNNER_UID: u32 = 1001;
 /// A non-root user inside the container: distroless's `nonroot`, what a `USER` line gives.
 const NON_ROOT_UID: u32 = 65532;
+
+/// Copying the binary and starting a process never overlap: a child forked while a copy is open
+/// for writing holds it open until the child execs, and running that copy then fails with "text
+/// file busy".
+static FORK: Mutex<()> = Mutex::new(());
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -77,7 +83,10 @@ impl Runner {
         std::fs::write(&summary, "").unwrap();
         // The binary where any user may run it (the target folder may be private).
         let binary = root.join("d1r2");
-        std::fs::copy(env!("CARGO_BIN_EXE_d1r2"), &binary).unwrap();
+        {
+            let _no_fork = FORK.lock().unwrap_or_else(|e| e.into_inner());
+            std::fs::copy(env!("CARGO_BIN_EXE_d1r2"), &binary).unwrap();
+        }
         chmod(&binary, 0o755);
         for entry in walk(&root.join("work")) {
             let mode = if entry.is_dir() { 0o755 } else { 0o644 };
@@ -138,7 +147,21 @@ impl Runner {
     }
 
     fn run(&self) -> Output {
-        self.command().output().unwrap()
+        self.run_as(None)
+    }
+
+    /// Runs the step, as `uid` (and the same gid) when given.
+    fn run_as(&self, uid: Option<u32>) -> Output {
+        let mut command = self.command();
+        if let Some(uid) = uid {
+            command.uid(uid).gid(uid);
+        }
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = {
+            let _no_copy = FORK.lock().unwrap_or_else(|e| e.into_inner());
+            command.spawn().unwrap()
+        };
+        child.wait_with_output().unwrap()
     }
 
     fn outputs(&self) -> Vec<(String, String)> {
@@ -273,12 +296,7 @@ fn as_a_non_root_user_fails_in_one_line_before_doing_anything() {
         ("source", "data/app.db"),
         ("dest", "backups"),
     ]);
-    let run = runner
-        .command()
-        .uid(NON_ROOT_UID)
-        .gid(NON_ROOT_UID)
-        .output()
-        .unwrap();
+    let run = runner.run_as(Some(NON_ROOT_UID));
     let line = the_error_line(&run);
     assert_eq!(run.status.code(), Some(1), "{line}");
     assert!(
