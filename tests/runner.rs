@@ -373,7 +373,8 @@ fn a_path_missing_from_the_workspace_is_refused() {
 #[test]
 fn a_runner_file_that_cannot_be_written_fails_before_the_command_runs() {
     // A folder where the file should be, and a file in a folder that is not there.
-    let cases: [(&str, fn(&Path) -> PathBuf); 2] = [
+    type Where = fn(&Path) -> PathBuf;
+    let cases: [(&str, Where); 2] = [
         ("GITHUB_OUTPUT", |folder| folder.to_path_buf()),
         ("GITHUB_STEP_SUMMARY", |folder| {
             folder.join("no-such-folder/summary")
