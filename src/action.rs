@@ -210,20 +210,26 @@ pub fn error_annotation(message: &str) -> String {
     format!("::error::{escaped}")
 }
 
-/// Enters `$GITHUB_WORKSPACE`, so relative paths in inputs name files of the checked-out
-/// repository, as in any other step. The runner already starts a container action there
-/// (`--workdir /github/workspace`); a workspace that is not there is bad input.
-pub fn enter_workspace(env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+/// Checks that `$GITHUB_WORKSPACE` is a directory. The runner starts a container action in it
+/// (`--workdir /github/workspace`), so relative paths in inputs name files of the checked-out
+/// repository; one that is not there means the step cannot see the repository (bad input).
+/// The process does not change into it: the working directory the runner chose stands.
+pub fn check_workspace(env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let Some(dir) = env.get("GITHUB_WORKSPACE").filter(|d| !d.is_empty()) else {
         return Ok(());
     };
-    std::env::set_current_dir(dir).map_err(|err| {
-        let message = format!("cannot enter GITHUB_WORKSPACE ({dir}): {err}");
-        match err.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => bad_input(message),
-            _ => anyhow::anyhow!(message),
-        }
-    })
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(bad_input(format!(
+            "GITHUB_WORKSPACE ({dir}) is not a directory"
+        ))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(bad_input(format!(
+            "GITHUB_WORKSPACE ({dir}) does not exist: {err}"
+        ))),
+        Err(err) => Err(anyhow::anyhow!(
+            "cannot read GITHUB_WORKSPACE ({dir}): {err}"
+        )),
+    }
 }
 
 /// A file of the runner's that could not be written: the step fails (exit 1), naming the

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(exit_code(&err));
             }
         };
-        let parsed = action::enter_workspace(&env)
+        let parsed = action::check_workspace(&env)
             .and_then(|()| action::command_line(&env))
             .and_then(|args| Ok(Cli::try_parse_from(args)?));
         match parsed {

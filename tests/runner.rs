@@ -347,7 +347,7 @@ fn a_workspace_that_does_not_exist_is_refused() {
     assert_eq!(run.status.code(), Some(2), "{line}");
     assert!(
         line.contains(&format!(
-            "cannot enter GITHUB_WORKSPACE ({})",
+            "GITHUB_WORKSPACE ({}) does not exist",
             missing.display()
         )),
         "{line}"
