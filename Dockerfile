@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # Build stage: dependencies are built from the manifests alone first, so source changes do not
 # rebuild them; the binary is then built exactly as CI builds it (`cargo build --release --locked`).
+# The stage runs on the platform it builds for: release.yml builds each architecture on a runner
+# of that architecture, so no emulation and no cross toolchain is involved.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -11,7 +13,10 @@ COPY . .
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin d1r2 \
     && cp target/release/d1r2 /d1r2
 
-# Final stage: glibc, CA certificates and the binary; no shell, no build tools, not root.
-FROM gcr.io/distroless/cc-debian12:nonroot
+# Final stage: glibc, CA certificates and the binary; no shell, no package manager, no build
+# tools. It runs as root, the image's default user, as GitHub requires of Docker actions: the
+# runner mounts the workspace and the files behind GITHUB_OUTPUT and GITHUB_STEP_SUMMARY from its
+# own user, and only root can write them from inside the container (so: no USER, no :nonroot).
+FROM gcr.io/distroless/cc-debian12
 COPY --from=build /d1r2 /usr/local/bin/d1r2
 ENTRYPOINT ["/usr/local/bin/d1r2"]

@@ -6,8 +6,14 @@
 //! means. Results go to `$GITHUB_OUTPUT` (heredoc syntax with a random delimiter, so no value can
 //! end its own entry early) and `$GITHUB_STEP_SUMMARY`; secrets are masked before anything else
 //! is printed.
+//!
+//! The runner mounts the workspace and the folder of those two files from its own user into the
+//! container: only root can write them, which is why the image has no `USER`. Both files are
+//! opened before the command runs, so a step that could not report its results (a non-root
+//! image, a wrong path) fails in one line before it changes anything.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::Write;
 
 use clap::CommandFactory;
@@ -79,7 +85,22 @@ pub fn command_line(env: &BTreeMap<String, String>) -> anyhow::Result<Vec<String
         };
         let input = input.to_ascii_lowercase().replace('_', "-");
         let value = value.trim();
-        if ACTION_INPUTS.contains(&input.as_str()) || value.is_empty() {
+        if ACTION_INPUTS.contains(&input.as_str()) {
+            continue;
+        }
+        // The runner passes a `with:` key the action does not declare on as well (after a
+        // warning): a misspelt input must not be dropped in silence, empty or not.
+        let is_option = |command: &clap::Command| {
+            command
+                .get_arguments()
+                .any(|a| a.get_long() == Some(input.as_str()))
+        };
+        if !cli.get_subcommands().any(is_option) {
+            return Err(bad_input(format!(
+                "input {input} ({name}): d1r2 has no such input; the inputs are listed in action.yml"
+            )));
+        }
+        if value.is_empty() {
             continue;
         }
         let Some(arg) = sub
@@ -189,34 +210,119 @@ pub fn error_annotation(message: &str) -> String {
     format!("::error::{escaped}")
 }
 
-/// Appends to the file a runner variable names (`GITHUB_OUTPUT`, `GITHUB_STEP_SUMMARY`).
-pub fn append_to(
-    env: &BTreeMap<String, String>,
-    variable: &str,
-    text: &[u8],
-) -> anyhow::Result<()> {
-    if let Some(path) = env.get(variable).filter(|p| !p.is_empty()) {
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(path)?;
-        file.write_all(text)?;
+/// Checks that `$GITHUB_WORKSPACE` is a directory. The runner starts a container action in it
+/// (`--workdir /github/workspace`), so relative paths in inputs name files of the checked-out
+/// repository; one that is not there means the step cannot see the repository (bad input).
+/// The process does not change into it: the working directory the runner chose stands.
+pub fn check_workspace(env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let Some(dir) = env.get("GITHUB_WORKSPACE").filter(|d| !d.is_empty()) else {
+        return Ok(());
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(bad_input(format!(
+            "GITHUB_WORKSPACE ({dir}) is not a directory"
+        ))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(bad_input(format!(
+            "GITHUB_WORKSPACE ({dir}) does not exist: {err}"
+        ))),
+        Err(err) => Err(anyhow::anyhow!(
+            "cannot read GITHUB_WORKSPACE ({dir}): {err}"
+        )),
     }
-    Ok(())
+}
+
+/// A file of the runner's that could not be written: the step fails (exit 1), naming the
+/// variable and the path.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerFileError {
+    #[error("cannot write {variable} ({path}): {source}{hint}")]
+    Open {
+        variable: &'static str,
+        path: String,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("writing {variable} ({path}): {source}")]
+    Write {
+        variable: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What a permission error means in a container action.
+const NOT_ROOT_HINT: &str = "; d1r2 is not running as root: the runner's files belong to the \
+runner's user, so a container action must run as root (no USER in the image, no --user)";
+
+/// `$GITHUB_OUTPUT` and `$GITHUB_STEP_SUMMARY`, opened for appending.
+pub struct RunnerFiles {
+    files: Vec<RunnerFile>,
+}
+
+struct RunnerFile {
+    variable: &'static str,
+    path: String,
+    file: File,
+}
+
+impl RunnerFiles {
+    /// Opens the files the runner named; a variable that is unset or empty is skipped.
+    pub fn open(env: &BTreeMap<String, String>) -> Result<Self, RunnerFileError> {
+        let mut files = Vec::new();
+        for variable in ["GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"] {
+            let Some(path) = env.get(variable).filter(|p| !p.is_empty()) else {
+                continue;
+            };
+            let opened = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path);
+            let file = opened.map_err(|source| RunnerFileError::Open {
+                variable,
+                path: path.clone(),
+                hint: if source.kind() == std::io::ErrorKind::PermissionDenied && !is_root() {
+                    NOT_ROOT_HINT
+                } else {
+                    ""
+                },
+                source,
+            })?;
+            files.push(RunnerFile {
+                variable,
+                path: path.clone(),
+                file,
+            });
+        }
+        Ok(RunnerFiles { files })
+    }
+
+    fn append(&mut self, variable: &str, text: &[u8]) -> Result<(), RunnerFileError> {
+        for f in self.files.iter_mut().filter(|f| f.variable == variable) {
+            f.file
+                .write_all(text)
+                .map_err(|source| RunnerFileError::Write {
+                    variable: f.variable,
+                    path: f.path.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Reports a finished command to the runner: masks, outputs, summary.
-pub fn publish(env: &BTreeMap<String, String>, report: &Report) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout();
-    mask_secrets(report, &mut stdout)?;
+pub fn publish(files: &mut RunnerFiles, report: &Report) -> anyhow::Result<()> {
+    mask_secrets(report, &mut std::io::stdout())?;
     let mut outputs = Vec::new();
     write_outputs(&report.outputs, &mut outputs)?;
-    append_to(env, "GITHUB_OUTPUT", &outputs)?;
-    append_to(
-        env,
-        "GITHUB_STEP_SUMMARY",
-        summary_markdown(report).as_bytes(),
-    )?;
+    files.append("GITHUB_OUTPUT", &outputs)?;
+    files.append("GITHUB_STEP_SUMMARY", summary_markdown(report).as_bytes())?;
     Ok(())
 }
 
@@ -267,6 +373,26 @@ mod tests {
                 ],
                 vec!["d1r2", "list", "--from", "d"],
             ),
+            (
+                vec![
+                    ("INPUT_COMMAND", "prune"),
+                    ("INPUT_FROM", "d"),
+                    ("INPUT_KEEP-DAILY", "7"),
+                    ("INPUT_KEEP_LAST", "3"),
+                    ("INPUT_KEEP-WEEKLY", ""),
+                    ("INPUT_SOURCE", "app.db"),
+                ],
+                vec![
+                    "d1r2",
+                    "prune",
+                    "--from",
+                    "d",
+                    "--keep-daily",
+                    "7",
+                    "--keep-last",
+                    "3",
+                ],
+            ),
         ];
         for (vars, want) in cases {
             assert_eq!(command_line(&env(&vars)).unwrap(), want);
@@ -274,15 +400,29 @@ mod tests {
     }
 
     #[test]
-    fn bad_inputs_are_refused() {
-        assert!(command_line(&env(&[("INPUT_COMMAND", "nope")])).is_err());
-        assert!(
-            command_line(&env(&[
-                ("INPUT_COMMAND", "restore"),
-                ("INPUT_FORCE", "yes")
-            ]))
-            .is_err()
-        );
+    fn bad_inputs_are_refused_naming_the_input() {
+        type Refusal = (&'static [(&'static str, &'static str)], &'static str);
+        let cases: &[Refusal] = &[
+            (&[("INPUT_COMMAND", "nope")], "unknown command \"nope\""),
+            (
+                &[("INPUT_COMMAND", "restore"), ("INPUT_FORCE", "yes")],
+                "input force: expected true or false, got \"yes\"",
+            ),
+            (
+                &[("INPUT_COMMAND", "prune"), ("INPUT_KEEP-DAYLY", "7")],
+                "input keep-dayly (INPUT_KEEP-DAYLY): d1r2 has no such input",
+            ),
+            (
+                &[("INPUT_COMMAND", "list"), ("INPUT_SOURCES", "")],
+                "input sources (INPUT_SOURCES): d1r2 has no such input",
+            ),
+        ];
+        for (vars, want) in cases {
+            let err = command_line(&env(vars)).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 2, "{vars:?}");
+            let line = crate::error::one_line(&err);
+            assert!(line.contains(want), "{vars:?}: {line}");
+        }
     }
 
     #[test]

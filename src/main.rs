@@ -12,12 +12,24 @@ fn main() -> ExitCode {
     tune_malloc();
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let in_action = std::env::args().len() == 1 && action::is_action_mode(&env);
+    let mut runner_files = None;
     let cli = if in_action {
         let _ = action::mask_environment(&env, &mut std::io::stdout());
-        let parsed = action::command_line(&env).and_then(|args| Ok(Cli::try_parse_from(args)?));
+        // Nothing runs unless its results can be reported; no file to report a failure in.
+        let files = match action::RunnerFiles::open(&env) {
+            Ok(files) => runner_files.insert(files),
+            Err(err) => {
+                let err = anyhow::Error::new(err);
+                println!("{}", action::error_annotation(&one_line(&err)));
+                return ExitCode::from(exit_code(&err));
+            }
+        };
+        let parsed = action::check_workspace(&env)
+            .and_then(|()| action::command_line(&env))
+            .and_then(|args| Ok(Cli::try_parse_from(args)?));
         match parsed {
             Ok(cli) => cli,
-            Err(err) => return fail_action(&env, "d1r2", &err),
+            Err(err) => return fail_action(&env, files, "d1r2", &err),
         }
     } else {
         Cli::parse()
@@ -42,15 +54,20 @@ fn main() -> ExitCode {
     if in_action {
         println!("::endgroup::");
     }
-    match result {
-        Ok(report) if in_action => {
-            if let Err(err) = action::publish(&env, &report) {
-                return fail_action(&env, name, &err);
+    if let Some(files) = runner_files.as_mut() {
+        return match result {
+            Ok(report) => {
+                if let Err(err) = action::publish(files, &report) {
+                    return fail_action(&env, files, name, &err);
+                }
+                print!("{}", report.to_text());
+                d1r2::checks::publish_if_wanted(&env, &report);
+                ExitCode::SUCCESS
             }
-            print!("{}", report.to_text());
-            d1r2::checks::publish_if_wanted(&env, &report);
-            ExitCode::SUCCESS
-        }
+            Err(err) => fail_action(&env, files, name, &err),
+        };
+    }
+    match result {
         Ok(report) if totp => {
             println!("{}", report.outputs["token"]);
             ExitCode::SUCCESS
@@ -63,7 +80,6 @@ fn main() -> ExitCode {
             print!("{}", report.to_text());
             ExitCode::SUCCESS
         }
-        Err(err) if in_action => fail_action(&env, name, &err),
         Err(err) => {
             eprintln!("error: {}", one_line(&err));
             ExitCode::from(exit_code(&err))
@@ -73,7 +89,12 @@ fn main() -> ExitCode {
 
 /// In action mode a failure still writes `status=failure` and a summary, and ends in an
 /// `::error::` annotation that names the cause.
-fn fail_action(env: &BTreeMap<String, String>, command: &str, err: &anyhow::Error) -> ExitCode {
+fn fail_action(
+    env: &BTreeMap<String, String>,
+    files: &mut action::RunnerFiles,
+    command: &str,
+    err: &anyhow::Error,
+) -> ExitCode {
     let line = one_line(err);
     let mut report = err
         .downcast_ref::<d1r2::report::Failure>()
@@ -81,7 +102,7 @@ fn fail_action(env: &BTreeMap<String, String>, command: &str, err: &anyhow::Erro
         .unwrap_or_else(|| Report::new(command));
     report.output("status", "failure").output("error", &line);
     report.row("Error", &line);
-    let _ = action::publish(env, &report);
+    let _ = action::publish(files, &report);
     println!("{}", action::error_annotation(&line));
     d1r2::checks::publish_if_wanted(env, &report);
     ExitCode::from(exit_code(err))

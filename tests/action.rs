@@ -245,3 +245,50 @@ fn readme_tables_are_generated_from_action_yml() {
         }
     }
 }
+
+/// The hardening the linters in `.ci/run` check, held here too so `cargo test` alone catches a
+/// regression: least privilege declared at the top of every workflow, actions of the project's
+/// own workflows pinned by commit, and no step output expanded into a script (an output such as
+/// `error` or `body` can carry a remote server's text).
+#[test]
+fn workflows_are_hardened() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in [".github/workflows", "examples/workflows"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let yml: serde_yaml_ng::Value =
+                serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let name = path.display();
+            assert!(
+                yml.get("permissions").is_some(),
+                "{name}: no top-level permissions"
+            );
+            for job in yml["jobs"].as_mapping().unwrap().values() {
+                for step in job["steps"].as_sequence().into_iter().flatten() {
+                    if let Some(script) = step["run"].as_str() {
+                        assert!(
+                            !script.replace("${{ ", "${{").contains("${{steps."),
+                            "{name}: a step output expanded inside run: {script}"
+                        );
+                    }
+                    let Some(uses) = step["uses"].as_str() else {
+                        continue;
+                    };
+                    let (action, reference) = uses.split_once('@').expect("uses names a ref");
+                    let pinned =
+                        reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit());
+                    assert!(
+                        pinned || (dir == "examples/workflows" && action == "d1r2/d1r2"),
+                        "{name}: {uses} is not pinned by commit"
+                    );
+                    if action == "actions/checkout" {
+                        assert!(
+                            step["with"]["persist-credentials"].as_bool().is_some(),
+                            "{name}: checkout without an explicit persist-credentials"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
