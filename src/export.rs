@@ -9,19 +9,38 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::crypto::Key;
-use crate::load::{SqlSink, check_key, stream_sql};
+use crate::dump::split::Splitter;
+use crate::load::{SqlSink, backup_statement, check_key, stream_sql, unfinished};
 use crate::manifest::{Manifest, ObjectEntry};
 use crate::store::Store;
 
-struct FileSink(std::io::BufWriter<tempfile::NamedTempFile>);
+/// The export file, written as the parts decode: byte for byte what they hold, once a splitter
+/// beside it has seen that every statement is one d1r2 writes (an export is run by the `sqlite3`
+/// shell, which would also run a `.shell` line a written-over part slipped between statements).
+struct FileSink {
+    file: std::io::BufWriter<tempfile::NamedTempFile>,
+    splitter: Splitter,
+}
 
 impl SqlSink for FileSink {
-    fn feed(&mut self, _object: &ObjectEntry, bytes: Option<&[u8]>) -> anyhow::Result<()> {
-        if let Some(bytes) = bytes {
-            self.0.write_all(bytes)?;
-        }
+    fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> anyhow::Result<()> {
+        let Some(bytes) = bytes else {
+            if let Some(rest) = std::mem::take(&mut self.splitter).finish() {
+                return Err(unfinished(object, &rest).into());
+            }
+            return Ok(());
+        };
+        self.splitter
+            .push(bytes, |stmt| backup_statement(object, stmt).map(|_| ()))?;
+        self.file.write_all(bytes)?;
         Ok(())
     }
+}
+
+/// A manifest's text as one line of a SQL comment: a line end in it would start a line of its
+/// own, which the `sqlite3` shell reads as SQL or as one of its commands.
+fn one_line(text: &str) -> String {
+    text.replace(|c: char| c.is_control(), " ")
 }
 
 /// Writes the whole backup to `out`; returns the number of SQL bytes written.
@@ -38,17 +57,20 @@ pub async fn export(
         .unwrap_or(Path::new("."));
     let temp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
-    let mut sink = FileSink(std::io::BufWriter::new(temp));
+    let mut sink = FileSink {
+        file: std::io::BufWriter::new(temp),
+        splitter: Splitter::new(),
+    };
     writeln!(
-        sink.0,
+        sink.file,
         "-- d1r2 backup {} of {} {}, created {}",
-        manifest.id,
-        manifest.source.kind,
-        manifest.source.name.as_deref().unwrap_or(""),
+        one_line(&manifest.id),
+        one_line(&manifest.source.kind),
+        one_line(manifest.source.name.as_deref().unwrap_or("")),
         manifest.created.to_rfc3339()
     )?;
     let sink = stream_sql(store, manifest, manifest.objects.clone(), key, sink).await?;
-    let file = sink.0.into_inner().map_err(|e| e.into_error())?;
+    let file = sink.file.into_inner().map_err(|e| e.into_error())?;
     file.as_file().sync_all()?;
     let bytes = file.as_file().metadata()?.len();
     file.persist(out)

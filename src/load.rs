@@ -12,6 +12,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::codec::{HashingReader, decoder};
 use crate::crypto::Key;
+use crate::dump::shape::is_backup_statement;
 use crate::dump::split::Splitter;
 use crate::manifest::{Manifest, ObjectEntry, ObjectKind};
 use crate::store::Store;
@@ -266,11 +267,7 @@ impl<E: Execute> SqlSink for Applier<E> {
         let Some(bytes) = bytes else {
             let splitter = std::mem::take(&mut self.splitter);
             if let Some(rest) = splitter.finish() {
-                return Err(LoadError::Corrupt {
-                    key: object.key.clone(),
-                    reason: format!("it ends inside a statement: {}", excerpt(&rest)),
-                }
-                .into());
+                return Err(unfinished(object, &rest).into());
             }
             return Ok(());
         };
@@ -279,10 +276,7 @@ impl<E: Execute> SqlSink for Applier<E> {
         let index = &mut self.schema_index;
         let mut splitter = std::mem::take(&mut self.splitter);
         let result = splitter.push(bytes, |stmt| {
-            let sql = std::str::from_utf8(stmt).map_err(|_| LoadError::Corrupt {
-                key: object.key.clone(),
-                reason: "a statement is not UTF-8".into(),
-            })?;
+            let sql = backup_statement(object, stmt)?;
             if object.kind != ObjectKind::Data && !sql.starts_with("PRAGMA defer_foreign_keys") {
                 let wanted = filter.get(*index).copied().unwrap_or(true);
                 *index += 1;
@@ -300,6 +294,31 @@ impl<E: Execute> SqlSink for Applier<E> {
         });
         self.splitter = splitter;
         result
+    }
+}
+
+/// `stmt` as text, when it is a statement d1r2 writes into a part of `object`'s kind (see
+/// [`crate::dump::shape`]): anything else is a part someone else wrote, and goes nowhere.
+pub fn backup_statement<'s>(object: &ObjectEntry, stmt: &'s [u8]) -> Result<&'s str, LoadError> {
+    let corrupt = |reason: String| LoadError::Corrupt {
+        key: object.key.clone(),
+        reason,
+    };
+    let sql = std::str::from_utf8(stmt).map_err(|_| corrupt("a statement is not UTF-8".into()))?;
+    if !is_backup_statement(object.kind, sql) {
+        return Err(corrupt(format!(
+            "it holds a statement d1r2 does not write there, refused: {}",
+            excerpt(sql)
+        )));
+    }
+    Ok(sql)
+}
+
+/// The error for a part whose SQL ends inside a statement.
+pub fn unfinished(object: &ObjectEntry, rest: &str) -> LoadError {
+    LoadError::Corrupt {
+        key: object.key.clone(),
+        reason: format!("it ends inside a statement: {}", excerpt(rest)),
     }
 }
 
@@ -333,9 +352,66 @@ pub async fn load_into(
     path: &Path,
 ) -> anyhow::Result<Connection> {
     check_key(manifest, key)?;
-    let applier = Applier::new(open_scratch(path)?, manifest, selection);
+    let mut conn = open_scratch(path)?;
+    confine(&mut conn, true)?;
+    let applier = Applier::new(conn, manifest, selection);
     let applier = stream_sql(store, manifest, selection.objects(manifest), key, applier).await?;
-    let conn = applier.into_connection();
+    let mut conn = applier.into_connection();
+    confine(&mut conn, false)?;
     conn.execute_batch("COMMIT")?;
     Ok(conn)
+}
+
+/// While a backup's SQL runs, SQLite itself refuses what no backup does: opening another file
+/// (`ATTACH`, and `VACUUM INTO` through it) and setting any pragma but the prelude's (FTS5 reads
+/// `data_version` on its own). The statement check already keeps such statements out; this holds
+/// for whatever SQLite runs on their behalf.
+fn confine(conn: &mut Connection, on: bool) -> rusqlite::Result<()> {
+    use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+    fn allow(ctx: AuthContext<'_>) -> Authorization {
+        match ctx.action {
+            AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
+            AuthAction::Pragma {
+                pragma_name,
+                pragma_value: Some(_),
+            } if !pragma_name.eq_ignore_ascii_case("defer_foreign_keys") => Authorization::Deny,
+            _ => Authorization::Allow,
+        }
+    }
+    conn.authorizer(on.then_some(allow as fn(AuthContext<'_>) -> Authorization))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What SQLite runs while confined: a backup's own statements, FTS5's reads of its pragmas;
+    /// never another file or a pragma set.
+    #[test]
+    fn a_confined_connection_opens_no_other_file_and_sets_no_pragma() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_scratch(&dir.path().join("db")).unwrap();
+        confine(&mut conn, true).unwrap();
+        let other = dir.path().join("other.db");
+        for refused in [
+            format!("ATTACH '{}' AS x", other.display()),
+            format!("VACUUM INTO '{}'", other.display()),
+            "PRAGMA journal_mode=WAL".into(),
+            "PRAGMA writable_schema=ON".into(),
+        ] {
+            assert!(conn.execute_batch(&refused).is_err(), "{refused}");
+        }
+        conn.execute_batch(
+            "PRAGMA defer_foreign_keys=TRUE;
+             CREATE TABLE a(id INTEGER PRIMARY KEY, body TEXT);
+             INSERT INTO a VALUES (1, 'text');
+             CREATE VIRTUAL TABLE f USING fts5(body, content='a', content_rowid='id');
+             INSERT INTO f(f) VALUES('rebuild');",
+        )
+        .unwrap();
+        assert!(!other.exists());
+        confine(&mut conn, false).unwrap();
+        conn.execute_batch("COMMIT; PRAGMA journal_mode=DELETE")
+            .unwrap();
+    }
 }

@@ -668,3 +668,141 @@ fn a_newer_backup_format_is_refused() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!restored.exists());
 }
+
+/// Rewrites a plain backup's part as a bucket writer can: its SQL decoded, `edit`ed and gzipped
+/// again, with the manifest's size and digest made to match.
+fn write_over_part(backup: &Path, key: &str, edit: impl Fn(String) -> String) {
+    use std::io::{Read, Write};
+    let path = backup.join(key);
+    let mut sql = String::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(&path).unwrap())
+        .read_to_string(&mut sql)
+        .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(edit(sql).as_bytes()).unwrap();
+    let bytes = gz.finish().unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let manifest_path = backup.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    for object in manifest["objects"].as_array_mut().unwrap() {
+        if object["key"] == key {
+            object["bytes"] = bytes.len().into();
+            object["sha256"] = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)).into();
+        }
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+}
+
+/// A plain backup is not authenticated, so a bucket writer can change the rows it restores; what
+/// it cannot do is reach past them: restore, verify and export refuse a part that holds a
+/// statement d1r2 does not write (an ATTACH of a file, a DROP, a VACUUM INTO, a line the sqlite3
+/// shell runs as a command), exit 1 naming the part, and nothing is created.
+#[test]
+fn a_written_over_plain_part_cannot_reach_past_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let id = setup(d);
+    let backups = d.join("backups");
+    let backup = backups.join(&id);
+    let key = std::fs::read_dir(backup.join("data"))
+        .unwrap()
+        .map(|e| format!("data/{}", e.unwrap().file_name().to_string_lossy()))
+        .find(|k| k.contains("values"))
+        .unwrap();
+    let pwned = d.join("pwned");
+    let original = std::fs::read(backup.join(&key)).unwrap();
+    let manifest = std::fs::read(backup.join("manifest.json")).unwrap();
+    let p = pwned.display();
+    let then = "INSERT INTO \"values\"(v) VALUES('after');\n";
+    for (what, extra) in [
+        (
+            "attach",
+            format!("ATTACH '{p}' AS x;\nCREATE TABLE x.t(a);\n{then}"),
+        ),
+        ("dot command", format!(".shell touch {p}\n{then}")),
+        ("drop", format!("DROP TABLE \"select\";\n{then}")),
+        ("vacuum into", format!("VACUUM INTO '{p}';\n{then}")),
+        ("pragma", format!("PRAGMA writable_schema=ON;\n{then}")),
+        // The part's last line: the shell would run it when the file ends.
+        ("at the end", format!(".shell touch {p}")),
+    ] {
+        write_over_part(&backup, &key, |sql| format!("{sql}{extra}"));
+        let out_file = d.join("out.sql");
+        let target = d.join("restored.db");
+        for args in [
+            vec!["verify", "--from", backups.to_str().unwrap()],
+            vec![
+                "export",
+                "--from",
+                backups.to_str().unwrap(),
+                "--out",
+                out_file.to_str().unwrap(),
+            ],
+            vec![
+                "restore",
+                "--from",
+                backups.to_str().unwrap(),
+                "--to",
+                target.to_str().unwrap(),
+            ],
+        ] {
+            let out = d1r2(&args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{} {what}: {err}", args[0]);
+            assert!(err.contains(&key), "{} {what}: {err}", args[0]);
+            assert_eq!(err.lines().count(), 1, "{} {what}: {err}", args[0]);
+            assert!(!pwned.exists(), "{} {what} reached {p}", args[0]);
+            assert!(!out_file.exists(), "{} {what} left an export", args[0]);
+            assert!(!target.exists(), "{} {what} left a database", args[0]);
+        }
+        std::fs::write(backup.join(&key), &original).unwrap();
+        std::fs::write(backup.join("manifest.json"), &manifest).unwrap();
+    }
+}
+
+/// The export's first line quotes the manifest; a bucket writer's line end there must not become
+/// a line the sqlite3 shell runs.
+#[test]
+fn the_exports_header_keeps_a_written_over_manifest_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let id = setup(d);
+    let backups = d.join("backups");
+    let manifest_path = backups.join(&id).join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let pwned = d.join("pwned");
+    manifest["source"]["name"] = format!("app\n.shell touch {}\n", pwned.display()).into();
+    manifest["source"]["kind"] = "sqlite\r\n.quit\r\n".into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let sql = d.join("dump.sql");
+    let out = d1r2(&[
+        "export",
+        "--from",
+        backups.to_str().unwrap(),
+        "--out",
+        sql.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&sql).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.starts_with("-- d1r2 backup") && first.contains(".shell"),
+        "{first}"
+    );
+    assert!(text.lines().nth(1).unwrap().starts_with("PRAGMA"), "{text}");
+    let loaded = d.join("loaded.db");
+    let shell = Command::new("sqlite3")
+        .arg(&loaded)
+        .stdin(std::fs::File::open(&sql).unwrap())
+        .output()
+        .expect("the sqlite3 shell");
+    assert!(
+        shell.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shell.stderr)
+    );
+    assert!(!pwned.exists());
+    assert_same_database(&d.join("app.db"), &loaded);
+}

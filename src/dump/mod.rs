@@ -1,6 +1,7 @@
 //! Turning a planned schema and pages of literals into the SQL of a backup. Pure: no I/O.
 
 pub mod insert;
+pub mod shape;
 pub mod split;
 pub mod value;
 
