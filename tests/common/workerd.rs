@@ -202,11 +202,12 @@ impl Workerd {
         std::fs::read_to_string(self.dir.path().join("wrangler.log")).unwrap_or_default()
     }
 
-    pub fn id(&self, name: &str) -> String {
+    /// The id of the database named or identified by `database`.
+    pub fn id(&self, database: &str) -> String {
         self.databases
             .iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no database {name} configured"))
+            .find(|(name, id)| name == database || id == database)
+            .unwrap_or_else(|| panic!("no database {database} configured"))
             .1
             .clone()
     }
@@ -263,7 +264,8 @@ impl Workerd {
             .expect("running wrangler d1 execute")
     }
 
-    /// Copies database `name` as D1 holds it into the SQLite file `to`, to compare cell by cell.
+    /// Copies database `name` (or id) as D1 holds it into the SQLite file `to`, to compare cell
+    /// by cell.
     /// D1 keeps it in a SQLite file in WAL mode, which a second reader may read while workerd
     /// runs.
     pub fn save(&self, name: &str, to: &Path) {
