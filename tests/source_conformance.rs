@@ -8,6 +8,7 @@ mod fakes;
 
 use std::path::Path;
 
+use common::workerd::{Workerd, as_d1_holds};
 use d1r2::cloudflare::Api;
 use d1r2::dump::value::quote_ident;
 use d1r2::retry::RetryPolicy;
@@ -15,7 +16,6 @@ use d1r2::source::catalog;
 use d1r2::source::d1::D1Source;
 use d1r2::source::sqlite::SqliteSource;
 use d1r2::source::{Schema, Source, SourceError, Table, TableFilter, key_columns, row_key};
-use common::workerd::{Workerd, as_d1_holds};
 use fakes::d1::{ACCOUNT, FakeD1, TOKEN};
 use rusqlite::Connection;
 
@@ -96,11 +96,8 @@ enum Engine {
     Workerd,
 }
 
-/// What serves a shared test's database, kept alive as long as its sources.
-enum Server {
-    Fake(FakeD1),
-    Workerd(Workerd),
-}
+/// What serves a shared test's database (the fake or workerd), kept alive as long as its sources.
+type Server = Box<dyn std::any::Any>;
 
 /// The database `sql` builds, as a SQLite file at `db` and as the D1 database "edge" of
 /// `engine` holding the same data, with the sources that read them and the schema the file
@@ -117,7 +114,7 @@ async fn serve(
             let fake = FakeD1::start().await;
             fake.add_database_from_file("edge", db);
             let api = api(&fake);
-            (Server::Fake(fake), api)
+            (Box::new(fake) as Server, api)
         }
         Engine::Workerd => {
             let w = Workerd::start(&["edge"]);
@@ -128,7 +125,7 @@ async fn serve(
                 .execute_batch("DROP TABLE IF EXISTS _cf_METADATA")
                 .unwrap();
             let api = w.api();
-            (Server::Workerd(w), api)
+            (Box::new(w) as Server, api)
         }
     };
     let by_name = D1Source::connect(api.clone(), "edge").await.unwrap();
@@ -157,8 +154,7 @@ async fn every_source_plans_and_reads_the_same_in_workerd() {
 async fn plans_and_reads_the_same(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("edge.db");
-    let (_server, sources, reference) =
-        serve(engine, &db, include_str!("fixtures/edge.sql")).await;
+    let (_server, sources, reference) = serve(engine, &db, include_str!("fixtures/edge.sql")).await;
     assert!(!reference.tables.is_empty());
     for (name, source) in &sources {
         let schema = catalog::load(source.as_ref(), &TableFilter::default())

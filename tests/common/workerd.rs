@@ -154,7 +154,11 @@ impl Workerd {
             .stderr(log);
         // Its own process group, so that dropping it ends workerd too.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        w.child = Some(command.spawn().expect("starting wrangler dev (is node installed?)"));
+        w.child = Some(
+            command
+                .spawn()
+                .expect("starting wrangler dev (is node installed?)"),
+        );
         let started = Instant::now();
         while !healthy(port) {
             if let Some(status) = w.child.as_mut().unwrap().try_wait().unwrap() {
@@ -260,8 +264,8 @@ impl Workerd {
             "--file",
             &file.to_string_lossy(),
         ])
-            .output()
-            .expect("running wrangler d1 execute")
+        .output()
+        .expect("running wrangler d1 execute")
     }
 
     /// Copies database `name` (or id) as D1 holds it into the SQLite file `to`, to compare cell
@@ -270,7 +274,11 @@ impl Workerd {
     /// runs.
     pub fn save(&self, name: &str, to: &Path) {
         let file = object_file(&self.state(), &self.id(name));
-        assert!(file.exists(), "workerd has no file for {name}: {}", file.display());
+        assert!(
+            file.exists(),
+            "workerd has no file for {name}: {}",
+            file.display()
+        );
         let from = rusqlite::Connection::open_with_flags(
             &file,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
