@@ -404,6 +404,15 @@ async fn first_pages_in_batches_are_the_tables_first_pages() {
 /// short rather than hold hundreds of megabytes.
 #[tokio::test]
 async fn large_values_and_large_rows_read_the_same() {
+    large_values_read_the_same(Engine::Fake).await;
+}
+
+#[tokio::test]
+async fn large_values_and_large_rows_read_the_same_in_workerd() {
+    large_values_read_the_same(Engine::Workerd).await;
+}
+
+async fn large_values_read_the_same(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("large.db");
     let wide_columns: Vec<String> = (0..60).map(|i| format!("c{i}")).collect();
@@ -438,9 +447,7 @@ async fn large_values_and_large_rows_read_the_same() {
         wide_values.join(","),
         wide_values.join(","),
     );
-    common::create_db(&db, &sql);
-    let fake = FakeD1::start().await;
-    let (sources, schema) = served(&fake, &db).await;
+    let (_server, sources, schema) = serve(engine, &db, &sql).await;
     for table in &schema.tables {
         let want = all_rows(sources[0].1.as_ref(), table, 1000).await;
         let count: i64 = Connection::open(&db)
@@ -482,15 +489,24 @@ async fn large_values_and_large_rows_read_the_same() {
 
 #[tokio::test]
 async fn a_key_too_long_to_page_past_in_d1_is_one_clear_error() {
+    a_key_too_long_is_one_clear_error(Engine::Fake).await;
+}
+
+#[tokio::test]
+async fn a_key_too_long_to_page_past_in_d1_is_one_clear_error_in_workerd() {
+    a_key_too_long_is_one_clear_error(Engine::Workerd).await;
+}
+
+async fn a_key_too_long_is_one_clear_error(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("key.db");
-    common::create_db(
+    let (_server, sources, schema) = serve(
+        engine,
         &db,
         "CREATE TABLE k(id TEXT PRIMARY KEY, v) WITHOUT ROWID;
          INSERT INTO k VALUES (hex(randomblob(600000)), 1);",
-    );
-    let fake = FakeD1::start().await;
-    let (sources, schema) = served(&fake, &db).await;
+    )
+    .await;
     let err = sources[1]
         .1
         .page(&schema.tables[0], None, None, 10)
@@ -505,17 +521,26 @@ async fn a_key_too_long_to_page_past_in_d1_is_one_clear_error() {
 /// A reader of part of a rowid table pages from after one rowid up to another, gaps and all.
 #[tokio::test]
 async fn pages_stop_at_the_last_rowid_asked_for() {
+    pages_stop_at_the_last_rowid(Engine::Fake).await;
+}
+
+#[tokio::test]
+async fn pages_stop_at_the_last_rowid_asked_for_in_workerd() {
+    pages_stop_at_the_last_rowid(Engine::Workerd).await;
+}
+
+async fn pages_stop_at_the_last_rowid(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("range.db");
-    common::create_db(
+    let (_server, sources, schema) = serve(
+        engine,
         &db,
         "CREATE TABLE t(id INTEGER PRIMARY KEY, v);
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<60)
            INSERT INTO t SELECT i*i - 500, 'v' || i FROM n;
          CREATE TABLE r(v); INSERT INTO r VALUES (1),(2),(3),(4),(5);",
-    );
-    let fake = FakeD1::start().await;
-    let (sources, schema) = served(&fake, &db).await;
+    )
+    .await;
     for (table, after, upto, want) in [
         ("t", -500, 100, (-499..=100).collect::<Vec<i64>>()),
         ("t", 100, 3000, (101..=3000).collect()),
@@ -550,4 +575,34 @@ async fn pages_stop_at_the_last_rowid_asked_for() {
             );
         }
     }
+}
+
+/// Through D1's own engine: a database found by name and by id, a bookmark that moves with a
+/// write, and missing databases and a wrong token as bad input that never prints the token.
+#[tokio::test]
+async fn identities_bookmarks_and_missing_databases_in_workerd() {
+    let w = Workerd::start(&["edge"]);
+    w.load("edge", "CREATE TABLE t(a); INSERT INTO t VALUES (1);")
+        .await;
+    let by_name = D1Source::connect(w.api(), "edge").await.unwrap();
+    let by_id = D1Source::connect(w.api(), &w.id("edge")).await.unwrap();
+    for d1 in [&by_name, &by_id] {
+        let info = d1.info();
+        assert_eq!(info.kind, "d1");
+        assert_eq!(info.name.as_deref(), Some("edge"));
+        assert_eq!(info.database_id.as_deref(), Some(w.id("edge").as_str()));
+    }
+    let before = by_id.bookmark().await.unwrap().expect("D1 has a bookmark");
+    w.execute("edge", "INSERT INTO t VALUES (2)").await;
+    let after = by_id.bookmark().await.unwrap().expect("D1 has a bookmark");
+    assert_ne!(before, after, "a write did not move the bookmark");
+    for name in ["no-such-db", "00000000-0000-4000-8000-00000000dead"] {
+        let err = D1Source::connect(w.api(), name).await.err().unwrap();
+        assert!(matches!(err, SourceError::Missing(_)), "{err}");
+    }
+    let wrong = Api::new(&w.url, "wrong-token", common::workerd::ACCOUNT, quick());
+    let err = D1Source::connect(wrong, "edge").await.err().unwrap();
+    assert!(err.is_bad_input(), "{err}");
+    assert!(err.to_string().contains("code 10000"), "{err}");
+    assert!(!err.to_string().contains("wrong-token"), "{err}");
 }
