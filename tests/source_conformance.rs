@@ -15,7 +15,7 @@ use d1r2::retry::RetryPolicy;
 use d1r2::source::catalog;
 use d1r2::source::d1::D1Source;
 use d1r2::source::sqlite::SqliteSource;
-use d1r2::source::{Schema, Source, SourceError, Table, TableFilter, key_columns, row_key};
+use d1r2::source::{Cell, Schema, Source, SourceError, Table, TableFilter, key_columns, row_key};
 use fakes::d1::{ACCOUNT, FakeD1, TOKEN};
 use rusqlite::Connection;
 
@@ -605,4 +605,44 @@ async fn identities_bookmarks_and_missing_databases_in_workerd() {
     assert!(err.is_bad_input(), "{err}");
     assert!(err.to_string().contains("code 10000"), "{err}");
     assert!(!err.to_string().contains("wrong-token"), "{err}");
+}
+
+#[tokio::test]
+async fn d1_keeps_foreign_keys_on() {
+    foreign_keys_stay_on(Engine::Fake).await;
+}
+
+#[tokio::test]
+async fn d1_keeps_foreign_keys_on_in_workerd() {
+    foreign_keys_stay_on(Engine::Workerd).await;
+}
+
+/// D1 accepts `PRAGMA foreign_keys=OFF` and keeps enforcing them, so a restore must defer them
+/// instead (`PRAGMA defer_foreign_keys`), as d1r2's import file does.
+async fn foreign_keys_stay_on(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fk.db");
+    let (_server, sources, _) = serve(
+        engine,
+        &db,
+        "CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(p REFERENCES p(id));",
+    )
+    .await;
+    let d1 = &sources[1].1;
+    let answers = d1
+        .query(&[
+            "PRAGMA foreign_keys=OFF".into(),
+            "PRAGMA foreign_keys".into(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        format!("{:?}", answers[1]),
+        format!("{:?}", [[Cell::Integer(1)]])
+    );
+    let err = d1
+        .query(&["INSERT INTO c VALUES (42)".into()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("FOREIGN KEY"), "{engine:?}: {err}");
 }

@@ -8,7 +8,8 @@
 //!   JSON as D1 (JavaScript) writes them: integers as doubles (so beyond 2^53 they round), BLOBs as
 //!   arrays of bytes, infinity as `null`, invalid UTF-8 replaced by U+FFFD;
 //! - `_cf_KV` is listed in the catalog but reading it is refused (`SQLITE_AUTH`), as are
-//!   transaction statements and `writable_schema`;
+//!   transaction statements and `writable_schema`; `PRAGMA foreign_keys=OFF` is accepted and
+//!   changes nothing, as in workerd's D1;
 //! - the 100,000-byte statement and 100-parameter limits, the 2,000,000-byte limit on any
 //!   string, BLOB or row (`SQLITE_LIMIT_LENGTH`): a `quote()` that would be longer fails, and
 //!   expressions at most 100 deep, as workerd's D1 answers;
@@ -523,6 +524,11 @@ fn d1_authorizer(ctx: AuthContext<'_>) -> Authorization {
         {
             Authorization::Deny
         }
+        // D1 keeps foreign keys on: setting the pragma is accepted and changes nothing.
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value: Some(_),
+        } if pragma_name.eq_ignore_ascii_case("foreign_keys") => Authorization::Ignore,
         _ => Authorization::Allow,
     }
 }

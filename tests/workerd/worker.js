@@ -7,12 +7,16 @@
 // follows Cloudflare's API documentation (developers.cloudflare.com/api, "D1 > Database"):
 // - every answer is the v4 envelope `{success, errors: [{code, message}], messages, result}`;
 // - `/raw` answers one `{results: {columns, rows}, success, meta}` per statement, `/query` one
-//   `{results: [row objects], success, meta}`; a body is `{sql, params}` or `{batch: [...]}`;
+//   `{results: [row objects], success, meta}`; a body is `{sql, params}` or `{batch: [...]}`,
+//   and `sql` may hold several statements joined by semicolons. The documentation says they run
+//   "as a batch"; here they run one after another through `raw()`, each on its own, because the
+//   binding's `batch()` answers rows as objects, which lose the column order and repeated names;
 // - `meta` has the documented fields, but the binding's `raw()` does not hand D1's own meta
 //   back, so its figures are placeholders (d1r2 reads none of them): see `meta()` below;
 // - SQL errors are HTTP 400 with code 7500 and D1's own message, as the documented examples show;
-// - the import API (`init`, `PUT` to the upload URL, `ingest`, `poll`) applies the file with
-//   one `batch()`, which D1 runs as one transaction: all of the file or none of it.
+// - the import API (`init`, `PUT` to the upload URL, `ingest`, `poll`), in the shapes wrangler's
+//   own client reads (as tests/fakes/d1.rs answers them), applies the file with one `batch()`,
+//   which D1 runs as one transaction: all of the file or none of it.
 //
 // The databases, the token and the account come from the `vars` the test writes into the
 // generated wrangler configuration.
