@@ -1,7 +1,8 @@
 //! End to end over real protocols: the d1r2 binary backs up D1 (the fake Cloudflare API, a real
 //! SQLite database behind it) into R2/S3 (a real S3 server), restores into a SQLite file and into
 //! D1 through the import API, and compares every cell with the source; also with a fifth of all
-//! requests failing.
+//! requests failing. The round trips run a second time against D1's own engine as workerd runs it
+//! (tests/workerd), where an export is also applied with the stock `wrangler d1 execute --file`.
 
 mod common;
 mod fakes;
@@ -9,6 +10,7 @@ mod fakes;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use common::workerd::{Workerd, as_d1_holds};
 use common::*;
 use fakes::d1::{ACCOUNT, Counters, FakeD1, Fault, TOKEN};
 use fakes::s3::FakeS3;
@@ -16,16 +18,67 @@ use rusqlite::Connection;
 
 struct World {
     d1: FakeD1,
+    /// When set, d1r2 talks to D1's own engine in workerd instead of the fake.
+    real: Option<Workerd>,
     s3: FakeS3,
     dir: tempfile::TempDir,
+}
+
+/// The D1 a shared test runs against.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Fake,
+    Workerd,
 }
 
 impl World {
     async fn start() -> World {
         World {
             d1: FakeD1::start().await,
+            real: None,
             s3: FakeS3::start(&["backups"]).await,
             dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A world whose D1 is `engine`, with the (empty) databases `names`.
+    async fn with(engine: Engine, names: &[&str]) -> World {
+        let mut w = World::start().await;
+        if let Engine::Workerd = engine {
+            w.real = Some(Workerd::start(names));
+        }
+        w
+    }
+
+    fn d1_url(&self) -> &str {
+        self.real.as_ref().map_or(&self.d1.url, |r| &r.url)
+    }
+
+    /// A SQLite file holding what `sql` builds, and the D1 database `name` holding the same;
+    /// returns the file and the database's id. In workerd the SQL runs through D1 (its `_cf_`
+    /// lines left out, which D1 refuses) and the file is D1's own copy of the result.
+    async fn served_database(&self, name: &str, sql: &str) -> (PathBuf, String) {
+        let Some(real) = &self.real else {
+            return self.database(name, sql);
+        };
+        real.load(name, &as_d1_holds(sql)).await;
+        let id = real.id(name);
+        (self.saved(&id, &format!("{name}.db")), id)
+    }
+
+    /// The id of the empty D1 database `name`.
+    fn empty_database(&self, name: &str) -> String {
+        match &self.real {
+            Some(real) => real.id(name),
+            None => self.d1.add_database(name, ""),
+        }
+    }
+
+    /// Runs SQL directly on a D1 database, as the application would.
+    async fn execute(&self, id: &str, sql: &str) {
+        match &self.real {
+            Some(real) => real.execute(id, sql).await,
+            None => self.d1.execute(id, sql),
         }
     }
 
@@ -47,7 +100,23 @@ impl World {
     }
 
     async fn run(&self, args: &[&str]) -> Output {
-        self.run_with(args, TOKEN).await
+        self.run_with(args, self.token()).await
+    }
+
+    fn token(&self) -> &'static str {
+        if self.real.is_some() {
+            common::workerd::TOKEN
+        } else {
+            TOKEN
+        }
+    }
+
+    fn account(&self) -> &'static str {
+        if self.real.is_some() {
+            common::workerd::ACCOUNT
+        } else {
+            ACCOUNT
+        }
     }
 
     /// Runs the binary against the fakes; `env` adds to or overrides the fakes' variables.
@@ -56,9 +125,9 @@ impl World {
         command
             .args(args)
             .env_remove("GITHUB_ACTIONS")
-            .env("CLOUDFLARE_API_BASE_URL", &self.d1.url)
-            .env("CLOUDFLARE_API_TOKEN", TOKEN)
-            .env("CLOUDFLARE_ACCOUNT_ID", ACCOUNT)
+            .env("CLOUDFLARE_API_BASE_URL", self.d1_url())
+            .env("CLOUDFLARE_API_TOKEN", self.token())
+            .env("CLOUDFLARE_ACCOUNT_ID", self.account())
             .env("RUST_LOG", "warn");
         for (k, v) in self.s3.env() {
             command.env(k, v);
@@ -111,10 +180,13 @@ impl World {
     fn saved(&self, id: &str, name: &str) -> PathBuf {
         let file = self.path(name);
         let _ = std::fs::remove_file(&file);
-        self.d1.save(id, &file);
+        match &self.real {
+            Some(real) => real.save(id, &file),
+            None => self.d1.save(id, &file),
+        }
         Connection::open(&file)
             .unwrap()
-            .execute_batch("DROP TABLE IF EXISTS _cf_KV")
+            .execute_batch("DROP TABLE IF EXISTS _cf_KV; DROP TABLE IF EXISTS _cf_METADATA")
             .unwrap();
         file
     }
@@ -139,8 +211,19 @@ fn manifest(dir: &Path) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d1_to_r2_and_back_cell_by_cell() {
-    let w = World::start().await;
-    let (source, _) = w.database("prod", include_str!("fixtures/edge.sql"));
+    to_r2_and_back_cell_by_cell(Engine::Fake).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d1_to_r2_and_back_cell_by_cell_in_workerd() {
+    to_r2_and_back_cell_by_cell(Engine::Workerd).await;
+}
+
+async fn to_r2_and_back_cell_by_cell(engine: Engine) {
+    let w = World::with(engine, &["prod"]).await;
+    let (source, _) = w
+        .served_database("prod", include_str!("fixtures/edge.sql"))
+        .await;
     let local = w.path("local-copy");
     w.ok(&[
         "backup",
@@ -179,9 +262,20 @@ async fn d1_to_r2_and_back_cell_by_cell() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_into_d1_through_the_import_api() {
-    let w = World::start().await;
-    let (source, _) = w.database("prod", include_str!("fixtures/edge.sql"));
-    let target = w.d1.add_database("staging", "");
+    restore_through_the_import_api(Engine::Fake).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_into_d1_through_the_import_api_in_workerd() {
+    restore_through_the_import_api(Engine::Workerd).await;
+}
+
+async fn restore_through_the_import_api(engine: Engine) {
+    let w = World::with(engine, &["prod", "staging"]).await;
+    let (source, _) = w
+        .served_database("prod", include_str!("fixtures/edge.sql"))
+        .await;
+    let target = w.empty_database("staging");
     w.ok(&[
         "backup",
         "--source",
@@ -214,10 +308,11 @@ async fn restore_into_d1_through_the_import_api() {
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
     assert!(text(&again).contains("--force"), "{}", text(&again));
 
-    w.d1.execute(
+    w.execute(
         &target,
         "INSERT INTO kv VALUES ('new', 1, 'changed since');",
-    );
+    )
+    .await;
     w.ok(&[
         "restore",
         "--from",
@@ -232,19 +327,33 @@ async fn restore_into_d1_through_the_import_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_import_leaves_d1_as_it_was() {
-    let w = World::start().await;
-    w.database(
-        "prod",
+    failing_import_leaves_d1_as_it_was(Engine::Fake).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_import_leaves_d1_as_it_was_in_workerd() {
+    failing_import_leaves_d1_as_it_was(Engine::Workerd).await;
+}
+
+/// A backup whose rows break a foreign key (a SQLite file may hold them; D1 never does) is
+/// refused by D1 at the end of the import, and the database keeps what it held.
+async fn failing_import_leaves_d1_as_it_was(engine: Engine) {
+    let w = World::with(engine, &["staging"]).await;
+    let broken = w.path("broken.db");
+    create_db(
+        &broken,
         "PRAGMA foreign_keys=OFF; CREATE TABLE parent(id INTEGER PRIMARY KEY); CREATE TABLE child(p REFERENCES parent(id)); INSERT INTO child VALUES (42);",
     );
-    let target = w.d1.add_database(
-        "staging",
-        "CREATE TABLE keep(x); INSERT INTO keep VALUES (1);",
-    );
+    let (_, target) = w
+        .served_database(
+            "staging",
+            "CREATE TABLE keep(x); INSERT INTO keep VALUES (1);",
+        )
+        .await;
     w.ok(&[
         "backup",
         "--source",
-        "d1://prod",
+        broken.to_str().unwrap(),
         "--dest",
         "s3://backups/p",
     ])
@@ -264,6 +373,10 @@ async fn a_failing_import_leaves_d1_as_it_was() {
     let saved = w.saved(&target, "after.db");
     let conn = Connection::open(saved).unwrap();
     assert_eq!(user_tables(&conn), ["keep"]);
+    assert_eq!(
+        table_cells(&conn, "keep"),
+        [[Exact::Integer(1), Exact::Integer(1)]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,8 +610,17 @@ async fn the_fake_bills_offset_like_d1() {
 /// many long values: backed up from D1, restored into a file and into D1, the same cell by cell.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_at_d1_length_limit_round_trip() {
-    let w = World::start().await;
-    let (source, _) = w.database(
+    length_limit_round_trip(Engine::Fake).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_at_d1_length_limit_round_trip_in_workerd() {
+    length_limit_round_trip(Engine::Workerd).await;
+}
+
+async fn length_limit_round_trip(engine: Engine) {
+    let w = World::with(engine, &["media", "media-copy"]).await;
+    let (source, _) = w.served_database(
         "media",
         "CREATE TABLE files(id INTEGER PRIMARY KEY, name TEXT, body BLOB, note TEXT);
          INSERT INTO files VALUES
@@ -508,8 +630,8 @@ async fn values_at_d1_length_limit_round_trip() {
            (4, 'd', X'00', CAST(X'61006200' || zeroblob(1200000) AS TEXT));
          CREATE TABLE docs(slug TEXT PRIMARY KEY, a TEXT, b TEXT, c TEXT) WITHOUT ROWID;
          INSERT INTO docs VALUES ('x''y', hex(randomblob(300000)), hex(randomblob(300000)), hex(randomblob(300000)));",
-    );
-    let target = w.d1.add_database("media-copy", "");
+    ).await;
+    let target = w.empty_database("media-copy");
     w.ok(&[
         "backup",
         "--source",
@@ -672,4 +794,35 @@ async fn parts_are_single_puts_and_restore_in_order() {
     );
     w.restores_the_same("s3://backups/blobs", &source, "blobs-restored.db")
         .await;
+}
+
+/// A user restoring "without us": `d1r2 export` of a backup taken from D1's own engine, applied
+/// to an empty database with the stock `wrangler d1 execute --local --file`, holds every cell of
+/// the source, storage class and bytes alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_applied_with_wrangler_d1_execute_is_the_same_in_workerd() {
+    let w = World::with(Engine::Workerd, &["prod"]).await;
+    let (source, _) = w
+        .served_database("prod", include_str!("fixtures/edge.sql"))
+        .await;
+    let local = w.backup_d1("prod", "b").await;
+    let sql = w.path("dump.sql");
+    w.ok(&[
+        "export",
+        "--from",
+        local.to_str().unwrap(),
+        "--out",
+        sql.to_str().unwrap(),
+    ])
+    .await;
+    let by_hand = Workerd::configure(&["copy"]);
+    let out = by_hand.execute_file("copy", &sql);
+    assert!(out.status.success(), "wrangler d1 execute: {}", text(&out));
+    let copy = w.path("copy.db");
+    by_hand.save("copy", &copy);
+    Connection::open(&copy)
+        .unwrap()
+        .execute_batch("DROP TABLE _cf_METADATA")
+        .unwrap();
+    assert_same_database(&source, &copy);
 }

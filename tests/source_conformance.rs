@@ -1,19 +1,21 @@
-//! One set of `Source` tests, run against every implementation: a SQLite file, and D1 through
-//! the fake Cloudflare API with the same data behind it. Both must plan the same schema and hand
-//! out the same values, page after page, whatever the page size.
+//! One set of `Source` tests, run against every implementation: a SQLite file, and D1 with the
+//! same data behind it, both through the fake Cloudflare API and through D1's own engine as
+//! workerd runs it (tests/workerd). All must plan the same schema and hand out the same values,
+//! page after page, whatever the page size.
 
 mod common;
 mod fakes;
 
 use std::path::Path;
 
+use common::workerd::{Workerd, as_d1_holds};
 use d1r2::cloudflare::Api;
 use d1r2::dump::value::quote_ident;
 use d1r2::retry::RetryPolicy;
 use d1r2::source::catalog;
 use d1r2::source::d1::D1Source;
 use d1r2::source::sqlite::SqliteSource;
-use d1r2::source::{Schema, Source, SourceError, Table, TableFilter, key_columns, row_key};
+use d1r2::source::{Cell, Schema, Source, SourceError, Table, TableFilter, key_columns, row_key};
 use fakes::d1::{ACCOUNT, FakeD1, TOKEN};
 use rusqlite::Connection;
 
@@ -87,22 +89,91 @@ async fn served(fake: &FakeD1, db: &Path) -> (Vec<(&'static str, Box<dyn Source>
     (sources, schema)
 }
 
-#[tokio::test]
-async fn every_source_plans_and_reads_the_same() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("edge.db");
-    common::create_db(&db, include_str!("fixtures/edge.sql"));
-    let fake = FakeD1::start().await;
-    let sources = sources(&fake, &db).await;
-    let reference = catalog::load(sources[0].1.as_ref(), &TableFilter::default())
+/// The D1 a shared test reads: the fake, or D1's own engine in workerd.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Fake,
+    Workerd,
+}
+
+/// What serves a shared test's database (the fake or workerd), kept alive as long as its sources.
+type Server = Box<dyn std::any::Any>;
+
+/// The database `sql` builds, as a SQLite file at `db` and as the D1 database "edge" of
+/// `engine` holding the same data, with the sources that read them and the schema the file
+/// plans. In workerd the SQL runs through D1 (its `_cf_` lines left out, which D1 refuses), and
+/// the file is then D1's own copy, so values made at random are the same on both sides.
+async fn serve(
+    engine: Engine,
+    db: &Path,
+    sql: &str,
+) -> (Server, Vec<(&'static str, Box<dyn Source>)>, Schema) {
+    let (server, api) = match engine {
+        Engine::Fake => {
+            common::create_db(db, sql);
+            let fake = FakeD1::start().await;
+            fake.add_database_from_file("edge", db);
+            let api = api(&fake);
+            (Box::new(fake) as Server, api)
+        }
+        Engine::Workerd => {
+            let w = Workerd::start(&["edge"]);
+            w.load("edge", &as_d1_holds(sql)).await;
+            w.save("edge", db);
+            Connection::open(db)
+                .unwrap()
+                .execute_batch("DROP TABLE IF EXISTS _cf_METADATA")
+                .unwrap();
+            let api = w.api();
+            (Box::new(w) as Server, api)
+        }
+    };
+    let by_name = D1Source::connect(api.clone(), "edge").await.unwrap();
+    let by_id = D1Source::connect(api, by_name.id()).await.unwrap();
+    let sources: Vec<(&'static str, Box<dyn Source>)> = vec![
+        ("sqlite", Box::new(SqliteSource::open(db).unwrap())),
+        ("d1 by id", Box::new(by_id)),
+        ("d1 by name", Box::new(by_name)),
+    ];
+    let schema = catalog::load(sources[0].1.as_ref(), &TableFilter::default())
         .await
         .unwrap();
+    (server, sources, schema)
+}
+
+#[tokio::test]
+async fn every_source_plans_and_reads_the_same() {
+    plans_and_reads_the_same(Engine::Fake).await;
+}
+
+#[tokio::test]
+async fn every_source_plans_and_reads_the_same_in_workerd() {
+    plans_and_reads_the_same(Engine::Workerd).await;
+}
+
+async fn plans_and_reads_the_same(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edge.db");
+    let (_server, sources, reference) = serve(engine, &db, include_str!("fixtures/edge.sql")).await;
     assert!(!reference.tables.is_empty());
     for (name, source) in &sources {
         let schema = catalog::load(source.as_ref(), &TableFilter::default())
             .await
             .unwrap();
-        assert_eq!(schema, reference, "{name} plans a different schema");
+        // The same plan; D1 alone lists its internal table as skipped.
+        let skipped = |s: &Schema| -> Vec<(String, String)> {
+            s.skipped
+                .iter()
+                .filter(|(t, _)| !t.starts_with("_cf_"))
+                .cloned()
+                .collect()
+        };
+        assert!(
+            schema.tables == reference.tables
+                && schema.post == reference.post
+                && skipped(&schema) == skipped(&reference),
+            "{engine:?} {name} plans a different schema"
+        );
         assert!(
             !schema.tables.iter().any(|t| t.name.starts_with("_cf_")),
             "{name} backs up D1's internal table"
@@ -118,7 +189,7 @@ async fn every_source_plans_and_reads_the_same() {
                 let got = all_rows(source.as_ref(), table, limit).await;
                 assert_eq!(
                     got, want,
-                    "{name}: table {} with pages of {limit}",
+                    "{engine:?} {name}: table {} with pages of {limit}",
                     table.name
                 );
             }
@@ -333,6 +404,15 @@ async fn first_pages_in_batches_are_the_tables_first_pages() {
 /// short rather than hold hundreds of megabytes.
 #[tokio::test]
 async fn large_values_and_large_rows_read_the_same() {
+    large_values_read_the_same(Engine::Fake).await;
+}
+
+#[tokio::test]
+async fn large_values_and_large_rows_read_the_same_in_workerd() {
+    large_values_read_the_same(Engine::Workerd).await;
+}
+
+async fn large_values_read_the_same(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("large.db");
     let wide_columns: Vec<String> = (0..60).map(|i| format!("c{i}")).collect();
@@ -367,9 +447,7 @@ async fn large_values_and_large_rows_read_the_same() {
         wide_values.join(","),
         wide_values.join(","),
     );
-    common::create_db(&db, &sql);
-    let fake = FakeD1::start().await;
-    let (sources, schema) = served(&fake, &db).await;
+    let (_server, sources, schema) = serve(engine, &db, &sql).await;
     for table in &schema.tables {
         let want = all_rows(sources[0].1.as_ref(), table, 1000).await;
         let count: i64 = Connection::open(&db)
@@ -411,15 +489,24 @@ async fn large_values_and_large_rows_read_the_same() {
 
 #[tokio::test]
 async fn a_key_too_long_to_page_past_in_d1_is_one_clear_error() {
+    a_key_too_long_is_one_clear_error(Engine::Fake).await;
+}
+
+#[tokio::test]
+async fn a_key_too_long_to_page_past_in_d1_is_one_clear_error_in_workerd() {
+    a_key_too_long_is_one_clear_error(Engine::Workerd).await;
+}
+
+async fn a_key_too_long_is_one_clear_error(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("key.db");
-    common::create_db(
+    let (_server, sources, schema) = serve(
+        engine,
         &db,
         "CREATE TABLE k(id TEXT PRIMARY KEY, v) WITHOUT ROWID;
          INSERT INTO k VALUES (hex(randomblob(600000)), 1);",
-    );
-    let fake = FakeD1::start().await;
-    let (sources, schema) = served(&fake, &db).await;
+    )
+    .await;
     let err = sources[1]
         .1
         .page(&schema.tables[0], None, None, 10)
@@ -434,17 +521,26 @@ async fn a_key_too_long_to_page_past_in_d1_is_one_clear_error() {
 /// A reader of part of a rowid table pages from after one rowid up to another, gaps and all.
 #[tokio::test]
 async fn pages_stop_at_the_last_rowid_asked_for() {
+    pages_stop_at_the_last_rowid(Engine::Fake).await;
+}
+
+#[tokio::test]
+async fn pages_stop_at_the_last_rowid_asked_for_in_workerd() {
+    pages_stop_at_the_last_rowid(Engine::Workerd).await;
+}
+
+async fn pages_stop_at_the_last_rowid(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("range.db");
-    common::create_db(
+    let (_server, sources, schema) = serve(
+        engine,
         &db,
         "CREATE TABLE t(id INTEGER PRIMARY KEY, v);
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<60)
            INSERT INTO t SELECT i*i - 500, 'v' || i FROM n;
          CREATE TABLE r(v); INSERT INTO r VALUES (1),(2),(3),(4),(5);",
-    );
-    let fake = FakeD1::start().await;
-    let (sources, schema) = served(&fake, &db).await;
+    )
+    .await;
     for (table, after, upto, want) in [
         ("t", -500, 100, (-499..=100).collect::<Vec<i64>>()),
         ("t", 100, 3000, (101..=3000).collect()),
@@ -479,4 +575,74 @@ async fn pages_stop_at_the_last_rowid_asked_for() {
             );
         }
     }
+}
+
+/// Through D1's own engine: a database found by name and by id, a bookmark that moves with a
+/// write, and missing databases and a wrong token as bad input that never prints the token.
+#[tokio::test]
+async fn identities_bookmarks_and_missing_databases_in_workerd() {
+    let w = Workerd::start(&["edge"]);
+    w.load("edge", "CREATE TABLE t(a); INSERT INTO t VALUES (1);")
+        .await;
+    let by_name = D1Source::connect(w.api(), "edge").await.unwrap();
+    let by_id = D1Source::connect(w.api(), &w.id("edge")).await.unwrap();
+    for d1 in [&by_name, &by_id] {
+        let info = d1.info();
+        assert_eq!(info.kind, "d1");
+        assert_eq!(info.name.as_deref(), Some("edge"));
+        assert_eq!(info.database_id.as_deref(), Some(w.id("edge").as_str()));
+    }
+    let before = by_id.bookmark().await.unwrap().expect("D1 has a bookmark");
+    w.execute("edge", "INSERT INTO t VALUES (2)").await;
+    let after = by_id.bookmark().await.unwrap().expect("D1 has a bookmark");
+    assert_ne!(before, after, "a write did not move the bookmark");
+    for name in ["no-such-db", "00000000-0000-4000-8000-00000000dead"] {
+        let err = D1Source::connect(w.api(), name).await.err().unwrap();
+        assert!(matches!(err, SourceError::Missing(_)), "{err}");
+    }
+    let wrong = Api::new(&w.url, "wrong-token", common::workerd::ACCOUNT, quick());
+    let err = D1Source::connect(wrong, "edge").await.err().unwrap();
+    assert!(err.is_bad_input(), "{err}");
+    assert!(err.to_string().contains("code 10000"), "{err}");
+    assert!(!err.to_string().contains("wrong-token"), "{err}");
+}
+
+#[tokio::test]
+async fn d1_keeps_foreign_keys_on() {
+    foreign_keys_stay_on(Engine::Fake).await;
+}
+
+#[tokio::test]
+async fn d1_keeps_foreign_keys_on_in_workerd() {
+    foreign_keys_stay_on(Engine::Workerd).await;
+}
+
+/// D1 accepts `PRAGMA foreign_keys=OFF` and keeps enforcing them, so a restore must defer them
+/// instead (`PRAGMA defer_foreign_keys`), as d1r2's import file does.
+async fn foreign_keys_stay_on(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fk.db");
+    let (_server, sources, _) = serve(
+        engine,
+        &db,
+        "CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(p REFERENCES p(id));",
+    )
+    .await;
+    let d1 = &sources[1].1;
+    let answers = d1
+        .query(&[
+            "PRAGMA foreign_keys=OFF".into(),
+            "PRAGMA foreign_keys".into(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        format!("{:?}", answers[1]),
+        format!("{:?}", [[Cell::Integer(1)]])
+    );
+    let err = d1
+        .query(&["INSERT INTO c VALUES (42)".into()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("FOREIGN KEY"), "{engine:?}: {err}");
 }

@@ -193,16 +193,16 @@ pub fn max_page_bytes(source: &(impl Source + ?Sized)) -> usize {
 
 /// The keyset page query: `SELECT cells FROM t WHERE key > after ORDER BY key LIMIT n`, with each
 /// cell passed through `wrap` (given its index in `table.columns` and its quoted name: identity to
-/// read native values, `quote` to read literals) and the cells joined by `between` (`,` for a
-/// column each, `||','||` for a row as one string). Never `OFFSET`: D1 bills every row read, and
-/// OFFSET reads every skipped row again.
+/// read native values, `quote` to read literals) and the cells joined by `join` ([`columns`] for a
+/// column each, or one expression for a row as one string). Never `OFFSET`: D1 bills every row
+/// read, and OFFSET reads every skipped row again.
 pub fn page_query(
     table: &Table,
     after: Option<&[String]>,
     upto: Option<i64>,
     limit: usize,
     wrap: impl Fn(usize, &str) -> String,
-    between: &str,
+    join: fn(&[String]) -> String,
 ) -> String {
     let cells: Vec<String> = table
         .columns
@@ -211,11 +211,7 @@ pub fn page_query(
         .map(|(i, c)| wrap(i, &quote_ident(c)))
         .collect();
     let key = key_columns(table);
-    let mut sql = format!(
-        "SELECT {} FROM {}",
-        cells.join(between),
-        quote_ident(&table.name)
-    );
+    let mut sql = format!("SELECT {} FROM {}", join(&cells), quote_ident(&table.name));
     let mut bounds = Vec::new();
     if let Some(after) = after {
         if key.len() == 1 {
@@ -232,6 +228,11 @@ pub fn page_query(
     }
     sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", key.join(",")));
     sql
+}
+
+/// Cells selected as a column each.
+pub fn columns(cells: &[String]) -> String {
+    cells.join(",")
 }
 
 /// The key columns of `table`, quoted, in key order.
@@ -273,19 +274,28 @@ mod tests {
         let quote = |_, c: &str| format!("quote({c})");
         let cases = [
             (
-                page_query(&rowid, None, None, 100, |_, c| c.to_string(), ","),
+                page_query(&rowid, None, None, 100, |_, c| c.to_string(), columns),
                 "SELECT \"rowid\",\"a\" FROM \"t x\" ORDER BY \"rowid\" LIMIT 100",
             ),
             (
-                page_query(&rowid, Some(&["41".to_string()]), None, 5, quote, "||','||"),
+                page_query(&rowid, Some(&["41".to_string()]), None, 5, quote, |c| {
+                    c.join("||','||")
+                }),
                 "SELECT quote(\"rowid\")||','||quote(\"a\") FROM \"t x\" WHERE \"rowid\">41 ORDER BY \"rowid\" LIMIT 5",
             ),
             (
-                page_query(&rowid, Some(&["41".to_string()]), Some(90), 5, quote, ","),
+                page_query(
+                    &rowid,
+                    Some(&["41".to_string()]),
+                    Some(90),
+                    5,
+                    quote,
+                    columns,
+                ),
                 "SELECT quote(\"rowid\"),quote(\"a\") FROM \"t x\" WHERE \"rowid\">41 AND \"rowid\"<=90 ORDER BY \"rowid\" LIMIT 5",
             ),
             (
-                page_query(&rowid, None, Some(-3), 5, quote, ","),
+                page_query(&rowid, None, Some(-3), 5, quote, columns),
                 "SELECT quote(\"rowid\"),quote(\"a\") FROM \"t x\" WHERE \"rowid\"<=-3 ORDER BY \"rowid\" LIMIT 5",
             ),
             (
@@ -295,7 +305,7 @@ mod tests {
                     None,
                     5,
                     |_, c| c.to_string(),
-                    ",",
+                    columns,
                 ),
                 "SELECT \"a\",\"b\",\"c\" FROM \"t x\" WHERE (\"b\",\"a\")>(2,'k') ORDER BY \"b\",\"a\" LIMIT 5",
             ),

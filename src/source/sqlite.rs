@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Cell, Page, Source, SourceError, SourceInfo, Table, max_page_bytes, page_query};
+use super::{
+    Cell, Page, Source, SourceError, SourceInfo, Table, columns, max_page_bytes, page_query,
+};
 use crate::dump::value::{ValueRef, render};
 
 pub struct SqliteSource {
@@ -112,7 +114,7 @@ impl Source for SqliteSource {
         upto: Option<i64>,
         limit: usize,
     ) -> Result<Page, SourceError> {
-        let sql = page_query(table, after, upto, limit, |_, c| c.to_string(), ",");
+        let sql = page_query(table, after, upto, limit, |_, c| c.to_string(), columns);
         let max_bytes = max_page_bytes(self);
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare(&sql)?;

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: building databases and comparing them exactly.
 #![allow(dead_code)]
 
+pub mod workerd;
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -8,9 +8,11 @@
 //!   JSON as D1 (JavaScript) writes them: integers as doubles (so beyond 2^53 they round), BLOBs as
 //!   arrays of bytes, infinity as `null`, invalid UTF-8 replaced by U+FFFD;
 //! - `_cf_KV` is listed in the catalog but reading it is refused (`SQLITE_AUTH`), as are
-//!   transaction statements and `writable_schema`;
-//! - the 100,000-byte statement and 100-parameter limits, and the 2,000,000-byte limit on any
-//!   string, BLOB or row (`SQLITE_LIMIT_LENGTH`): a `quote()` that would be longer fails;
+//!   transaction statements and `writable_schema`; `PRAGMA foreign_keys=OFF` is accepted and
+//!   changes nothing, as in workerd's D1;
+//! - the 100,000-byte statement and 100-parameter limits, the 2,000,000-byte limit on any
+//!   string, BLOB or row (`SQLITE_LIMIT_LENGTH`): a `quote()` that would be longer fails, and
+//!   expressions at most 100 deep, as workerd's D1 answers;
 //! - `meta.rows_read` counts rows visited, not returned: a full scan skipping `OFFSET` rows reads
 //!   them all;
 //! - the import API: `init` hands out an upload URL, the `PUT` answers the MD5 as `ETag`,
@@ -40,6 +42,8 @@ pub const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
 const MAX_STATEMENT_BYTES: usize = 100_000;
 const MAX_PARAMS: usize = 100;
 const MAX_LENGTH: i32 = 2_000_000;
+/// D1's SQLite refuses expressions nested deeper than this ("Expression tree is too large").
+const MAX_EXPR_DEPTH: i32 = 100;
 
 /// A failure the fake can answer instead of the real thing.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -234,6 +238,11 @@ impl FakeD1 {
     fn add_connection(&self, name: &str, conn: Connection) -> String {
         conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, MAX_LENGTH)
             .unwrap();
+        conn.set_limit(
+            rusqlite::limits::Limit::SQLITE_LIMIT_EXPR_DEPTH,
+            MAX_EXPR_DEPTH,
+        )
+        .unwrap();
         let mut dbs = self.inner.databases.lock().unwrap();
         let uuid = format!(
             "{:08x}-0000-4000-8000-{:012x}",
@@ -515,6 +524,11 @@ fn d1_authorizer(ctx: AuthContext<'_>) -> Authorization {
         {
             Authorization::Deny
         }
+        // D1 keeps foreign keys on: setting the pragma is accepted and changes nothing.
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value: Some(_),
+        } if pragma_name.eq_ignore_ascii_case("foreign_keys") => Authorization::Ignore,
         _ => Authorization::Allow,
     }
 }
