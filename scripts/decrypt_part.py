@@ -3,7 +3,7 @@
 
 Usage: D1R2_ENCRYPTION_KEY=... python3 scripts/decrypt_part.py PART [OUT]
 Writes the SQL to OUT, or to stdout. Needs the `cryptography` package (pip install cryptography).
-The format is described in the README ("Encryption"); every chunk is authenticated before its
+The format is described in docs/format.md ("Encryption"); every chunk is authenticated before its
 plaintext is written, and a part that is cut short, reordered or extended is refused.
 """
 import base64
