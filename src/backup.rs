@@ -18,10 +18,10 @@ use futures::{StreamExt, TryFutureExt, TryStreamExt, future::try_join_all};
 
 use crate::codec::{Compression, Encoded, Member, PartEncoder, Stored};
 use crate::crypto::Key;
+use crate::crypto::PartKey;
 use crate::dump::insert::InsertWriter;
 use crate::dump::{post_sql, schema_sql, sequence_sql};
 use crate::in_order::InOrder;
-use crate::crypto::PartKey;
 use crate::manifest::{
     EncryptionInfo, FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, PLAIN_FORMAT,
     TableEntry, backup_id, slug,

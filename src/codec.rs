@@ -404,7 +404,11 @@ mod tests {
     use crate::crypto::Key;
 
     fn part_key(hex: &str) -> PartKey {
-        PartKey::bound(&Key::parse(hex).unwrap(), "20261124T221500Z", "data/0000.sql.gz")
+        PartKey::bound(
+            &Key::parse(hex).unwrap(),
+            "20261124T221500Z",
+            "data/0000.sql.gz",
+        )
     }
 
     fn roundtrip(compression: Compression, key: Option<&PartKey>, data: &[u8], chunk: usize) {

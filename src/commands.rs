@@ -9,13 +9,13 @@ use crate::cli::{
     SelectArgs,
 };
 use crate::crypto::{self, Key};
-use crate::error::bad_input;
 use crate::envelope::{Stored, Summary};
+use crate::error::bad_input;
 use crate::load::{Selection, check_key_of};
-use crate::manifest::Manifest;
 use crate::location::{
     SourceLocation, StoreLocation, open_source, open_store, parse_source, parse_store,
 };
+use crate::manifest::Manifest;
 use crate::prune::PruneOutcome;
 use crate::repo::{self, RepoError};
 use crate::report::{Report, human_bytes};

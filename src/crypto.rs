@@ -565,7 +565,11 @@ mod tests {
     #[test]
     fn round_trips_every_size_around_the_chunk() {
         let k = key(7);
-        for (k, chunk) in [(&k, SMALL), (&k, CHUNK_SIZE), (&PartKey::unbound(&Key([7; 32])), SMALL)] {
+        for (k, chunk) in [
+            (&k, SMALL),
+            (&k, CHUNK_SIZE),
+            (&PartKey::unbound(&Key([7; 32])), SMALL),
+        ] {
             for len in [0, 1, chunk - 1, chunk, chunk + 1, 3 * chunk + 5] {
                 let plain = data(len);
                 let stored = encrypt(k, [9; PREFIX_LEN], chunk, &plain);
@@ -702,7 +706,11 @@ mod tests {
                 PartKey::bound(&k, "20261124T221500Zdata/", "0003.sql.gz"),
                 "wrong key or corrupted part",
             ),
-            ("read as a format 2 part", PartKey::unbound(&k), "not this backup's"),
+            (
+                "read as a format 2 part",
+                PartKey::unbound(&k),
+                "not this backup's",
+            ),
         ] {
             let err = decrypt(&reader, &good).expect_err(name);
             assert!(err.to_string().contains(expected), "{name}: {err}");
@@ -719,12 +727,7 @@ mod tests {
         // Version 1, as format 2 backups stored it: it still decrypts.
         let v1 = hex::decode("44315232454e43000100000010a5a5a5a5a5a5a51b2879908ced6d9b7274332f80dd064f0d647084a4d4fbcd358588afa4ae0f28edbbd65e2133c0315a1be8d1bace3bd0d1b4a9be64db8a2d04").unwrap();
         assert_eq!(decrypt(&PartKey::unbound(&k), &v1).unwrap(), sql);
-        let v2 = encrypt(
-            &PartKey::bound(&k, ID, OBJECT),
-            [0xA5; PREFIX_LEN],
-            16,
-            sql,
-        );
+        let v2 = encrypt(&PartKey::bound(&k, ID, OBJECT), [0xA5; PREFIX_LEN], 16, sql);
         assert_eq!(hex::encode(&v2), V2_ANSWER);
         assert_eq!(k.fingerprint(), "4df53752466eea1c");
         let sealed = seal_with_nonce(&k, [0x5A; NONCE_LEN], b"{}");
@@ -757,9 +760,15 @@ mod tests {
         for at in [0, NONCE_LEN, sealed.len() - 1] {
             let mut bad = sealed.clone();
             bad[at] ^= 1;
-            assert!(matches!(open(&k, &bad), Err(SealError::Unauthentic)), "{at}");
+            assert!(
+                matches!(open(&k, &bad), Err(SealError::Unauthentic)),
+                "{at}"
+            );
         }
-        assert!(matches!(open(&Key([4; 32]), &sealed), Err(SealError::Unauthentic)));
+        assert!(matches!(
+            open(&Key([4; 32]), &sealed),
+            Err(SealError::Unauthentic)
+        ));
         assert!(matches!(
             open(&k, &sealed[..sealed.len() - 1]),
             Err(SealError::Unauthentic)

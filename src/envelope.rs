@@ -366,7 +366,16 @@ mod tests {
             .collect();
         assert_eq!(
             fields,
-            ["bytes", "created", "encryption", "format", "id", "sealed", "source", "tool"]
+            [
+                "bytes",
+                "created",
+                "encryption",
+                "format",
+                "id",
+                "sealed",
+                "source",
+                "tool"
+            ]
         );
         assert_eq!(value["bytes"], 345);
         assert_eq!(reopen(ID, &value).unwrap(), m);
@@ -408,17 +417,33 @@ mod tests {
         spliced["sealed"] = other["sealed"].clone();
         let cases: Vec<(&str, serde_json::Value, &str)> = vec![
             ("bytes", set("bytes", 1.into()), "public bytes differs"),
-            ("created", set("created", "2027-01-01T00:00:00Z".into()), "created"),
+            (
+                "created",
+                set("created", "2027-01-01T00:00:00Z".into()),
+                "created",
+            ),
             ("tool", set("tool", "d1r2 9".into()), "public tool"),
             ("label added", set("label", "x".into()), "public label"),
-            ("source", set("source", serde_json::json!({"kind": "sqlite"})), "public source"),
+            (
+                "source",
+                set("source", serde_json::json!({"kind": "sqlite"})),
+                "public source",
+            ),
             (
                 "rows added",
                 set("tables", serde_json::json!([{"name": "t", "rows": 5}])),
                 "unknown field `tables`",
             ),
-            ("encryption removed", without("encryption"), "missing field `encryption`"),
-            ("encryption null", set("encryption", serde_json::Value::Null), "unreadable"),
+            (
+                "encryption removed",
+                without("encryption"),
+                "missing field `encryption`",
+            ),
+            (
+                "encryption null",
+                set("encryption", serde_json::Value::Null),
+                "unreadable",
+            ),
             (
                 "algorithm changed",
                 set(
@@ -427,9 +452,21 @@ mod tests {
                 ),
                 "unknown encryption",
             ),
-            ("sealed flipped", set("sealed", flipped.into()), "fails authentication"),
-            ("sealed section of another backup", spliced, "public id differs"),
-            ("sealed removed", without("sealed"), "missing field `sealed`"),
+            (
+                "sealed flipped",
+                set("sealed", flipped.into()),
+                "fails authentication",
+            ),
+            (
+                "sealed section of another backup",
+                spliced,
+                "public id differs",
+            ),
+            (
+                "sealed removed",
+                without("sealed"),
+                "missing field `sealed`",
+            ),
             ("format 2", set("format", 2.into()), "unreadable"),
             ("format 4", set("format", 4.into()), "newer than this d1r2"),
         ];
