@@ -1,24 +1,34 @@
 #!/usr/bin/env python3
-"""Decrypts one encrypted d1r2 backup part without d1r2, and gunzips it when it is gzip'd.
+"""Decrypts an encrypted d1r2 backup without d1r2: one part (gunzipped when it is gzip'd), or
+with --manifest the manifest, checked and printed whole as JSON.
 
 Usage: D1R2_ENCRYPTION_KEY=... python3 scripts/decrypt_part.py PART [OUT]
-Writes the SQL to OUT, or to stdout. Needs the `cryptography` package (pip install cryptography).
-The format is described in docs/format.md ("Encryption"); every chunk is authenticated before its
-plaintext is written, and a part that is cut short, reordered or extended is refused.
+       D1R2_ENCRYPTION_KEY=... python3 scripts/decrypt_part.py --manifest BACKUP/manifest.json
+Writes to OUT, or to stdout. Needs the `cryptography` package (pip install cryptography).
+The format is described in docs/format.md ("Encryption"). A part of a format 3 backup is bound to its
+backup and key: the script finds the backup's manifest.json above the part, checks it, and
+refuses a part that is not the one the manifest names there. Every chunk is authenticated
+before its plaintext is written; a part cut short, reordered, extended or moved is refused.
 """
 import base64
 import binascii
+import hashlib
+import json
 import os
 import struct
 import sys
 import zlib
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MAGIC = b"D1R2ENC\0"
 HEADER_LEN = 20
 TAG_LEN = 16
+# The public fields of a format 3 manifest; everything else is sealed.
+PUBLIC = {"format", "tool", "id", "created", "label", "source", "bytes", "encryption", "sealed"}
 
 
 def parse_key(text):
@@ -35,18 +45,91 @@ def parse_key(text):
     return key
 
 
-def chunks(stream, key):
+def subkey(key, info):
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+
+
+def fingerprint(key):
+    return hashlib.sha256(b"d1r2 key fingerprint" + key).hexdigest()[:16]
+
+
+def open_manifest(path, key):
+    """The whole manifest of the backup whose manifest.json is at `path`, after every check."""
+    with open(path, "rb") as f:
+        stored = json.load(f)
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    if stored.get("id") != folder:
+        sys.exit(f"the manifest in folder {folder} names backup {stored.get('id')}")
+    if stored.get("format", 0) < 3:
+        return stored
+    extra = set(stored) - PUBLIC
+    if extra:
+        sys.exit(f"the manifest of backup {folder} has unknown public fields {sorted(extra)}")
+    if stored.get("encryption", {}).get("key_fingerprint") != fingerprint(key):
+        sys.exit(f"backup {folder} was encrypted with another key")
+    sealed = base64.b64decode(stored["sealed"])
+    nonce, body = sealed[:12], sealed[12:]
+    try:
+        whole = json.loads(AESGCM(subkey(key, b"d1r2 manifest v1")).decrypt(nonce, body, b""))
+    except InvalidTag:
+        sys.exit(f"the manifest of backup {folder} fails authentication: it was altered")
+    implied = {
+        "format": whole["format"],
+        "tool": whole["tool"],
+        "id": whole["id"],
+        "created": whole["created"],
+        "source": {"kind": whole["source"]["kind"]},
+        "bytes": sum(o["bytes"] for o in whole["objects"]),
+        "encryption": whole["encryption"],
+        "sealed": stored["sealed"],
+    }
+    if whole.get("public_label") and whole.get("label") is not None:
+        implied["label"] = whole["label"]
+    if implied != stored:
+        sys.exit(f"the manifest of backup {folder} was altered: its public fields differ from the sealed ones")
+    return whole
+
+
+def place(backup_id, object_key):
+    return b"".join(struct.pack(">I", len(t)) + t for t in (backup_id.encode(), object_key.encode()))
+
+
+def part_binding(part_path, key):
+    """(cipher key, place) for a part: found through the manifest above it for a version 2 part."""
+    folder = os.path.dirname(os.path.abspath(part_path))
+    while not os.path.exists(os.path.join(folder, "manifest.json")):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            sys.exit("a format 3 part is read with its backup's manifest.json, which is not above it")
+        folder = parent
+    manifest = open_manifest(os.path.join(folder, "manifest.json"), key)
+    object_key = os.path.relpath(os.path.abspath(part_path), folder).replace(os.sep, "/")
+    entry = next((o for o in manifest["objects"] if o["key"] == object_key), None)
+    if entry is None:
+        sys.exit(f"backup {manifest['id']} has no part {object_key}")
+    with open(part_path, "rb") as f:
+        if hashlib.sha256(f.read()).hexdigest() != entry["sha256"]:
+            sys.exit(f"part {object_key} does not match its SHA-256 in the manifest")
+    return subkey(key, b"d1r2 part v2"), place(manifest["id"], object_key)
+
+
+def chunks(stream, key, part_path):
     """Yields the plaintext of each chunk, in order, after checking it."""
     header = stream.read(HEADER_LEN)
     if header[:8] != MAGIC:
         sys.exit("not an encrypted d1r2 part (bad magic)")
     if len(header) < HEADER_LEN:
         sys.exit("encrypted part is truncated")
-    if header[8] != 1:
+    if header[8] == 1:
+        cipher_key, aad = key, header
+    elif header[8] == 2:
+        cipher_key, bound = part_binding(part_path, key)
+        aad = header + bound
+    else:
         sys.exit(f"unsupported encryption format version {header[8]}")
     (chunk_size,) = struct.unpack(">I", header[9:13])
     prefix = header[13:20]
-    aead = AESGCM(key)
+    aead = AESGCM(cipher_key)
     record = stream.read(chunk_size + TAG_LEN)
     index = 0
     while True:
@@ -54,24 +137,29 @@ def chunks(stream, key):
         last = not nxt
         nonce = prefix + struct.pack(">I", index) + (b"\x01" if last else b"\x00")
         try:
-            yield aead.decrypt(nonce, record, header)
+            yield aead.decrypt(nonce, record, aad)
         except InvalidTag:
-            sys.exit("wrong key or corrupted part (or cut short, reordered or extended)")
+            sys.exit("wrong key or corrupted part (or cut short, reordered, extended or moved)")
         if last:
             return
         record, index = nxt, index + 1
 
 
 def main():
-    if len(sys.argv) not in (2, 3):
-        sys.exit(__doc__)
+    args = sys.argv[1:]
     key = parse_key(os.environ.get("D1R2_ENCRYPTION_KEY", ""))
-    out = open(sys.argv[2], "wb") if len(sys.argv) == 3 else sys.stdout.buffer
+    if len(args) == 2 and args[0] == "--manifest":
+        json.dump(open_manifest(args[1], key), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    if len(args) not in (1, 2):
+        sys.exit(__doc__)
+    out = open(args[1], "wb") if len(args) == 2 else sys.stdout.buffer
     gunzip = None
-    with open(sys.argv[1], "rb") as stream:
-        for plain in chunks(stream, key):
+    with open(args[0], "rb") as stream:
+        for plain in chunks(stream, key, args[0]):
             if gunzip is None:
-                gzipped = sys.argv[1].endswith(".gz") or plain[:2] == b"\x1f\x8b"
+                gzipped = args[0].endswith(".gz") or plain[:2] == b"\x1f\x8b"
                 gunzip = zlib.decompressobj(wbits=31) if gzipped else False
             if not gunzip:
                 out.write(plain)

@@ -74,7 +74,7 @@ pub fn record(
         .to_string(),
         error,
         bytes: number("bytes"),
-        rows: number("rows"),
+        rows: number("rows").filter(|_| !report.is_some_and(|r| r.sealed)),
         removed: output("removed-ids")
             .map(|ids| ids.lines().map(str::to_string).collect())
             .unwrap_or_default(),
@@ -185,5 +185,9 @@ mod tests {
             (None, None, None)
         );
         assert!(table(&[r, failed]).contains("no backups in x"));
+
+        report.sealed = true;
+        let sealed = record("backup", Ok(&report), &env, time);
+        assert_eq!((sealed.rows, sealed.bytes), (None, Some(3456)));
     }
 }

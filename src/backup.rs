@@ -18,12 +18,13 @@ use futures::{StreamExt, TryFutureExt, TryStreamExt, future::try_join_all};
 
 use crate::codec::{Compression, Encoded, Member, PartEncoder, Stored};
 use crate::crypto::Key;
+use crate::crypto::PartKey;
 use crate::dump::insert::InsertWriter;
 use crate::dump::{post_sql, schema_sql, sequence_sql};
 use crate::in_order::InOrder;
 use crate::manifest::{
-    EncryptionInfo, FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, TableEntry,
-    backup_id, slug,
+    EncryptionInfo, FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, PLAIN_FORMAT,
+    TableEntry, backup_id, slug,
 };
 use crate::read_ahead::ReadAhead;
 use crate::rowid_windows::Windows;
@@ -42,6 +43,8 @@ pub struct BackupOptions {
     /// Readers of one large rowid table at most (see [`Reader`]).
     pub table_readers: usize,
     pub label: Option<String>,
+    /// Whether an encrypted backup's label stays readable without the key.
+    pub public_label: bool,
     /// A table's data goes on in another part before a part stores more than this.
     pub part_bytes: u64,
     /// Pages are sized to about this many bytes of literals; `None` takes the source's own
@@ -58,6 +61,7 @@ impl Default for BackupOptions {
             concurrency: 4,
             table_readers: 1,
             label: None,
+            public_label: false,
             part_bytes: PART_BYTES,
             page_bytes: None,
         }
@@ -67,7 +71,8 @@ impl Default for BackupOptions {
 #[derive(Debug, Clone)]
 pub struct BackupOutcome {
     pub manifest: Manifest,
-    /// SHA-256 of the manifest as stored: one digest that pins the whole backup.
+    /// SHA-256 of the manifest as stored (sealed, for an encrypted backup): one digest that pins
+    /// the whole backup.
     pub manifest_sha256: String,
     pub duration: std::time::Duration,
 }
@@ -222,6 +227,7 @@ pub async fn run(
         id: id.clone(),
         compression: options.compression,
         encryption: options.encryption.clone(),
+        data_parts: std::sync::atomic::AtomicUsize::new(0),
         encoders: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
@@ -235,22 +241,28 @@ pub async fn run(
         }
     };
     let manifest = Manifest {
-        format: FORMAT_VERSION,
+        format: match options.encryption {
+            Some(_) => FORMAT_VERSION,
+            None => PLAIN_FORMAT,
+        },
         tool: format!("d1r2 {}", env!("CARGO_PKG_VERSION")),
         id: id.clone(),
         created: Utc::now(),
         label: options.label.clone(),
+        public_label: options.public_label && options.encryption.is_some(),
         source: info,
         compression: options.compression,
         encryption: options.encryption.as_ref().map(|key| EncryptionInfo {
             algorithm: crate::crypto::ALGORITHM.to_string(),
             key_fingerprint: key.fingerprint(),
+            manifest: Some(crate::crypto::SEALING.to_string()),
         }),
         tables,
         schema: schema_entries,
         objects,
     };
-    let json = serde_json::to_vec_pretty(&manifest).context("encoding the manifest")?;
+    let json = crate::envelope::to_json(&manifest, options.encryption.as_ref())
+        .context("encoding the manifest")?;
     let manifest_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json));
     let key = format!("{id}/{MANIFEST_NAME}");
     let written = try_join_all(
@@ -850,6 +862,9 @@ struct Target {
     /// the cores and hold more pages.
     encoders: Arc<tokio::sync::Semaphore>,
     encryption: Option<Key>,
+    /// Data parts opened so far: an encrypted backup's data parts are named by this count alone,
+    /// so their keys tell neither a table's name nor which parts belong to one table.
+    data_parts: std::sync::atomic::AtomicUsize,
 }
 
 struct OpenPart {
@@ -867,20 +882,33 @@ impl Target {
         index: usize,
         part: String,
     ) -> anyhow::Result<OpenPart> {
-        let key = format!(
-            "data/{index:04}-{}.{part}.{}",
-            slug(&table.name),
-            self.compression.extension()
-        );
+        let extension = self.compression.extension();
+        let key = match self.encryption {
+            Some(_) => {
+                let n = self
+                    .data_parts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                format!("data/{n:04}.{extension}")
+            }
+            None => format!("data/{index:04}-{}.{part}.{extension}", slug(&table.name)),
+        };
         let full = format!("{}/{key}", self.id);
         let uploads = try_join_all(self.stores.iter().map(|s| s.put_stream(&full))).await?;
+        let part_key = self.part_key(&key);
         Ok(OpenPart {
             key,
             table: table.name.clone(),
             uploads,
-            encoder: PartEncoder::new(self.compression, self.encryption.as_ref())?,
+            encoder: PartEncoder::new(self.compression, part_key.as_ref())?,
             rows: 0,
         })
+    }
+
+    /// What the part stored under `key` is encrypted under, bound to its place.
+    fn part_key(&self, key: &str) -> Option<PartKey> {
+        self.encryption
+            .as_ref()
+            .map(|k| PartKey::bound(k, &self.id, key))
     }
 
     /// The part still open for a table, or a new one.
@@ -941,9 +969,9 @@ impl Target {
         sql: String,
     ) -> anyhow::Result<ObjectEntry> {
         let compression = self.compression;
-        let encryption = self.encryption.clone();
+        let part_key = self.part_key(key);
         let (bytes, stored) = tokio::task::spawn_blocking(move || {
-            let mut encoder = PartEncoder::new(compression, encryption.as_ref())?;
+            let mut encoder = PartEncoder::new(compression, part_key.as_ref())?;
             encoder.write(sql.as_bytes())?;
             let first = encoder.take();
             let (last, stored) = encoder.finish()?;

@@ -80,12 +80,18 @@ pub struct BackupArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
     pub table_readers: u16,
     /// Encrypt every part with AES-256-GCM, using the key in D1R2_ENCRYPTION_KEY (32 bytes, hex or
-    /// base64); the manifest records the key's fingerprint, never the key.
+    /// base64), and seal the manifest: without the key it shows only the id, time, source kind,
+    /// size and the key's fingerprint, never the key.
     #[arg(long)]
     pub encrypt: bool,
-    /// A note stored in the manifest and shown by `list`.
+    /// A note stored in the manifest and shown by `list`. An encrypted backup seals it with the
+    /// rest of its manifest unless --public-label is given.
     #[arg(long)]
     pub label: Option<String>,
+    /// Keep an encrypted backup's --label readable without the key, so `list` shows it to anyone
+    /// who can read the destination (a plain backup's label always is).
+    #[arg(long, requires = "label")]
+    pub public_label: bool,
     /// After a successful backup, prune each destination with the --keep-* rules.
     #[arg(long)]
     pub prune: bool,

@@ -20,7 +20,7 @@ use libdeflater::{CompressionLvl, Compressor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::crypto::{DecryptReader, EncryptWriter, Key};
+use crate::crypto::{DecryptReader, EncryptWriter, MAGIC, PartKey};
 use crate::huffman;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
@@ -238,7 +238,7 @@ pub struct PartEncoder {
 impl PartEncoder {
     /// Chains encryption (when given a key) into the buffer; members come in compressed, so what
     /// is encrypted is already compressed: ciphertext does not compress.
-    pub fn new(compression: Compression, encryption: Option<&Key>) -> io::Result<Self> {
+    pub fn new(compression: Compression, encryption: Option<&PartKey>) -> io::Result<Self> {
         let out = Arc::new(Mutex::new(Vec::new()));
         let mut head: Box<dyn Encode> = Box::new(Sink(out.clone()));
         if let Some(key) = encryption {
@@ -341,14 +341,16 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// The decoding chain for a part: stored bytes in, decrypted (given a key), decompressed, SQL out.
+/// Without a key, a part that starts like an encrypted one is refused: its backup's manifest was
+/// made to look plain.
 pub fn decoder<'a>(
     stored: impl Read + 'a,
     compression: Compression,
-    key: Option<&Key>,
+    key: Option<&PartKey>,
 ) -> Box<dyn Read + 'a> {
     let plain: Box<dyn Read + 'a> = match key {
         Some(key) => Box::new(DecryptReader::new(stored, key)),
-        None => Box::new(stored),
+        None => Box::new(NotEncrypted::new(stored)),
     };
     match compression {
         Compression::Gzip => Box::new(MultiGzDecoder::new(plain)),
@@ -356,11 +358,60 @@ pub fn decoder<'a>(
     }
 }
 
+/// Passes a plain part through, refusing one that starts with the encrypted parts' magic.
+struct NotEncrypted<R> {
+    inner: R,
+    /// The first bytes, read to be checked, and how many of them were handed on.
+    head: Option<(Vec<u8>, usize)>,
+}
+
+impl<R: Read> NotEncrypted<R> {
+    fn new(inner: R) -> Self {
+        NotEncrypted { inner, head: None }
+    }
+}
+
+impl<R: Read> Read for NotEncrypted<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.head.is_none() {
+            let mut head = Vec::with_capacity(MAGIC.len());
+            (&mut self.inner)
+                .take(MAGIC.len() as u64)
+                .read_to_end(&mut head)?;
+            if head == MAGIC {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the part is encrypted, but its manifest says the backup is not: the manifest was altered",
+                ));
+            }
+            self.head = Some((head, 0));
+        }
+        let (head, given) = self.head.as_mut().expect("read above");
+        if *given < head.len() {
+            let n = out.len().min(head.len() - *given);
+            out[..n].copy_from_slice(&head[*given..*given + n]);
+            *given += n;
+            return Ok(n);
+        }
+        self.inner.read(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn roundtrip(compression: Compression, key: Option<&Key>, data: &[u8], chunk: usize) {
+    use crate::crypto::Key;
+
+    fn part_key(hex: &str) -> PartKey {
+        PartKey::bound(
+            &Key::parse(hex).unwrap(),
+            "20261124T221500Z",
+            "data/0000.sql.gz",
+        )
+    }
+
+    fn roundtrip(compression: Compression, key: Option<&PartKey>, data: &[u8], chunk: usize) {
         let mut enc = PartEncoder::new(compression, key).unwrap();
         let mut stored = Vec::new();
         for piece in data.chunks(chunk.max(1)) {
@@ -388,7 +439,7 @@ mod tests {
     #[test]
     fn encode_decode_roundtrip() {
         let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let key = Key::parse(&"ab".repeat(32)).unwrap();
+        let key = part_key(&"ab".repeat(32));
         for compression in [Compression::Gzip, Compression::None] {
             for key in [None, Some(&key)] {
                 for data in [&b""[..], b"SELECT 1;\n", &big] {
@@ -412,7 +463,7 @@ mod tests {
                     .into_bytes()
             })
             .collect();
-        let key = Key::parse(&"cd".repeat(32)).unwrap();
+        let key = part_key(&"cd".repeat(32));
         for compression in [Compression::Gzip, Compression::None] {
             for key in [None, Some(&key)] {
                 let members: Vec<Encoded> = pages
@@ -500,6 +551,29 @@ mod tests {
             let sizes: Vec<usize> = members.iter().map(Vec::len).collect();
             assert_eq!(sizes, want, "{writes:?}");
             assert_eq!(members.concat(), sql, "{writes:?}");
+        }
+    }
+
+    #[test]
+    fn an_encrypted_part_read_as_plain_is_refused() {
+        let key = part_key(&"ab".repeat(32));
+        for compression in [Compression::Gzip, Compression::None] {
+            let mut enc = PartEncoder::new(compression, Some(&key)).unwrap();
+            enc.write(b"SELECT 1;\n").unwrap();
+            let mut stored = enc.take().to_vec();
+            stored.extend_from_slice(&enc.finish().unwrap().0);
+            let err = decoder(&stored[..], compression, None)
+                .read_to_end(&mut Vec::new())
+                .unwrap_err();
+            assert!(err.to_string().contains("manifest was altered"), "{err}");
+        }
+        // Plain parts shorter than the magic, or sharing only its start, pass through whole.
+        for plain in [&b""[..], b"D1R2", b"D1R2ENC!SELECT 1;"] {
+            let mut out = Vec::new();
+            decoder(plain, Compression::None, None)
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, plain);
         }
     }
 

@@ -9,11 +9,13 @@ use crate::cli::{
     SelectArgs,
 };
 use crate::crypto::{self, Key};
+use crate::envelope::{Stored, Summary};
 use crate::error::bad_input;
-use crate::load::{Selection, check_key};
+use crate::load::{Selection, check_key_of};
 use crate::location::{
     SourceLocation, StoreLocation, open_source, open_store, parse_source, parse_store,
 };
+use crate::manifest::Manifest;
 use crate::prune::PruneOutcome;
 use crate::repo::{self, RepoError};
 use crate::report::{Report, human_bytes};
@@ -125,16 +127,20 @@ fn key_from_env() -> anyhow::Result<Option<Key>> {
     }
 }
 
-/// The key for reading `manifest`'s backup, checked against its fingerprint before anything is
-/// downloaded or written; `None` for a backup that is not encrypted.
-fn key_for(manifest: &crate::manifest::Manifest) -> anyhow::Result<Option<Key>> {
-    let key = if manifest.encryption.is_some() {
+/// The manifest of `stored`, opened with the key in the environment, and that key: the key is
+/// checked against the backup's fingerprint (missing or wrong: bad input), then the manifest is
+/// authenticated (altered: the operation fails), all before any part is read or anything is
+/// written. `None` for a backup that is not encrypted.
+fn open_manifest(stored: Stored) -> anyhow::Result<(Manifest, Option<Key>)> {
+    let key = if stored.encryption().is_some() {
         key_from_env()?
     } else {
         None
     };
-    check_key(manifest, key.as_ref()).map_err(|e| bad_input(e.to_string()))?;
-    Ok(key)
+    check_key_of(stored.id(), stored.encryption(), key.as_ref())
+        .map_err(|e| bad_input(e.to_string()))?;
+    let manifest = stored.open(key.as_ref())?;
+    Ok((manifest, key))
 }
 
 /// The policy of the --keep-* flags; `None` when none is given.
@@ -264,6 +270,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
         concurrency: args.concurrency as usize,
         table_readers: args.table_readers as usize,
         label: args.label.clone(),
+        public_label: args.public_label,
         ..BackupOptions::default()
     };
     let outcome = backup::run(source.as_ref(), &stores, &options)
@@ -271,6 +278,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<Report> {
         .with_context(|| format!("backing up {}", args.source))?;
     let m = &outcome.manifest;
     let mut report = Report::new("backup");
+    report.sealed = m.is_sealed();
     report
         .output("backup-id", &m.id)
         .output(
@@ -325,13 +333,13 @@ async fn prune(args: PruneArgs) -> anyhow::Result<Report> {
 
 async fn restore(args: RestoreArgs) -> anyhow::Result<Report> {
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
-    let manifest = repo::resolve(store.as_ref(), &args.select.backup).await?;
+    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
     let started = std::time::Instant::now();
     let selection = Selection {
         tables: args.tables.clone(),
     };
-    let key = key_for(&manifest)?;
     let mut report = Report::new("restore");
+    report.sealed = manifest.is_sealed();
     let outcome = match parse_source(&args.to)? {
         SourceLocation::Sqlite(path) => crate::restore::restore_to_file(
             store,
@@ -378,11 +386,13 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<Report> {
 
 async fn verify(args: SelectArgs) -> anyhow::Result<Report> {
     let store = open_store(&parse_store(&args.from)?, false).await?;
-    let manifest = repo::resolve(store.as_ref(), &args.backup).await?;
+    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.backup).await?)?;
     let started = std::time::Instant::now();
-    let key = key_for(&manifest)?;
-    let outcome = crate::verify::verify(store, &manifest, key.as_ref()).await?;
+    let outcome = crate::verify::verify(store, &manifest, key.as_ref())
+        .await
+        .with_context(|| format!("verifying backup {}", manifest.id))?;
     let mut report = Report::new("verify");
+    report.sealed = manifest.is_sealed();
     report
         .output("backup-id", &manifest.id)
         .output("rows", outcome.rows)
@@ -417,14 +427,19 @@ async fn list(args: ListArgs) -> anyhow::Result<Report> {
         };
         return Ok(report);
     }
-    let manifests = repo::manifests(store.as_ref()).await?;
+    let key = key_from_env()?;
+    let summaries: Vec<Summary> = repo::manifests(store.as_ref())
+        .await?
+        .into_iter()
+        .map(|stored| summarize(stored, key.as_ref()))
+        .collect();
     let mut report = Report::new("list");
-    report.output("backups", manifests.len());
-    if let Some(latest) = manifests.last() {
+    report.output("backups", summaries.len());
+    if let Some(latest) = summaries.last() {
         report.output("backup-id", &latest.id);
     }
     if args.json {
-        let items: Vec<serde_json::Value> = manifests
+        let items: Vec<serde_json::Value> = summaries
             .iter()
             .map(|m| {
                 serde_json::json!({
@@ -432,27 +447,29 @@ async fn list(args: ListArgs) -> anyhow::Result<Report> {
                     "created": m.created,
                     "label": m.label,
                     "source": m.source,
-                    "tables": m.tables.len(),
-                    "rows": m.total_rows(),
-                    "bytes": m.total_bytes(),
+                    "tables": m.tables,
+                    "rows": m.rows,
+                    "bytes": m.bytes,
                     "compression": m.compression,
-                    "encrypted": m.encryption.is_some(),
+                    "encrypted": m.encrypted,
                 })
             })
             .collect();
         report.detail = serde_json::to_string_pretty(&items)?;
     } else {
         let mut text = format!(
-            "{:<20}  {:>6}  {:>12}  {:>10}  LABEL\n",
-            "ID", "TABLES", "ROWS", "SIZE"
+            "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  LABEL\n",
+            "ID", "TABLES", "ROWS", "SIZE", "ENCRYPTED"
         );
-        for m in &manifests {
+        let known = |n: Option<String>| n.unwrap_or_else(|| "-".to_string());
+        for m in &summaries {
             text.push_str(&format!(
-                "{:<20}  {:>6}  {:>12}  {:>10}  {}\n",
+                "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  {}\n",
                 m.id,
-                m.tables.len(),
-                m.total_rows(),
-                human_bytes(m.total_bytes()),
+                known(m.tables.map(|n| n.to_string())),
+                known(m.rows.map(|n| n.to_string())),
+                human_bytes(m.bytes),
+                if m.encrypted { "yes" } else { "no" },
                 m.label.as_deref().unwrap_or("")
             ));
         }
@@ -461,10 +478,29 @@ async fn list(args: ListArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// What `list` shows of a backup: its sealed details too when `key` is the backup's key and
+/// opens them; a manifest that does not open is listed by its public header, with a warning.
+fn summarize(stored: Stored, key: Option<&Key>) -> Summary {
+    let public = stored.summary();
+    let ours = stored
+        .encryption()
+        .zip(key)
+        .is_some_and(|(info, key)| info.key_fingerprint == key.fingerprint());
+    if !ours {
+        return public;
+    }
+    match stored.open(key) {
+        Ok(manifest) => Summary::from(&manifest),
+        Err(e) => {
+            tracing::warn!("{e}");
+            public
+        }
+    }
+}
+
 async fn export(args: ExportArgs) -> anyhow::Result<Report> {
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
-    let manifest = repo::resolve(store.as_ref(), &args.select.backup).await?;
-    let key = key_for(&manifest)?;
+    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
     let bytes = crate::export::export(store, &manifest, key.as_ref(), &args.out)
         .await
         .with_context(|| format!("exporting backup {} to {}", manifest.id, args.out.display()))?;
@@ -481,9 +517,8 @@ async fn export(args: ExportArgs) -> anyhow::Result<Report> {
 
 async fn drill(args: DrillArgs) -> anyhow::Result<Report> {
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
-    let manifest = repo::resolve(store.as_ref(), &args.select.backup).await?;
+    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
     let started = std::time::Instant::now();
-    let key = key_for(&manifest)?;
     let outcome = crate::drill::drill(store, &manifest, key.as_ref(), &args.migrations).await?;
     let mut report = Report::new("drill");
     report

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod crypto;
 pub mod drill;
 pub mod dump;
+pub mod envelope;
 pub mod error;
 pub mod export;
 pub mod firewall;

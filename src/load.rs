@@ -14,7 +14,7 @@ use crate::codec::{HashingReader, decoder};
 use crate::crypto::Key;
 use crate::dump::shape::is_backup_statement;
 use crate::dump::split::Splitter;
-use crate::manifest::{Manifest, ObjectEntry, ObjectKind};
+use crate::manifest::{EncryptionInfo, Manifest, ObjectEntry, ObjectKind};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,16 +54,23 @@ pub fn check_key<'k>(
     manifest: &Manifest,
     key: Option<&'k Key>,
 ) -> Result<Option<&'k Key>, KeyCheckError> {
-    let Some(info) = &manifest.encryption else {
+    check_key_of(&manifest.id, manifest.encryption.as_ref(), key)
+}
+
+/// [`check_key`] for backup `id` encrypted as `encryption` says, before its manifest is opened.
+pub fn check_key_of<'k>(
+    id: &str,
+    encryption: Option<&EncryptionInfo>,
+    key: Option<&'k Key>,
+) -> Result<Option<&'k Key>, KeyCheckError> {
+    let Some(info) = encryption else {
         return Ok(None);
     };
-    let key = key.ok_or_else(|| KeyCheckError::Missing {
-        id: manifest.id.clone(),
-    })?;
+    let key = key.ok_or_else(|| KeyCheckError::Missing { id: id.to_string() })?;
     let actual = key.fingerprint();
     if actual != info.key_fingerprint {
         return Err(KeyCheckError::Wrong {
-            id: manifest.id.clone(),
+            id: id.to_string(),
             expected: info.key_fingerprint.clone(),
             actual,
         });
@@ -134,7 +141,8 @@ pub async fn stream_sql<S: SqlSink>(
                 reason,
             };
             let decoded = {
-                let mut plain = decoder(&mut hashing, manifest.compression, decryption.as_ref());
+                let part_key = decryption.as_ref().map(|k| manifest.part_key(k, object));
+                let mut plain = decoder(&mut hashing, manifest.compression, part_key.as_ref());
                 let mut buf = vec![0u8; CHUNK];
                 loop {
                     match plain.read(&mut buf) {

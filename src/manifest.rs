@@ -3,17 +3,25 @@
 //! It is written last, after every part it names is stored, so its presence means the backup is
 //! complete; `list`, `restore` and `prune` look for nothing else. It records what is needed to
 //! trust the parts (size, SHA-256, row counts) and to read them (compression, encryption), and
-//! never a secret.
+//! never a secret. How it is stored (plain, or sealed behind a public header when the backup is
+//! encrypted) is [`crate::envelope`]'s business.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Compression;
+use crate::crypto::{Key, PartKey};
 use crate::source::SourceInfo;
 
-/// Bumped when a reader of an older version could misread a newer backup: format 2 parts are
-/// several gzip members (one a page), which format 1 readers stop reading after the first.
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest format this d1r2 reads, and the one it writes encrypted backups in. Bumped when a
+/// reader of an older version could misread a newer backup: format 2 parts are several gzip
+/// members (one a page), which format 1 readers stop reading after the first; format 3 seals an
+/// encrypted backup's manifest and binds its parts to their places, which format 2 readers
+/// cannot open.
+pub const FORMAT_VERSION: u32 = 3;
+/// The format plain backups are written in: their layout did not change with format 3, so a
+/// d1r2 that reads format 2 still reads them.
+pub const PLAIN_FORMAT: u32 = 2;
 pub const MANIFEST_NAME: &str = "manifest.json";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +33,9 @@ pub struct Manifest {
     pub created: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Whether an encrypted backup shows its label without the key (`--public-label`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public_label: bool,
     pub source: SourceInfo,
     pub compression: Compression,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,10 +49,15 @@ pub struct Manifest {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EncryptionInfo {
+    /// How the parts are encrypted.
     pub algorithm: String,
     /// Identifies the key without revealing it.
     pub key_fingerprint: String,
+    /// How the manifest is sealed (format 3); format 2 manifests are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +117,20 @@ impl Manifest {
     pub fn key(&self, object: &ObjectEntry) -> String {
         format!("{}/{}", self.id, object.key)
     }
+
+    /// Whether the backup's manifest is stored sealed (an encrypted backup from format 3 on).
+    pub fn is_sealed(&self) -> bool {
+        self.format >= 3 && self.encryption.is_some()
+    }
+
+    /// What `object` is encrypted under: bound to its place from format 3 on.
+    pub fn part_key(&self, key: &Key, object: &ObjectEntry) -> PartKey {
+        if self.format >= 3 {
+            PartKey::bound(key, &self.id, &object.key)
+        } else {
+            PartKey::unbound(key)
+        }
+    }
 }
 
 /// The id of a backup started at `at`: UTC, second precision, sortable as text.
@@ -108,7 +138,8 @@ pub fn backup_id(at: DateTime<Utc>) -> String {
     at.format("%Y%m%dT%H%M%SZ").to_string()
 }
 
-/// A file-name-safe rendering of a table name for object keys; the manifest keeps the real name.
+/// A file-name-safe rendering of a table name for the object keys of plain backups (an encrypted
+/// backup's keys name no table); the manifest keeps the real name.
 pub fn slug(name: &str) -> String {
     let s: String = name
         .chars()

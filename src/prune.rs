@@ -76,7 +76,7 @@ pub async fn prune(
     let manifests = repo::manifests(store).await?;
     let backups: Vec<(String, DateTime<Utc>)> = manifests
         .iter()
-        .map(|m| (m.id.clone(), m.created))
+        .map(|m| (m.id().to_string(), m.created()))
         .collect();
     let plan = retention::plan(&backups, policy).map_err(bad_input)?;
 

@@ -1,10 +1,12 @@
-//! Backups as a store holds them: finding, naming and reading manifests.
+//! Backups as a store holds them: finding, naming and reading manifests (as stored: an encrypted
+//! backup's is opened with the key by the caller, see [`crate::envelope`]).
 //!
 //! A backup exists exactly when `<id>/manifest.json` does. Everything that looks for backups
 //! (list, restore, verify, export, prune) goes through here, so none of them can mistake a
 //! crashed backup's parts for a backup.
 
-use crate::manifest::{FORMAT_VERSION, MANIFEST_NAME, Manifest};
+use crate::envelope::{EnvelopeError, Stored};
+use crate::manifest::MANIFEST_NAME;
 use crate::store::{Store, StoreError, read_all};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,12 +17,8 @@ pub enum RepoError {
     UnknownBackup { id: String, store: String },
     #[error("backup {id} in {store} is incomplete: it has no manifest, so it was never finished")]
     Incomplete { id: String, store: String },
-    #[error("the manifest of backup {id} is unreadable: {reason}")]
-    BadManifest { id: String, reason: String },
-    #[error(
-        "backup {id} has format {format}, newer than this d1r2 reads (up to {FORMAT_VERSION}): upgrade d1r2 to read it"
-    )]
-    NewerFormat { id: String, format: u32 },
+    #[error(transparent)]
+    Manifest(#[from] EnvelopeError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -33,7 +31,7 @@ impl RepoError {
             | RepoError::UnknownBackup { .. }
             | RepoError::Incomplete { .. } => true,
             RepoError::Store(e) => e.is_bad_input(),
-            RepoError::BadManifest { .. } | RepoError::NewerFormat { .. } => false,
+            RepoError::Manifest(_) => false,
         }
     }
 }
@@ -54,7 +52,7 @@ pub async fn backup_ids(store: &dyn Store) -> Result<Vec<String>, RepoError> {
 }
 
 /// Reads and parses one backup's manifest.
-pub async fn manifest(store: &dyn Store, id: &str) -> Result<Manifest, RepoError> {
+pub async fn manifest(store: &dyn Store, id: &str) -> Result<Stored, RepoError> {
     let key = format!("{id}/{MANIFEST_NAME}");
     let bytes = match read_all(store, &key).await {
         Ok(bytes) => bytes,
@@ -74,22 +72,11 @@ pub async fn manifest(store: &dyn Store, id: &str) -> Result<Manifest, RepoError
         }
         Err(e) => return Err(e.into()),
     };
-    let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| RepoError::BadManifest {
-            id: id.to_string(),
-            reason: e.to_string(),
-        })?;
-    if manifest.format > FORMAT_VERSION {
-        return Err(RepoError::NewerFormat {
-            id: id.to_string(),
-            format: manifest.format,
-        });
-    }
-    Ok(manifest)
+    Ok(crate::envelope::parse(id, &bytes)?)
 }
 
 /// Every complete backup's manifest, oldest first.
-pub async fn manifests(store: &dyn Store) -> Result<Vec<Manifest>, RepoError> {
+pub async fn manifests(store: &dyn Store) -> Result<Vec<Stored>, RepoError> {
     let mut out = Vec::new();
     for id in backup_ids(store).await? {
         out.push(manifest(store, &id).await?);
@@ -98,7 +85,7 @@ pub async fn manifests(store: &dyn Store) -> Result<Vec<Manifest>, RepoError> {
 }
 
 /// Resolves `latest` or an id to a manifest.
-pub async fn resolve(store: &dyn Store, selector: &str) -> Result<Manifest, RepoError> {
+pub async fn resolve(store: &dyn Store, selector: &str) -> Result<Stored, RepoError> {
     if selector == "latest" {
         let ids = backup_ids(store).await?;
         let Some(id) = ids.last() else {

@@ -28,6 +28,9 @@ pub struct Report {
     pub rows: Vec<(String, String)>,
     /// Free text printed after the rows (a plan, a diff, a listing).
     pub detail: String,
+    /// The outputs describe a backup whose manifest is sealed: the audit trail, stored beside
+    /// the backup in plain, records none of what the seal hides (its row count).
+    pub sealed: bool,
 }
 
 impl Report {
