@@ -35,7 +35,10 @@ const V4_SPECIAL: [(&str, &str); 15] = [
     ("198.51.100.0/24", "documentation (TEST-NET-2)"),
     ("203.0.113.0/24", "documentation (TEST-NET-3)"),
     ("224.0.0.0/4", "multicast"),
-    ("240.0.0.0/4", "reserved (and the limited broadcast address)"),
+    (
+        "240.0.0.0/4",
+        "reserved (and the limited broadcast address)",
+    ),
 ];
 
 /// IPv6 ranges outside the global unicast space (named for a clearer message), and the
@@ -114,8 +117,8 @@ fn judge_v6(net: Ipv6Net) -> Result<Ipv6Net, Unfit> {
         return Err(Unfit::TooWide { widest: V6_WIDEST });
     }
     special(IpNet::V6(net), &V6_SPECIAL)?;
-    let global: Ipv6Net = Ipv6Net::new(Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3)
-        .expect("a valid prefix");
+    let global: Ipv6Net =
+        Ipv6Net::new(Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3).expect("a valid prefix");
     if !global.contains(&net) {
         return Err(Unfit::NotGlobalUnicast);
     }

@@ -203,13 +203,31 @@ mod tests {
                 (0, 1),
             ),
             // The whole space: no overflow.
-            (&["0.0.0.0/0", "::/0"], &[], (1 << 32, 1 << 32), (1 << 64, 1 << 64)),
-            (&["0.0.0.0/0", "::/0"], &["0.0.0.0/0", "::/0"], (0, 1 << 32), (0, 1 << 64)),
+            (
+                &["0.0.0.0/0", "::/0"],
+                &[],
+                (1 << 32, 1 << 32),
+                (1 << 64, 1 << 64),
+            ),
+            (
+                &["0.0.0.0/0", "::/0"],
+                &["0.0.0.0/0", "::/0"],
+                (0, 1 << 32),
+                (0, 1 << 64),
+            ),
         ];
         for (current, wanted, v4, v6) in cases {
             let got = lost(&nets(current), &nets(wanted));
-            assert_eq!((got.v4.lost, got.v4.allowed), *v4, "IPv4 {current:?} -> {wanted:?}");
-            assert_eq!((got.v6.lost, got.v6.allowed), *v6, "IPv6 {current:?} -> {wanted:?}");
+            assert_eq!(
+                (got.v4.lost, got.v4.allowed),
+                *v4,
+                "IPv4 {current:?} -> {wanted:?}"
+            );
+            assert_eq!(
+                (got.v6.lost, got.v6.allowed),
+                *v6,
+                "IPv6 {current:?} -> {wanted:?}"
+            );
         }
     }
 

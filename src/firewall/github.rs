@@ -327,19 +327,52 @@ mod tests {
             }
         };
         // (status, headers, message, wait in seconds, or no rate limit)
-        let cases: &[(u16, &'static [(&'static str, &'static str)], &str, Option<u64>)] = &[
+        let cases: &[(
+            u16,
+            &'static [(&'static str, &'static str)],
+            &str,
+            Option<u64>,
+        )] = &[
             (403, &[("retry-after", "7")], "", Some(7)),
-            (429, &[("retry-after", "1"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1700003600")], "", Some(1)),
+            (
+                429,
+                &[
+                    ("retry-after", "1"),
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1700003600"),
+                ],
+                "",
+                Some(1),
+            ),
             (
                 403,
-                &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1700000030")],
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1700000030"),
+                ],
                 "API rate limit exceeded for 192.0.2.1.",
                 Some(31),
             ),
             // A reset already past: one second, for the clocks.
-            (403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1699999000")], "", Some(1)),
+            (
+                403,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1699999000"),
+                ],
+                "",
+                Some(1),
+            ),
             // Requests remain: not the primary limit.
-            (403, &[("x-ratelimit-remaining", "12"), ("x-ratelimit-reset", "1700000030")], "Forbidden", None),
+            (
+                403,
+                &[
+                    ("x-ratelimit-remaining", "12"),
+                    ("x-ratelimit-reset", "1700000030"),
+                ],
+                "Forbidden",
+                None,
+            ),
             (
                 403,
                 &[],
@@ -348,7 +381,15 @@ mod tests {
             ),
             (403, &[], "Resource not accessible by integration", None),
             (404, &[("retry-after", "7")], "Not Found", None),
-            (500, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1700000030")], "", None),
+            (
+                500,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1700000030"),
+                ],
+                "",
+                None,
+            ),
         ];
         for (status, pairs, message, want) in cases {
             let got = rate_limit(*status, headers(pairs), message, now).map(|l| l.wait.as_secs());

@@ -13,6 +13,9 @@ pub struct Guards {
     pub max_removal_ratio: f64,
     pub max_items: usize,
     pub force: bool,
+    /// Whether IPv6 is kept: with `--no-ipv6` the IPv6 ranges go by the user's choice, and the
+    /// IPv6 removal is shown but not weighed.
+    pub ipv6: bool,
 }
 
 /// What a change would do, as the guards weigh it.
@@ -169,18 +172,31 @@ pub fn check(plan: &Plan, guards: &Guards) -> Vec<Verdict> {
     ];
     for family in Family::ALL {
         let loss = plan.losses.of(family);
-        verdicts.push(verdict(
-            format!("{} removal", family.name()),
+        let weighed = family == Family::V4 || guards.ipv6;
+        let removes = format!(
+            "removes {} of allowed {} {}",
+            percent(loss.share()),
+            family.name(),
+            family.units()
+        );
+        let measured = if weighed {
             format!(
-                "removes {} of allowed {} {}, at most {} ({} of {})",
-                percent(loss.share()),
-                family.name(),
-                family.units(),
+                "{removes}, at most {} ({} of {})",
                 percent(guards.max_removal_ratio),
                 count(loss.lost),
                 count(loss.allowed)
-            ),
-            (loss.share() > guards.max_removal_ratio).then_some(Refusal::Lost {
+            )
+        } else {
+            format!(
+                "{removes} ({} of {}): --no-ipv6 leaves IPv6 out",
+                count(loss.lost),
+                count(loss.allowed)
+            )
+        };
+        verdicts.push(verdict(
+            format!("{} removal", family.name()),
+            measured,
+            (weighed && loss.share() > guards.max_removal_ratio).then_some(Refusal::Lost {
                 family,
                 loss,
                 ratio: guards.max_removal_ratio,
@@ -229,6 +245,7 @@ mod tests {
         max_removal_ratio: 0.5,
         max_items: 10,
         force: false,
+        ipv6: true,
     };
 
     fn plan(total: usize, v4: (u128, u128), v6: (u128, u128), other_items: u64) -> Plan {
@@ -277,6 +294,15 @@ mod tests {
                 GUARDS,
                 vec![("IPv6 removal", false)],
             ),
+            // --no-ipv6: the IPv6 ranges go by choice.
+            (
+                plan(3, (0, 2560), (10, 10), 0),
+                Guards {
+                    ipv6: false,
+                    ..GUARDS
+                },
+                vec![],
+            ),
             // Exactly the ratio passes; above it refuses.
             (plan(3, (5, 10), (0, 0), 0), GUARDS, vec![]),
             (
@@ -295,7 +321,11 @@ mod tests {
                 GUARDS,
                 vec![("Empty set", false), ("IPv4 removal", false)],
             ),
-            (plan(0, (0, 0), (0, 0), 0), forced, vec![("Empty set", true)]),
+            (
+                plan(0, (0, 0), (0, 0), 0),
+                forced,
+                vec![("Empty set", true)],
+            ),
             (
                 plan(1, (0, 0), (0, 0), 0),
                 GUARDS,
@@ -315,8 +345,7 @@ mod tests {
             ),
         ];
         for (plan, guards, want) in cases {
-            let want: Vec<(String, bool)> =
-                want.iter().map(|(g, f)| (g.to_string(), *f)).collect();
+            let want: Vec<(String, bool)> = want.iter().map(|(g, f)| (g.to_string(), *f)).collect();
             assert_eq!(refused(&plan, &guards), want, "{plan:?} {guards:?}");
         }
     }

@@ -137,6 +137,7 @@ pub async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> anyhow:
         max_removal_ratio: args.max_removal_ratio,
         max_items: args.max_items,
         force: args.force,
+        ipv6: !args.no_ipv6,
     };
     let verdicts = guards::check(&plan, &guards);
     let blocking = verdicts.iter().find_map(Verdict::blocking).cloned();
