@@ -142,10 +142,12 @@ mod tests {
             .collect()
     }
 
+    /// (current, wanted, IPv4 (lost, allowed), IPv6 (lost, allowed))
+    type Case<'a> = (&'a [&'a str], &'a [&'a str], (u128, u128), (u128, u128));
+
     #[test]
     fn loss_table() {
-        // (current, wanted, IPv4 (lost, allowed), IPv6 (lost, allowed))
-        let cases: &[(&[&str], &[&str], (u128, u128), (u128, u128))] = &[
+        let cases: &[Case] = &[
             // A stale range and a documentation range go; a wider aggregate keeps the /16.
             (
                 &["4.148.0.0/16", "192.0.2.0/24", "198.51.100.7"],

@@ -315,6 +315,14 @@ mod tests {
         ));
     }
 
+    /// (status, headers, message, wait in seconds, or no rate limit)
+    type Case = (
+        u16,
+        &'static [(&'static str, &'static str)],
+        &'static str,
+        Option<u64>,
+    );
+
     #[test]
     fn rate_limits_as_github_documents_them() {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -326,13 +334,7 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
-        // (status, headers, message, wait in seconds, or no rate limit)
-        let cases: &[(
-            u16,
-            &'static [(&'static str, &'static str)],
-            &str,
-            Option<u64>,
-        )] = &[
+        let cases: &[Case] = &[
             (403, &[("retry-after", "7")], "", Some(7)),
             (
                 429,

@@ -280,7 +280,9 @@ mod tests {
             force: true,
             ..GUARDS
         };
-        let cases: Vec<(Plan, Guards, Vec<(&str, bool)>)> = vec![
+        // (plan, guards, the guards that refuse and whether --force overrides each)
+        type Case = (Plan, Guards, Vec<(&'static str, bool)>);
+        let cases: Vec<Case> = vec![
             // The example: 257 of 65,793 addresses lost.
             (plan(3, (257, 65_793), (0, 0), 0), GUARDS, vec![]),
             // Shrunk to a tenth.
