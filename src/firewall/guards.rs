@@ -41,7 +41,7 @@ pub enum Refusal {
     )]
     TooFew { got: usize, min: usize },
     #[error(
-        "refusing a change that {} (--max-removal-ratio {ratio}): --dry-run shows the plan, --force applies it anyway",
+        "refusing a change that {}, with --max-removal-ratio {ratio}: --dry-run shows the plan, --force applies it anyway",
         self.summary()
     )]
     Lost {
@@ -368,7 +368,7 @@ mod tests {
         );
         assert_eq!(
             verdicts[3].blocking().unwrap().to_string(),
-            "refusing a change that removes 90 % of allowed IPv4 addresses, above 50 % (2,304 of 2,560) (--max-removal-ratio 0.5): --dry-run shows the plan, --force applies it anyway"
+            "refusing a change that removes 90 % of allowed IPv4 addresses, above 50 % (2,304 of 2,560), with --max-removal-ratio 0.5: --dry-run shows the plan, --force applies it anyway"
         );
         assert!(verdicts[3].text(false).starts_with("refuses: removes 90 %"));
         let over = check(&plan(9, (0, 0), (0, 0), 9_999), &GUARDS);
