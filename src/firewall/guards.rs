@@ -283,7 +283,7 @@ mod tests {
         // (plan, guards, the guards that refuse and whether --force overrides each)
         type Case = (Plan, Guards, Vec<(&'static str, bool)>);
         let cases: Vec<Case> = vec![
-            // The example: 257 of 65,793 addresses lost.
+            // A list of one range GitHub still publishes and two stale ones: 257 of 65,793 addresses lost.
             (plan(3, (257, 65_793), (0, 0), 0), GUARDS, vec![]),
             // Shrunk to a tenth.
             (
