@@ -19,7 +19,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{
+use crate::source::{
     Affinity, Cell, FirstPage, Page, Row, Source, SourceError, SourceInfo, Table,
     fill_largest_rowids, key_columns, largest_rowid_query, max_page_bytes, page_query, row_key,
 };

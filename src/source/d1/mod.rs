@@ -1,0 +1,5 @@
+//! Cloudflare D1 over its REST API as a source.
+
+mod wire;
+
+pub use self::wire::*;
