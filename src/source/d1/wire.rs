@@ -1,36 +1,43 @@
-//! Cloudflare D1 over its REST API (`/raw`) as a source.
+//! The D1 wire contract: the SQL d1r2 sends D1's `/raw` endpoint and how it reads the answers
+//! back as literals SQLite reads back exactly. Pure, and apart from the REST calls, so each rule
+//! is tested against SQLite itself and a change to what D1 is asked is a change to this file.
 //!
 //! D1 answers with JSON, whose numbers round integers beyond 2^53 and whose BLOBs are arrays of
-//! bytes, so table data never travels as JSON values: every cell is read through SQLite's own
-//! `quote()`, which writes a lossless SQL literal as a string, and a text value holding NUL
-//! (which `quote()` would cut short) as its bytes in hex. When a page comes back with a U+FFFD
-//! replacement character, the text may have been invalid UTF-8 that JSON could not carry, so that
-//! page is read again with all of its text in hex. Catalog answers (names, small integers) are the
-//! only JSON values used.
+//! bytes, so no table value travels as a JSON value. A row comes as one string, its cells joined
+//! by commas ([`quoted_cell`]): a text as itself behind its byte count, `T<bytes>:<text>` (D1
+//! neither escapes it nor scans it for NUL; d1r2 writes its literal), an integer as
+//! `CAST(.. AS TEXT)`, a real, a BLOB or NULL as `quote()` writes it. [`split_row`] splits the
+//! string back as the JSON is parsed. D1's JSON carries bytes that are not UTF-8 as U+FFFD, so a
+//! page in which a text did not arrive as counted, or holds U+FFFD, is read again with every text
+//! as its bytes in hex ([`hex_text_cell`]). Catalog answers (names, small integers) are the only
+//! JSON values read ([`cell`]).
 //!
-//! Each page is one request, a keyset query: rows read stay at the row count (plus the catalog),
-//! never the quadratic cost of `OFFSET`. D1 has no read transaction across requests, so the backup
-//! is not one snapshot of a database under writes; the Time Travel bookmark taken at the start is
-//! recorded so the exact moment can be restored with `wrangler d1 time-travel restore`.
+//! D1's limits decide the rest:
+//! - a statement is at most 100,000 bytes: the SQL of one request stays under
+//!   [`MAX_REQUEST_SQL`] ([`first_page_requests`], [`chunk_requests`]);
+//! - a string or BLOB is at most 2,000,000 bytes ([`MAX_LENGTH`]), the row sent as one string
+//!   included: a value over [`inline_bytes`] comes as a placeholder, `?t<bytes>` or `?b<bytes>`
+//!   ([`large_cell`]), and is read apart in hex chunks of [`CHUNK_BYTES`], all chunks of a value
+//!   in one request, so in one state of its row ([`chunk_requests`], [`with_large`]);
+//! - an expression nests at most 100 deep: a row's concatenation is a balanced tree
+//!   ([`one_string`]), 22 deep at SQLite's most columns;
+//! - a query binds at most 100 parameters: d1r2 binds none, every key and bound is a literal in
+//!   the SQL, so a wide key never meets that limit;
+//! - every request is one of the 1,200 Cloudflare allows in five minutes: statements go up to
+//!   [`STATEMENTS_PER_REQUEST`] a request.
 
-use async_trait::async_trait;
-use futures::{StreamExt, TryStreamExt};
-use reqwest::Method;
+use std::ops::Range;
+
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{
-    Affinity, Cell, FirstPage, Page, Row, Source, SourceError, SourceInfo, Table,
-    fill_largest_rowids, key_columns, largest_rowid_query, max_page_bytes, page_query, row_key,
-};
-use crate::cloudflare::{Api, ApiError};
 use crate::dump::value::{ValueRef, quote_ident, render, render_str};
-
+use crate::source::{
+    Affinity, Cell, Page, Row, SourceError, Table, key_columns, page_query, row_key,
+};
 /// Statements sent in one request (catalog queries, tables' first pages): one request is one
 /// rate-limit token.
-const STATEMENTS_PER_REQUEST: usize = 50;
-/// Catalog requests in flight at once: D1 answers them in turn, so more would not come sooner.
-const CATALOG_REQUESTS: usize = 4;
+pub(super) const STATEMENTS_PER_REQUEST: usize = 50;
 /// SQL in one `/raw` request, well under D1's 100,000-byte statement limit.
 const MAX_REQUEST_SQL: usize = 90_000;
 /// D1's longest string or BLOB (SQLite's `SQLITE_LIMIT_LENGTH` there), 2,000,000 bytes.
@@ -45,83 +52,13 @@ const CHUNKS_PER_REQUEST: usize = 9;
 /// Hex one request of chunks may answer: [`CHUNKS_PER_REQUEST`] full chunks.
 const CHUNK_ANSWER_BYTES: usize = 2 * CHUNKS_PER_REQUEST * CHUNK_BYTES;
 
-pub struct D1Source {
-    api: Api,
-    id: String,
-    name: String,
-}
-
-/// One statement's answer from `/raw`, its rows as `R`: JSON values for the catalog, a packed
-/// [`Page`] straight from the parser for `quote()`d pages.
-#[derive(Debug, Deserialize)]
-#[serde(bound = "R: serde::de::DeserializeOwned + Default")]
-struct RawResult<R> {
-    #[serde(default)]
-    results: RawRows<R>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(bound = "R: serde::de::DeserializeOwned + Default")]
-struct RawRows<R> {
-    #[serde(default)]
-    rows: R,
-}
-
-#[derive(Debug, Deserialize)]
-struct DatabaseEntry {
-    uuid: String,
-    name: String,
-}
-
-/// An answer of the import API, at any of its steps.
-#[derive(Debug, Default, Deserialize)]
-struct ImportAnswer {
-    success: Option<bool>,
-    status: Option<String>,
-    at_bookmark: Option<String>,
-    upload_url: Option<String>,
-    filename: Option<String>,
-    error: Option<String>,
-    #[serde(default)]
-    errors: Vec<Value>,
-    result: Option<ImportResult>,
-}
-
-/// What a finished import reports.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ImportResult {
-    #[serde(default)]
-    pub num_queries: u64,
-    pub final_bookmark: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Bookmark {
-    bookmark: Option<String>,
-}
-
-impl From<ApiError> for SourceError {
-    fn from(err: ApiError) -> Self {
-        SourceError::Api(err)
-    }
-}
-
-/// Whether `text` is a D1 database id (a UUID) rather than a name.
-pub fn is_database_id(text: &str) -> bool {
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
-        && groups
-            .iter()
-            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
-}
-
 /// The page query's cell. D1 answers one query at a time, so the less it does a cell the sooner
 /// a page comes: text travels as itself behind its byte count, `T<bytes>:<text>` (no escaping,
 /// no scan for NUL: [`split_row`] finds its end and the literal is written here), integers as
 /// `CAST(.. AS TEXT)` (the same digits without `quote()`'s printf), reals, BLOBs and NULL as
 /// `quote()` writes them. Text or a BLOB over `inline` bytes comes as a placeholder (see
 /// [`large_cell`]).
-pub fn quoted_cell(column: &str, affinity: Affinity, inline: usize) -> String {
+pub(super) fn quoted_cell(column: &str, affinity: Affinity, inline: usize) -> String {
     let bytes = format!("length(CAST({column} AS BLOB))");
     by_type(
         column,
@@ -134,7 +71,7 @@ pub fn quoted_cell(column: &str, affinity: Affinity, inline: usize) -> String {
 
 /// The cell of a page read again when its text did not arrive as D1 holds it: every text value as
 /// its bytes in hex (placeholders as in [`quoted_cell`]).
-pub fn hex_text_cell(column: &str, affinity: Affinity, inline: usize) -> String {
+pub(super) fn hex_text_cell(column: &str, affinity: Affinity, inline: usize) -> String {
     by_type(
         column,
         affinity,
@@ -196,20 +133,20 @@ fn by_type(
 /// caps every string at [`MAX_LENGTH`], the row D1 sends as one string included; a literal is at
 /// most twice its value's bytes plus 17 (`CAST(X'..' AS TEXT)`), so a row of values this size,
 /// commas included, stays under the cap. Larger values are read apart, in chunks.
-pub fn inline_bytes(width: usize) -> usize {
+fn inline_bytes(width: usize) -> usize {
     (ROW_BUDGET / width.max(1)).saturating_sub(24) / 2
 }
 
 /// A value a page holds as a placeholder, `?t<bytes>` (text) or `?b<bytes>` (BLOB): `quote()`
 /// writes nothing that starts with `?`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LargeCell {
-    pub text: bool,
-    pub bytes: usize,
+pub(super) struct LargeCell {
+    pub(super) text: bool,
+    pub(super) bytes: usize,
 }
 
 /// The placeholder `literal` stands for, if it is one.
-pub fn large_cell(literal: &str) -> Option<LargeCell> {
+fn large_cell(literal: &str) -> Option<LargeCell> {
     let rest = literal.strip_prefix('?')?;
     let text = match rest.as_bytes().first()? {
         b't' => true,
@@ -222,15 +159,15 @@ pub fn large_cell(literal: &str) -> Option<LargeCell> {
 
 /// Where a large value sits in a page.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LargeAt {
-    pub row: usize,
-    pub column: usize,
-    pub cell: LargeCell,
+pub(super) struct LargeAt {
+    pub(super) row: usize,
+    pub(super) column: usize,
+    pub(super) cell: LargeCell,
 }
 
 /// How many leading rows of `page` to keep so that, its large values read, it holds about
 /// `budget` bytes of literals (at least one row), and the large values among them.
-pub fn plan_large(page: &Page, budget: usize) -> (usize, Vec<LargeAt>) {
+pub(super) fn plan_large(page: &Page, budget: usize) -> (usize, Vec<LargeAt>) {
     let (mut kept, mut total, mut large) = (0, 0usize, Vec::new());
     for (row, cells) in page.rows().enumerate() {
         if kept > 0 && total >= budget {
@@ -252,12 +189,17 @@ pub fn plan_large(page: &Page, budget: usize) -> (usize, Vec<LargeAt>) {
 
 /// One statement reading a chunk of a large value: whose value (its index), how many bytes it
 /// answers, and its SQL.
-type Chunk = (usize, usize, String);
+pub(super) type Chunk = (usize, usize, String);
 
 /// The statements that read `value` (the `index`th large value) of `table` in chunks of
 /// [`CHUNK_BYTES`], each answering one row of one hex string; the row is found by its key
 /// literals in `row`.
-fn chunk_statements(table: &Table, row: Row<'_>, index: usize, value: &LargeAt) -> Vec<Chunk> {
+pub(super) fn chunk_statements(
+    table: &Table,
+    row: Row<'_>,
+    index: usize,
+    value: &LargeAt,
+) -> Vec<Chunk> {
     let column = quote_ident(&table.columns[value.column]);
     let keys = key_columns(table);
     let literals = row_key(table, row);
@@ -279,7 +221,7 @@ fn chunk_statements(table: &Table, row: Row<'_>, index: usize, value: &LargeAt) 
 /// The chunk statements of each request, as ranges of `chunks`: within D1's statement and SQL
 /// limits and [`CHUNK_ANSWER_BYTES`] of answer, and a value's chunks in one request whenever
 /// they fit in one.
-pub fn chunk_requests(chunks: &[Chunk]) -> Vec<std::ops::Range<usize>> {
+pub(super) fn chunk_requests(chunks: &[Chunk]) -> Vec<Range<usize>> {
     let mut requests = Vec::new();
     let (mut start, mut sql, mut answer) = (0, 0, 0);
     for (i, (value, bytes, text)) in chunks.iter().enumerate() {
@@ -308,7 +250,7 @@ pub fn chunk_requests(chunks: &[Chunk]) -> Vec<std::ops::Range<usize>> {
 
 /// A literal from `quote()`, made one SQLite itself reads back exactly: SQLite before 3.43 writes
 /// infinity as `Inf`, which it does not read.
-pub fn normalize_literal(literal: &str) -> &str {
+fn normalize_literal(literal: &str) -> &str {
     match literal {
         "Inf" | "+Inf" => "9.0e999",
         "-Inf" => "-9.0e999",
@@ -318,7 +260,7 @@ pub fn normalize_literal(literal: &str) -> &str {
 
 /// A cell of a row D1 sent as one string.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RowCell<'a> {
+enum RowCell<'a> {
     /// A literal as `quote()` or `CAST` wrote it, which holds no comma.
     Literal(&'a str),
     /// A text value itself, sent as `T<bytes>:<text>`.
@@ -330,7 +272,7 @@ pub enum RowCell<'a> {
 
 /// The cells of a row D1 sent as one string (see [`quoted_cell`]), separated by commas: a text
 /// value ends where its byte count says, and no other cell holds a comma.
-pub fn split_row(row: &str) -> impl Iterator<Item = RowCell<'_>> {
+fn split_row(row: &str) -> impl Iterator<Item = RowCell<'_>> {
     let mut rest = Some(row);
     std::iter::from_fn(move || {
         let text = rest.take()?;
@@ -381,22 +323,8 @@ fn holds_replacement(text: &str) -> bool {
     memchr::memchr(0xEF, text.as_bytes()).is_some() && text.contains('\u{FFFD}')
 }
 
-/// A file as a request body, read as it is sent.
-fn file_body(path: &std::path::Path) -> reqwest::Body {
-    match std::fs::File::open(path) {
-        Ok(file) => reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(
-            tokio::fs::File::from_std(file),
-        )),
-        Err(e) => {
-            reqwest::Body::wrap_stream(futures::stream::once(
-                async move { Err::<bytes::Bytes, _>(e) },
-            ))
-        }
-    }
-}
-
 /// A catalog value from D1's JSON.
-fn cell(value: Value) -> Result<Cell, SourceError> {
+pub(super) fn cell(value: Value) -> Result<Cell, SourceError> {
     Ok(match value {
         Value::Null => Cell::Null,
         Value::Bool(b) => Cell::Integer(b as i64),
@@ -416,330 +344,10 @@ fn cell(value: Value) -> Result<Cell, SourceError> {
     })
 }
 
-impl D1Source {
-    /// Finds the database by id or by name (names through the list-databases endpoint).
-    pub async fn connect(api: Api, database: &str) -> Result<Self, SourceError> {
-        let path = api.account_path("d1/database");
-        let found = if is_database_id(database) {
-            match api
-                .result::<DatabaseEntry>(
-                    Method::GET,
-                    &format!("{path}/{database}"),
-                    None,
-                    "looking up the database",
-                )
-                .await
-            {
-                Ok(entry) => Some(entry),
-                Err(e) if e.status() == Some(404) => None,
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            Self::find_by_name(&api, &path, database).await?
-        };
-        let entry = found.ok_or_else(|| {
-            SourceError::Missing(format!(
-                "d1://{database} (no such database in the account; `wrangler d1 list` shows them)"
-            ))
-        })?;
-        Ok(D1Source {
-            api,
-            id: entry.uuid,
-            name: entry.name,
-        })
-    }
-
-    async fn find_by_name(
-        api: &Api,
-        path: &str,
-        name: &str,
-    ) -> Result<Option<DatabaseEntry>, SourceError> {
-        let query: String = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("name", name)
-            .append_pair("per_page", "100")
-            .finish();
-        for page in 1.. {
-            let envelope = api
-                .call::<Vec<DatabaseEntry>>(
-                    Method::GET,
-                    &format!("{path}?{query}&page={page}"),
-                    None,
-                    "listing databases",
-                )
-                .await?;
-            let entries = envelope.result.unwrap_or_default();
-            let count = entries.len();
-            if let Some(entry) = entries.into_iter().find(|e| e.name == name) {
-                return Ok(Some(entry));
-            }
-            let total = envelope
-                .result_info
-                .as_ref()
-                .and_then(|i| i["total_count"].as_u64());
-            let seen = (page * 100) as u64;
-            if count < 100 || total.is_some_and(|t| seen >= t) {
-                break;
-            }
-        }
-        Ok(None)
-    }
-
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The database's own objects (`(type, name)`), D1's and SQLite's internals left out.
-    pub async fn user_objects(&self) -> Result<Vec<(String, String)>, SourceError> {
-        let rows = self
-            .query(&["SELECT type, name FROM sqlite_master WHERE type IN ('table','view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\' ORDER BY rowid".to_string()])
-            .await?;
-        Ok(rows
-            .into_iter()
-            .flatten()
-            .filter_map(|row| match row.as_slice() {
-                [Cell::Text(kind), Cell::Text(name)] => Some((kind.clone(), name.clone())),
-                _ => None,
-            })
-            .collect())
-    }
-
-    /// Applies the SQL file at `path` (`size` bytes, MD5 `etag` in hex) through D1's import API:
-    /// `init`, `PUT` to the upload URL, `ingest`, then `poll` until D1 says `complete`. D1 applies
-    /// the file as one unit, so a failure leaves the database as it was.
-    pub async fn import(
-        &self,
-        path: &std::path::Path,
-        size: u64,
-        etag: &str,
-    ) -> Result<ImportResult, SourceError> {
-        let endpoint = self
-            .api
-            .account_path(&format!("d1/database/{}/import", self.id));
-        let call = |body: Value, what: &'static str| {
-            let endpoint = endpoint.clone();
-            async move {
-                self.api
-                    .result::<ImportAnswer>(Method::POST, &endpoint, Some(&body), what)
-                    .await
-            }
-        };
-        let init = call(
-            json!({"action": "init", "etag": etag}),
-            "starting the import",
-        )
-        .await?;
-        let mut answer = match (&init.upload_url, &init.filename) {
-            (Some(url), Some(filename)) => {
-                let uploaded = self
-                    .api
-                    .put_url(
-                        url,
-                        size,
-                        || file_body(path),
-                        "uploading the SQL file for import",
-                    )
-                    .await?;
-                if uploaded.as_deref() != Some(etag) {
-                    return Err(SourceError::Other(format!(
-                        "the import upload to d1://{} arrived damaged (MD5 {} instead of {etag}); run the restore again",
-                        self.name,
-                        uploaded.as_deref().unwrap_or("missing")
-                    )));
-                }
-                call(
-                    json!({"action": "ingest", "etag": etag, "filename": filename}),
-                    "ingesting the import",
-                )
-                .await?
-            }
-            // D1 already holds this exact file: it went straight to ingesting.
-            _ => init,
-        };
-        let mut wait = std::time::Duration::from_millis(200);
-        loop {
-            let failed = answer.success == Some(false) || answer.status.as_deref() == Some("error");
-            if failed {
-                let mut reasons: Vec<String> = answer.error.iter().cloned().collect();
-                reasons.extend(answer.errors.iter().map(|e| match e {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                }));
-                reasons.dedup();
-                return Err(SourceError::Other(format!(
-                    "D1 refused the import into d1://{}: {} (the database was left as it was)",
-                    self.name,
-                    reasons.join("; ")
-                )));
-            }
-            if answer.status.as_deref() == Some("complete") {
-                return Ok(answer.result.unwrap_or_default());
-            }
-            let Some(bookmark) = answer.at_bookmark.clone() else {
-                return Err(SourceError::Other(
-                    "D1's import answer has neither a status nor a bookmark to poll".to_string(),
-                ));
-            };
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(std::time::Duration::from_secs(5));
-            answer = call(
-                json!({"action": "poll", "current_bookmark": bookmark}),
-                "polling the import",
-            )
-            .await?;
-        }
-    }
-
-    /// Runs `sql` (one or more statements) through `/raw` and returns each statement's rows.
-    async fn raw<R: serde::de::DeserializeOwned + Default>(
-        &self,
-        sql: &str,
-        what: &str,
-    ) -> Result<Vec<R>, SourceError> {
-        let path = self
-            .api
-            .account_path(&format!("d1/database/{}/raw", self.id));
-        let results: Vec<RawResult<R>> = self
-            .api
-            .result(Method::POST, &path, Some(&json!({ "sql": sql })), what)
-            .await?;
-        Ok(results.into_iter().map(|r| r.results.rows).collect())
-    }
-
-    /// Runs several statements in one `/raw` request and returns each one's rows, failing when D1
-    /// answers a different number of statements than it was sent.
-    async fn statements<R: serde::de::DeserializeOwned + Default>(
-        &self,
-        statements: &[String],
-        what: &str,
-    ) -> Result<Vec<R>, SourceError> {
-        let answers: Vec<R> = self.raw(&statements.join(";\n"), what).await?;
-        if answers.len() != statements.len() {
-            return Err(SourceError::Other(format!(
-                "{what}: D1 answered {} of {} statements",
-                answers.len(),
-                statements.len()
-            )));
-        }
-        Ok(answers)
-    }
-
-    /// `page` as read with [`quoted_cell`], or read again with every text as hex when a text did
-    /// not arrive as D1 holds it (not valid UTF-8, which its JSON cannot carry).
-    async fn readable(
-        &self,
-        page: Page,
-        table: &Table,
-        after: Option<&[String]>,
-        upto: Option<i64>,
-        limit: usize,
-    ) -> Result<Page, SourceError> {
-        if page.is_garbled() {
-            return self
-                .literal_page(table, after, upto, limit, hex_text_cell)
-                .await;
-        }
-        Ok(page)
-    }
-
-    /// `page` with its large values read in chunks, cut short after the row that takes it to
-    /// [`max_page_bytes`] (the rows after it come in the next page).
-    async fn with_large_values(&self, page: Page, table: &Table) -> Result<Page, SourceError> {
-        if !page.contains('?') {
-            return Ok(page);
-        }
-        let (kept, large) = plan_large(&page, max_page_bytes(self));
-        if large.is_empty() {
-            return Ok(page);
-        }
-        if let Some(key) = large.iter().find(|v| table.key.contains(&v.column)) {
-            return Err(SourceError::Other(format!(
-                "table {} of d1://{} has a key value of {} bytes, too long to page past in D1's 100,000-byte statements",
-                table.name, self.name, key.cell.bytes
-            )));
-        }
-        let chunks: Vec<Chunk> = large
-            .iter()
-            .enumerate()
-            .flat_map(|(i, value)| chunk_statements(table, page.row(value.row), i, value))
-            .collect();
-        let what = format!(
-            "reading {} large values of table {} of d1://{}",
-            large.len(),
-            table.name,
-            self.name
-        );
-        let mut hex = vec![String::new(); large.len()];
-        for request in chunk_requests(&chunks) {
-            let sql: Vec<String> = chunks[request.clone()]
-                .iter()
-                .map(|c| c.2.clone())
-                .collect();
-            let answers: Vec<Vec<(String,)>> = self.statements(&sql, &what).await?;
-            for (chunk, rows) in chunks[request].iter().zip(answers) {
-                match rows.as_slice() {
-                    [(part,)] => hex[chunk.0].push_str(part),
-                    _ => return Err(changed(table, &self.name)),
-                }
-            }
-        }
-        let mut out = Page::new(page.width());
-        let mut values = large.iter().zip(hex).peekable();
-        for (r, row) in page.rows().take(kept).enumerate() {
-            for (c, literal) in row.iter().enumerate() {
-                match values.next_if(|(at, _)| at.row == r && at.column == c) {
-                    Some((at, hex)) if hex.len() == 2 * at.cell.bytes => {
-                        if at.cell.text {
-                            let bytes =
-                                hex::decode(&hex).map_err(|_| changed(table, &self.name))?;
-                            out.push_with(|text| render(ValueRef::Text(&bytes), text));
-                        } else {
-                            // D1's `hex()` is already the BLOB's literal.
-                            out.push_with(|text| {
-                                text.push_str("X'");
-                                text.push_str(&hex);
-                                text.push('\'');
-                            });
-                        }
-                    }
-                    Some(_) => return Err(changed(table, &self.name)),
-                    None => out.push(literal),
-                }
-            }
-        }
-        if kept < page.len() {
-            out.mark_cut();
-        }
-        Ok(out)
-    }
-
-    async fn literal_page(
-        &self,
-        table: &Table,
-        after: Option<&[String]>,
-        upto: Option<i64>,
-        limit: usize,
-        wrap: Wrap,
-    ) -> Result<Page, SourceError> {
-        let sql = row_query(table, after, upto, limit, wrap);
-        let what = format!("reading table {} of d1://{}", table.name, self.name);
-        let rows: Tuples = self
-            .raw(&sql, &what)
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
-        checked(rows, table)
-    }
-}
-
 /// The page query as D1 is asked it: a row travels as one string, one JSON value a row instead of
 /// one a column, less work for D1 (which serves one query at a time) and for the parser. A rowid
 /// table's key is its rowid, always an integer, so its cell skips the type dispatch.
-fn row_query(
+pub(super) fn row_query(
     table: &Table,
     after: Option<&[String]>,
     upto: Option<i64>,
@@ -777,22 +385,13 @@ fn one_string(cells: &[String]) -> String {
 }
 
 /// A page query's cell expression: [`quoted_cell`] or [`hex_text_cell`].
-type Wrap = fn(&str, Affinity, usize) -> String;
-
-/// The error when a large value no longer is what its page said: the row changed or went away
-/// between the two reads.
-fn changed(table: &Table, database: &str) -> SourceError {
-    SourceError::Other(format!(
-        "a large value of table {} in d1://{database} changed while it was read; run the backup again",
-        table.name
-    ))
-}
+pub(super) type Wrap = fn(&str, Affinity, usize) -> String;
 
 /// A page whose rows arrive as one string each, split into literals as the parser hands each
 /// string over ([`push_row`]): the page is held once, never as strings and again as literals.
 /// Every row must split into as many literals as the first.
 #[derive(Debug, Default)]
-struct Tuples(Page);
+pub(super) struct Tuples(pub(super) Page);
 
 impl<'de> Deserialize<'de> for Tuples {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Tuples, D::Error> {
@@ -802,7 +401,7 @@ impl<'de> Deserialize<'de> for Tuples {
 
 /// The page of `table` in `rows`, once its width is checked (a garbled page is read again whole,
 /// so it is kept as it is).
-fn checked(rows: Tuples, table: &Table) -> Result<Page, SourceError> {
+pub(super) fn checked(rows: Tuples, table: &Table) -> Result<Page, SourceError> {
     let page = rows.0;
     if page.is_garbled() {
         return Ok(page);
@@ -821,162 +420,101 @@ fn checked(rows: Tuples, table: &Table) -> Result<Page, SourceError> {
     Ok(page)
 }
 
-#[async_trait]
-impl Source for D1Source {
-    fn info(&self) -> SourceInfo {
-        SourceInfo {
-            kind: "d1".to_string(),
-            database_id: Some(self.id.clone()),
-            name: Some(self.name.clone()),
-            bookmark: None,
-        }
-    }
+/// One request of tables' first pages: the tables whose page queries it sends, and whether their
+/// largest-rowid queries go in it too.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct PageRequest {
+    pub(super) tables: Range<usize>,
+    pub(super) with_largest: bool,
+}
 
-    /// Many statements (the largest rowids of a batch of tables) go [`STATEMENTS_PER_REQUEST`] a
-    /// request, [`CATALOG_REQUESTS`] requests at a time: their answers are small and quick, so
-    /// they would mostly wait out round trips.
-    async fn query(&self, statements: &[String]) -> Result<Vec<Vec<Vec<Cell>>>, SourceError> {
-        let what = format!("reading the catalog of d1://{}", self.name);
-        let requests: Vec<_> = statements
-            .chunks(STATEMENTS_PER_REQUEST)
-            .map(|chunk| self.statements::<Vec<Vec<Value>>>(chunk, &what))
-            .collect();
-        let chunks: Vec<Vec<Vec<Vec<Value>>>> = futures::stream::iter(requests)
-            .buffered(CATALOG_REQUESTS)
-            .try_collect()
-            .await?;
-        chunks
-            .into_iter()
-            .flatten()
-            .map(|rows| {
-                rows.into_iter()
-                    .map(|row| row.into_iter().map(cell).collect())
-                    .collect()
-            })
-            .collect()
-    }
-
-    async fn page(
-        &self,
-        table: &Table,
-        after: Option<&[String]>,
-        upto: Option<i64>,
-        limit: usize,
-    ) -> Result<Page, SourceError> {
-        let page = self
-            .literal_page(table, after, upto, limit, quoted_cell)
-            .await?;
-        let page = self.readable(page, table, after, upto, limit).await?;
-        self.with_large_values(page, table).await
-    }
-
-    /// Every first page in one `/raw` request of several statements (D1 answers each in turn),
-    /// as many statements a request as fit under D1's statement and request limits. The largest
-    /// rowid of a table keyed by its rowid is read in the same request, right after its page,
-    /// when the request has room for it (a batch of up to 25 such tables); otherwise it is asked
-    /// after, in one request, for the tables whose pages went on. Asking it of every table would
-    /// take requests from databases of many small tables.
-    async fn first_pages(
-        &self,
-        tables: &[&Table],
-        limit: usize,
-    ) -> Result<Vec<FirstPage>, SourceError> {
-        let pages: Vec<String> = tables
-            .iter()
-            .map(|t| row_query(t, None, None, limit, quoted_cell))
-            .collect();
-        let mut firsts = Vec::with_capacity(tables.len());
-        let mut start = 0;
-        while start < tables.len() {
-            let (mut end, mut length) = (start, 0);
-            while end < tables.len()
-                && end - start < STATEMENTS_PER_REQUEST
-                && (end == start || length + pages[end].len() + 2 <= MAX_REQUEST_SQL)
-            {
-                length += pages[end].len() + 2;
-                end += 1;
-            }
-            let batch = &tables[start..end];
-            let largest: Vec<Option<String>> =
-                batch.iter().map(|t| largest_rowid_query(t)).collect();
-            let extra = largest.iter().flatten();
-            let room = end - start + extra.clone().count() <= STATEMENTS_PER_REQUEST
-                && length + extra.map(|q| q.len() + 2).sum::<usize>() <= MAX_REQUEST_SQL;
-            let mut sql = Vec::new();
-            for (page, largest) in pages[start..end].iter().zip(&largest) {
-                sql.push(page.clone());
-                sql.extend(largest.iter().filter(|_| room).cloned());
-            }
-            let what = format!("reading {} tables of d1://{}", end - start, self.name);
-            // D1 answers every statement sent, or the request fails (`statements`).
-            let mut answers = self.statements::<Tuples>(&sql, &what).await?.into_iter();
-            for (table, largest) in batch.iter().zip(&largest) {
-                let rows = answers.next().unwrap_or_default();
-                let page = self
-                    .readable(checked(rows, table)?, table, None, None, limit)
-                    .await?;
-                let page = self.with_large_values(page, table).await?;
-                let read = largest
-                    .as_ref()
-                    .filter(|_| room)
-                    .and_then(|_| answers.next());
-                let largest_rowid = read
-                    .filter(|_| page.goes_on(limit))
-                    .and_then(|rows| rows.0.last()?.cell(0).parse().ok());
-                firsts.push(FirstPage {
-                    page,
-                    largest_rowid,
-                });
-            }
-            start = end;
-        }
-        fill_largest_rowids(self, tables, &mut firsts, limit).await?;
-        Ok(firsts)
-    }
-
-    /// Large pages: each request is a round trip and one of the 1,200 requests Cloudflare allows
-    /// in five minutes, and 4 MiB answers stay far below D1's limits.
-    fn page_bytes(&self) -> usize {
-        4 * 1024 * 1024
-    }
-
-    async fn bookmark(&self) -> Result<Option<String>, SourceError> {
-        let path = self
-            .api
-            .account_path(&format!("d1/database/{}/time_travel/bookmark", self.id));
-        match self
-            .api
-            .result::<Bookmark>(Method::GET, &path, None, "reading the Time Travel bookmark")
-            .await
+/// The first page queries of tables (`pages`) packed into requests in order: up to
+/// [`STATEMENTS_PER_REQUEST`] a request and within [`MAX_REQUEST_SQL`] (a query longer than that
+/// goes alone). The largest-rowid queries of a request's tables (`largest`, one for each table
+/// keyed by its rowid) go in the same request when it has room for them too, a round trip less
+/// before a large table's rows; otherwise they are asked after, of the tables whose page goes on.
+pub(super) fn first_page_requests(
+    pages: &[String],
+    largest: &[Option<String>],
+) -> Vec<PageRequest> {
+    let mut requests = Vec::new();
+    let mut start = 0;
+    while start < pages.len() {
+        let (mut end, mut length) = (start, 0);
+        while end < pages.len()
+            && end - start < STATEMENTS_PER_REQUEST
+            && (end == start || length + pages[end].len() + 2 <= MAX_REQUEST_SQL)
         {
-            Ok(b) => Ok(b.bookmark),
-            // A token without access to Time Travel still makes a good backup.
-            Err(e) if e.is_bad_input() => {
-                tracing::warn!("no Time Travel bookmark recorded: {e}");
-                Ok(None)
+            length += pages[end].len() + 2;
+            end += 1;
+        }
+        let extra = largest[start..end].iter().flatten();
+        let with_largest = end - start + extra.clone().count() <= STATEMENTS_PER_REQUEST
+            && length + extra.map(|q| q.len() + 2).sum::<usize>() <= MAX_REQUEST_SQL;
+        requests.push(PageRequest {
+            tables: start..end,
+            with_largest,
+        });
+        start = end;
+    }
+    requests
+}
+
+impl PageRequest {
+    /// The request's statements: each table's page query, followed by its largest-rowid query
+    /// when the request has room for them.
+    pub(super) fn statements(&self, pages: &[String], largest: &[Option<String>]) -> Vec<String> {
+        let mut sql = Vec::new();
+        for i in self.tables.clone() {
+            sql.push(pages[i].clone());
+            sql.extend(largest[i].iter().filter(|_| self.with_largest).cloned());
+        }
+        sql
+    }
+}
+
+/// The first `kept` rows of `page` with its `large` values (placeholders, see [`plan_large`])
+/// replaced by literals of their bytes, `hex` holding each value's bytes in hex as its chunks
+/// answered (D1's `hex()` of a BLOB is already its literal); cut short when rows were left out.
+/// `None` when a value's hex is not what its placeholder said: the row changed or went away
+/// between the two reads.
+pub(super) fn with_large(
+    page: &Page,
+    kept: usize,
+    large: &[LargeAt],
+    hex: Vec<String>,
+) -> Option<Page> {
+    let mut out = Page::new(page.width());
+    let mut values = large.iter().zip(hex).peekable();
+    for (r, row) in page.rows().take(kept).enumerate() {
+        for (c, literal) in row.iter().enumerate() {
+            match values.next_if(|(at, _)| at.row == r && at.column == c) {
+                Some((at, hex)) if hex.len() == 2 * at.cell.bytes => {
+                    if at.cell.text {
+                        let bytes = hex::decode(&hex).ok()?;
+                        out.push_with(|text| render(ValueRef::Text(&bytes), text));
+                    } else {
+                        out.push_with(|text| {
+                            text.push_str("X'");
+                            text.push_str(&hex);
+                            text.push('\'');
+                        });
+                    }
+                }
+                Some(_) => return None,
+                None => out.push(literal),
             }
-            Err(e) => Err(e.into()),
         }
     }
+    if kept < page.len() {
+        out.mark_cut();
+    }
+    Some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn database_ids_table() {
-        for (text, id) in [
-            ("c0ffee00-1234-4abc-8def-0123456789ab", true),
-            ("C0FFEE00-1234-4ABC-8DEF-0123456789AB", true),
-            ("my-db", false),
-            ("c0ffee00-1234-4abc-8def-0123456789a", false),
-            ("c0ffee00-1234-4abc-8def-0123456789ag", false),
-            ("", false),
-        ] {
-            assert_eq!(is_database_id(text), id, "{text}");
-        }
-    }
 
     #[test]
     fn literals_table() {
@@ -1319,6 +857,143 @@ mod tests {
             assert_eq!(literals[2], "?t12");
             assert_eq!(literals[3], "?t11");
             assert_eq!(literals[5], "12345678901234");
+        }
+    }
+
+    #[test]
+    fn first_page_requests_table() {
+        let page = |n: usize| "p".repeat(n);
+        let largest = |n: usize| Some("l".repeat(n));
+        // (page query lengths, whether each has a largest-rowid query of 60 bytes) → requests
+        for (pages, keyed, want) in [
+            (vec![], vec![], vec![]),
+            (vec![100; 3], vec![false; 3], vec![(0..3, true)]),
+            // Up to 50 statements a request.
+            (
+                vec![100; 120],
+                vec![false; 120],
+                vec![(0..50, true), (50..100, true), (100..120, true)],
+            ),
+            // No more SQL than D1 takes in one request; a longer query goes alone.
+            (
+                vec![40_000; 3],
+                vec![false; 3],
+                vec![(0..2, true), (2..3, true)],
+            ),
+            (
+                vec![100, 95_000, 100],
+                vec![false; 3],
+                vec![(0..1, true), (1..2, false), (2..3, true)],
+            ),
+            // 25 tables keyed by their rowid fill 50 statements with their largest rowids; 26
+            // leave them for later.
+            (vec![100; 25], vec![true; 25], vec![(0..25, true)]),
+            (vec![100; 26], vec![true; 26], vec![(0..26, false)]),
+            (
+                vec![100; 60],
+                vec![true; 60],
+                vec![(0..50, false), (50..60, true)],
+            ),
+            // Only the tables keyed by their rowid count.
+            (
+                vec![100; 30],
+                (0..30).map(|i| i < 20).collect(),
+                vec![(0..30, true)],
+            ),
+            // The largest rowids must fit in the SQL too.
+            (vec![44_950, 44_950], vec![true, true], vec![(0..2, false)]),
+            (vec![44_900, 44_900], vec![true, true], vec![(0..2, true)]),
+        ] {
+            let pages: Vec<String> = pages.iter().map(|&n| page(n)).collect();
+            let largest: Vec<Option<String>> = keyed
+                .iter()
+                .map(|&k| if k { largest(60) } else { None })
+                .collect();
+            let got: Vec<(Range<usize>, bool)> = first_page_requests(&pages, &largest)
+                .into_iter()
+                .map(|r| (r.tables, r.with_largest))
+                .collect();
+            let lengths: Vec<usize> = pages.iter().map(String::len).collect();
+            assert_eq!(got, want, "{lengths:?} {keyed:?}");
+        }
+    }
+
+    #[test]
+    fn page_request_statements_follow_each_page_with_its_largest_rowid() {
+        let pages: Vec<String> = ["p0", "p1", "p2", "p3"].map(String::from).into();
+        let largest = vec![Some("l0".to_string()), None, Some("l2".to_string()), None];
+        for (tables, with_largest, want) in [
+            (0..4, true, vec!["p0", "l0", "p1", "p2", "l2", "p3"]),
+            (0..4, false, vec!["p0", "p1", "p2", "p3"]),
+            (1..3, true, vec!["p1", "p2", "l2"]),
+        ] {
+            let request = PageRequest {
+                tables,
+                with_largest,
+            };
+            assert_eq!(request.statements(&pages, &largest), want, "{request:?}");
+        }
+    }
+
+    #[test]
+    fn with_large_table() {
+        let at = |row, column, text, bytes| LargeAt {
+            row,
+            column,
+            cell: LargeCell { text, bytes },
+        };
+        let page = page_of(&[&["1", "?b2"], &["2", "?t3"], &["3", "'x'"]]);
+        let both = [at(0, 1, false, 2), at(1, 1, true, 3)];
+        for (kept, large, hex, want) in [
+            // A BLOB's hex is its literal; a text's bytes are rendered as text.
+            (
+                3,
+                &both[..],
+                vec!["00FF", "616263"],
+                Some((
+                    vec![vec!["1", "X'00FF'"], vec!["2", "'abc'"], vec!["3", "'x'"]],
+                    false,
+                )),
+            ),
+            // Rows past `kept` are left out, and the page is cut short.
+            (
+                2,
+                &both[..],
+                vec!["00FF", "612762"],
+                Some((vec![vec!["1", "X'00FF'"], vec!["2", "'a''b'"]], true)),
+            ),
+            // Text that is not UTF-8 keeps its bytes.
+            (
+                2,
+                &both[..],
+                vec!["00FF", "FF0061"],
+                Some((
+                    vec![vec!["1", "X'00FF'"], vec!["2", "CAST(X'FF0061' AS TEXT)"]],
+                    true,
+                )),
+            ),
+            // A value whose hex is not the length its placeholder said changed between reads.
+            (3, &both[..], vec!["00", "616263"], None),
+            (3, &both[..], vec!["00FF", "61626364"], None),
+            // Hex that does not decode is no text.
+            (3, &both[..], vec!["00FF", "6162ZZ"], None),
+        ] {
+            let hex: Vec<String> = hex.iter().map(|h| h.to_string()).collect();
+            let got = with_large(&page, kept, large, hex.clone()).map(|p| {
+                let rows: Vec<Vec<String>> = p
+                    .rows()
+                    .map(|r| r.iter().map(String::from).collect())
+                    .collect();
+                (rows, p.is_cut())
+            });
+            let want = want.map(|(rows, cut)| {
+                let rows: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| r.iter().map(|c| c.to_string()).collect())
+                    .collect();
+                (rows, cut)
+            });
+            assert_eq!(got, want, "{kept} {hex:?}");
         }
     }
 }
