@@ -241,3 +241,13 @@ async fn pages_held_stay_within_the_budget_whatever_the_size() {
         }
     }
 }
+
+/// The budget ARCHITECTURE.md states: three pages a reader, and a hundred and one first pages
+/// (fifty-one readers taken ahead and one batch of fifty). Changing a constant changes the bound
+/// everyone reads, so it is a change of this table too.
+#[test]
+fn pages_table() {
+    for (concurrency, want) in [(0, 104), (1, 104), (4, 113), (16, 149)] {
+        assert_eq!(pages(concurrency), want, "concurrency {concurrency}");
+    }
+}
