@@ -320,6 +320,10 @@ async fn read_tables(
     };
     let all = &schema.tables;
     let concurrency = options.concurrency.max(1);
+    tracing::debug!(
+        "holding at most {} pages at once, each sized to {page_bytes} bytes of literals",
+        budget::pages(concurrency)
+    );
     let readers = futures::stream::try_unfold(batching, move |state| {
         first_pages(
             source,
