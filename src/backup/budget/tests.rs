@@ -187,13 +187,14 @@ fn database(path: &Path, rows: usize) -> u64 {
     3 * rows as u64 + 2 * SMALL_TABLES as u64
 }
 
-/// What one backup held at most: `(later pages, all pages)`, and the rows it backed up.
+/// What one backup held at most: `(later pages, all pages)`, the rows it backed up, and whether
+/// a table was split between readers.
 async fn backup_counting(
     db: &Path,
     dir: &Path,
     concurrency: usize,
     table_readers: usize,
-) -> (usize, usize, u64) {
+) -> (usize, usize, u64, bool) {
     let source = Counted {
         inner: SqliteSource::open(db).unwrap(),
         firsts: Arc::default(),
@@ -214,7 +215,12 @@ async fn backup_counting(
         "every page is dropped once the backup is done"
     );
     let rows = outcome.manifest.tables.iter().map(|t| t.rows).sum();
-    (source.later.most(), source.all.most(), rows)
+    let split = outcome
+        .manifest
+        .objects
+        .iter()
+        .any(|o| o.key.contains(".r1-"));
+    (source.later.most(), source.all.most(), rows, split)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +233,7 @@ async fn pages_held_stay_within_the_budget_whatever_the_size() {
             let out = dir
                 .path()
                 .join(format!("{rows}-{concurrency}-{table_readers}"));
-            let (later, all, backed_up) =
+            let (later, all, backed_up, split) =
                 backup_counting(&db, &out, concurrency, table_readers).await;
             let case = format!(
                 "{rows} rows a table, concurrency {concurrency}, {table_readers} readers a table: \
@@ -235,6 +241,11 @@ async fn pages_held_stay_within_the_budget_whatever_the_size() {
             );
             eprintln!("{case}");
             assert_eq!(backed_up, total, "{case}");
+            assert_eq!(
+                split,
+                table_readers > 1,
+                "{case}: tables split between readers"
+            );
             assert!(later > 0, "{case}: the tables go on past their first pages");
             assert!(later <= concurrency * PAGES_HELD, "{case}");
             assert!(all <= pages(concurrency), "{case}");
