@@ -6,7 +6,7 @@
 //! then the manifest. On failure the parts already stored are deleted (best effort) and no
 //! manifest is written, so no destination ever shows an incomplete backup.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,8 +29,15 @@ use crate::manifest::{
 use crate::read_ahead::ReadAhead;
 use crate::rowid_windows::Windows;
 use crate::source::{DataMode, FirstPage, Page, Row, Source, Table, TableFilter, catalog, row_key};
-use crate::store::s3::PART_SIZE;
 use crate::store::{Store, Upload};
+
+mod budget;
+
+pub use budget::PART_BYTES;
+use budget::{
+    ENCODERS, FIRST_PAGE_ROWS, MAX_BATCH_TABLES, MAX_FIRST_PAGE_ROWS, MEMBERS_WAITING, PAGES_ASKED,
+    PAGES_HELD, READ_AHEAD, RENDER_SLICE,
+};
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -77,22 +84,7 @@ pub struct BackupOutcome {
     pub duration: std::time::Duration,
 }
 
-/// Rows in the first page of a table, before its row size is known.
-const FIRST_PAGE_ROWS: usize = 256;
 const MAX_PAGE_ROWS: usize = 100_000;
-/// Rendered SQL handed to the encoder at a time.
-const RENDER_SLICE: usize = 256 * 1024;
-/// What a part stores at most, unless one page's half alone is more: under the 5 MiB at which an
-/// S3 upload goes multipart, less room for encryption's tags, so every part is one `PutObject`
-/// to R2. A multipart upload costs two requests more (start and completion) and its completion
-/// is a round trip the backup waits for after its last page; small parts also make a failed
-/// upload cheap to send again, and cost only more objects (a 1 GB database is ~90).
-pub const PART_BYTES: u64 = (PART_SIZE - 64 * 1024) as u64;
-
-/// Tables whose first pages are read in one batch, at most.
-const MAX_BATCH_TABLES: usize = 50;
-/// The first-page row limit a batch grows to when tables keep filling their first pages.
-const MAX_FIRST_PAGE_ROWS: usize = 4096;
 
 /// What one batch of first pages brought back.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -176,21 +168,6 @@ fn fetch<'a>(source: &'a dyn Source, table: &'a Table, request: Request) -> Page
         Ok((page, request))
     })
 }
-
-/// How many pages a reader holds at once, asked for, arrived or being compressed: one
-/// compressing while two are asked for, or two compressing while one is. Four held a little
-/// more speed on narrow rows, at 10-15 MiB more on wide ones.
-const PAGES_HELD: usize = 3;
-
-/// How many pages a reader has asked for and not received at most: two keep the source busy
-/// (it answers one while the other waits). Asked four at once, D1 answered them out of order
-/// (they travel apart). Two can arrive out of order too: the later one is then held until the
-/// one before it arrives, and the next is asked for at once.
-const PAGES_ASKED: usize = 2;
-
-/// How many pages of a reader compress at once, each on a blocking thread: compression is most
-/// of a backup's own work, and one thread cannot keep up with D1 answering back to back.
-const ENCODERS: usize = 2;
 
 /// The row limit a window asked to hold `rows` rows is read at: a quarter more, so a window a
 /// little denser than estimated still comes in one page.
@@ -343,6 +320,10 @@ async fn read_tables(
     };
     let all = &schema.tables;
     let concurrency = options.concurrency.max(1);
+    tracing::debug!(
+        "holding at most {} pages at once, each sized to {page_bytes} bytes of literals",
+        budget::pages(concurrency)
+    );
     let readers = futures::stream::try_unfold(batching, move |state| {
         first_pages(
             source,
@@ -355,7 +336,7 @@ async fn read_tables(
     .try_flatten();
     // More than a batch read ahead: the next batch of first pages is asked for as soon as the one
     // before arrives, and comes while the tables before it are written.
-    ReadAhead::new(Box::pin(readers), MAX_BATCH_TABLES + 1)
+    ReadAhead::new(Box::pin(readers), READ_AHEAD)
         .map_ok(|(i, reader)| backup_table(source, &all[i], i, target, options, reader))
         .try_buffered(concurrency)
         .try_collect()
@@ -590,6 +571,7 @@ async fn backup_table(
         inflight: FuturesUnordered::new(),
         order: InOrder::default(),
         ready: VecDeque::new(),
+        rests: BTreeMap::new(),
         windows_asked: 0,
     };
     match reader.start {
@@ -620,7 +602,7 @@ async fn backup_table(
         // Compressed halves wait to be sent one page at most: a slow destination holds back
         // compression, and through the pages held, the asking.
         while encoding_pages < ENCODERS
-            && encoded.len() < 2
+            && encoded.len() < MEMBERS_WAITING
             && let Some(page) = pages.ready.pop_front()
         {
             let page = Arc::new(page);
@@ -774,19 +756,25 @@ struct Pages<'a> {
     order: InOrder<Order, Page>,
     /// Pages to be stored, in order.
     ready: VecDeque<Page>,
+    /// The rest of a page's range, to be asked for once there is room (their places in `order`
+    /// already kept), earliest first.
+    rests: BTreeMap<Order, Request>,
     /// Windows asked for so far.
     windows_asked: u64,
 }
 
 impl<'a> Pages<'a> {
-    /// Asks for the next windows while fewer than [`PAGES_ASKED`] are asked for and fewer than
-    /// [`PAGES_HELD`] pages are held, counting the `encoding` ones. The row limit grows from
-    /// window to window as it would from page to page, so the windows asked together while the
-    /// first pages are small do not all stay small.
+    /// Asks for the rests of pages, earliest first, and then the next windows, while fewer than
+    /// [`PAGES_ASKED`] are asked for and fewer than [`PAGES_HELD`] pages are held, counting the
+    /// `encoding` ones (see [`budget`]). The row limit grows from window to window as it would
+    /// from page to page, so the windows asked together while the first pages are small do not
+    /// all stay small.
     fn ask_ahead(&mut self, encoding: usize) {
-        while self.inflight.len() < PAGES_ASKED
-            && self.inflight.len() + self.order.held() + self.ready.len() + encoding < PAGES_HELD
-        {
+        while self.has_room(encoding) {
+            if let Some((_, rest)) = self.rests.pop_first() {
+                self.inflight.push(fetch(self.source, self.table, rest));
+                continue;
+            }
             let Some((after, upto)) = self.windows.as_mut().and_then(|w| w.next(self.limit)) else {
                 break;
             };
@@ -806,9 +794,9 @@ impl<'a> Pages<'a> {
     }
 
     /// Takes in a page that arrived for `request`, in whatever order pages arrive: sizes later
-    /// pages from it, teaches the windows its density, asks for the rest of its range first when
-    /// it did not hold all of it, and queues its rows to be stored once no page ahead of it is
-    /// still in flight.
+    /// pages from it, teaches the windows its density, keeps the rest of its range to be asked
+    /// for first (once there is room) when it did not hold all of it, and queues its rows to be
+    /// stored once no page ahead of it is still in flight.
     fn arrived(&mut self, page: Page, request: Request) {
         let n = page.len();
         let last = page.last().map(|row| row_key(self.table, row));
@@ -841,7 +829,8 @@ impl<'a> Pages<'a> {
                 window: None,
                 order: (request.order.0, request.order.1 + 1),
             };
-            self.ask(rest);
+            self.order.asked(rest.order);
+            self.rests.insert(rest.order, rest);
         }
         self.order
             .arrived(request.order, (n > 0).then_some(page), &mut self.ready);
@@ -850,6 +839,17 @@ impl<'a> Pages<'a> {
     fn ask(&mut self, request: Request) {
         self.order.asked(request.order);
         self.inflight.push(fetch(self.source, self.table, request));
+    }
+
+    /// Whether another page may be asked for. Pages held behind a rest still to be asked for
+    /// are fewer than [`PAGES_HELD`] (they were asked for beside the page it follows), so room
+    /// always comes once the pages ahead of it are compressed; should nothing else be on its way,
+    /// the next is asked for all the same, so a reader never stops with rows left.
+    fn has_room(&self, encoding: usize) -> bool {
+        let asked = self.inflight.len();
+        let room = asked < PAGES_ASKED
+            && asked + self.order.held() + self.ready.len() + encoding < PAGES_HELD;
+        room || (asked == 0 && self.ready.is_empty() && encoding == 0)
     }
 }
 

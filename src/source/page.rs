@@ -21,6 +21,9 @@ pub struct Page {
     /// Rows were left out because they did not arrive as the source wrote them (see
     /// [`Page::deserialize_with`]): the page must be read again another way.
     garbled: bool,
+    /// The gauges a test counts this page on while it is alive.
+    #[cfg(test)]
+    held: Vec<gauge::Held>,
 }
 
 /// One row of a [`Page`].
@@ -39,7 +42,15 @@ impl Page {
             width,
             cut: false,
             garbled: false,
+            #[cfg(test)]
+            held: Vec::new(),
         }
+    }
+
+    /// Counts the page on `held`'s gauge until it (and every clone of it) is dropped.
+    #[cfg(test)]
+    pub(crate) fn hold(&mut self, held: gauge::Held) {
+        self.held.push(held);
     }
 
     /// Marks the page as stopped short of its row limit for its size (see [`Page::is_cut`]).
@@ -272,6 +283,63 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
 
     fn visit_str<E: de::Error>(self, literal: &str) -> Result<bool, E> {
         Ok((self.1)(self.0, literal))
+    }
+}
+
+/// Pages alive at once, as a test of memory counts them: a [`Held`] is taken when a page is
+/// asked for, moves into the page when it arrives ([`Page::hold`]) and is given back when the
+/// page is dropped, so the gauge counts pages asked for, arriving and alive, and remembers the
+/// most at any one time. Only test builds have it: a release page carries nothing for it.
+#[cfg(test)]
+pub(crate) mod gauge {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Gauge {
+        now: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Gauge {
+        /// One page more on the gauge, until the `Held` is dropped.
+        pub(crate) fn take(self: &Arc<Self>) -> Held {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            Held(self.clone())
+        }
+
+        pub(crate) fn now(&self) -> usize {
+            self.now.load(Ordering::SeqCst)
+        }
+
+        /// The most pages held at once so far.
+        pub(crate) fn most(&self) -> usize {
+            self.most.load(Ordering::SeqCst)
+        }
+    }
+
+    /// One page on a gauge; a clone is one page more.
+    #[derive(Debug)]
+    pub(crate) struct Held(Arc<Gauge>);
+
+    impl Clone for Held {
+        fn clone(&self) -> Self {
+            self.0.take()
+        }
+    }
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.0.now.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a page is counted says nothing about its rows.
+    impl PartialEq for Held {
+        fn eq(&self, _: &Held) -> bool {
+            true
+        }
     }
 }
 
