@@ -315,6 +315,54 @@ mod tests {
         }
     }
 
+    /// Every object SQLite itself keeps in `sqlite_master`, however its user named and wrote it,
+    /// is read back as its row says: its type, its name and its table.
+    #[test]
+    fn sqlite_master_rows_are_read_as_sqlite_keeps_them() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS main.[Fo o](a, \"on\", [x]);
+             CREATE TABLE \"tab\"\"le\" (\"sel\"\"ect\" TEXT);
+             CREATE TABLE `back``tick`(a);
+             CREATE TABLE 'str''ing'(a);
+             CREATE TABLE ünïcödé(a);
+             CREATE TABLE \"on\"(\"on\");
+             CREATE TABLE\n\t\"select\"\n(\"from\");
+             CREATE TABLE p AS SELECT 1 AS \"x y\", 2 AS z;
+             CREATE TABLE old(a); ALTER TABLE old RENAME TO \"new name\";
+             CREATE VIRTUAL TABLE main.f USING fts5(b);
+             create unique index if not exists main.\"i\"\"x\" /*c*/ on [fo o](a);
+             CREATE INDEX [in dex] ON \"on\"(\"on\") WHERE \"on\" > 1;
+             CREATE INDEX on_renamed ON \"new name\"(a);
+             CREATE VIEW main.`v w` AS SELECT 1;
+             CREATE VIEW \"vv\"(a) AS SELECT 1;
+             CREATE TRIGGER main.'tr' AFTER UPDATE OF a, \"on\", [x] ON main.[Fo o]
+                 BEGIN SELECT 1; END;
+             CREATE TRIGGER IF NOT EXISTS t2 BEFORE DELETE ON \"new name\" FOR EACH ROW
+                 WHEN old.a IS NOT NULL BEGIN SELECT 1; END;
+             CREATE TRIGGER \"t 3\" -- a trigger\n INSTEAD OF INSERT ON `v w`
+                 BEGIN INSERT INTO \"on\" VALUES (1); END;",
+        )
+        .unwrap();
+        let mut rows = conn
+            .prepare("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL")
+            .unwrap();
+        let rows: Vec<(String, String, String, String)> = rows
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(rows.len() > 20, "{rows:?}");
+        for (kind, name, table, sql) in rows {
+            let kind = SchemaKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == kind)
+                .unwrap();
+            let entry = SchemaEntry { kind, name, table };
+            assert_eq!(check_creates(&entry, &sql), Ok(()), "{entry}: {sql}");
+        }
+    }
+
     #[test]
     fn a_statement_matches_its_entry_table() {
         use SchemaKind::{Index, Table, Trigger, View};
