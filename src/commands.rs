@@ -11,7 +11,7 @@ use crate::cli::{
 use crate::crypto::{self, Key};
 use crate::envelope::{Stored, Summary};
 use crate::error::bad_input;
-use crate::load::{Selection, check_key_of};
+use crate::load::{KeyCheckError, Selection, check_key_of};
 use crate::location::{
     SourceLocation, StoreLocation, open_source, open_store, parse_source, parse_store,
 };
@@ -130,15 +130,14 @@ fn key_from_env() -> anyhow::Result<Option<Key>> {
 /// The manifest of `stored`, opened with the key in the environment, and that key: the key is
 /// checked against the backup's fingerprint (missing or wrong: bad input), then the manifest is
 /// authenticated (altered: the operation fails), all before any part is read or anything is
-/// written. `None` for a backup that is not encrypted.
+/// written. A plain backup read with a key set is refused as an altered one is: nothing proves
+/// who wrote it. `None` for a backup that is not encrypted.
 fn open_manifest(stored: Stored) -> anyhow::Result<(Manifest, Option<Key>)> {
-    let key = if stored.encryption().is_some() {
-        key_from_env()?
-    } else {
-        None
-    };
-    check_key_of(stored.id(), stored.encryption(), key.as_ref())
-        .map_err(|e| bad_input(e.to_string()))?;
+    let key = key_from_env()?;
+    check_key_of(stored.id(), stored.encryption(), key.as_ref()).map_err(|e| match e {
+        KeyCheckError::Unencrypted { .. } => anyhow::Error::new(e),
+        _ => bad_input(e.to_string()),
+    })?;
     let manifest = stored.open(key.as_ref())?;
     Ok((manifest, key))
 }

@@ -48,10 +48,18 @@ pub enum KeyCheckError {
         expected: String,
         actual: String,
     },
+    /// A key says the backups are meant to be encrypted; a plain one proves nothing about who
+    /// wrote it (anyone who can write the bucket can put one there as the newest).
+    #[error(
+        "backup {id} is not encrypted, but {} is set: a plain backup is not authenticated and may have been written by anyone who can write the bucket; unset {} to read it anyway",
+        crate::crypto::KEY_ENV,
+        crate::crypto::KEY_ENV
+    )]
+    Unencrypted { id: String },
 }
 
 /// Checks that `key` decrypts `manifest`'s backup: required and matching when the backup is
-/// encrypted, ignored (`None`) when it is not, so one environment serves both kinds.
+/// encrypted; and, when a key is given, that the backup is encrypted at all.
 pub fn check_key<'k>(
     manifest: &Manifest,
     key: Option<&'k Key>,
@@ -66,7 +74,10 @@ pub fn check_key_of<'k>(
     key: Option<&'k Key>,
 ) -> Result<Option<&'k Key>, KeyCheckError> {
     let Some(info) = encryption else {
-        return Ok(None);
+        return match key {
+            Some(_) => Err(KeyCheckError::Unencrypted { id: id.to_string() }),
+            None => Ok(None),
+        };
     };
     let key = key.ok_or_else(|| KeyCheckError::Missing { id: id.to_string() })?;
     let actual = key.fingerprint();

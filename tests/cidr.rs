@@ -1,7 +1,9 @@
-//! Range aggregation against references: Python's `ipaddress.collapse_addresses` on generated
-//! inputs, and properties (exactly the same addresses, disjoint, nothing left to merge).
+//! Range aggregation and the addresses a change loses, against references: Python's
+//! `ipaddress.collapse_addresses` on generated inputs, and properties (exactly the same
+//! addresses, disjoint, nothing left to merge).
 
 use d1r2::firewall::cidr::{aggregate, parse};
+use d1r2::firewall::coverage::lost;
 use ipnet::IpNet;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -113,4 +115,93 @@ json.dump(out, sys.stdout)
         let want: Vec<String> = want.iter().map(|n| parse(n).unwrap().to_string()).collect();
         assert_eq!(got, want, "input {case:?}");
     }
+}
+
+/// IPv6 ranges from /40 to /128 in a small space, so that /64 widening and overlaps are common.
+fn v6_wide() -> impl Strategy<Value = IpNet> {
+    (0u128..64, 40u8..=128).prop_map(|(offset, prefix)| {
+        let addr = std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) | (offset << 72));
+        IpNet::new(addr.into(), prefix).unwrap().trunc()
+    })
+}
+
+#[test]
+fn lost_coverage_equals_pythons_count() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let side = prop::collection::vec(prop_oneof![v4(), v6_wide()], 0..30);
+    let mut cases = Vec::new();
+    for _ in 0..300 {
+        let current = side.new_tree(&mut runner).unwrap().current();
+        let wanted = side.new_tree(&mut runner).unwrap().current();
+        cases.push((current, wanted));
+    }
+    let input: Vec<(Vec<String>, Vec<String>)> = cases
+        .iter()
+        .map(|(c, w)| {
+            (
+                c.iter().map(|n| n.to_string()).collect(),
+                w.iter().map(|n| n.to_string()).collect(),
+            )
+        })
+        .collect();
+    // Counted another way: collapse each side, widen IPv6 to /64 units, and add up the nested
+    // pairs (two CIDR ranges are either disjoint or one holds the other).
+    let script = r#"
+import ipaddress, json, sys
+def units(nets, version):
+    out = []
+    for n in nets:
+        if n.version != version:
+            continue
+        if version == 6 and n.prefixlen > 64:
+            n = n.supernet(new_prefix=64)
+        out.append(n)
+    return list(ipaddress.collapse_addresses(out))
+def size(n):
+    return n.num_addresses if n.version == 4 else n.num_addresses >> 64
+out = []
+for current, wanted in json.load(sys.stdin):
+    current = [ipaddress.ip_network(n) for n in current]
+    wanted = [ipaddress.ip_network(n) for n in wanted]
+    row = []
+    for version in (4, 6):
+        c, w = units(current, version), units(wanted, version)
+        allowed = sum(size(n) for n in c)
+        kept = sum(min(size(a), size(b)) for a in c for b in w if a.overlaps(b))
+        row.append([str(allowed - kept), str(allowed)])
+    out.append(row)
+json.dump(out, sys.stdout)
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for this reference check");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&input).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python: Vec<[[String; 2]; 2]> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut losing = 0;
+    for ((current, wanted), want) in cases.iter().zip(python) {
+        let got = lost(current, wanted);
+        let got = [
+            [got.v4.lost.to_string(), got.v4.allowed.to_string()],
+            [got.v6.lost.to_string(), got.v6.allowed.to_string()],
+        ];
+        assert_eq!(got, want, "{current:?} -> {wanted:?}");
+        losing += usize::from(want[0][0] != "0" || want[1][0] != "0");
+    }
+    // The generated cases exercise partial losses, not only all or nothing.
+    assert!(losing > 100, "{losing}");
 }

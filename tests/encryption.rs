@@ -646,3 +646,46 @@ fn format_2_backups_still_restore() {
         assert_eq!(listed[0]["label"], format!("stored {kind}"));
     }
 }
+
+/// A bucket writer's own plain backup, made the newest beside encrypted ones: read with the key
+/// set it is refused (nothing proves who wrote it), exit 1 naming it, nothing written; with the
+/// key unset it reads, as the user asked.
+#[test]
+fn a_plain_backup_is_refused_while_a_key_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("app.db");
+    create_db(&db, "CREATE TABLE t(x); INSERT INTO t VALUES('genuine');");
+    let dest = d.join("backups");
+    encrypted_backup(&db, &dest, "gzip");
+    let planted = d.join("planted.db");
+    create_db(
+        &planted,
+        "CREATE TABLE t(x); INSERT INTO t VALUES('planted');",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = d1r2(
+        &["backup", "--source", path(&planted), "--dest", path(&dest)],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let target = d.join("restored.db");
+    let sql = d.join("dump.sql");
+    for args in [
+        vec!["restore", "--from", path(&dest), "--to", path(&target)],
+        vec!["verify", "--from", path(&dest)],
+        vec!["export", "--from", path(&dest), "--out", path(&sql)],
+    ] {
+        let out = d1r2(&args, Some(KEY));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", args[0]);
+        assert!(err.contains("is not encrypted"), "{}: {err}", args[0]);
+        assert!(!target.exists() && !sql.exists(), "{}: wrote", args[0]);
+    }
+    let out = d1r2(
+        &["restore", "--from", path(&dest), "--to", path(&target)],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_same_database(&planted, &target);
+}

@@ -1,8 +1,10 @@
 //! GitHub's published IP ranges: `GET /meta` (there is no `/meta/actions/...`), read with
 //! octocrab at `GITHUB_API_URL` (GitHub Enterprise Server sets it), with `GITHUB_TOKEN` when
-//! present for the higher rate limit. Retried with the shared policy.
+//! present for the higher rate limit. Retried with the shared policy; a rate limit is waited out
+//! for as long as GitHub asks, within the deadline, and said so in the log.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -33,6 +35,19 @@ pub enum MetaError {
     NotAList { section: String, value: String },
     #[error("reading GitHub's /meta: {0}")]
     Api(String),
+    #[error(
+        "GitHub's /meta is rate limited (HTTP {status}, {signal}) after {attempts} attempt(s): the next request is allowed in {wait} s, {}; {advice}",
+        if *beyond { format!("beyond the {deadline} s d1r2 waits") } else { "and the attempts ran out".to_string() }
+    )]
+    RateLimited {
+        status: u16,
+        signal: &'static str,
+        wait: u64,
+        attempts: u32,
+        beyond: bool,
+        deadline: u64,
+        advice: &'static str,
+    },
 }
 
 impl MetaError {
@@ -73,7 +88,105 @@ pub fn entries(meta: &Value, sections: &[String]) -> Result<Vec<(String, String)
     Ok(out)
 }
 
-/// Fetches `/meta`.
+/// How hard `/meta` is tried: the shared policy, except that a rate limit is waited out for as
+/// long as the whole deadline, since GitHub says when it lifts (an unauthenticated client gets 60
+/// requests an hour, shared with everything else on the runner's address).
+pub const META_POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 6,
+    initial_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(900),
+    deadline: Duration::from_secs(900),
+};
+
+/// A rate limit GitHub answered with, and how long it asks to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub wait: Duration,
+    /// What said so: `retry-after`, `x-ratelimit-remaining: 0`, or only the message.
+    pub signal: &'static str,
+}
+
+/// Reads a rate limit from a 403 or 429 the way GitHub's REST documentation says to: wait
+/// `retry-after` seconds when it is given; else, with `x-ratelimit-remaining: 0`, until
+/// `x-ratelimit-reset` (UTC epoch seconds, plus a second for the clocks' difference and the
+/// header's whole seconds); else, for a message about a (secondary) rate limit, a minute.
+pub fn rate_limit(
+    status: u16,
+    header: impl Fn(&str) -> Option<String>,
+    message: &str,
+    now: SystemTime,
+) -> Option<RateLimit> {
+    if status != 403 && status != 429 {
+        return None;
+    }
+    if let Some(wait) = header("retry-after").and_then(|v| retry::parse_retry_after(&v, now)) {
+        return Some(RateLimit {
+            wait,
+            signal: "retry-after",
+        });
+    }
+    let exhausted = header("x-ratelimit-remaining").is_some_and(|v| v.trim() == "0");
+    if let Some(reset) = header("x-ratelimit-reset")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|_| exhausted)
+    {
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        return Some(RateLimit {
+            wait: Duration::from_secs(reset).saturating_sub(since_epoch) + Duration::from_secs(1),
+            signal: "x-ratelimit-remaining: 0",
+        });
+    }
+    message
+        .to_ascii_lowercase()
+        .contains("rate limit")
+        .then_some(RateLimit {
+            wait: Duration::from_secs(60),
+            signal: "a rate-limit message",
+        })
+}
+
+/// One failed attempt at `/meta`.
+#[derive(Debug)]
+enum Failed {
+    Status {
+        status: u16,
+        message: String,
+        limit: Option<RateLimit>,
+    },
+    Transport(String),
+    Decode(String),
+}
+
+impl Failed {
+    fn verdict(&self) -> Verdict {
+        match self {
+            Failed::Status {
+                limit: Some(limit), ..
+            } => Verdict::Retry {
+                after: Some(limit.wait),
+            },
+            Failed::Status { status, .. } if retry::is_transient_status(*status) => {
+                Verdict::Retry { after: None }
+            }
+            Failed::Transport(_) => Verdict::Retry { after: None },
+            _ => Verdict::Fail,
+        }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::Status {
+                status, message, ..
+            } => write!(f, "HTTP {status}: {message}"),
+            Failed::Transport(e) => f.write_str(e),
+            Failed::Decode(e) => write!(f, "not a JSON document: {e}"),
+        }
+    }
+}
+
+/// Fetches `/meta`, waiting out a rate limit within `policy`'s deadline.
 pub async fn fetch(
     env: &BTreeMap<String, String>,
     policy: &RetryPolicy,
@@ -86,39 +199,84 @@ pub async fn fetch(
     let mut builder = octocrab::Octocrab::builder()
         .base_uri(base.as_str())
         .map_err(|e| MetaError::Api(format!("GITHUB_API_URL {base:?}: {e}")))?;
-    if let Some(token) = env.get("GITHUB_TOKEN").filter(|t| !t.is_empty()) {
+    let token = env.get("GITHUB_TOKEN").filter(|t| !t.is_empty());
+    if let Some(token) = token {
         builder = builder.personal_token(token.clone());
     }
     let client = builder.build().map_err(|e| MetaError::Api(e.to_string()))?;
-    let (result, _) = retry::run(
+    let started = Instant::now();
+    let (result, attempts) = retry::run(
         policy,
-        |_| client.get::<Value, _, ()>("/meta", None),
-        |e: &octocrab::Error| match e {
-            octocrab::Error::GitHub { source, .. } => {
-                let status = source.status_code.as_u16();
-                if retry::is_transient_status(status) {
-                    Verdict::Retry { after: None }
-                } else {
-                    Verdict::Fail
-                }
-            }
-            _ => Verdict::Retry { after: None },
-        },
-        |e, wait| {
-            tracing::warn!(
-                "reading GitHub's /meta: {e}; retrying in {:.1} s",
+        |_| attempt(&client),
+        Failed::verdict,
+        |e, wait| match e {
+            Failed::Status {
+                status,
+                limit: Some(limit),
+                ..
+            } => tracing::warn!(
+                "GitHub's /meta is rate limited (HTTP {status}, {}); waiting {:.1} s for it to lift, within the {} s d1r2 waits",
+                limit.signal,
+                wait.as_secs_f64(),
+                policy.deadline.as_secs()
+            ),
+            other => tracing::warn!(
+                "reading GitHub's /meta: {other}; retrying in {:.1} s",
                 wait.as_secs_f64()
-            )
+            ),
         },
     )
     .await;
     result.map_err(|e| match e {
-        octocrab::Error::GitHub { source, .. } => MetaError::Api(format!(
-            "HTTP {}: {}",
-            source.status_code.as_u16(),
-            source.message
-        )),
+        Failed::Status {
+            status,
+            limit: Some(limit),
+            ..
+        } => MetaError::RateLimited {
+            status,
+            signal: limit.signal,
+            wait: limit.wait.as_secs(),
+            attempts,
+            beyond: started.elapsed() + limit.wait >= policy.deadline,
+            deadline: policy.deadline.as_secs(),
+            advice: if token.is_some() {
+                "run it later"
+            } else {
+                "set GITHUB_TOKEN for a higher limit, or run it later"
+            },
+        },
         other => MetaError::Api(other.to_string()),
+    })
+}
+
+async fn attempt(client: &octocrab::Octocrab) -> Result<Value, Failed> {
+    let response = client
+        ._get("/meta")
+        .await
+        .map_err(|e| Failed::Transport(e.to_string()))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = client
+        .body_to_string(response)
+        .await
+        .map_err(|e| Failed::Transport(e.to_string()))?;
+    if (200..300).contains(&status) {
+        return serde_json::from_str(&body).map_err(|e| Failed::Decode(e.to_string()));
+    }
+    let message = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    Err(Failed::Status {
+        status,
+        limit: rate_limit(status, header, &message, SystemTime::now()),
+        message,
     })
 }
 
@@ -155,5 +313,89 @@ mod tests {
             entries(&meta, &pick(&["web"])),
             Err(MetaError::NotAList { .. })
         ));
+    }
+
+    /// (status, headers, message, wait in seconds, or no rate limit)
+    type Case = (
+        u16,
+        &'static [(&'static str, &'static str)],
+        &'static str,
+        Option<u64>,
+    );
+
+    #[test]
+    fn rate_limits_as_github_documents_them() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let headers = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let cases: &[Case] = &[
+            (403, &[("retry-after", "7")], "", Some(7)),
+            (
+                429,
+                &[
+                    ("retry-after", "1"),
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1700003600"),
+                ],
+                "",
+                Some(1),
+            ),
+            (
+                403,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1700000030"),
+                ],
+                "API rate limit exceeded for 192.0.2.1.",
+                Some(31),
+            ),
+            // A reset already past: one second, for the clocks.
+            (
+                403,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1699999000"),
+                ],
+                "",
+                Some(1),
+            ),
+            // Requests remain: not the primary limit.
+            (
+                403,
+                &[
+                    ("x-ratelimit-remaining", "12"),
+                    ("x-ratelimit-reset", "1700000030"),
+                ],
+                "Forbidden",
+                None,
+            ),
+            (
+                403,
+                &[],
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                Some(60),
+            ),
+            (403, &[], "Resource not accessible by integration", None),
+            (404, &[("retry-after", "7")], "Not Found", None),
+            (
+                500,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1700000030"),
+                ],
+                "",
+                None,
+            ),
+        ];
+        for (status, pairs, message, want) in cases {
+            let got = rate_limit(*status, headers(pairs), message, now).map(|l| l.wait.as_secs());
+            assert_eq!(got, *want, "{status} {pairs:?} {message}");
+        }
     }
 }

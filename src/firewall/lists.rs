@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::cloudflare::{Api, ApiError};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct List {
     pub id: String,
     pub name: String,
@@ -19,6 +19,40 @@ pub struct List {
     pub kind: String,
     #[serde(default)]
     pub num_items: u64,
+}
+
+/// The list a command keeps, among the account's lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub list: Option<List>,
+    /// Items in the account's other custom lists (IP, hostname, ASN), which share the account's
+    /// item limit with this one. Bulk Redirect lists have limits of their own and are left out.
+    pub other_items: u64,
+}
+
+impl Found {
+    /// Picks `name` out of the account's `lists`; a list of that name that is not an IP list is
+    /// an error.
+    pub fn among(lists: Vec<List>, name: &str) -> Result<Found, ListError> {
+        let mut found = Found {
+            list: None,
+            other_items: 0,
+        };
+        for list in lists {
+            if list.name == name {
+                if list.kind != "ip" {
+                    return Err(ListError::WrongKind {
+                        name: list.name,
+                        kind: list.kind,
+                    });
+                }
+                found.list = Some(list);
+            } else if list.kind != "redirect" {
+                found.other_items += list.num_items;
+            }
+        }
+        Ok(found)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,8 +113,8 @@ impl Lists {
         }
     }
 
-    /// The IP list called `name`, if there is one.
-    pub async fn find(&self, name: &str) -> Result<Option<List>, ListError> {
+    /// The IP list called `name`, if there is one, and the items of the account's other lists.
+    pub async fn find(&self, name: &str) -> Result<Found, ListError> {
         let lists: Vec<List> = self
             .api
             .result(
@@ -90,13 +124,7 @@ impl Lists {
                 "listing IP lists",
             )
             .await?;
-        match lists.into_iter().find(|l| l.name == name) {
-            Some(l) if l.kind != "ip" => Err(ListError::WrongKind {
-                name: l.name,
-                kind: l.kind,
-            }),
-            found => Ok(found),
-        }
+        Found::among(lists, name)
     }
 
     pub async fn create(&self, name: &str, description: &str) -> Result<List, ListError> {
@@ -206,5 +234,39 @@ impl Lists {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(name: &str, kind: &str, num_items: u64) -> List {
+        List {
+            id: format!("id-{name}"),
+            name: name.to_string(),
+            kind: kind.to_string(),
+            num_items,
+        }
+    }
+
+    #[test]
+    fn the_other_custom_lists_count_against_the_limit() {
+        let lists = vec![
+            list("github", "ip", 40),
+            list("office", "ip", 3),
+            list("hosts", "hostname", 7),
+            list("asns", "asn", 2),
+            list("redirects", "redirect", 500),
+        ];
+        let found = Found::among(lists.clone(), "github").unwrap();
+        assert_eq!(found.list, Some(list("github", "ip", 40)));
+        assert_eq!(found.other_items, 12);
+        let found = Found::among(lists.clone(), "new").unwrap();
+        assert_eq!((found.list, found.other_items), (None, 52));
+        assert!(matches!(
+            Found::among(lists, "hosts"),
+            Err(ListError::WrongKind { .. })
+        ));
     }
 }

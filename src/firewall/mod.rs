@@ -1,11 +1,16 @@
 //! `d1r2 firewall`: keep a Cloudflare IP list equal to GitHub's published ranges.
 //!
-//! GitHub's `/meta` sections → validated, aggregated CIDR ranges fitted to what a list item may
-//! hold → a diff against the list → the lockout guards → one replace-all bulk operation, polled
-//! until it completes. A WAF custom rule can then match `ip.src in $NAME`.
+//! GitHub's `/meta` sections → validated ranges, none of them one an allowlist should never hold
+//! → aggregated and fitted to what a list item may hold → a diff against the list and the
+//! addresses it would stop allowing → every lockout guard's verdict → one replace-all bulk
+//! operation, polled until it completes. A dry run stops after the verdicts, whatever they are.
+//! A WAF custom rule can then match `ip.src in $NAME`.
 
+pub mod bogons;
 pub mod cidr;
+pub mod coverage;
 pub mod github;
+pub mod guards;
 pub mod lists;
 pub mod rules;
 
@@ -13,9 +18,9 @@ use std::collections::BTreeMap;
 
 use crate::cloudflare::Api;
 use crate::error::bad_input;
-use crate::report::Report;
-use crate::retry::RetryPolicy;
-use cidr::{Guards, Refusal};
+use crate::report::{Failure, Report};
+use coverage::Family;
+use guards::{Guards, Plan, Refusal, Verdict};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FirewallArgs {
@@ -29,7 +34,8 @@ pub struct FirewallArgs {
     /// Leave IPv6 ranges out.
     #[arg(long)]
     pub no_ipv6: bool,
-    /// Print the diff and change nothing.
+    /// Print the diff and every guard's verdict, and change nothing (exit 0 even when the change
+    /// would be refused).
     #[arg(long)]
     pub dry_run: bool,
     /// Apply even an empty set, fewer than --min-entries, or a large removal.
@@ -38,10 +44,12 @@ pub struct FirewallArgs {
     /// Refuse to apply fewer ranges than this.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub min_entries: usize,
-    /// Refuse a change that removes more than this share of the list's items (0 to 1).
+    /// Refuse a change that stops allowing more than this share of the addresses the list allows
+    /// today, in either family (IPv4 counted in addresses, IPv6 in /64 networks), 0 to 1.
     #[arg(long, default_value_t = 0.5, value_name = "RATIO")]
     pub max_removal_ratio: f64,
-    /// The account's list item limit (10,000 on most plans): more is refused before any change.
+    /// The account's list item limit (10,000 on most plans), shared by all its custom lists:
+    /// more, with the other lists' items, is refused before any change.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max_items: usize,
     /// The comment stored with every item.
@@ -92,20 +100,25 @@ pub async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> anyhow:
     let api = Api::from_env(&|name| env.get(name).filter(|v| !v.trim().is_empty()).cloned())?;
     let lists = lists::Lists::new(api.clone());
 
-    let meta = github::fetch(env, &RetryPolicy::default()).await?;
+    let meta = github::fetch(env, &github::META_POLICY).await?;
     let raw = github::entries(&meta, &sections)?;
     let mut nets = Vec::with_capacity(raw.len());
     for (section, entry) in &raw {
         let net = cidr::parse(entry)
             .map_err(|why| anyhow::anyhow!("GitHub's /meta section {section}: {why}"))?;
+        let net = bogons::judge(net).map_err(|why| {
+            anyhow::anyhow!(
+                "GitHub's /meta section {section} holds {entry:?}, {why}: no allowlist should hold it, so this answer is not GitHub's published ranges (check GITHUB_API_URL); nothing changed"
+            )
+        })?;
         if !(args.no_ipv6 && matches!(net, ipnet::IpNet::V6(_))) {
             nets.push(net);
         }
     }
     let (wanted, widened) = cidr::fit_for_lists(&nets);
 
-    let existing = lists.find(&args.list).await?;
-    let current_text = match &existing {
+    let found = lists.find(&args.list).await?;
+    let current_text = match &found.list {
         Some(list) => lists.items(list).await?,
         None => Vec::new(),
     };
@@ -114,12 +127,20 @@ pub async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> anyhow:
         .filter_map(|t| cidr::parse(t).ok())
         .collect();
     let diff = cidr::diff(&current, &wanted);
+    let plan = Plan {
+        total: diff.total,
+        losses: coverage::lost(&current, &wanted),
+        other_items: found.other_items,
+    };
     let guards = Guards {
         min_entries: args.min_entries,
         max_removal_ratio: args.max_removal_ratio,
         max_items: args.max_items,
         force: args.force,
+        ipv6: !args.no_ipv6,
     };
+    let verdicts = guards::check(&plan, &guards);
+    let blocking = verdicts.iter().find_map(Verdict::blocking).cloned();
 
     let mut report = Report::new("firewall");
     report
@@ -127,6 +148,20 @@ pub async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> anyhow:
         .output("firewall-removed", diff.removed.len())
         .output("firewall-total", diff.total)
         .output("firewall-diff", diff.lines(usize::MAX).trim_end());
+    for family in Family::ALL {
+        let loss = plan.losses.of(family);
+        let name = family.name().to_ascii_lowercase();
+        report
+            .output(&format!("firewall-lost-{name}"), loss.lost)
+            .output(
+                &format!("firewall-lost-{name}-share"),
+                format!("{:.4}", loss.share()),
+            );
+    }
+    report.output(
+        "firewall-refusal",
+        blocking.as_ref().map(Refusal::summary).unwrap_or_default(),
+    );
     report
         .row("List", &args.list)
         .row("Sections", sections.join(", "))
@@ -145,23 +180,55 @@ pub async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> anyhow:
     if widened > 0 {
         report.row("IPv6 ranges widened to /64", widened);
     }
+    for family in Family::ALL {
+        let loss = plan.losses.of(family);
+        report.row(
+            &format!("{} lost", family.name()),
+            format!(
+                "{} of {} allowed {} ({})",
+                guards::count(loss.lost),
+                guards::count(loss.allowed),
+                family.units(),
+                guards::percent(loss.share())
+            ),
+        );
+    }
+    for verdict in &verdicts {
+        report.row(
+            &format!("Guard: {}", verdict.guard),
+            verdict.text(args.dry_run),
+        );
+    }
     report.detail = diff.lines(200);
 
-    if let Err(refusal) = cidr::check(current.len(), &diff, &guards) {
-        return Err(match refusal {
-            Refusal::OverLimit { .. } => bad_input(refusal.to_string()),
-            other => anyhow::Error::new(other),
-        });
-    }
     if args.dry_run {
-        report.row("Mode", "dry run: nothing changed");
+        report.row(
+            "Mode",
+            if blocking.is_some() {
+                "dry run: nothing changed; the change would be refused"
+            } else {
+                "dry run: nothing changed"
+            },
+        );
         if let Some(spec) = &rule {
             let change = rules::ensure(&api, spec, true).await?;
             report.row("Custom rule", format!("would be {}", rule_word(change)));
         }
         return Ok(report);
     }
-    if diff.is_empty() && existing.is_some() {
+    if let Some(refusal) = blocking {
+        report.output("status", "failure");
+        let failure = Failure {
+            report,
+            message: refusal.to_string(),
+        };
+        return Err(match refusal {
+            // The account's limit is a setting to change, not a lockout to confirm.
+            Refusal::OverLimit { .. } => bad_input(refusal.to_string()).context(failure),
+            _ => anyhow::Error::new(failure),
+        });
+    }
+    if diff.is_empty() && found.list.is_some() {
         report.row("Result", "already up to date");
         if let Some(spec) = &rule {
             let change = rules::ensure(&api, spec, false).await?;
@@ -169,7 +236,7 @@ pub async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> anyhow:
         }
         return Ok(report);
     }
-    let list = match existing {
+    let list = match found.list {
         Some(list) => list,
         None => {
             lists

@@ -26,13 +26,20 @@ struct Shared {
     seen: Arc<Mutex<Vec<Seen>>>,
     meta: Arc<Mutex<Value>>,
     meta_failures: Arc<Mutex<u32>>,
+    meta_limits: Arc<Mutex<Vec<RateLimited>>>,
+    meta_requests: Arc<Mutex<u32>>,
 }
+
+/// A rate-limited answer to `/meta`: the status and its headers.
+pub type RateLimited = (u16, Vec<(&'static str, String)>);
 
 pub struct FakeGitHub {
     pub url: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     meta: Arc<Mutex<Value>>,
     meta_failures: Arc<Mutex<u32>>,
+    meta_limits: Arc<Mutex<Vec<RateLimited>>>,
+    meta_requests: Arc<Mutex<u32>>,
 }
 
 impl FakeGitHub {
@@ -41,6 +48,8 @@ impl FakeGitHub {
             seen: Arc::new(Mutex::new(Vec::new())),
             meta: Arc::new(Mutex::new(json!({}))),
             meta_failures: Arc::new(Mutex::new(0)),
+            meta_limits: Arc::new(Mutex::new(Vec::new())),
+            meta_requests: Arc::new(Mutex::new(0)),
         };
         let app = Router::new()
             .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
@@ -52,6 +61,8 @@ impl FakeGitHub {
             seen: shared.seen,
             meta: shared.meta,
             meta_failures: shared.meta_failures,
+            meta_limits: shared.meta_limits,
+            meta_requests: shared.meta_requests,
         }
     }
 
@@ -65,12 +76,42 @@ impl FakeGitHub {
         *self.meta_failures.lock().unwrap() = n;
     }
 
+    /// Answers the next requests for `/meta` as rate limited, one entry each, in GitHub's
+    /// documented shape: the status, the headers, and its message.
+    pub fn rate_limit_meta(&self, answers: Vec<RateLimited>) {
+        self.meta_limits.lock().unwrap().extend(answers);
+    }
+
+    /// Requests for `/meta` so far.
+    pub fn meta_requests(&self) -> u32 {
+        *self.meta_requests.lock().unwrap()
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
 
 async fn meta(State(shared): State<Shared>) -> axum::response::Response {
+    *shared.meta_requests.lock().unwrap() += 1;
+    let limited = {
+        let mut limits = shared.meta_limits.lock().unwrap();
+        (!limits.is_empty()).then(|| limits.remove(0))
+    };
+    if let Some((status, headers)) = limited {
+        let mut response = (
+            StatusCode::from_u16(status).unwrap(),
+            axum::Json(json!({
+                "message": "API rate limit exceeded for 192.0.2.1. (But here's the good news: Authenticated requests get a higher rate limit.)",
+                "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
+            })),
+        )
+            .into_response();
+        for (name, value) in headers {
+            response.headers_mut().insert(name, value.parse().unwrap());
+        }
+        return response;
+    }
     {
         let mut failures = shared.meta_failures.lock().unwrap();
         if *failures > 0 {
