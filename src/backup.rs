@@ -20,7 +20,7 @@ use crate::codec::{Compression, Encoded, Member, PartEncoder, Stored};
 use crate::crypto::Key;
 use crate::crypto::PartKey;
 use crate::dump::insert::InsertWriter;
-use crate::dump::{post_sql, schema_sql, sequence_sql};
+use crate::dump::{part_sql, post_statements, schema_statements, sequence_sql};
 use crate::in_order::InOrder;
 use crate::manifest::{
     EncryptionInfo, FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, PLAIN_FORMAT,
@@ -273,9 +273,14 @@ async fn write_backup(
 ) -> anyhow::Result<Written> {
     // The schema and post parts depend on the catalog alone: they are written while the tables
     // are read, so neither costs the backup a round trip to the stores of its own.
-    let (schema_part, mut entries) = schema_sql(schema);
-    let (post_part, post_entries) = post_sql(schema);
-    entries.extend(post_entries);
+    let schema_part = schema_statements(schema)?;
+    let post_part = post_statements(schema)?;
+    let entries = schema_part.iter().chain(&post_part);
+    let entries = entries.map(|s| s.entry.clone()).collect();
+    let (schema_part, post_part) = (
+        part_sql(ObjectKind::Schema, &schema_part),
+        part_sql(ObjectKind::Post, &post_part),
+    );
     let extension = target.compression.extension();
     let (schema_key, post_key) = (format!("schema.{extension}"), format!("post.{extension}"));
     let (schema_object, results, post_object) = futures::try_join!(

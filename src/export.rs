@@ -9,29 +9,25 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::crypto::Key;
-use crate::dump::split::Splitter;
-use crate::load::{SqlSink, backup_statement, check_key, stream_sql, unfinished};
+use crate::load::{SqlSink, Statements, check_key, stream_sql};
 use crate::manifest::{Manifest, ObjectEntry};
 use crate::store::Store;
 
-/// The export file, written as the parts decode: byte for byte what they hold, once a splitter
-/// beside it has seen that every statement is one d1r2 writes (an export is run by the `sqlite3`
-/// shell, which would also run a `.shell` line a written-over part slipped between statements).
+/// The export file, written as the parts decode: byte for byte what they hold, once
+/// [`Statements`] beside it has seen that every statement is one d1r2 writes, where the manifest
+/// says (an export is run by the `sqlite3` shell, which would also run a `.shell` line a
+/// written-over part slipped between statements).
 struct FileSink {
     file: std::io::BufWriter<tempfile::NamedTempFile>,
-    splitter: Splitter,
+    statements: Statements,
 }
 
 impl SqlSink for FileSink {
     fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> anyhow::Result<()> {
         let Some(bytes) = bytes else {
-            if let Some(rest) = std::mem::take(&mut self.splitter).finish() {
-                return Err(unfinished(object, &rest).into());
-            }
-            return Ok(());
+            return Ok(self.statements.end(object)?);
         };
-        self.splitter
-            .push(bytes, |stmt| backup_statement(object, stmt).map(|_| ()))?;
+        self.statements.push(object, bytes, |_, _| Ok(()))?;
         self.file.write_all(bytes)?;
         Ok(())
     }
@@ -59,7 +55,7 @@ pub async fn export(
         .with_context(|| format!("creating a file in {}", dir.display()))?;
     let mut sink = FileSink {
         file: std::io::BufWriter::new(temp),
-        splitter: Splitter::new(),
+        statements: Statements::new(manifest),
     };
     writeln!(
         sink.file,
@@ -70,6 +66,7 @@ pub async fn export(
         manifest.created.to_rfc3339()
     )?;
     let sink = stream_sql(store, manifest, manifest.objects.clone(), key, sink).await?;
+    sink.statements.finish()?;
     let file = sink.file.into_inner().map_err(|e| e.into_error())?;
     file.as_file().sync_all()?;
     let bytes = file.as_file().metadata()?.len();

@@ -104,7 +104,7 @@ pub async fn restore_to_d1(
     }
     let applier = Applier::new(file, manifest, selection);
     let applier = stream_sql(store, manifest, selection.objects(manifest), key, applier).await?;
-    let mut file = applier.into_connection();
+    let mut file = applier.finish()?;
     file.out.flush()?;
     file.out.get_ref().sync_all()?;
     let etag = hex::encode(file.md5.finalize());

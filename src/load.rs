@@ -12,9 +12,9 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::codec::{HashingReader, decoder};
 use crate::crypto::Key;
-use crate::dump::shape::is_backup_statement;
+use crate::dump::shape::{check_creates, is_backup_statement, is_prelude};
 use crate::dump::split::Splitter;
-use crate::manifest::{EncryptionInfo, Manifest, ObjectEntry, ObjectKind};
+use crate::manifest::{EncryptionInfo, Manifest, ObjectEntry, ObjectKind, SchemaEntry, SchemaKind};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,8 @@ pub enum LoadError {
     Corrupt { key: String, reason: String },
     #[error("part {key} is missing from {store}")]
     Missing { key: String, store: String },
+    #[error("the manifest of backup {id} does not match its parts: {reason}")]
+    Manifest { id: String, reason: String },
     #[error("applying part {key}: {reason} (in statement: {statement})")]
     Apply {
         key: String,
@@ -240,6 +242,132 @@ impl Selection {
     }
 }
 
+/// A backup's SQL as statements, each checked before it goes anywhere: it must be one d1r2 writes
+/// into a part of that kind ([`crate::dump::shape`]), and in the schema and post parts it must
+/// create what the manifest's schema list names next, so that list (by which a restore of some
+/// tables keeps or leaves each statement) says what the parts hold, entry for statement, or the
+/// backup is refused: no statement goes without an entry, no entry without its statement.
+pub struct Statements {
+    id: String,
+    splitter: Splitter,
+    schema: Vec<SchemaEntry>,
+    /// The entry of the next schema or post statement.
+    next: usize,
+}
+
+impl Statements {
+    pub fn new(manifest: &Manifest) -> Self {
+        Statements {
+            id: manifest.id.clone(),
+            splitter: Splitter::new(),
+            schema: manifest.schema.clone(),
+            next: 0,
+        }
+    }
+
+    /// Splits the next `bytes` of `object`'s SQL and hands each complete statement to `each`,
+    /// with the schema entry it creates (`None` for rows and the prelude).
+    pub fn push(
+        &mut self,
+        object: &ObjectEntry,
+        bytes: &[u8],
+        mut each: impl FnMut(&str, Option<&SchemaEntry>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let (schema, next) = (&self.schema, &mut self.next);
+        self.splitter.push(bytes, |stmt| {
+            let sql = backup_statement(object, stmt)?;
+            if object.kind == ObjectKind::Data || is_prelude(sql) {
+                return each(sql, None);
+            }
+            let entry = entry_of(object, sql, schema.get(*next))?;
+            *next += 1;
+            each(sql, Some(entry))
+        })
+    }
+
+    /// The end of `object`: refuses a part that ends inside a statement, or before a statement
+    /// the manifest's schema list names for it.
+    pub fn end(&mut self, object: &ObjectEntry) -> Result<(), LoadError> {
+        if let Some(rest) = std::mem::take(&mut self.splitter).finish() {
+            return Err(corrupt(
+                object,
+                format!("it ends inside a statement: {}", excerpt(&rest)),
+            ));
+        }
+        let left = &self.schema[self.next..];
+        let owed = match object.kind {
+            ObjectKind::Data => 0,
+            ObjectKind::Schema => left
+                .iter()
+                .take_while(|e| e.kind.part() == ObjectKind::Schema)
+                .count(),
+            ObjectKind::Post => left.len(),
+        };
+        match left.first() {
+            Some(entry) if owed > 0 => Err(corrupt(
+                object,
+                format!(
+                    "it ends where the manifest's schema list names {entry}{}",
+                    match owed - 1 {
+                        0 => String::new(),
+                        more => format!(" and {more} more"),
+                    }
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The end of the backup: refuses entries of the manifest's schema list that no part created
+    /// (its schema or post part left out of its objects).
+    pub fn finish(self) -> Result<(), LoadError> {
+        match self.schema.get(self.next) {
+            Some(entry) => Err(LoadError::Manifest {
+                id: self.id,
+                reason: format!("its schema list names {entry}, which no part creates"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The entry of `sql`, a schema or post statement of `object`: `entry`, the next in the
+/// manifest's schema list, when `sql` creates what it says in a part of the kind it belongs in.
+fn entry_of<'e>(
+    object: &ObjectEntry,
+    sql: &str,
+    entry: Option<&'e SchemaEntry>,
+) -> Result<&'e SchemaEntry, LoadError> {
+    let Some(entry) = entry else {
+        return Err(corrupt(
+            object,
+            format!(
+                "the manifest's schema list has no entry for its statement {}",
+                excerpt(sql)
+            ),
+        ));
+    };
+    let reason = if entry.kind.part() != object.kind {
+        format!(
+            "a {} part holds no {}",
+            format!("{:?}", object.kind).to_lowercase(),
+            entry.kind.as_str()
+        )
+    } else {
+        match check_creates(entry, sql) {
+            Ok(()) => return Ok(entry),
+            Err(reason) => reason,
+        }
+    };
+    Err(corrupt(
+        object,
+        format!(
+            "its statement {} does not match the manifest's schema entry {entry}: {reason}",
+            excerpt(sql)
+        ),
+    ))
+}
+
 /// Where an [`Applier`] sends each statement it keeps.
 pub trait Execute: Send + 'static {
     fn execute(&mut self, sql: &str) -> anyhow::Result<()>;
@@ -255,53 +383,39 @@ impl Execute for Connection {
 /// one: to a SQLite connection for restore and verify, to a file for D1's import.
 pub struct Applier<E: Execute = Connection> {
     conn: E,
-    splitter: Splitter,
-    /// Whether each schema/post statement (after the prelude) is applied, in manifest order.
-    schema_filter: Vec<bool>,
-    schema_index: usize,
+    statements: Statements,
+    selection: Selection,
 }
 
 impl<E: Execute> Applier<E> {
     pub fn new(conn: E, manifest: &Manifest, selection: &Selection) -> Self {
-        let schema_filter = manifest
-            .schema
-            .iter()
-            .map(|e| e.kind == "view" || selection.wants(&e.table))
-            .collect();
         Applier {
             conn,
-            splitter: Splitter::new(),
-            schema_filter,
-            schema_index: 0,
+            statements: Statements::new(manifest),
+            selection: selection.clone(),
         }
     }
 
-    pub fn into_connection(self) -> E {
-        self.conn
+    /// The connection, once every entry of the manifest's schema list was matched to a statement.
+    pub fn finish(self) -> Result<E, LoadError> {
+        self.statements.finish()?;
+        Ok(self.conn)
     }
 }
 
 impl<E: Execute> SqlSink for Applier<E> {
     fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> anyhow::Result<()> {
         let Some(bytes) = bytes else {
-            let splitter = std::mem::take(&mut self.splitter);
-            if let Some(rest) = splitter.finish() {
-                return Err(unfinished(object, &rest).into());
-            }
-            return Ok(());
+            return Ok(self.statements.end(object)?);
         };
-        let conn = &mut self.conn;
-        let filter = &self.schema_filter;
-        let index = &mut self.schema_index;
-        let mut splitter = std::mem::take(&mut self.splitter);
-        let result = splitter.push(bytes, |stmt| {
-            let sql = backup_statement(object, stmt)?;
-            if object.kind != ObjectKind::Data && !sql.starts_with("PRAGMA defer_foreign_keys") {
-                let wanted = filter.get(*index).copied().unwrap_or(true);
-                *index += 1;
-                if !wanted {
-                    return Ok(());
-                }
+        let (conn, selection) = (&mut self.conn, &self.selection);
+        self.statements.push(object, bytes, |sql, entry| {
+            // Views are kept whatever the selection: they name no one table of their own.
+            if let Some(entry) = entry
+                && entry.kind != SchemaKind::View
+                && !selection.wants(&entry.table)
+            {
+                return Ok(());
             }
             conn.execute(sql).map_err(|e| {
                 anyhow::Error::new(LoadError::Apply {
@@ -310,35 +424,32 @@ impl<E: Execute> SqlSink for Applier<E> {
                     statement: excerpt(sql),
                 })
             })
-        });
-        self.splitter = splitter;
-        result
+        })
+    }
+}
+
+fn corrupt(object: &ObjectEntry, reason: String) -> LoadError {
+    LoadError::Corrupt {
+        key: object.key.clone(),
+        reason,
     }
 }
 
 /// `stmt` as text, when it is a statement d1r2 writes into a part of `object`'s kind (see
 /// [`crate::dump::shape`]): anything else is a part someone else wrote, and goes nowhere.
-pub fn backup_statement<'s>(object: &ObjectEntry, stmt: &'s [u8]) -> Result<&'s str, LoadError> {
-    let corrupt = |reason: String| LoadError::Corrupt {
-        key: object.key.clone(),
-        reason,
-    };
-    let sql = std::str::from_utf8(stmt).map_err(|_| corrupt("a statement is not UTF-8".into()))?;
+fn backup_statement<'s>(object: &ObjectEntry, stmt: &'s [u8]) -> Result<&'s str, LoadError> {
+    let sql = std::str::from_utf8(stmt)
+        .map_err(|_| corrupt(object, "a statement is not UTF-8".into()))?;
     if !is_backup_statement(object.kind, sql) {
-        return Err(corrupt(format!(
-            "it holds a statement d1r2 does not write there, refused: {}",
-            excerpt(sql)
-        )));
+        return Err(corrupt(
+            object,
+            format!(
+                "it holds a statement d1r2 does not write there, refused: {}",
+                excerpt(sql)
+            ),
+        ));
     }
     Ok(sql)
-}
-
-/// The error for a part whose SQL ends inside a statement.
-pub fn unfinished(object: &ObjectEntry, rest: &str) -> LoadError {
-    LoadError::Corrupt {
-        key: object.key.clone(),
-        reason: format!("it ends inside a statement: {}", excerpt(rest)),
-    }
 }
 
 fn excerpt(sql: &str) -> String {
@@ -375,7 +486,7 @@ pub async fn load_into(
     confine(&mut conn, true)?;
     let applier = Applier::new(conn, manifest, selection);
     let applier = stream_sql(store, manifest, selection.objects(manifest), key, applier).await?;
-    let mut conn = applier.into_connection();
+    let mut conn = applier.finish()?;
     confine(&mut conn, false)?;
     conn.execute_batch("COMMIT")?;
     Ok(conn)
@@ -403,6 +514,240 @@ fn confine(conn: &mut Connection, on: bool) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::SchemaKind::{Index, Table, Trigger, View};
+
+    /// The statements an [`Applier`] keeps, in order.
+    #[derive(Default)]
+    struct Log(Vec<String>);
+
+    impl Execute for Log {
+        fn execute(&mut self, sql: &str) -> anyhow::Result<()> {
+            self.0.push(sql.to_string());
+            Ok(())
+        }
+    }
+
+    fn entry(kind: SchemaKind, name: &str, table: &str) -> SchemaEntry {
+        SchemaEntry {
+            kind,
+            name: name.into(),
+            table: table.into(),
+        }
+    }
+
+    fn object(kind: ObjectKind, key: &str) -> ObjectEntry {
+        ObjectEntry {
+            key: key.into(),
+            kind,
+            table: None,
+            rows: 0,
+            bytes: 0,
+            sha256: String::new(),
+            sql_bytes: 0,
+        }
+    }
+
+    const SCHEMA: &str =
+        "PRAGMA defer_foreign_keys=TRUE;\nCREATE TABLE a(x);\nCREATE TABLE \"b\"(y);\n";
+    const POST: &str = "CREATE INDEX i ON a(x);\nCREATE VIEW v AS SELECT 1;\n\
+                        CREATE TRIGGER tr AFTER INSERT ON b BEGIN SELECT 1; END;\n";
+
+    fn entries() -> Vec<SchemaEntry> {
+        vec![
+            entry(Table, "a", "a"),
+            entry(Table, "b", "b"),
+            entry(Index, "i", "a"),
+            entry(View, "v", "v"),
+            entry(Trigger, "tr", "b"),
+        ]
+    }
+
+    /// Feeds `parts` to an [`Applier`] of `tables`, a few bytes at a time (statements cross
+    /// chunks), as [`stream_sql`] does; returns what it applied.
+    fn apply(
+        schema: Vec<SchemaEntry>,
+        parts: &[(ObjectKind, &str, &str)],
+        tables: &[&str],
+    ) -> Result<Vec<String>, String> {
+        let manifest = Manifest {
+            format: crate::manifest::PLAIN_FORMAT,
+            tool: "d1r2".into(),
+            id: "20261124T221500Z".into(),
+            created: chrono::Utc::now(),
+            label: None,
+            public_label: false,
+            source: crate::source::SourceInfo {
+                kind: "sqlite".into(),
+                database_id: None,
+                name: None,
+                bookmark: None,
+            },
+            compression: crate::codec::Compression::Gzip,
+            encryption: None,
+            tables: vec![],
+            schema,
+            objects: vec![],
+        };
+        let selection = Selection {
+            tables: tables.iter().map(|t| t.to_string()).collect(),
+        };
+        let mut applier = Applier::new(Log::default(), &manifest, &selection);
+        for (kind, key, sql) in parts {
+            let object = object(*kind, key);
+            for chunk in sql.as_bytes().chunks(7) {
+                applier
+                    .feed(&object, Some(chunk))
+                    .map_err(|e| e.to_string())?;
+            }
+            applier.feed(&object, None).map_err(|e| e.to_string())?;
+        }
+        applier.finish().map(|log| log.0).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_schema_statement_is_matched_to_its_entry_table() {
+        use ObjectKind::{Data, Post, Schema};
+        let rows = (Data, "data/a.sql.gz", "INSERT INTO a VALUES(1);\n");
+        let post_with_insert = format!("{POST}INSERT INTO a(a) VALUES(2);\n");
+        let whole = [
+            (Schema, "schema.sql.gz", SCHEMA),
+            rows,
+            (Post, "post.sql.gz", POST),
+        ];
+        assert_eq!(apply(entries(), &whole, &[]).unwrap().len(), 7);
+        let edited = |edit: fn(&mut Vec<SchemaEntry>)| {
+            let mut schema = entries();
+            edit(&mut schema);
+            schema
+        };
+        // (what the manifest's schema list says, the parts, the part named and what is said)
+        let cases: Vec<(&str, Vec<SchemaEntry>, Vec<_>, &str, &str)> = vec![
+            (
+                "a table's entry dropped",
+                edited(|s| {
+                    s.remove(1);
+                }),
+                whole.to_vec(),
+                "schema.sql.gz",
+                "entry index \"i\" on \"a\"",
+            ),
+            (
+                "a post entry dropped",
+                edited(|s| {
+                    s.remove(2);
+                }),
+                whole.to_vec(),
+                "post.sql.gz",
+                "entry view \"v\": it creates index \"i\" on \"a\"",
+            ),
+            (
+                "the last entry dropped",
+                edited(|s| {
+                    s.pop();
+                }),
+                whole.to_vec(),
+                "post.sql.gz",
+                "has no entry for its statement CREATE TRIGGER tr",
+            ),
+            (
+                "two tables swapped",
+                edited(|s| s.swap(0, 1)),
+                whole.to_vec(),
+                "schema.sql.gz",
+                "entry table \"b\": it creates table \"a\"",
+            ),
+            (
+                "a view and a trigger swapped",
+                edited(|s| s.swap(3, 4)),
+                whole.to_vec(),
+                "post.sql.gz",
+                "it creates view \"v\"",
+            ),
+            (
+                "a name changed",
+                edited(|s| s[3].name = "w".into()),
+                whole.to_vec(),
+                "post.sql.gz",
+                "entry view \"w\" on \"v\": it creates view \"v\"",
+            ),
+            (
+                "an index's table changed",
+                edited(|s| s[2].table = "b".into()),
+                whole.to_vec(),
+                "post.sql.gz",
+                "entry index \"i\" on \"b\": it creates index \"i\" on \"a\"",
+            ),
+            (
+                "a kind changed",
+                edited(|s| s[3].kind = Trigger),
+                whole.to_vec(),
+                "post.sql.gz",
+                "it creates view \"v\"",
+            ),
+            (
+                "a table entry more",
+                edited(|s| s.insert(2, entry(Table, "c", "c"))),
+                whole.to_vec(),
+                "schema.sql.gz",
+                "it ends where the manifest's schema list names table \"c\"",
+            ),
+            (
+                "a post entry more",
+                edited(|s| s.push(entry(Index, "j", "b"))),
+                whole.to_vec(),
+                "post.sql.gz",
+                "it ends where the manifest's schema list names index \"j\" on \"b\"",
+            ),
+            (
+                "a post entry where a table's goes",
+                edited(|s| s.swap(1, 2)),
+                whole.to_vec(),
+                "schema.sql.gz",
+                "a schema part holds no index",
+            ),
+            (
+                "the post part left out",
+                entries(),
+                whole[..2].to_vec(),
+                "backup 20261124T221500Z",
+                "its schema list names index \"i\" on \"a\", which no part creates",
+            ),
+            (
+                "an INSERT in the post part that is no rebuild",
+                edited(|s| s.push(entry(SchemaKind::Rebuild, "a", "a"))),
+                vec![whole[0], whole[1], (Post, "post.sql.gz", &post_with_insert)],
+                "post.sql.gz",
+                "entry rebuild \"a\": it creates nothing a schema entry names",
+            ),
+        ];
+        for (what, schema, parts, part, said) in cases {
+            let err = apply(schema, &parts, &[]).expect_err(what);
+            assert!(err.contains(part) && err.contains(said), "{what}: {err}");
+        }
+    }
+
+    /// A restore of some tables keeps their statements and the views, and leaves the rest.
+    #[test]
+    fn a_selection_keeps_the_statements_of_its_tables() {
+        use ObjectKind::{Post, Schema};
+        let parts = [
+            (Schema, "schema.sql.gz", SCHEMA),
+            (Post, "post.sql.gz", POST),
+        ];
+        let kept = |tables: &[&str]| {
+            apply(entries(), &parts, tables)
+                .unwrap()
+                .iter()
+                .map(|s| s.split([' ', '(']).nth(2).unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kept(&["b"]), ["", "\"b\"", "v", "tr"].map(String::from));
+        assert_eq!(kept(&["a"]), ["", "a", "i", "v"].map(String::from));
+        assert_eq!(
+            kept(&[]),
+            ["", "a", "\"b\"", "i", "v", "tr"].map(String::from)
+        );
+    }
 
     /// What SQLite runs while confined: a backup's own statements, FTS5's reads of its pragmas;
     /// never another file or a pragma set.

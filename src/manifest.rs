@@ -42,7 +42,8 @@ pub struct Manifest {
     pub encryption: Option<EncryptionInfo>,
     pub tables: Vec<TableEntry>,
     /// What each statement of the schema and post parts creates, in order (after the leading
-    /// PRAGMA), so a restore of some tables can leave the others' statements out.
+    /// PRAGMA), so a restore of some tables can leave the others' statements out. A reader
+    /// matches each statement to its entry and refuses a part where they differ.
     pub schema: Vec<SchemaEntry>,
     /// Every stored object, in the order its SQL is applied.
     pub objects: Vec<ObjectEntry>,
@@ -69,12 +70,65 @@ pub struct TableEntry {
     pub note: Option<String>,
 }
 
+/// What one statement of the schema or post part creates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SchemaEntry {
-    /// `table`, `index`, `view`, `trigger`, or `rebuild` (an FTS index refilled from its content).
-    pub kind: String,
+    pub kind: SchemaKind,
     pub name: String,
+    /// The table it belongs to (a table's, a view's and a rebuild's own name), by which a
+    /// restore of some tables keeps or leaves it.
     pub table: String,
+}
+
+impl std::fmt::Display for SchemaEntry {
+    /// Names quoted as Rust strings, so a name holding a line end stays on the error's line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.kind.as_str(), self.name)?;
+        if self.table != self.name {
+            write!(f, " on {:?}", self.table)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaKind {
+    Table,
+    Index,
+    View,
+    Trigger,
+    /// An FTS index refilled from its content table once the rows are in.
+    Rebuild,
+}
+
+impl SchemaKind {
+    pub const ALL: [SchemaKind; 5] = [
+        SchemaKind::Table,
+        SchemaKind::Index,
+        SchemaKind::View,
+        SchemaKind::Trigger,
+        SchemaKind::Rebuild,
+    ];
+
+    /// As the manifest spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaKind::Table => "table",
+            SchemaKind::Index => "index",
+            SchemaKind::View => "view",
+            SchemaKind::Trigger => "trigger",
+            SchemaKind::Rebuild => "rebuild",
+        }
+    }
+
+    /// The part whose statements create objects of this kind.
+    pub fn part(self) -> ObjectKind {
+        match self {
+            SchemaKind::Table => ObjectKind::Schema,
+            _ => ObjectKind::Post,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
