@@ -90,26 +90,7 @@ for case in json.load(sys.stdin):
     out.append([str(n) for n in ipaddress.collapse_addresses(v4)] + [str(n) for n in ipaddress.collapse_addresses(v6)])
 json.dump(out, sys.stdout)
 "#;
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 is needed for this reference check");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&input).unwrap().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let python: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
+    let python: Vec<Vec<String>> = python_reference(script, &input);
     for (case, want) in cases.iter().zip(python) {
         let got: Vec<String> = aggregate(case).iter().map(|n| n.to_string()).collect();
         let want: Vec<String> = want.iter().map(|n| parse(n).unwrap().to_string()).collect();
@@ -172,26 +153,7 @@ for current, wanted in json.load(sys.stdin):
     out.append(row)
 json.dump(out, sys.stdout)
 "#;
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 is needed for this reference check");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&input).unwrap().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let python: Vec<[[String; 2]; 2]> = serde_json::from_slice(&out.stdout).unwrap();
+    let python: Vec<[[String; 2]; 2]> = python_reference(script, &input);
     let mut losing = 0;
     for ((current, wanted), want) in cases.iter().zip(python) {
         let got = lost(current, wanted);
@@ -204,4 +166,32 @@ json.dump(out, sys.stdout)
     }
     // The generated cases exercise partial losses, not only all or nothing.
     assert!(losing > 100, "{losing}");
+}
+
+/// What a Python `script` (reading `input` as JSON on stdin, writing JSON on stdout) answers: the
+/// reference the pure code is checked against.
+fn python_reference<T: serde::de::DeserializeOwned>(
+    script: &str,
+    input: &impl serde::Serialize,
+) -> T {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for this reference check");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(input).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
