@@ -350,7 +350,7 @@ fn entry_of<'e>(
     let reason = if entry.kind.part() != object.kind {
         format!(
             "a {} part holds no {}",
-            format!("{:?}", object.kind).to_lowercase(),
+            object.kind.as_str(),
             entry.kind.as_str()
         )
     } else {

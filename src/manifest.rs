@@ -142,6 +142,17 @@ pub enum ObjectKind {
     Post,
 }
 
+impl ObjectKind {
+    /// As the manifest spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Schema => "schema",
+            ObjectKind::Data => "data",
+            ObjectKind::Post => "post",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectEntry {
     /// Relative to the backup's folder.
@@ -212,6 +223,14 @@ pub fn slug(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_kinds_read_as_the_manifest_spells_them() {
+        for kind in [ObjectKind::Schema, ObjectKind::Data, ObjectKind::Post] {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+    }
     use chrono::TimeZone;
 
     #[test]
