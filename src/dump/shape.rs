@@ -10,9 +10,6 @@
 
 use crate::manifest::{ObjectKind, SchemaEntry, SchemaKind};
 
-/// The first statement of a schema part.
-const PRELUDE: &str = "PRAGMA defer_foreign_keys=TRUE;";
-
 /// Rows as INSERTs and `||` appends; a table's AUTOINCREMENT counter after them.
 const DATA: &[&str] = &[
     "INSERT INTO ",
@@ -62,7 +59,8 @@ pub fn is_backup_statement(kind: ObjectKind, statement: &str) -> bool {
 /// Whether `statement` is the schema part's prelude, the one statement of the schema and post
 /// parts that creates nothing and has no entry in the manifest.
 pub fn is_prelude(statement: &str) -> bool {
-    after(statement, PRELUDE).is_some()
+    // The statement as the schema part writes it, less the line end the splitter leaves off.
+    after(statement, super::PRELUDE.trim_end()).is_some()
 }
 
 /// Checks that `statement` creates what `entry` says: the kind of object, its name and the table
