@@ -25,7 +25,11 @@
 //! re-run in a child mode), so wall time and peak RSS (VmHWM, polled every 10 ms) are its own;
 //! requests and rows read are counted by the fake as D1 would bill them.
 
-#[path = "../tests/fakes/mod.rs"]
+#[allow(
+    dead_code,
+    reason = "the benchmark uses the D1 and S3 fakes, not all of them"
+)]
+#[path = "../tests/it/fakes/mod.rs"]
 mod fakes;
 mod support;
 

@@ -6,41 +6,14 @@
 
 pub mod catalog;
 pub mod d1;
-pub mod page;
 pub mod sqlite;
 
+use crate::error::{Classify, Kind};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
-pub use catalog::{Affinity, DataMode, Schema, Table, TableFilter};
-pub use page::{Page, Row};
+use crate::model::{Cell, Page, Row, SourceInfo, Table};
 
-use crate::dump::value::quote_ident;
-
-/// A value from a catalog query. Catalog answers are small names and integers, so the lossy JSON
-/// numbers of D1 are harmless here; table data never travels as `Cell`s but as literals.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
-    Null,
-    Integer(i64),
-    Real(f64),
-    Text(String),
-    Blob(Vec<u8>),
-}
-
-/// What the manifest records about where a backup came from. No secrets: ids and names only.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SourceInfo {
-    /// `sqlite` or `d1`.
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// D1 Time Travel bookmark at the start of the backup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bookmark: Option<String>,
-}
+use crate::model::value::quote_ident;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -61,21 +34,24 @@ pub enum SourceError {
         source: rusqlite::Error,
     },
     #[error(transparent)]
-    Api(crate::cloudflare::ApiError),
+    Api(crate::remote::cloudflare::ApiError),
     #[error("{0}")]
     Other(String),
 }
 
-impl SourceError {
-    /// Whether the user pointed at the wrong thing (exit code 2) rather than a failure.
-    pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
+/// The user pointed at the wrong database, table or column; reading it failing is a failure.
+impl Classify for SourceError {
+    fn kind(&self) -> Kind {
+        match self {
             SourceError::Missing(_)
-                | SourceError::NotADatabase(_)
-                | SourceError::UnknownTable(_)
-                | SourceError::BadColumn(_)
-        ) || matches!(self, SourceError::Api(e) if e.is_bad_input())
+            | SourceError::NotADatabase(_)
+            | SourceError::UnknownTable(_)
+            | SourceError::BadColumn(_) => Kind::BadInput,
+            SourceError::Api(e) => e.kind(),
+            SourceError::Catalog(_) | SourceError::Sqlite { .. } | SourceError::Other(_) => {
+                Kind::Failed
+            }
+        }
     }
 }
 
@@ -252,6 +228,7 @@ pub fn row_key(table: &Table, row: Row<'_>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Affinity, DataMode};
 
     fn table(columns: &[&str], key: Vec<usize>) -> Table {
         Table {

@@ -2,7 +2,7 @@
 //!
 //! The whole backup reads through one read-only connection inside one read transaction, so every
 //! table comes from the same snapshot even while the application keeps writing. Values are read
-//! natively and rendered by [`crate::dump::value`], which keeps every storage class and bit.
+//! natively and rendered by [`crate::model::value`], which keeps every storage class and bit.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{
-    Cell, Page, Source, SourceError, SourceInfo, Table, columns, max_page_bytes, page_query,
-};
-use crate::dump::value::{ValueRef, render};
+use super::{Source, SourceError, columns, max_page_bytes, page_query};
+use crate::model::value::{ValueRef, render};
+use crate::model::{Cell, Page, SourceInfo, Table};
 
 pub struct SqliteSource {
     path: PathBuf,

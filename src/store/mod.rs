@@ -8,12 +8,19 @@
 pub mod local;
 pub mod s3;
 
+use crate::error::{Classify, Kind};
 use std::fmt;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
+
+/// The unit an upload is sent in: S3's and R2's 5 MiB multipart minimum (R2 wants every part but
+/// the last this same size); 10,000 parts make room for a 50 GiB object. It is also the most an
+/// upload holds in memory, and a stream that ends below it is one `PutObject`: the backup sizes
+/// its parts under it, so it belongs to the seam rather than to one store.
+pub const PART_SIZE: usize = 5 * 1024 * 1024;
 
 /// The bytes of an object, as they arrive.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
@@ -55,13 +62,17 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }
+}
 
-    /// Whether the user pointed at the wrong place (exit code 2).
-    pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            StoreError::MissingRoot { .. } | StoreError::InvalidKey(_)
-        )
+/// The user pointed at the wrong place; a missing object or a failed request is a failure.
+impl Classify for StoreError {
+    fn kind(&self) -> Kind {
+        match self {
+            StoreError::MissingRoot { .. } | StoreError::InvalidKey(_) => Kind::BadInput,
+            StoreError::NotFound { .. } | StoreError::Io { .. } | StoreError::Remote { .. } => {
+                Kind::Failed
+            }
+        }
     }
 }
 

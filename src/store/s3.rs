@@ -25,15 +25,10 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::{ByteStream, ObjectMeta, Store, StoreError, Upload, check_key};
-
-/// Multipart part size: S3's and R2's 5 MiB minimum (R2 wants every part but the last this same
-/// size); 10,000 parts make room for a 50 GiB object. Also the most an upload holds in memory:
-/// a stream that ends below it is one `PutObject`, which a backup's parts are sized to be.
-pub const PART_SIZE: usize = 5 * 1024 * 1024;
+use super::{ByteStream, ObjectMeta, PART_SIZE, Store, StoreError, Upload, check_key};
 
 /// Attempts per request (the SDK's standard retry mode: exponential backoff with jitter on
-/// throttling, 5xx and connection errors).
+/// throttling, 5xx and connection errors). S3 alone retries outside [`crate::retry`].
 const MAX_ATTEMPTS: u32 = 6;
 
 /// Where and how to reach the bucket.

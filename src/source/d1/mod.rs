@@ -11,9 +11,10 @@
 //! is not one snapshot of a database under writes; the Time Travel bookmark taken at the start is
 //! recorded so the exact moment can be restored with `wrangler d1 time-travel restore`.
 
-mod import;
+pub mod import;
 mod wire;
 
+use crate::error::{Classify, Kind};
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use reqwest::Method;
@@ -25,12 +26,10 @@ use self::wire::{
     first_page_requests, hex_text_cell, plan_large, quoted_cell, row_query, with_large,
 };
 use super::{
-    Cell, FirstPage, Page, Source, SourceError, SourceInfo, Table, fill_largest_rowids,
-    largest_rowid_query, max_page_bytes,
+    FirstPage, Source, SourceError, fill_largest_rowids, largest_rowid_query, max_page_bytes,
 };
-use crate::cloudflare::{Api, ApiError};
-
-pub use self::import::ImportResult;
+use crate::model::{Cell, Page, SourceInfo, Table};
+use crate::remote::cloudflare::{Api, ApiError};
 
 /// Catalog requests in flight at once: D1 answers them in turn, so more would not come sooner.
 const CATALOG_REQUESTS: usize = 4;
@@ -416,7 +415,7 @@ impl Source for D1Source {
         {
             Ok(b) => Ok(b.bookmark),
             // A token without access to Time Travel still makes a good backup.
-            Err(e) if e.is_bad_input() => {
+            Err(e) if e.kind() == Kind::BadInput => {
                 tracing::warn!("no Time Travel bookmark recorded: {e}");
                 Ok(None)
             }

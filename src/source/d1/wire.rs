@@ -31,10 +31,9 @@ use std::ops::Range;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::dump::value::{ValueRef, quote_ident, render, render_str};
-use crate::source::{
-    Affinity, Cell, Page, Row, SourceError, Table, key_columns, page_query, row_key,
-};
+use crate::model::value::{ValueRef, quote_ident, render, render_str};
+use crate::model::{Affinity, Cell, Page, Row, Table};
+use crate::source::{SourceError, key_columns, page_query, row_key};
 /// Statements sent in one request (catalog queries, tables' first pages): one request is one
 /// rate-limit token.
 pub(super) const STATEMENTS_PER_REQUEST: usize = 50;
@@ -649,7 +648,7 @@ mod tests {
             columns: columns.iter().map(|c| c.to_string()).collect(),
             affinities: vec![Affinity::Text; columns.len()],
             key,
-            data: crate::source::DataMode::Rows,
+            data: crate::model::DataMode::Rows,
             sequence: None,
         };
         let v = quoted_cell("\"v\"", Affinity::Text, inline_bytes(2));

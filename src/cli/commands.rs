@@ -1,0 +1,529 @@
+//! The command layer: turns parsed options into calls on the library and a [`Report`], adding the
+//! context an error message needs (what failed, on what).
+
+use crate::cli::args::{
+    BackupArgs, Command, DrillArgs, ExportArgs, KeepArgs, ListArgs, PruneArgs, RestoreArgs,
+    SelectArgs,
+};
+use crate::cli::location::{
+    SourceLocation, StoreLocation, open_source, open_store, parse_source, parse_store,
+};
+use crate::error::{Classify, Context, Kind, Result, bad_input};
+use crate::format::crypto::{self, Key};
+use crate::format::envelope::{Stored, Summary};
+use crate::format::load::{Selection, check_key_of};
+use crate::format::manifest::Manifest;
+use crate::format::repo;
+use crate::model::TableFilter;
+use crate::model::report::{Report, human_bytes};
+use crate::ops::backup::{self, BackupOptions};
+use crate::ops::prune::PruneOutcome;
+use crate::ops::retention::KeepPolicy;
+
+pub async fn run(command: Command) -> Result<Report> {
+    let audited = audited(&command);
+    let result = dispatch(command).await;
+    // A refusal (bad input, exit 2) did nothing worth recording, and must not create files.
+    let refused = result.as_ref().is_err_and(|e| e.kind() == Kind::BadInput);
+    if let Some((operation, dests)) = audited
+        && !refused
+    {
+        write_audit(operation, &dests, &result).await;
+    }
+    result
+}
+
+/// The operations the audit trail records, and the stores they touched.
+fn audited(command: &Command) -> Option<(&'static str, Vec<String>)> {
+    match command {
+        Command::Backup(a) => Some(("backup", a.dest.clone())),
+        Command::Restore(a) => Some(("restore", vec![a.select.from.clone()])),
+        Command::Verify(a) => Some(("verify", vec![a.from.clone()])),
+        Command::Prune(a) if !a.dry_run => Some(("prune", vec![a.from.clone()])),
+        _ => None,
+    }
+}
+
+/// Appends the audit record to each store that can be opened; a record that cannot be written
+/// is a warning, never a change to the command's own outcome.
+async fn write_audit(operation: &str, dests: &[String], result: &Result<Report>) {
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let error = result.as_ref().err().map(crate::error::Error::one_line);
+    let outcome = match (result, &error) {
+        (Ok(report), _) => Ok(report),
+        (Err(_), Some(e)) => Err(e.as_str()),
+        (Err(_), None) => unreachable!("an error has a line"),
+    };
+    let record = crate::ops::audit::record(operation, outcome, &env, chrono::Utc::now());
+    for dest in dests {
+        let Ok(location) = parse_store(dest) else {
+            continue;
+        };
+        let Ok(store) = open_store(&location, false).await else {
+            continue;
+        };
+        if let Err(e) = crate::ops::audit::append(store.as_ref(), &record).await {
+            tracing::warn!("could not write the audit record to {dest}: {e}");
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<Report> {
+    match command {
+        Command::Backup(args) => backup(args).await,
+        Command::Restore(args) => restore(args).await,
+        Command::Verify(args) => verify(args).await,
+        Command::List(args) => list(args).await,
+        Command::Export(args) => export(args).await,
+        Command::Drill(args) => drill(args).await,
+        Command::Prune(args) => prune(args).await,
+        Command::Totp(args) => {
+            crate::ops::totp::run(&args, std::env::var("TOTP_SECRET").ok().as_deref())
+        }
+        Command::Firewall(args) => {
+            crate::ops::firewall::run(&args, &std::env::vars().collect()).await
+        }
+        Command::Trigger(args) => {
+            crate::ops::trigger::run(&args, std::env::var("TOTP_SECRET").ok().as_deref()).await
+        }
+    }
+}
+
+/// The key in the environment, if any. A key that is set but malformed is an error even when it
+/// would not be needed, so a typo is found on the first run rather than at restore time.
+fn key_from_env() -> Result<Option<Key>> {
+    match std::env::var(crypto::KEY_ENV) {
+        Ok(text) if !text.trim().is_empty() => Ok(Some(
+            Key::parse(&text).map_err(|e| bad_input(e.to_string()))?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The manifest of `stored`, opened with the key in the environment, and that key: the key is
+/// checked against the backup's fingerprint (missing or wrong: bad input), then the manifest is
+/// authenticated (altered: the operation fails), all before any part is read or anything is
+/// written. A plain backup read with a key set is refused as an altered one is: nothing proves
+/// who wrote it. `None` for a backup that is not encrypted.
+fn open_manifest(stored: Stored) -> Result<(Manifest, Option<Key>)> {
+    let key = key_from_env()?;
+    check_key_of(stored.id(), stored.encryption(), key.as_ref())?;
+    let manifest = stored.open(key.as_ref())?;
+    Ok((manifest, key))
+}
+
+/// The policy of the --keep-* flags; `None` when none is given.
+fn keep_policy(keep: &KeepArgs) -> Result<Option<KeepPolicy>> {
+    let within = keep
+        .keep_within
+        .as_deref()
+        .map(crate::ops::retention::parse_within)
+        .transpose()
+        .map_err(bad_input)?;
+    let policy = KeepPolicy {
+        last: keep.keep_last,
+        hourly: keep.keep_hourly,
+        daily: keep.keep_daily,
+        weekly: keep.keep_weekly,
+        monthly: keep.keep_monthly,
+        yearly: keep.keep_yearly,
+        within,
+    };
+    Ok((!policy.is_empty()).then_some(policy))
+}
+
+/// Adds a prune's outcome to a report: outputs `kept`, `removed`, `removed-ids`.
+fn report_prune(report: &mut Report, outcomes: &[(String, PruneOutcome)]) {
+    let kept: usize = outcomes.iter().map(|(_, o)| o.kept().count()).sum();
+    let removed: Vec<String> = outcomes
+        .iter()
+        .flat_map(|(_, o)| o.removed().map(|d| d.id.clone()))
+        .collect();
+    let orphans: usize = outcomes.iter().map(|(_, o)| o.orphans.len()).sum();
+    let aborted: usize = outcomes.iter().map(|(_, o)| o.aborted_uploads).sum();
+    report
+        .output("kept", kept)
+        .output("removed", removed.len())
+        .output("removed-ids", removed.join("\n"));
+    let dry = outcomes.iter().any(|(_, o)| o.dry_run);
+    report.row("Kept", kept).row(
+        if dry { "Would remove" } else { "Removed" },
+        if removed.is_empty() {
+            "none".to_string()
+        } else {
+            removed.join(", ")
+        },
+    );
+    if orphans > 0 {
+        report.row(
+            if dry {
+                "Unfinished backups to clean"
+            } else {
+                "Unfinished backups cleaned"
+            },
+            orphans,
+        );
+    }
+    if aborted > 0 {
+        report.row("Stale uploads aborted", aborted);
+    }
+    for (dest, outcome) in outcomes {
+        if outcomes.len() > 1 {
+            report.detail.push_str(&format!("{dest}:\n"));
+        }
+        report.detail.push_str(&outcome.table());
+    }
+}
+
+async fn backup(args: BackupArgs) -> Result<Report> {
+    let policy = keep_policy(&args.keep)?;
+    match (&policy, args.prune) {
+        (None, true) => {
+            return Err(bad_input(
+                "--prune needs a retention policy: add --keep-daily 7 or other --keep-* rules",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(bad_input(
+                "--keep-* rules apply with --prune (or with `d1r2 prune`); add --prune",
+            ));
+        }
+        _ => {}
+    }
+    let source_location = parse_source(&args.source)?;
+    let dests = args
+        .dest
+        .iter()
+        .map(|dest| Ok((dest.clone(), parse_store(dest)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let open = |(dest, location): (String, StoreLocation)| async move {
+        open_store(&location, true)
+            .await
+            .with_context(|| format!("opening {dest}"))
+    };
+    // A bucket's client is set up (TLS roots, SDK configuration: about as long as D1 takes to
+    // look the database up) while the source opens; a local folder is made only once it has.
+    let opening: Vec<_> = dests
+        .iter()
+        .map(|dest| {
+            let remote = !matches!(dest.1, StoreLocation::Local(_));
+            remote.then(|| tokio::spawn(open(dest.clone())))
+        })
+        .collect();
+    let source = open_source(&source_location)
+        .await
+        .with_context(|| format!("opening {}", args.source))?;
+    let mut stores = Vec::new();
+    for (dest, opening) in dests.into_iter().zip(opening) {
+        stores.push(match opening {
+            Some(opening) => opening.await.context("opening the stores")??,
+            None => open(dest).await?,
+        });
+    }
+    let encryption =
+        if args.encrypt {
+            Some(key_from_env()?.ok_or_else(|| {
+                bad_input(format!("--encrypt needs a key: set {}", crypto::KEY_ENV))
+            })?)
+        } else {
+            None
+        };
+    let options = BackupOptions {
+        filter: TableFilter {
+            include: args.tables.clone(),
+            exclude: args.exclude_tables.clone(),
+            exclude_columns: TableFilter::parse_columns(&args.exclude_columns)?,
+        },
+        compression: args.compression.into(),
+        encryption,
+        concurrency: args.concurrency as usize,
+        table_readers: args.table_readers as usize,
+        label: args.label.clone(),
+        public_label: args.public_label,
+        ..BackupOptions::default()
+    };
+    let outcome = backup::run(source.as_ref(), &stores, &options)
+        .await
+        .with_context(|| format!("backing up {}", args.source))?;
+    let m = &outcome.manifest;
+    let mut report = Report::new("backup");
+    report.sealed = m.is_sealed();
+    report
+        .output("backup-id", &m.id)
+        .output(
+            "backup-key",
+            format!("{}/{}", m.id, crate::format::manifest::MANIFEST_NAME),
+        )
+        .output("bytes", m.total_bytes())
+        .output("rows", m.total_rows())
+        .output("tables", m.tables.len())
+        .output("sha256", &outcome.manifest_sha256)
+        .output("duration-ms", outcome.duration.as_millis());
+    report
+        .row("Backup", &m.id)
+        .row("Source", &args.source)
+        .row("Destinations", args.dest.join(", "))
+        .row("Tables", m.tables.len())
+        .row("Rows", m.total_rows())
+        .row("Stored", human_bytes(m.total_bytes()))
+        .row(
+            "Duration",
+            format!("{:.1} s", outcome.duration.as_secs_f64()),
+        );
+    if let Some(policy) = policy {
+        let mut outcomes = Vec::new();
+        for (dest, store) in args.dest.iter().zip(&stores) {
+            let outcome =
+                crate::ops::prune::prune(store.as_ref(), &policy, false, chrono::Utc::now())
+                    .await
+                    .with_context(|| format!("backup {} done, but pruning {dest} failed", m.id))?;
+            outcomes.push((dest.clone(), outcome));
+        }
+        report_prune(&mut report, &outcomes);
+    }
+    Ok(report)
+}
+
+async fn prune(args: PruneArgs) -> Result<Report> {
+    let policy = keep_policy(&args.keep)?.ok_or_else(|| {
+        bad_input("give at least one --keep-* rule (a policy that keeps nothing would remove every backup)")
+    })?;
+    let store = open_store(&parse_store(&args.from)?, false).await?;
+    let outcome =
+        crate::ops::prune::prune(store.as_ref(), &policy, args.dry_run, chrono::Utc::now())
+            .await
+            .with_context(|| format!("pruning {}", args.from))?;
+    let mut report = Report::new("prune");
+    report.row("Store", &args.from);
+    if args.dry_run {
+        report.row("Mode", "dry run: nothing deleted");
+    }
+    report_prune(&mut report, &[(args.from.clone(), outcome)]);
+    Ok(report)
+}
+
+async fn restore(args: RestoreArgs) -> Result<Report> {
+    let store = open_store(&parse_store(&args.select.from)?, false).await?;
+    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
+    let started = std::time::Instant::now();
+    let selection = Selection {
+        tables: args.tables.clone(),
+    };
+    let mut report = Report::new("restore");
+    report.sealed = manifest.is_sealed();
+    let outcome = match parse_source(&args.to)? {
+        SourceLocation::Sqlite(path) => crate::ops::restore::restore_to_file(
+            store,
+            &manifest,
+            &selection,
+            key.as_ref(),
+            &path,
+            args.force,
+        )
+        .await
+        .with_context(|| format!("restoring backup {} into {}", manifest.id, path.display()))?,
+        SourceLocation::D1(database) => {
+            let api = crate::remote::cloudflare::Api::from_env(&crate::cli::location::env_var)?;
+            let target = crate::source::d1::D1Source::connect(api, &database).await?;
+            let (outcome, imported) = crate::ops::import::restore_to_d1(
+                store,
+                &manifest,
+                &selection,
+                key.as_ref(),
+                &target,
+                args.force,
+            )
+            .await
+            .with_context(|| format!("restoring backup {} into {}", manifest.id, args.to))?;
+            if let Some(bookmark) = &imported.final_bookmark {
+                report.output("bookmark", bookmark);
+                report.row("D1 bookmark after", bookmark);
+            }
+            outcome
+        }
+    };
+    report
+        .output("backup-id", &manifest.id)
+        .output("rows", outcome.rows)
+        .output("tables", outcome.tables)
+        .output("duration-ms", started.elapsed().as_millis());
+    report
+        .row("Backup", &manifest.id)
+        .row("Restored into", &args.to)
+        .row("Tables", outcome.tables)
+        .row("Rows", outcome.rows);
+    Ok(report)
+}
+
+async fn verify(args: SelectArgs) -> Result<Report> {
+    let store = open_store(&parse_store(&args.from)?, false).await?;
+    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.backup).await?)?;
+    let started = std::time::Instant::now();
+    let outcome = crate::ops::verify::verify(store, &manifest, key.as_ref())
+        .await
+        .with_context(|| format!("verifying backup {}", manifest.id))?;
+    let mut report = Report::new("verify");
+    report.sealed = manifest.is_sealed();
+    report
+        .output("backup-id", &manifest.id)
+        .output("rows", outcome.rows)
+        .output("tables", outcome.tables)
+        .output("bytes", outcome.bytes)
+        .output("duration-ms", started.elapsed().as_millis());
+    report
+        .row("Backup", &manifest.id)
+        .row(
+            "Result",
+            "ok: digests, integrity check and row counts match",
+        )
+        .row("Tables", outcome.tables)
+        .row("Rows", outcome.rows)
+        .row("Stored", human_bytes(outcome.bytes));
+    if outcome.foreign_key_violations > 0 {
+        report.row("Foreign key violations", outcome.foreign_key_violations);
+    }
+    Ok(report)
+}
+
+async fn list(args: ListArgs) -> Result<Report> {
+    let store = open_store(&parse_store(&args.from)?, false).await?;
+    if args.audit {
+        let records = crate::ops::audit::read(store.as_ref()).await?;
+        let mut report = Report::new("list");
+        report.row("Audit records", records.len());
+        report.detail = if args.json {
+            serde_json::to_string_pretty(&records)?
+        } else {
+            crate::ops::audit::table(&records)
+        };
+        return Ok(report);
+    }
+    let key = key_from_env()?;
+    let summaries: Vec<Summary> = repo::manifests(store.as_ref())
+        .await?
+        .into_iter()
+        .map(|stored| summarize(stored, key.as_ref()))
+        .collect();
+    let mut report = Report::new("list");
+    report.output("backups", summaries.len());
+    if let Some(latest) = summaries.last() {
+        report.output("backup-id", &latest.id);
+    }
+    if args.json {
+        let items: Vec<serde_json::Value> = summaries
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.id,
+                    "created": m.created,
+                    "label": m.label,
+                    "source": m.source,
+                    "tables": m.tables,
+                    "rows": m.rows,
+                    "bytes": m.bytes,
+                    "compression": m.compression,
+                    "encrypted": m.encrypted,
+                })
+            })
+            .collect();
+        report.detail = serde_json::to_string_pretty(&items)?;
+    } else {
+        let mut text = format!(
+            "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  LABEL\n",
+            "ID", "TABLES", "ROWS", "SIZE", "ENCRYPTED"
+        );
+        let known = |n: Option<String>| n.unwrap_or_else(|| "-".to_string());
+        for m in &summaries {
+            text.push_str(&format!(
+                "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  {}\n",
+                m.id,
+                known(m.tables.map(|n| n.to_string())),
+                known(m.rows.map(|n| n.to_string())),
+                human_bytes(m.bytes),
+                if m.encrypted { "yes" } else { "no" },
+                m.label.as_deref().unwrap_or("")
+            ));
+        }
+        report.detail = text;
+    }
+    Ok(report)
+}
+
+/// What `list` shows of a backup: its sealed details too when `key` is the backup's key and
+/// opens them; a manifest that does not open is listed by its public header, with a warning.
+fn summarize(stored: Stored, key: Option<&Key>) -> Summary {
+    let public = stored.summary();
+    let ours = stored
+        .encryption()
+        .zip(key)
+        .is_some_and(|(info, key)| info.key_fingerprint == key.fingerprint());
+    if !ours {
+        return public;
+    }
+    match stored.open(key) {
+        Ok(manifest) => Summary::from(&manifest),
+        Err(e) => {
+            tracing::warn!("{e}");
+            public
+        }
+    }
+}
+
+async fn export(args: ExportArgs) -> Result<Report> {
+    let store = open_store(&parse_store(&args.select.from)?, false).await?;
+    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
+    let bytes = crate::ops::export::export(store, &manifest, key.as_ref(), &args.out)
+        .await
+        .with_context(|| format!("exporting backup {} to {}", manifest.id, args.out.display()))?;
+    let mut report = Report::new("export");
+    report
+        .output("backup-id", &manifest.id)
+        .output("bytes", bytes);
+    report
+        .row("Backup", &manifest.id)
+        .row("Written", args.out.display())
+        .row("Size", human_bytes(bytes));
+    Ok(report)
+}
+
+async fn drill(args: DrillArgs) -> Result<Report> {
+    let store = open_store(&parse_store(&args.select.from)?, false).await?;
+    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
+    let started = std::time::Instant::now();
+    let outcome =
+        crate::ops::drill::drill(store, &manifest, key.as_ref(), &args.migrations).await?;
+    let mut report = Report::new("drill");
+    report
+        .output("backup-id", &manifest.id)
+        .output("migrations-applied", outcome.applied.len())
+        .output("duration-ms", started.elapsed().as_millis());
+    report
+        .row("Backup", &manifest.id)
+        .row("Already applied", outcome.already.len())
+        .row("Applied", outcome.applied.join(", "));
+    if let Some(f) = &outcome.failure {
+        let statement: String = f.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        let statement: String = statement.chars().take(160).collect();
+        return Err(DrillFailed(format!(
+            "migration {} fails at statement {} on the data of backup {}: {} (statement: {statement})",
+            f.migration, f.statement, manifest.id, f.error
+        ))
+        .into());
+    }
+    report.row(
+        "Result",
+        "every pending migration applies to the restored data",
+    );
+    Ok(report)
+}
+
+/// A migration that does not apply to the backed-up data: the operation failed (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct DrillFailed(String);
+
+impl Classify for DrillFailed {
+    fn kind(&self) -> Kind {
+        Kind::Failed
+    }
+}

@@ -1,0 +1,796 @@
+//! Reading a backup back: each part streamed from the store, its size and SHA-256 checked, its SQL
+//! decoded, split into statements and applied. Shared by restore, verify and export, so all three
+//! trust a part by the same rules.
+
+use crate::error::{Classify, Kind};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use rusqlite::Connection;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::format::codec::{HashingReader, decoder};
+use crate::format::crypto::Key;
+use crate::format::dump::shape::{check_creates, is_backup_statement, is_prelude};
+use crate::format::dump::split::Splitter;
+use crate::format::manifest::{
+    EncryptionInfo, Manifest, ObjectEntry, ObjectKind, SchemaEntry, SchemaKind,
+};
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("part {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("part {key} is missing from {store}")]
+    Missing { key: String, store: String },
+    #[error("the manifest of backup {id} does not match its parts: {reason}")]
+    Manifest { id: String, reason: String },
+    #[error("applying part {key}: {reason} (in statement: {statement})")]
+    Apply {
+        key: String,
+        reason: String,
+        statement: String,
+    },
+}
+
+/// Why a backup cannot be decrypted with the key at hand. Both are checked before any part is
+/// downloaded, and name fingerprints, never the key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyCheckError {
+    #[error("backup {id} is encrypted; set {}", crate::format::crypto::KEY_ENV)]
+    Missing { id: String },
+    #[error(
+        "backup {id} was encrypted with the key of fingerprint {expected}, but {} has fingerprint {actual}",
+        crate::format::crypto::KEY_ENV
+    )]
+    Wrong {
+        id: String,
+        expected: String,
+        actual: String,
+    },
+    /// A key says the backups are meant to be encrypted; a plain one proves nothing about who
+    /// wrote it (anyone who can write the bucket can put one there as the newest).
+    #[error(
+        "backup {id} is not encrypted, but {} is set: a plain backup is not authenticated and may have been written by anyone who can write the bucket; unset {} to read it anyway",
+        crate::format::crypto::KEY_ENV,
+        crate::format::crypto::KEY_ENV
+    )]
+    Unencrypted { id: String },
+}
+
+/// A missing or wrong key is the user's to fix; a plain backup where an encrypted one is
+/// expected is refused as an altered one is, a failure.
+impl Classify for KeyCheckError {
+    fn kind(&self) -> Kind {
+        match self {
+            KeyCheckError::Missing { .. } | KeyCheckError::Wrong { .. } => Kind::BadInput,
+            KeyCheckError::Unencrypted { .. } => Kind::Failed,
+        }
+    }
+}
+
+/// Checks that `key` decrypts `manifest`'s backup: required and matching when the backup is
+/// encrypted; and, when a key is given, that the backup is encrypted at all.
+pub fn check_key<'k>(
+    manifest: &Manifest,
+    key: Option<&'k Key>,
+) -> Result<Option<&'k Key>, KeyCheckError> {
+    check_key_of(&manifest.id, manifest.encryption.as_ref(), key)
+}
+
+/// [`check_key`] for backup `id` encrypted as `encryption` says, before its manifest is opened.
+pub fn check_key_of<'k>(
+    id: &str,
+    encryption: Option<&EncryptionInfo>,
+    key: Option<&'k Key>,
+) -> Result<Option<&'k Key>, KeyCheckError> {
+    let Some(info) = encryption else {
+        return match key {
+            Some(_) => Err(KeyCheckError::Unencrypted { id: id.to_string() }),
+            None => Ok(None),
+        };
+    };
+    let key = key.ok_or_else(|| KeyCheckError::Missing { id: id.to_string() })?;
+    let actual = key.fingerprint();
+    if actual != info.key_fingerprint {
+        return Err(KeyCheckError::Wrong {
+            id: id.to_string(),
+            expected: info.key_fingerprint.clone(),
+            actual,
+        });
+    }
+    Ok(Some(key))
+}
+
+/// Decoded SQL in flight from the reading thread to the sink's, in chunks of [`CHUNK`] bytes:
+/// reading, checking and decompressing parts runs beside splitting and applying their SQL, each
+/// on a core of its own, in a megabyte of memory.
+const CHUNKS_AHEAD: usize = 4;
+/// The decoded SQL read at a time, and handed to the sink's thread as one chunk.
+const CHUNK: usize = 256 * 1024;
+
+/// Streams the SQL of `objects` (in order) into `sink`, checking each object's size and digest
+/// against the manifest once it has been read. Runs on two blocking threads, one reading and
+/// decoding, one feeding the sink; the sink sees a part's bytes before its digest is known, so
+/// callers write somewhere they can throw away. A part that fails its checks is the error
+/// reported, before anything the sink said of bytes it was handed.
+pub async fn stream_sql<S: SqlSink>(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    objects: Vec<ObjectEntry>,
+    key: Option<&Key>,
+    mut sink: S,
+) -> anyhow::Result<S> {
+    let decryption: Option<Key> = check_key(manifest, key)?.cloned();
+    let handle = tokio::runtime::Handle::current();
+    let manifest = manifest.clone();
+    let objects = Arc::new(objects);
+    let (send, receive) = std::sync::mpsc::sync_channel::<(usize, Option<Vec<u8>>)>(CHUNKS_AHEAD);
+    let sinking = {
+        let objects = objects.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<S> {
+            for (index, bytes) in receive {
+                sink.feed(&objects[index], bytes.as_deref())?;
+            }
+            Ok(sink)
+        })
+    };
+    let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        // The next object is asked for while this one is read: parts are a few MiB each, and a
+        // round trip to the store between two of them would idle the load.
+        let get = |object: &ObjectEntry| {
+            let (store, key) = (store.clone(), manifest.key(object));
+            handle.spawn(async move { store.get(&key).await })
+        };
+        let mut next = objects.first().map(get);
+        for (index, object) in objects.iter().enumerate() {
+            let key = manifest.key(object);
+            let asked = std::mem::replace(&mut next, objects.get(index + 1).map(get));
+            let got = handle.block_on(asked.expect("asked with the object before"))?;
+            let stream = got.map_err(|e| {
+                if e.is_not_found() {
+                    anyhow::Error::new(LoadError::Missing {
+                        key: key.clone(),
+                        store: store.to_string(),
+                    })
+                } else {
+                    e.into()
+                }
+            })?;
+            let reader = StreamReader::new(stream.map_err(std::io::Error::other));
+            let mut hashing =
+                HashingReader::new(SyncIoBridge::new_with_handle(reader, handle.clone()));
+            let corrupt = |reason: String| LoadError::Corrupt {
+                key: key.clone(),
+                reason,
+            };
+            let decoded = {
+                let part_key = decryption.as_ref().map(|k| manifest.part_key(k, object));
+                let mut plain = decoder(&mut hashing, manifest.compression, part_key.as_ref());
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    match plain.read(&mut buf) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            crate::model::progress::add(0, n as u64);
+                            // The sink stopped: what it failed on is the error to report.
+                            if send.send((index, Some(buf[..n].to_vec()))).is_err() {
+                                return Ok(());
+                            }
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+            };
+            let (bytes, sha256) = hashing.finish().map_err(|e| corrupt(e.to_string()))?;
+            if bytes != object.bytes {
+                return Err(corrupt(format!(
+                    "{bytes} bytes stored, the manifest says {} (truncated or replaced)",
+                    object.bytes
+                ))
+                .into());
+            }
+            if sha256 != object.sha256 {
+                return Err(corrupt(format!(
+                    "SHA-256 {sha256} does not match the manifest's {}",
+                    object.sha256
+                ))
+                .into());
+            }
+            decoded.map_err(|e| corrupt(format!("cannot decode: {e}")))?;
+            if send.send((index, None)).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    });
+    let (read, sunk) = tokio::join!(reading, sinking);
+    read??;
+    sunk?
+}
+
+/// Where decoded SQL goes: a database being loaded, or an export file.
+pub trait SqlSink: Send + 'static {
+    /// Takes the next bytes of `object`'s SQL; `None` marks the end of the object, after its
+    /// size and digest were checked.
+    fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> anyhow::Result<()>;
+}
+
+/// Which statements of a backup to apply: all, or those of some tables.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub tables: Vec<String>,
+}
+
+impl Selection {
+    /// Refuses a selection naming a table the backup does not have (bad input).
+    pub fn check(&self, manifest: &Manifest) -> anyhow::Result<()> {
+        for table in &self.tables {
+            if !manifest.tables.iter().any(|t| &t.name == table) {
+                return Err(crate::error::bad_input(format!(
+                    "backup {} has no table named {table}",
+                    manifest.id
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    fn wants(&self, table: &str) -> bool {
+        self.tables.is_empty() || self.tables.iter().any(|t| t == table)
+    }
+
+    /// The objects worth downloading for this selection.
+    pub fn objects(&self, manifest: &Manifest) -> Vec<ObjectEntry> {
+        manifest
+            .objects
+            .iter()
+            .filter(|o| {
+                o.kind != ObjectKind::Data || o.table.as_deref().is_some_and(|t| self.wants(t))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// A backup's SQL as statements, each checked before it goes anywhere: it must be one d1r2 writes
+/// into a part of that kind ([`crate::format::dump::shape`]), and in the schema and post parts it must
+/// create what the manifest's schema list names next, so that list (by which a restore of some
+/// tables keeps or leaves each statement) says what the parts hold, entry for statement, or the
+/// backup is refused: no statement goes without an entry, no entry without its statement.
+pub struct Statements {
+    id: String,
+    splitter: Splitter,
+    schema: Vec<SchemaEntry>,
+    /// The entry of the next schema or post statement.
+    next: usize,
+}
+
+impl Statements {
+    pub fn new(manifest: &Manifest) -> Self {
+        Statements {
+            id: manifest.id.clone(),
+            splitter: Splitter::new(),
+            schema: manifest.schema.clone(),
+            next: 0,
+        }
+    }
+
+    /// Splits the next `bytes` of `object`'s SQL and hands each complete statement to `each`,
+    /// with the schema entry it creates (`None` for rows and the prelude).
+    pub fn push(
+        &mut self,
+        object: &ObjectEntry,
+        bytes: &[u8],
+        mut each: impl FnMut(&str, Option<&SchemaEntry>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let (schema, next) = (&self.schema, &mut self.next);
+        self.splitter.push(bytes, |stmt| {
+            let sql = backup_statement(object, stmt)?;
+            if object.kind == ObjectKind::Data || is_prelude(sql) {
+                return each(sql, None);
+            }
+            let entry = entry_of(object, sql, schema.get(*next))?;
+            *next += 1;
+            each(sql, Some(entry))
+        })
+    }
+
+    /// The end of `object`: refuses a part that ends inside a statement, or before a statement
+    /// the manifest's schema list names for it.
+    pub fn end(&mut self, object: &ObjectEntry) -> Result<(), LoadError> {
+        if let Some(rest) = std::mem::take(&mut self.splitter).finish() {
+            return Err(corrupt(
+                object,
+                format!("it ends inside a statement: {}", excerpt(&rest)),
+            ));
+        }
+        let left = &self.schema[self.next..];
+        let owed = match object.kind {
+            ObjectKind::Data => 0,
+            ObjectKind::Schema => left
+                .iter()
+                .take_while(|e| e.kind.part() == ObjectKind::Schema)
+                .count(),
+            ObjectKind::Post => left.len(),
+        };
+        match left.first() {
+            Some(entry) if owed > 0 => Err(corrupt(
+                object,
+                format!(
+                    "it ends where the manifest's schema list names {entry}{}",
+                    match owed - 1 {
+                        0 => String::new(),
+                        more => format!(" and {more} more"),
+                    }
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The end of the backup: refuses entries of the manifest's schema list that no part created
+    /// (its schema or post part left out of its objects).
+    pub fn finish(self) -> Result<(), LoadError> {
+        match self.schema.get(self.next) {
+            Some(entry) => Err(LoadError::Manifest {
+                id: self.id,
+                reason: format!("its schema list names {entry}, which no part creates"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The entry of `sql`, a schema or post statement of `object`: `entry`, the next in the
+/// manifest's schema list, when `sql` creates what it says in a part of the kind it belongs in.
+fn entry_of<'e>(
+    object: &ObjectEntry,
+    sql: &str,
+    entry: Option<&'e SchemaEntry>,
+) -> Result<&'e SchemaEntry, LoadError> {
+    let Some(entry) = entry else {
+        return Err(corrupt(
+            object,
+            format!(
+                "the manifest's schema list has no entry for its statement {}",
+                excerpt(sql)
+            ),
+        ));
+    };
+    let reason = if entry.kind.part() != object.kind {
+        format!(
+            "a {} part holds no {}",
+            object.kind.as_str(),
+            entry.kind.as_str()
+        )
+    } else {
+        match check_creates(entry, sql) {
+            Ok(()) => return Ok(entry),
+            Err(reason) => reason,
+        }
+    };
+    Err(corrupt(
+        object,
+        format!(
+            "its statement {} does not match the manifest's schema entry {entry}: {reason}",
+            excerpt(sql)
+        ),
+    ))
+}
+
+/// Where an [`Applier`] sends each statement it keeps.
+pub trait Execute: Send + 'static {
+    fn execute(&mut self, sql: &str) -> anyhow::Result<()>;
+}
+
+impl Execute for Connection {
+    fn execute(&mut self, sql: &str) -> anyhow::Result<()> {
+        Ok(self.execute_batch(sql)?)
+    }
+}
+
+/// Splits a backup's SQL into statements, keeps those of the selection, and hands them on one by
+/// one: to a SQLite connection for restore and verify, to a file for D1's import.
+pub struct Applier<E: Execute = Connection> {
+    conn: E,
+    statements: Statements,
+    selection: Selection,
+}
+
+impl<E: Execute> Applier<E> {
+    pub fn new(conn: E, manifest: &Manifest, selection: &Selection) -> Self {
+        Applier {
+            conn,
+            statements: Statements::new(manifest),
+            selection: selection.clone(),
+        }
+    }
+
+    /// The connection, once every entry of the manifest's schema list was matched to a statement.
+    pub fn finish(self) -> Result<E, LoadError> {
+        self.statements.finish()?;
+        Ok(self.conn)
+    }
+}
+
+impl<E: Execute> SqlSink for Applier<E> {
+    fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> anyhow::Result<()> {
+        let Some(bytes) = bytes else {
+            return Ok(self.statements.end(object)?);
+        };
+        let (conn, selection) = (&mut self.conn, &self.selection);
+        self.statements.push(object, bytes, |sql, entry| {
+            // Views are kept whatever the selection: they name no one table of their own.
+            if let Some(entry) = entry
+                && entry.kind != SchemaKind::View
+                && !selection.wants(&entry.table)
+            {
+                return Ok(());
+            }
+            conn.execute(sql).map_err(|e| {
+                anyhow::Error::new(LoadError::Apply {
+                    key: object.key.clone(),
+                    reason: e.to_string(),
+                    statement: excerpt(sql),
+                })
+            })
+        })
+    }
+}
+
+fn corrupt(object: &ObjectEntry, reason: String) -> LoadError {
+    LoadError::Corrupt {
+        key: object.key.clone(),
+        reason,
+    }
+}
+
+/// `stmt` as text, when it is a statement d1r2 writes into a part of `object`'s kind (see
+/// [`crate::format::dump::shape`]): anything else is a part someone else wrote, and goes nowhere.
+fn backup_statement<'s>(object: &ObjectEntry, stmt: &'s [u8]) -> Result<&'s str, LoadError> {
+    let sql = std::str::from_utf8(stmt)
+        .map_err(|_| corrupt(object, "a statement is not UTF-8".into()))?;
+    if !is_backup_statement(object.kind, sql) {
+        return Err(corrupt(
+            object,
+            format!(
+                "it holds a statement d1r2 does not write there, refused: {}",
+                excerpt(sql)
+            ),
+        ));
+    }
+    Ok(sql)
+}
+
+fn excerpt(sql: &str) -> String {
+    let one_line = sql.replace('\n', " ");
+    if one_line.chars().count() > 120 {
+        format!("{}...", one_line.chars().take(120).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+/// Opens a new scratch database tuned for a bulk load that is thrown away if anything fails.
+/// Foreign keys are off, as in the `sqlite3` shell: a local source may legally hold rows that
+/// violate them, and a restore must bring back what was there (verify reports violations).
+pub fn open_scratch(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA foreign_keys=OFF; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; BEGIN;",
+    )?;
+    Ok(conn)
+}
+
+/// Loads the selected part of a backup into the database at `path` (which may already hold
+/// tables), commits, and returns the connection.
+pub async fn load_into(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    selection: &Selection,
+    key: Option<&Key>,
+    path: &Path,
+) -> anyhow::Result<Connection> {
+    check_key(manifest, key)?;
+    let mut conn = open_scratch(path)?;
+    confine(&mut conn, true)?;
+    let applier = Applier::new(conn, manifest, selection);
+    let applier = stream_sql(store, manifest, selection.objects(manifest), key, applier).await?;
+    let mut conn = applier.finish()?;
+    confine(&mut conn, false)?;
+    conn.execute_batch("COMMIT")?;
+    Ok(conn)
+}
+
+/// While a backup's SQL runs, SQLite itself refuses what no backup does: opening another file
+/// (`ATTACH`, and `VACUUM INTO` through it) and setting any pragma but the prelude's (FTS5 reads
+/// `data_version` on its own). The statement check already keeps such statements out; this holds
+/// for whatever SQLite runs on their behalf.
+fn confine(conn: &mut Connection, on: bool) -> rusqlite::Result<()> {
+    use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+    fn allow(ctx: AuthContext<'_>) -> Authorization {
+        match ctx.action {
+            AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
+            AuthAction::Pragma {
+                pragma_name,
+                pragma_value: Some(_),
+            } if !pragma_name.eq_ignore_ascii_case("defer_foreign_keys") => Authorization::Deny,
+            _ => Authorization::Allow,
+        }
+    }
+    conn.authorizer(on.then_some(allow as fn(AuthContext<'_>) -> Authorization))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::manifest::SchemaKind::{Index, Table, Trigger, View};
+
+    /// The statements an [`Applier`] keeps, in order.
+    #[derive(Default)]
+    struct Log(Vec<String>);
+
+    impl Execute for Log {
+        fn execute(&mut self, sql: &str) -> anyhow::Result<()> {
+            self.0.push(sql.to_string());
+            Ok(())
+        }
+    }
+
+    fn entry(kind: SchemaKind, name: &str, table: &str) -> SchemaEntry {
+        SchemaEntry {
+            kind,
+            name: name.into(),
+            table: table.into(),
+        }
+    }
+
+    fn object(kind: ObjectKind, key: &str) -> ObjectEntry {
+        ObjectEntry {
+            key: key.into(),
+            kind,
+            table: None,
+            rows: 0,
+            bytes: 0,
+            sha256: String::new(),
+            sql_bytes: 0,
+        }
+    }
+
+    const SCHEMA: &str =
+        "PRAGMA defer_foreign_keys=TRUE;\nCREATE TABLE a(x);\nCREATE TABLE \"b\"(y);\n";
+    const POST: &str = "CREATE INDEX i ON a(x);\nCREATE VIEW v AS SELECT 1;\n\
+                        CREATE TRIGGER tr AFTER INSERT ON b BEGIN SELECT 1; END;\n";
+
+    fn entries() -> Vec<SchemaEntry> {
+        vec![
+            entry(Table, "a", "a"),
+            entry(Table, "b", "b"),
+            entry(Index, "i", "a"),
+            entry(View, "v", "v"),
+            entry(Trigger, "tr", "b"),
+        ]
+    }
+
+    /// Feeds `parts` to an [`Applier`] of `tables`, a few bytes at a time (statements cross
+    /// chunks), as [`stream_sql`] does; returns what it applied.
+    fn apply(
+        schema: Vec<SchemaEntry>,
+        parts: &[(ObjectKind, &str, &str)],
+        tables: &[&str],
+    ) -> Result<Vec<String>, String> {
+        let manifest = Manifest {
+            format: crate::format::manifest::PLAIN_FORMAT,
+            tool: "d1r2".into(),
+            id: "20261124T221500Z".into(),
+            created: chrono::Utc::now(),
+            label: None,
+            public_label: false,
+            source: crate::model::SourceInfo {
+                kind: "sqlite".into(),
+                database_id: None,
+                name: None,
+                bookmark: None,
+            },
+            compression: crate::format::codec::Compression::Gzip,
+            encryption: None,
+            tables: vec![],
+            schema,
+            objects: vec![],
+        };
+        let selection = Selection {
+            tables: tables.iter().map(|t| t.to_string()).collect(),
+        };
+        let mut applier = Applier::new(Log::default(), &manifest, &selection);
+        for (kind, key, sql) in parts {
+            let object = object(*kind, key);
+            for chunk in sql.as_bytes().chunks(7) {
+                applier
+                    .feed(&object, Some(chunk))
+                    .map_err(|e| e.to_string())?;
+            }
+            applier.feed(&object, None).map_err(|e| e.to_string())?;
+        }
+        applier.finish().map(|log| log.0).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_schema_statement_is_matched_to_its_entry_table() {
+        use ObjectKind::{Data, Post, Schema};
+        let rows = (Data, "data/a.sql.gz", "INSERT INTO a VALUES(1);\n");
+        let post_with_insert = format!("{POST}INSERT INTO a(a) VALUES(2);\n");
+        let whole = [
+            (Schema, "schema.sql.gz", SCHEMA),
+            rows,
+            (Post, "post.sql.gz", POST),
+        ];
+        assert_eq!(apply(entries(), &whole, &[]).unwrap().len(), 7);
+        let edited = |edit: fn(&mut Vec<SchemaEntry>)| {
+            let mut schema = entries();
+            edit(&mut schema);
+            schema
+        };
+        // (what the manifest's schema list says, the parts, the part named and what is said)
+        let cases: Vec<(&str, Vec<SchemaEntry>, Vec<_>, &str, &str)> = vec![
+            (
+                "a table's entry dropped",
+                edited(|s| {
+                    s.remove(1);
+                }),
+                whole.to_vec(),
+                "schema.sql.gz",
+                "entry index \"i\" on \"a\"",
+            ),
+            (
+                "a post entry dropped",
+                edited(|s| {
+                    s.remove(2);
+                }),
+                whole.to_vec(),
+                "post.sql.gz",
+                "entry view \"v\": it creates index \"i\" on \"a\"",
+            ),
+            (
+                "the last entry dropped",
+                edited(|s| {
+                    s.pop();
+                }),
+                whole.to_vec(),
+                "post.sql.gz",
+                "has no entry for its statement CREATE TRIGGER tr",
+            ),
+            (
+                "two tables swapped",
+                edited(|s| s.swap(0, 1)),
+                whole.to_vec(),
+                "schema.sql.gz",
+                "entry table \"b\": it creates table \"a\"",
+            ),
+            (
+                "a view and a trigger swapped",
+                edited(|s| s.swap(3, 4)),
+                whole.to_vec(),
+                "post.sql.gz",
+                "it creates view \"v\"",
+            ),
+            (
+                "a name changed",
+                edited(|s| s[3].name = "w".into()),
+                whole.to_vec(),
+                "post.sql.gz",
+                "entry view \"w\" on \"v\": it creates view \"v\"",
+            ),
+            (
+                "an index's table changed",
+                edited(|s| s[2].table = "b".into()),
+                whole.to_vec(),
+                "post.sql.gz",
+                "entry index \"i\" on \"b\": it creates index \"i\" on \"a\"",
+            ),
+            (
+                "a kind changed",
+                edited(|s| s[3].kind = Trigger),
+                whole.to_vec(),
+                "post.sql.gz",
+                "it creates view \"v\"",
+            ),
+            (
+                "a table entry more",
+                edited(|s| s.insert(2, entry(Table, "c", "c"))),
+                whole.to_vec(),
+                "schema.sql.gz",
+                "it ends where the manifest's schema list names table \"c\"",
+            ),
+            (
+                "a post entry more",
+                edited(|s| s.push(entry(Index, "j", "b"))),
+                whole.to_vec(),
+                "post.sql.gz",
+                "it ends where the manifest's schema list names index \"j\" on \"b\"",
+            ),
+            (
+                "a post entry where a table's goes",
+                edited(|s| s.swap(1, 2)),
+                whole.to_vec(),
+                "schema.sql.gz",
+                "a schema part holds no index",
+            ),
+            (
+                "the post part left out",
+                entries(),
+                whole[..2].to_vec(),
+                "backup 20261124T221500Z",
+                "its schema list names index \"i\" on \"a\", which no part creates",
+            ),
+            (
+                "an INSERT in the post part that is no rebuild",
+                edited(|s| s.push(entry(SchemaKind::Rebuild, "a", "a"))),
+                vec![whole[0], whole[1], (Post, "post.sql.gz", &post_with_insert)],
+                "post.sql.gz",
+                "entry rebuild \"a\": it creates nothing a schema entry names",
+            ),
+        ];
+        for (what, schema, parts, part, said) in cases {
+            let err = apply(schema, &parts, &[]).expect_err(what);
+            assert!(err.contains(part) && err.contains(said), "{what}: {err}");
+        }
+    }
+
+    /// A restore of some tables keeps their statements and the views, and leaves the rest.
+    #[test]
+    fn a_selection_keeps_the_statements_of_its_tables() {
+        use ObjectKind::{Post, Schema};
+        let parts = [
+            (Schema, "schema.sql.gz", SCHEMA),
+            (Post, "post.sql.gz", POST),
+        ];
+        let kept = |tables: &[&str]| {
+            apply(entries(), &parts, tables)
+                .unwrap()
+                .iter()
+                .map(|s| s.split([' ', '(']).nth(2).unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kept(&["b"]), ["", "\"b\"", "v", "tr"].map(String::from));
+        assert_eq!(kept(&["a"]), ["", "a", "i", "v"].map(String::from));
+        assert_eq!(
+            kept(&[]),
+            ["", "a", "\"b\"", "i", "v", "tr"].map(String::from)
+        );
+    }
+
+    /// What SQLite runs while confined: a backup's own statements, FTS5's reads of its pragmas;
+    /// never another file or a pragma set.
+    #[test]
+    fn a_confined_connection_opens_no_other_file_and_sets_no_pragma() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_scratch(&dir.path().join("db")).unwrap();
+        confine(&mut conn, true).unwrap();
+        let other = dir.path().join("other.db");
+        for refused in [
+            format!("ATTACH '{}' AS x", other.display()),
+            format!("VACUUM INTO '{}'", other.display()),
+            "PRAGMA journal_mode=WAL".into(),
+            "PRAGMA writable_schema=ON".into(),
+        ] {
+            assert!(conn.execute_batch(&refused).is_err(), "{refused}");
+        }
+        conn.execute_batch(
+            "PRAGMA defer_foreign_keys=TRUE;
+             CREATE TABLE a(id INTEGER PRIMARY KEY, body TEXT);
+             INSERT INTO a VALUES (1, 'text');
+             CREATE VIRTUAL TABLE f USING fts5(body, content='a', content_rowid='id');
+             INSERT INTO f(f) VALUES('rebuild');",
+        )
+        .unwrap();
+        assert!(!other.exists());
+        confine(&mut conn, false).unwrap();
+        conn.execute_batch("COMMIT; PRAGMA journal_mode=DELETE")
+            .unwrap();
+    }
+}

@@ -1,0 +1,12 @@
+//! The backup format: the SQL a dump is made of, how parts are compressed and encrypted, the
+//! manifest and its sealed envelope, the repository of backups in a store, and reading parts
+//! back into SQLite.
+
+pub mod codec;
+pub mod crypto;
+pub mod dump;
+pub mod envelope;
+pub mod huffman;
+pub mod load;
+pub mod manifest;
+pub mod repo;

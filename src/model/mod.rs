@@ -1,0 +1,39 @@
+//! The types every layer shares: what a source yields (cells, pages of rows, the tables and
+//! schema of a database, where it came from), how a value is written as SQL, and what a command
+//! reports. Nothing here does I/O or knows a source, a store or the backup format.
+
+pub mod page;
+pub mod progress;
+pub mod report;
+pub mod table;
+pub mod value;
+
+use serde::{Deserialize, Serialize};
+
+pub use page::{Page, Row};
+pub use table::{Affinity, DataMode, Schema, SchemaObject, Table, TableFilter, affinity};
+
+/// A value from a catalog query. Catalog answers are small names and integers, so the lossy JSON
+/// numbers of D1 are harmless here; table data never travels as `Cell`s but as literals.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// What the manifest records about where a backup came from. No secrets: ids and names only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// `sqlite` or `d1`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// D1 Time Travel bookmark at the start of the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bookmark: Option<String>,
+}

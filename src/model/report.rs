@@ -1,0 +1,149 @@
+//! What a command tells the world when it is done.
+//!
+//! Every command returns a [`Report`]: named outputs (the action's job outputs, with the same
+//! kebab-case names) and rows for a short Markdown summary. The CLI prints it as plain lines; the
+//! action writes it to `$GITHUB_OUTPUT` and `$GITHUB_STEP_SUMMARY`. Keeping one structure for both
+//! means the two can never disagree about what happened.
+
+use std::collections::BTreeMap;
+
+/// A command that failed but still has outputs to give (the attempts made, the last HTTP status):
+/// the action writes them with `status=failure`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub report: Report,
+    pub message: String,
+}
+
+impl crate::error::Classify for Failure {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Failed
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// The command that ran, e.g. `backup`.
+    pub command: String,
+    /// Job outputs by name (`backup-id`, `bytes`, ...). Values may span several lines.
+    pub outputs: BTreeMap<String, String>,
+    /// Outputs that are secrets: masked before anything is printed, never shown in summaries.
+    pub secret_outputs: Vec<String>,
+    /// Label/value rows for the human summary, in display order.
+    pub rows: Vec<(String, String)>,
+    /// Free text printed after the rows (a plan, a diff, a listing).
+    pub detail: String,
+    /// The outputs describe a backup whose manifest is sealed: the audit trail, stored beside
+    /// the backup in plain, records none of what the seal hides (its row count).
+    pub sealed: bool,
+}
+
+impl Report {
+    pub fn new(command: &str) -> Self {
+        let mut report = Report {
+            command: command.to_string(),
+            ..Report::default()
+        };
+        report.output("status", "success");
+        report
+    }
+
+    /// Sets a job output.
+    pub fn output(&mut self, name: &str, value: impl ToString) -> &mut Self {
+        self.outputs.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    /// Adds a row to the human summary.
+    pub fn row(&mut self, label: &str, value: impl ToString) -> &mut Self {
+        self.rows.push((label.to_string(), value.to_string()));
+        self
+    }
+
+    /// Plain text for a terminal: the rows aligned, then the detail.
+    pub fn to_text(&self) -> String {
+        let width = self.rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        let mut text = String::new();
+        for (label, value) in &self.rows {
+            text.push_str(&format!("{label:<width$}  {value}\n"));
+        }
+        if !self.detail.is_empty() {
+            text.push_str(&self.detail);
+            if !self.detail.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        text
+    }
+}
+
+/// Human-readable byte count (`1.2 MiB`).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The step summary: a heading and a two-column Markdown table, secrets left out.
+pub fn summary_markdown(report: &Report) -> String {
+    let mut md = format!(
+        "### d1r2 {}: {}\n\n| | |\n|---|---|\n",
+        report.command,
+        status(report)
+    );
+    for (label, value) in &report.rows {
+        md.push_str(&format!("| {} | {} |\n", cell(label), cell(value)));
+    }
+    if !report.detail.is_empty() {
+        md.push_str(&format!("\n```\n{}\n```\n", report.detail.trim_end()));
+    }
+    md
+}
+
+fn status(report: &Report) -> &str {
+    report
+        .outputs
+        .get("status")
+        .map(String::as_str)
+        .unwrap_or("success")
+}
+
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', "<br>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_table() {
+        for (bytes, text) in [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (5 * 1024 * 1024, "5.0 MiB"),
+        ] {
+            assert_eq!(human_bytes(bytes), text);
+        }
+    }
+
+    #[test]
+    fn text_aligns_rows() {
+        let mut r = Report::new("backup");
+        r.row("id", "x").row("tables", 3);
+        assert_eq!(r.to_text(), "id      x\ntables  3\n");
+        assert_eq!(r.outputs["status"], "success");
+    }
+}

@@ -1,0 +1,76 @@
+//! Exporting a backup as one plain SQL file that `sqlite3` and `wrangler d1 execute --file`
+//! accept: the parts decoded and concatenated in order. Written to a temporary file and renamed,
+//! and only after every part's digest checked out.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::format::crypto::Key;
+use crate::format::load::{SqlSink, Statements, check_key, stream_sql};
+use crate::format::manifest::{Manifest, ObjectEntry};
+use crate::store::Store;
+
+/// The export file, written as the parts decode: byte for byte what they hold, once
+/// [`Statements`] beside it has seen that every statement is one d1r2 writes, where the manifest
+/// says (an export is run by the `sqlite3` shell, which would also run a `.shell` line a
+/// written-over part slipped between statements).
+struct FileSink {
+    file: std::io::BufWriter<tempfile::NamedTempFile>,
+    statements: Statements,
+}
+
+impl SqlSink for FileSink {
+    fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> anyhow::Result<()> {
+        let Some(bytes) = bytes else {
+            return Ok(self.statements.end(object)?);
+        };
+        self.statements.push(object, bytes, |_, _| Ok(()))?;
+        self.file.write_all(bytes)?;
+        Ok(())
+    }
+}
+
+/// A manifest's text as one line of a SQL comment: a line end in it would start a line of its
+/// own, which the `sqlite3` shell reads as SQL or as one of its commands.
+fn one_line(text: &str) -> String {
+    text.replace(|c: char| c.is_control(), " ")
+}
+
+/// Writes the whole backup to `out`; returns the number of SQL bytes written.
+pub async fn export(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    key: Option<&Key>,
+    out: &Path,
+) -> anyhow::Result<u64> {
+    check_key(manifest, key)?;
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    let mut sink = FileSink {
+        file: std::io::BufWriter::new(temp),
+        statements: Statements::new(manifest),
+    };
+    writeln!(
+        sink.file,
+        "-- d1r2 backup {} of {} {}, created {}",
+        one_line(&manifest.id),
+        one_line(&manifest.source.kind),
+        one_line(manifest.source.name.as_deref().unwrap_or("")),
+        manifest.created.to_rfc3339()
+    )?;
+    let sink = stream_sql(store, manifest, manifest.objects.clone(), key, sink).await?;
+    sink.statements.finish()?;
+    let file = sink.file.into_inner().map_err(|e| e.into_error())?;
+    file.as_file().sync_all()?;
+    let bytes = file.as_file().metadata()?.len();
+    file.persist(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(bytes)
+}

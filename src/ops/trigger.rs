@@ -1,0 +1,412 @@
+//! `d1r2 trigger`: call the application's own backup endpoint with a TOTP bearer code, retrying
+//! with the shared policy.
+//!
+//! Every attempt gets a fresh code, made just before it is sent, and never one with less than
+//! `--min-validity` seconds left (it would expire on the way): the hand-written workflow that
+//! computes one code and reuses it across retry delays gets 401s once the first delay outlasts
+//! the code. 408, 429 (honouring `Retry-After`), 5xx, timeouts and connection failures are
+//! retried; any other 4xx fails at once. Neither the secret nor a code is ever printed, and the
+//! URL is shown without its query and credentials, which may carry tokens too.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{HeaderName, HeaderValue};
+
+use crate::error::{Result, bad_input};
+use crate::model::report::{Failure, Report};
+use crate::ops::totp::{Generator, TotpShape};
+use crate::remote::http::{self, Transport};
+use crate::remote::retry::{self, RetryPolicy, Verdict};
+
+/// The most of a response body kept for outputs and messages.
+pub const BODY_LIMIT: usize = 1000;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TriggerArgs {
+    /// The endpoint to call, e.g. https://app.example.com/api/backup.
+    #[arg(long)]
+    pub url: String,
+    /// HTTP method.
+    #[arg(long, default_value = "POST")]
+    pub method: String,
+    /// A JSON body, sent as application/json.
+    #[arg(long, value_name = "JSON")]
+    pub body: Option<String>,
+    /// An extra header, `Name: value`; repeat (or one per line in the action) for more.
+    #[arg(long = "header", value_name = "NAME: VALUE", value_delimiter = '\n')]
+    pub headers: Vec<String>,
+    /// Attempts in all, the first included.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Ceiling of the first retry's delay, in seconds; each later one doubles (full jitter).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub initial_delay: f64,
+    /// No delay between attempts is longer, in seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub max_delay: f64,
+    /// No attempt starts after this many seconds.
+    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
+    pub deadline: f64,
+    /// Seconds an attempt may take.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub timeout: f64,
+    /// Never send a code with fewer seconds than this left in its period; wait for the next.
+    #[arg(long, default_value_t = 2, value_name = "SECS")]
+    pub min_validity: u64,
+    #[command(flatten)]
+    pub totp: TotpShape,
+}
+
+/// How long to wait at unix time `now` (seconds, fractional) before a code has at least
+/// `min_validity` seconds left in its `period`. A `min_validity` of half the period or more is
+/// treated as half, so there is always a time that satisfies it.
+pub fn wait_for_fresh_code(now: f64, period: u64, min_validity: u64) -> Duration {
+    let period_f = period as f64;
+    let left = period_f - now.rem_euclid(period_f);
+    let needed = (min_validity as f64).min(period_f / 2.0);
+    if left < needed {
+        Duration::from_secs_f64(left + 0.01)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// `Name: value` as a header, refusing `Authorization` (the code goes there).
+pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("header {text:?}: expected `Name: value`"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("header {:?}: not a header name", name.trim()))?;
+    if name == reqwest::header::AUTHORIZATION {
+        return Err("header Authorization: d1r2 sends the TOTP bearer code there itself".into());
+    }
+    let value = HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("header {name}: the value has characters a header cannot hold"))?;
+    Ok((name, value))
+}
+
+/// At most `limit` bytes of `text`, cut at a character boundary, with `…` when cut.
+pub fn truncate(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// A URL fit for logs: scheme, host, port and path; no credentials, query or fragment.
+pub fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path());
+    shown
+}
+
+/// One attempt that did not succeed.
+#[derive(Debug)]
+enum Miss {
+    Status {
+        status: u16,
+        body: String,
+        retry_after: Option<Duration>,
+        elapsed: Duration,
+    },
+    Transport {
+        message: String,
+        elapsed: Duration,
+    },
+}
+
+impl Miss {
+    fn verdict(&self) -> Verdict {
+        match self {
+            Miss::Status {
+                status,
+                retry_after,
+                ..
+            } => http::status_verdict(*status, *retry_after).unwrap_or(Verdict::Fail),
+            Miss::Transport { .. } => Verdict::Retry { after: None },
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Miss::Status {
+                status, elapsed, ..
+            } => format!("HTTP {status} in {} ms", elapsed.as_millis()),
+            Miss::Transport { message, elapsed } => {
+                format!("{message} after {} ms", elapsed.as_millis())
+            }
+        }
+    }
+}
+
+struct Answer {
+    status: u16,
+    body: String,
+    elapsed: Duration,
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        bad_input(format!(
+            "--{name} {value}: expected a number of seconds ≥ 0"
+        ))
+    })
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// `d1r2 trigger`, with `TOTP_SECRET` given as `secret`.
+pub async fn run(args: &TriggerArgs, secret: Option<&str>) -> Result<Report> {
+    let generator = Generator::new(&args.totp, secret)?;
+    let url = reqwest::Url::parse(&args.url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| bad_input("--url: expected an http:// or https:// URL"))?;
+    let shown = shown_url(&url);
+    let method = reqwest::Method::from_bytes(args.method.trim().to_ascii_uppercase().as_bytes())
+        .map_err(|_| bad_input(format!("--method {:?}: not an HTTP method", args.method)))?;
+    if let Some(body) = &args.body {
+        serde_json::from_str::<serde_json::Value>(body)
+            .map_err(|e| bad_input(format!("--body is not JSON: {e}")))?;
+    }
+    let headers = args
+        .headers
+        .iter()
+        .filter(|h| !h.trim().is_empty())
+        .map(|h| parse_header(h).map_err(bad_input))
+        .collect::<Result<Vec<_>>>()?;
+    let policy = RetryPolicy {
+        max_attempts: args.max_attempts,
+        initial_delay: seconds("initial-delay", args.initial_delay)?,
+        max_delay: seconds("max-delay", args.max_delay)?,
+        deadline: seconds("deadline", args.deadline)?,
+    };
+    let client = http::client(seconds("timeout", args.timeout)?).map_err(anyhow::Error::new)?;
+    let max = args.max_attempts;
+    let started = Instant::now();
+
+    let attempt = |n: u32| {
+        let (client, generator, url, method, headers) =
+            (&client, &generator, &url, &method, &headers);
+        async move {
+            let wait = wait_for_fresh_code(unix_now(), generator.period, args.min_validity);
+            if !wait.is_zero() {
+                tracing::info!(
+                    "attempt {n}/{max}: waiting {:.1} s for a fresh code",
+                    wait.as_secs_f64()
+                );
+                tokio::time::sleep(wait).await;
+            }
+            let code = generator.code(unix_now() as u64);
+            let mut request = client
+                .request(method.clone(), url.clone())
+                .bearer_auth(code);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            if let Some(body) = &args.body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            let sent = Instant::now();
+            let response = request.send().await.map_err(|e| transport(&e, sent))?;
+            let status = response.status().as_u16();
+            let retry_after = http::retry_after(response.headers(), SystemTime::now());
+            let body = response.text().await.map_err(|e| transport(&e, sent))?;
+            let body = truncate(&body, BODY_LIMIT);
+            let elapsed = sent.elapsed();
+            if http::status_verdict(status, retry_after).is_none() {
+                tracing::info!(
+                    "attempt {n}/{max}: HTTP {status} in {} ms",
+                    elapsed.as_millis()
+                );
+                Ok(Answer {
+                    status,
+                    body,
+                    elapsed,
+                })
+            } else {
+                Err(Miss::Status {
+                    status,
+                    body,
+                    retry_after,
+                    elapsed,
+                })
+            }
+        }
+    };
+    let attempt_no = std::sync::atomic::AtomicU32::new(0);
+    let (result, attempts) = retry::run(
+        &policy,
+        |n| {
+            attempt_no.store(n, std::sync::atomic::Ordering::SeqCst);
+            attempt(n)
+        },
+        Miss::verdict,
+        |miss, wait| {
+            tracing::warn!(
+                "attempt {}/{max}: {}; retrying in {:.1} s",
+                attempt_no.load(std::sync::atomic::Ordering::SeqCst),
+                miss.describe(),
+                wait.as_secs_f64()
+            );
+        },
+    )
+    .await;
+
+    let mut report = Report::new("trigger");
+    report
+        .output("attempts", attempts)
+        .output("duration-ms", started.elapsed().as_millis());
+    report
+        .row("Endpoint", format!("{method} {shown}"))
+        .row("Attempts", format!("{attempts} of at most {max}"));
+    match result {
+        Ok(answer) => {
+            report
+                .output("http-status", answer.status)
+                .output("body", &answer.body);
+            report
+                .row("HTTP status", answer.status)
+                .row("Last attempt", format!("{} ms", answer.elapsed.as_millis()))
+                .row(
+                    "Duration",
+                    format!("{:.1} s", started.elapsed().as_secs_f64()),
+                );
+            report.detail = answer.body;
+            Ok(report)
+        }
+        Err(miss) => {
+            tracing::warn!("attempt {attempts}/{max}: {}; giving up", miss.describe());
+            let cause = match &miss {
+                Miss::Status { status, body, .. } => {
+                    report.output("http-status", status).output("body", body);
+                    report.row("HTTP status", status);
+                    report.detail = body.clone();
+                    let why = if miss.verdict() == Verdict::Fail {
+                        " (not retried)"
+                    } else {
+                        ""
+                    };
+                    let start: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+                    format!("HTTP {status}{why}: {}", truncate(&start, 200))
+                }
+                Miss::Transport { message, .. } => message.clone(),
+            };
+            let message = format!("{method} {shown} failed after {attempts} attempt(s): {cause}");
+            report.output("status", "failure").output("error", &message);
+            Err(Failure { report, message }.into())
+        }
+    }
+}
+
+fn transport(err: &reqwest::Error, sent: Instant) -> Miss {
+    Miss::Transport {
+        message: Transport::of(err).as_str().to_string(),
+        elapsed: sent.elapsed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_code_waits_table() {
+        for (now, period, min, want_ms) in [
+            (0.0, 30, 2, 0),
+            (27.5, 30, 2, 0),
+            (28.0, 30, 2, 0),
+            (28.5, 30, 2, 1510),
+            (29.99, 30, 2, 20),
+            (59.0, 30, 2, 1010),
+            (1_700_000_009.0, 10, 2, 1010),
+            (4.0, 10, 9, 0),
+            (6.0, 10, 9, 4010),
+            (1.0, 10, 0, 0),
+        ] {
+            let got = wait_for_fresh_code(now, period, min).as_millis();
+            assert!(got.abs_diff(want_ms) <= 1, "{now} {period} {min}: {got}");
+        }
+    }
+
+    #[test]
+    fn headers_table() {
+        for (text, ok) in [
+            ("X-Backup-Reason: nightly", true),
+            ("Accept: application/json, text/plain", true),
+            ("x-empty:", true),
+            ("Authorization: Bearer x", false),
+            ("authorization: x", false),
+            ("no colon", false),
+            ("bad name: x", false),
+            ("X-Line: a\u{7f}b", false),
+        ] {
+            assert_eq!(parse_header(text).is_ok(), ok, "{text}");
+        }
+        let (name, value) = parse_header(" X-A :  b c ").unwrap();
+        assert_eq!((name.as_str(), value.to_str().unwrap()), ("x-a", "b c"));
+    }
+
+    #[test]
+    fn truncation_table() {
+        for (text, limit, want) in [
+            ("short", 10, "short"),
+            ("exactly10!", 10, "exactly10!"),
+            ("0123456789abc", 10, "0123456789…"),
+            ("ééééé", 3, "é…"),
+            ("🐢🐢", 5, "🐢…"),
+        ] {
+            assert_eq!(truncate(text, limit), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn urls_are_shown_without_secrets() {
+        for (url, want) in [
+            (
+                "https://app.example.com/api/backup",
+                "https://app.example.com/api/backup",
+            ),
+            (
+                "https://user:pass@app.example.com:8443/api/backup?token=abc#x",
+                "https://app.example.com:8443/api/backup",
+            ),
+            ("http://127.0.0.1:9/", "http://127.0.0.1:9/"),
+        ] {
+            assert_eq!(shown_url(&reqwest::Url::parse(url).unwrap()), want);
+        }
+    }
+
+    #[test]
+    fn verdicts_table() {
+        let after = Some(Duration::from_secs(3));
+        for (status, want) in [
+            (200, None),
+            (204, None),
+            (401, Some(Verdict::Fail)),
+            (403, Some(Verdict::Fail)),
+            (404, Some(Verdict::Fail)),
+            (408, Some(Verdict::Retry { after })),
+            (429, Some(Verdict::Retry { after })),
+            (500, Some(Verdict::Retry { after })),
+            (503, Some(Verdict::Retry { after })),
+        ] {
+            assert_eq!(http::status_verdict(status, after), want, "{status}");
+        }
+    }
+}

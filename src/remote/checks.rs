@@ -1,0 +1,201 @@
+//! PR check runs: with `report-check: true` and a `GITHUB_TOKEN`, the action publishes what it
+//! did as a completed check run on the commit under test, so the result sits on the pull request
+//! next to the CI checks (a restore drill that fails shows as a failed check with its cause).
+//!
+//! A check run that cannot be published is a warning, never the step's failure: the command's own
+//! outcome is what the step reports.
+
+use std::collections::BTreeMap;
+
+use octocrab::params::checks::{CheckRunConclusion, CheckRunOutput, CheckRunStatus};
+
+use crate::model::report::Report;
+
+/// The action input that asks for a check run.
+pub const INPUT: &str = "report-check";
+
+/// Where a check run goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckTarget {
+    pub api: String,
+    pub owner: String,
+    pub repo: String,
+    pub sha: String,
+}
+
+/// Whether the step asked for a check run.
+pub fn wanted(env: &BTreeMap<String, String>) -> bool {
+    env.get("INPUT_REPORT-CHECK")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// The commit a check run belongs on: a pull request's head (`GITHUB_SHA` is the merge commit
+/// there, which the pull request page does not show), otherwise `GITHUB_SHA`.
+pub fn head_sha(event: Option<&str>, github_sha: Option<&str>) -> Option<String> {
+    let from_event = event
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .and_then(|e| {
+            e["pull_request"]["head"]["sha"]
+                .as_str()
+                .map(str::to_string)
+        });
+    from_event.or_else(|| github_sha.map(str::to_string))
+}
+
+/// The repository and commit from the runner's environment.
+pub fn target(env: &BTreeMap<String, String>) -> Result<CheckTarget, String> {
+    let repository = env
+        .get("GITHUB_REPOSITORY")
+        .ok_or("GITHUB_REPOSITORY is not set")?;
+    let (owner, repo) = repository
+        .split_once('/')
+        .ok_or_else(|| format!("GITHUB_REPOSITORY {repository:?} is not OWNER/REPO"))?;
+    let event = env
+        .get("GITHUB_EVENT_PATH")
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    let sha = head_sha(event.as_deref(), env.get("GITHUB_SHA").map(String::as_str))
+        .ok_or("neither the event nor GITHUB_SHA names a commit")?;
+    Ok(CheckTarget {
+        api: env
+            .get("GITHUB_API_URL")
+            .cloned()
+            .unwrap_or_else(|| "https://api.github.com".to_string()),
+        owner: owner.to_string(),
+        repo: repo.to_string(),
+        sha,
+    })
+}
+
+/// The check run's title: the command, its status and the headline figures.
+pub fn title(report: &Report) -> String {
+    let status = report
+        .outputs
+        .get("status")
+        .map_or("success", String::as_str);
+    let mut title = format!("d1r2 {}: {status}", report.command);
+    if let Some(error) = report.outputs.get("error") {
+        title.push_str(&format!(": {error}"));
+    } else if let Some(rows) = report.outputs.get("rows") {
+        title.push_str(&format!(", {rows} rows"));
+    }
+    title.chars().take(240).collect()
+}
+
+/// Publishes `report` as a completed check run; returns its id.
+pub async fn publish(target: &CheckTarget, token: &str, report: &Report) -> anyhow::Result<u64> {
+    let client = octocrab::Octocrab::builder()
+        .base_uri(target.api.as_str())?
+        .personal_token(token.to_string())
+        .build()?;
+    let failed = report.outputs.get("status").is_some_and(|s| s != "success");
+    let run = client
+        .checks(&target.owner, &target.repo)
+        .create_check_run(format!("d1r2 {}", report.command), &target.sha)
+        .status(CheckRunStatus::Completed)
+        .conclusion(if failed {
+            CheckRunConclusion::Failure
+        } else {
+            CheckRunConclusion::Success
+        })
+        .output(CheckRunOutput {
+            title: title(report),
+            summary: crate::model::report::summary_markdown(report),
+            text: None,
+            annotations: Vec::new(),
+            images: Vec::new(),
+        })
+        .send()
+        .await?;
+    Ok(run.id.into_inner())
+}
+
+/// Publishes the check run when the step asked for one, warning (not failing) when it cannot.
+pub fn publish_if_wanted(env: &BTreeMap<String, String>, report: &Report) {
+    if !wanted(env) {
+        return;
+    }
+    let Some(token) = env.get("GITHUB_TOKEN").filter(|t| !t.is_empty()) else {
+        println!(
+            "::warning::report-check needs GITHUB_TOKEN (with checks: write); no check run published"
+        );
+        return;
+    };
+    let outcome = target(env).map_err(anyhow::Error::msg).and_then(|target| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(publish(&target, token, report))
+    });
+    match outcome {
+        Ok(id) => println!("published check run {id}"),
+        Err(e) => println!(
+            "::warning::could not publish the check run: {}",
+            crate::error::one_line(&e)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_sha_table() {
+        let pr = r#"{"pull_request": {"head": {"sha": "abc123"}}}"#;
+        for (event, github_sha, want) in [
+            (Some(pr), Some("merge"), Some("abc123")),
+            (
+                Some(r#"{"ref": "refs/heads/main"}"#),
+                Some("def"),
+                Some("def"),
+            ),
+            (Some("not json"), Some("def"), Some("def")),
+            (None, Some("def"), Some("def")),
+            (None, None, None),
+        ] {
+            assert_eq!(head_sha(event, github_sha).as_deref(), want, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn titles_table() {
+        let mut ok = Report::new("backup");
+        ok.output("rows", 42);
+        let mut failed = Report::new("drill");
+        failed
+            .output("status", "failure")
+            .output("error", "migration 0003 fails");
+        for (report, want) in [
+            (ok, "d1r2 backup: success, 42 rows"),
+            (failed, "d1r2 drill: failure: migration 0003 fails"),
+            (Report::new("list"), "d1r2 list: success"),
+        ] {
+            assert_eq!(title(&report), want);
+        }
+    }
+
+    #[test]
+    fn targets_from_the_environment() {
+        let env: BTreeMap<String, String> = [
+            ("GITHUB_REPOSITORY", "acme/app"),
+            ("GITHUB_SHA", "cafe"),
+            ("GITHUB_API_URL", "http://127.0.0.1:1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            target(&env).unwrap(),
+            CheckTarget {
+                api: "http://127.0.0.1:1".into(),
+                owner: "acme".into(),
+                repo: "app".into(),
+                sha: "cafe".into()
+            }
+        );
+        let mut bad = env.clone();
+        bad.insert("GITHUB_REPOSITORY".into(), "noslash".into());
+        assert!(target(&bad).is_err());
+        assert!(!wanted(&env));
+    }
+}

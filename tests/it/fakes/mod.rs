@@ -1,0 +1,20 @@
+//! In-process fakes of the services d1r2 talks to, speaking their real wire protocols.
+
+pub mod d1;
+pub mod github;
+pub mod lists;
+pub mod s3;
+
+/// Serves `app` on a free loopback port and returns its address. Sockets are TCP_NODELAY, as a
+/// real API's are: without it every small answer waits out the client's delayed ACK (40 ms on
+/// Linux), which would swamp what the benchmarks measure.
+pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    use axum::serve::ListenerExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}

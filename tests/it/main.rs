@@ -1,0 +1,21 @@
+//! The integration tests, in one binary: the tree is linked once, not once per file, and the
+//! helpers in `common` and the fakes in `fakes` are shared modules rather than copies.
+
+mod common;
+mod fakes;
+
+mod action;
+mod architecture;
+mod checks;
+mod cidr;
+mod cli;
+mod d1;
+mod encryption;
+mod firewall;
+mod prune;
+mod roundtrip;
+mod runner;
+mod secrets;
+mod source_conformance;
+mod store_conformance;
+mod trigger;
