@@ -41,7 +41,7 @@ pub struct Error {
     inner: anyhow::Error,
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn kind(&self) -> Kind {
@@ -74,7 +74,7 @@ impl Error {
 
 /// A refusal of what the user asked for (a missing file, an unknown backup id, a malformed
 /// flag), not a failure while doing it. Its message is the one line on stderr.
-pub fn bad_input(message: impl Into<String>) -> Error {
+pub(crate) fn bad_input(message: impl Into<String>) -> Error {
     Error {
         kind: Kind::BadInput,
         inner: anyhow::Error::msg(message.into()),
@@ -150,7 +150,7 @@ impl std::error::Error for Error {
 }
 
 /// `context` and `with_context` on a result whose error becomes an [`Error`], keeping its kind.
-pub trait Context<T> {
+pub(crate) trait Context<T> {
     fn context(self, context: impl fmt::Display + Send + Sync + 'static) -> Result<T>;
     fn with_context<C: fmt::Display + Send + Sync + 'static>(
         self,
@@ -187,7 +187,7 @@ impl Classify for serde_json::Error {
 
 /// One line for stderr: the whole chain of causes, outermost first, without repeating a cause
 /// that an outer message already contains.
-pub fn one_line(err: &anyhow::Error) -> String {
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
         let text = cause.to_string();

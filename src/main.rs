@@ -1,5 +1,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    d1r2::cli::process::main()
+    d1r2::main()
 }

@@ -27,7 +27,7 @@ pub const ACTION_INPUTS: [&str; 2] = ["command", crate::remote::checks::INPUT];
 
 /// The environment variables that hold secrets. In action mode each value is registered with
 /// `::add-mask::` before anything else is printed, so no later log line can reveal it.
-pub const SECRET_VARIABLES: [&str; 8] = [
+pub(crate) const SECRET_VARIABLES: [&str; 8] = [
     "CLOUDFLARE_API_TOKEN",
     "R2_ACCESS_KEY_ID",
     "R2_SECRET_ACCESS_KEY",
@@ -39,7 +39,7 @@ pub const SECRET_VARIABLES: [&str; 8] = [
 ];
 
 /// Masks the secret environment values (each line of a multi-line value).
-pub fn mask_environment(
+pub(crate) fn mask_environment(
     env: &BTreeMap<String, String>,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
@@ -54,7 +54,7 @@ pub fn mask_environment(
 }
 
 /// Whether the process was started by the runner as an action step.
-pub fn is_action_mode(env: &BTreeMap<String, String>) -> bool {
+pub(crate) fn is_action_mode(env: &BTreeMap<String, String>) -> bool {
     env.get("GITHUB_ACTIONS").is_some_and(|v| v == "true")
         && env
             .get("INPUT_COMMAND")
@@ -65,7 +65,7 @@ pub fn is_action_mode(env: &BTreeMap<String, String>) -> bool {
 /// chosen command does not have are left out (the action declares the inputs of every
 /// command); empty inputs are left out; `true`/`false` inputs become switches; inputs that take
 /// several values accept one per line or comma-separated.
-pub fn command_line(env: &BTreeMap<String, String>) -> Result<Vec<String>> {
+pub(crate) fn command_line(env: &BTreeMap<String, String>) -> Result<Vec<String>> {
     let command = env
         .get("INPUT_COMMAND")
         .map(|c| c.trim().to_string())
@@ -144,7 +144,7 @@ pub fn command_line(env: &BTreeMap<String, String>) -> Result<Vec<String>> {
 }
 
 /// Masks every secret output, so the runner hides it in all later log lines.
-pub fn mask_secrets(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+pub(crate) fn mask_secrets(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     for name in &report.secret_outputs {
         if let Some(value) = report.outputs.get(name) {
             for line in value.lines().filter(|l| !l.is_empty()) {
@@ -156,7 +156,7 @@ pub fn mask_secrets(report: &Report, out: &mut impl Write) -> std::io::Result<()
 }
 
 /// Writes outputs in the `name<<DELIMITER` form, with a delimiter no value contains.
-pub fn write_outputs(
+pub(crate) fn write_outputs(
     outputs: &BTreeMap<String, String>,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
@@ -174,7 +174,7 @@ pub fn write_outputs(
 }
 
 /// An `::error::` annotation: one line, with the characters the runner treats specially escaped.
-pub fn error_annotation(message: &str) -> String {
+pub(crate) fn error_annotation(message: &str) -> String {
     let escaped = message
         .replace('%', "%25")
         .replace('\r', "%0D")
@@ -186,7 +186,7 @@ pub fn error_annotation(message: &str) -> String {
 /// (`--workdir /github/workspace`), so relative paths in inputs name files of the checked-out
 /// repository; one that is not there means the step cannot see the repository (bad input).
 /// The process does not change into it: the working directory the runner chose stands.
-pub fn check_workspace(env: &BTreeMap<String, String>) -> Result<()> {
+pub(crate) fn check_workspace(env: &BTreeMap<String, String>) -> Result<()> {
     let Some(dir) = env.get("GITHUB_WORKSPACE").filter(|d| !d.is_empty()) else {
         return Ok(());
     };
@@ -205,7 +205,7 @@ pub fn check_workspace(env: &BTreeMap<String, String>) -> Result<()> {
 /// A file of the runner's that could not be written: the step fails (exit 1), naming the
 /// variable and the path.
 #[derive(Debug, thiserror::Error)]
-pub enum RunnerFileError {
+pub(crate) enum RunnerFileError {
     #[error("cannot write {variable} ({path}): {source}{hint}")]
     Open {
         variable: &'static str,
@@ -236,7 +236,7 @@ const NOT_ROOT_HINT: &str = "; d1r2 is not running as root: the runner's files b
 runner's user, so a container action must run as root (no USER in the image, no --user)";
 
 /// `$GITHUB_OUTPUT` and `$GITHUB_STEP_SUMMARY`, opened for appending.
-pub struct RunnerFiles {
+pub(crate) struct RunnerFiles {
     files: Vec<RunnerFile>,
 }
 
@@ -248,7 +248,7 @@ struct RunnerFile {
 
 impl RunnerFiles {
     /// Opens the files the runner named; a variable that is unset or empty is skipped.
-    pub fn open(env: &BTreeMap<String, String>) -> Result<Self, RunnerFileError> {
+    pub(crate) fn open(env: &BTreeMap<String, String>) -> Result<Self, RunnerFileError> {
         let mut files = Vec::new();
         for variable in ["GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"] {
             let Some(path) = env.get(variable).filter(|p| !p.is_empty()) else {
@@ -297,7 +297,7 @@ fn is_root() -> bool {
 }
 
 /// Reports a finished command to the runner: masks, outputs, summary.
-pub fn publish(files: &mut RunnerFiles, report: &Report) -> anyhow::Result<()> {
+pub(crate) fn publish(files: &mut RunnerFiles, report: &Report) -> anyhow::Result<()> {
     mask_secrets(report, &mut std::io::stdout())?;
     let mut outputs = Vec::new();
     write_outputs(&report.outputs, &mut outputs)?;

@@ -20,7 +20,7 @@ use crate::ops::backup::{self, BackupOptions};
 use crate::ops::prune::PruneOutcome;
 use crate::ops::retention::KeepPolicy;
 
-pub async fn run(command: Command) -> Result<Report> {
+pub(crate) async fn run(command: Command) -> Result<Report> {
     let audited = audited(&command);
     let result = dispatch(command).await;
     // A refusal (bad input, exit 2) did nothing worth recording, and must not create files.

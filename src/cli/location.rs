@@ -14,19 +14,19 @@ use crate::store::local::LocalStore;
 use crate::store::s3::{S3Config, S3Store};
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum SourceLocation {
+pub(crate) enum SourceLocation {
     Sqlite(PathBuf),
     D1(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum StoreLocation {
+pub(crate) enum StoreLocation {
     Local(PathBuf),
     R2 { bucket: String, prefix: String },
     S3 { bucket: String, prefix: String },
 }
 
-pub fn parse_source(text: &str) -> Result<SourceLocation> {
+pub(crate) fn parse_source(text: &str) -> Result<SourceLocation> {
     if let Some(db) = text.strip_prefix("d1://") {
         if db.is_empty() || db.contains('/') {
             return Err(bad_input(format!(
@@ -45,7 +45,7 @@ pub fn parse_source(text: &str) -> Result<SourceLocation> {
     }
 }
 
-pub fn parse_store(text: &str) -> Result<StoreLocation> {
+pub(crate) fn parse_store(text: &str) -> Result<StoreLocation> {
     for (scheme, r2) in [("r2://", true), ("s3://", false)] {
         if let Some(rest) = text.strip_prefix(scheme) {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -79,7 +79,7 @@ fn has_scheme(text: &str) -> bool {
 }
 
 /// Opens a source for reading.
-pub async fn open_source(location: &SourceLocation) -> Result<Box<dyn Source>> {
+pub(crate) async fn open_source(location: &SourceLocation) -> Result<Box<dyn Source>> {
     match location {
         SourceLocation::Sqlite(path) => Ok(Box::new(SqliteSource::open(path)?)),
         SourceLocation::D1(database) => {
@@ -91,7 +91,7 @@ pub async fn open_source(location: &SourceLocation) -> Result<Box<dyn Source>> {
 
 /// Opens a store; `create` makes a missing local directory (for writing), otherwise a missing
 /// one is bad input (for reading).
-pub async fn open_store(location: &StoreLocation, create: bool) -> Result<Arc<dyn Store>> {
+pub(crate) async fn open_store(location: &StoreLocation, create: bool) -> Result<Arc<dyn Store>> {
     match location {
         StoreLocation::Local(path) if create => Ok(Arc::new(LocalStore::create(path)?)),
         StoreLocation::Local(path) => Ok(Arc::new(LocalStore::open(path)?)),
@@ -106,7 +106,7 @@ pub async fn open_store(location: &StoreLocation, create: bool) -> Result<Arc<dy
 }
 
 /// A set, non-empty environment variable.
-pub fn env_var(name: &str) -> Option<String> {
+pub(crate) fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 

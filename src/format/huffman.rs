@@ -20,7 +20,7 @@ const LENGTH_ORDER: [usize; 19] = [
 
 /// Appends `data` to `out` as one gzip member: one final dynamic-Huffman DEFLATE block of
 /// literals and the end-of-block code.
-pub fn gzip_member(data: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn gzip_member(data: &[u8], out: &mut Vec<u8>) {
     let mut freqs = histogram(data);
     freqs[END_OF_BLOCK] = 1;
     let lengths = code_lengths(&freqs, MAX_LITERAL_BITS);
@@ -49,7 +49,7 @@ pub fn gzip_member(data: &[u8], out: &mut Vec<u8>) {
 /// Whether `sample` (a slice of the SQL about to be compressed) comes out smaller by a Huffman
 /// code alone than within 3% of it by LZ77 at libdeflate's level 1 (`lz_bytes`, the sample
 /// compressed so): then matches are not worth their search.
-pub fn better_coded_alone(sample: &[u8], lz_bytes: usize) -> bool {
+pub(crate) fn better_coded_alone(sample: &[u8], lz_bytes: usize) -> bool {
     let freqs = histogram(sample);
     let lengths = code_lengths(&freqs, MAX_LITERAL_BITS);
     let bits: u64 = freqs
@@ -73,7 +73,7 @@ fn histogram(data: &[u8]) -> [u32; LITERALS] {
 /// for a symbol that never occurs. At least two symbols get a code, so that the code is complete
 /// (a decoder may refuse an incomplete one). When the optimal code is too deep, the frequencies
 /// are halved (a symbol that occurs keeps at least 1) until it is not.
-pub fn code_lengths(freqs: &[u32], limit: u8) -> Vec<u8> {
+pub(crate) fn code_lengths(freqs: &[u32], limit: u8) -> Vec<u8> {
     let mut weights: Vec<u64> = freqs.iter().map(|&f| u64::from(f)).collect();
     let mut used: Vec<usize> = (0..freqs.len()).filter(|&s| freqs[s] > 0).collect();
     let mut spare = (0..freqs.len()).filter(|&s| freqs[s] == 0);

@@ -6,7 +6,7 @@ pub mod codec;
 pub mod crypto;
 pub mod dump;
 pub mod envelope;
-pub mod huffman;
+pub(crate) mod huffman;
 pub mod load;
 pub mod manifest;
 pub mod repo;

@@ -3,8 +3,8 @@
 //! reports. Nothing here does I/O or knows a source, a store or the backup format.
 
 pub mod page;
-pub mod progress;
-pub mod report;
+pub(crate) mod progress;
+pub(crate) mod report;
 pub mod table;
 pub mod value;
 

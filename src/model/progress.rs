@@ -11,13 +11,13 @@ static ROWS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Counts rows read (backup) and bytes moved (backup: stored; restore, verify, export: SQL read).
-pub fn add(rows: u64, bytes: u64) {
+pub(crate) fn add(rows: u64, bytes: u64) {
     ROWS.fetch_add(rows, Ordering::Relaxed);
     BYTES.fetch_add(bytes, Ordering::Relaxed);
 }
 
 /// The line: `backup: 1,234,567 rows · 12.3 MiB · 4 s` (rows left out while there are none).
-pub fn line(label: &str, rows: u64, bytes: u64, elapsed: Duration) -> String {
+pub(crate) fn line(label: &str, rows: u64, bytes: u64, elapsed: Duration) -> String {
     let mut parts = vec![format!("{label}:")];
     if rows > 0 {
         parts.push(format!("{} rows ·", thousands(rows)));
@@ -43,13 +43,13 @@ fn thousands(n: u64) -> String {
 }
 
 /// The drawing thread; dropping it erases the line.
-pub struct Display {
+pub(crate) struct Display {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Starts drawing `label`'s progress on stderr.
-pub fn show(label: &'static str) -> Display {
+pub(crate) fn show(label: &'static str) -> Display {
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
     let started = Instant::now();

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 /// the action writes them with `status=failure`.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct Failure {
+pub(crate) struct Failure {
     pub report: Report,
     pub message: String,
 }
@@ -23,7 +23,7 @@ impl crate::error::Classify for Failure {
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Report {
+pub(crate) struct Report {
     /// The command that ran, e.g. `backup`.
     pub command: String,
     /// Job outputs by name (`backup-id`, `bytes`, ...). Values may span several lines.
@@ -40,7 +40,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(command: &str) -> Self {
+    pub(crate) fn new(command: &str) -> Self {
         let mut report = Report {
             command: command.to_string(),
             ..Report::default()
@@ -50,19 +50,19 @@ impl Report {
     }
 
     /// Sets a job output.
-    pub fn output(&mut self, name: &str, value: impl ToString) -> &mut Self {
+    pub(crate) fn output(&mut self, name: &str, value: impl ToString) -> &mut Self {
         self.outputs.insert(name.to_string(), value.to_string());
         self
     }
 
     /// Adds a row to the human summary.
-    pub fn row(&mut self, label: &str, value: impl ToString) -> &mut Self {
+    pub(crate) fn row(&mut self, label: &str, value: impl ToString) -> &mut Self {
         self.rows.push((label.to_string(), value.to_string()));
         self
     }
 
     /// Plain text for a terminal: the rows aligned, then the detail.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let width = self.rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
         let mut text = String::new();
         for (label, value) in &self.rows {
@@ -79,7 +79,7 @@ impl Report {
 }
 
 /// Human-readable byte count (`1.2 MiB`).
-pub fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -95,7 +95,7 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// The step summary: a heading and a two-column Markdown table, secrets left out.
-pub fn summary_markdown(report: &Report) -> String {
+pub(crate) fn summary_markdown(report: &Report) -> String {
     let mut md = format!(
         "### d1r2 {}: {}\n\n| | |\n|---|---|\n",
         report.command,

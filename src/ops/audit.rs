@@ -13,7 +13,7 @@ use crate::ops::prune::AUDIT_PREFIX;
 use crate::store::{Store, StoreError, read_all};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     pub time: DateTime<Utc>,
     pub operation: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,7 +40,7 @@ pub struct Record {
 
 /// The record of a finished command: its outputs (a failed command's too, when it has them) and
 /// who ran it, from the runner's environment.
-pub fn record(
+pub(crate) fn record(
     operation: &str,
     outcome: Result<&Report, &str>,
     env: &BTreeMap<String, String>,
@@ -85,7 +85,7 @@ pub fn record(
 }
 
 /// The key a record is stored under: time first, so listing is chronological.
-pub fn key(record: &Record, nonce: u32) -> String {
+pub(crate) fn key(record: &Record, nonce: u32) -> String {
     format!(
         "{AUDIT_PREFIX}{}-{}-{nonce:08x}.json",
         record.time.format("%Y%m%dT%H%M%S%.3fZ"),
@@ -93,7 +93,7 @@ pub fn key(record: &Record, nonce: u32) -> String {
     )
 }
 
-pub async fn append(store: &dyn Store, record: &Record) -> Result<(), StoreError> {
+pub(crate) async fn append(store: &dyn Store, record: &Record) -> Result<(), StoreError> {
     let json = serde_json::to_vec_pretty(record).expect("a record always encodes");
     store
         .put(&key(record, rand::random()), bytes::Bytes::from(json))
@@ -101,7 +101,7 @@ pub async fn append(store: &dyn Store, record: &Record) -> Result<(), StoreError
 }
 
 /// Every record in `store`, oldest first; unreadable ones are skipped with a warning.
-pub async fn read(store: &dyn Store) -> Result<Vec<Record>, StoreError> {
+pub(crate) async fn read(store: &dyn Store) -> Result<Vec<Record>, StoreError> {
     let mut records = Vec::new();
     for object in store.list(AUDIT_PREFIX).await? {
         let bytes = read_all(store, &object.key).await?;
@@ -115,7 +115,7 @@ pub async fn read(store: &dyn Store) -> Result<Vec<Record>, StoreError> {
 }
 
 /// The records as a table for `list --audit`.
-pub fn table(records: &[Record]) -> String {
+pub(crate) fn table(records: &[Record]) -> String {
     let mut text = format!(
         "{:<20}  {:<8}  {:<20}  {:<8}  {:>10}  {:<16}  DETAIL\n",
         "TIME (UTC)", "OP", "BACKUP", "OUTCOME", "ROWS", "WHO"

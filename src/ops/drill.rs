@@ -19,7 +19,7 @@ use crate::store::Store;
 const MIGRATIONS_TABLE: &str = "d1_migrations";
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct DrillOutcome {
+pub(crate) struct DrillOutcome {
     /// Migrations applied, in order.
     pub applied: Vec<String>,
     /// Migrations the backup already had.
@@ -29,7 +29,7 @@ pub struct DrillOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct DrillFailure {
+pub(crate) struct DrillFailure {
     pub migration: String,
     pub statement: usize,
     pub sql: String,
@@ -37,7 +37,7 @@ pub struct DrillFailure {
 }
 
 /// The `.sql` files of a migrations directory in the order wrangler applies them: by file name.
-pub fn migration_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn migration_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| bad_input(format!("migrations directory {}: {e}", dir.display())))?;
     let mut files: Vec<PathBuf> = entries
@@ -50,7 +50,7 @@ pub fn migration_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Restores `manifest` into a scratch database and applies the migrations in `dir` that the
 /// backup has not applied yet, with foreign keys enforced as D1 enforces them.
-pub async fn drill(
+pub(crate) async fn drill(
     store: Arc<dyn Store>,
     manifest: &Manifest,
     key: Option<&Key>,
@@ -72,7 +72,10 @@ pub async fn drill(
 
 /// Applies migration files to `conn`, each in its own savepoint, recording them in
 /// `d1_migrations` as wrangler does; stops at the first failure.
-pub fn apply_migrations(conn: &Connection, files: &[PathBuf]) -> anyhow::Result<DrillOutcome> {
+pub(crate) fn apply_migrations(
+    conn: &Connection,
+    files: &[PathBuf],
+) -> anyhow::Result<DrillOutcome> {
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL)"
     ))?;

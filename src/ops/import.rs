@@ -48,7 +48,7 @@ impl Execute for ImportFile {
 /// The statements that clear the way for the restore: every view and table of the target for a
 /// whole restore, the selected tables for a partial one. Indexes and triggers go with their
 /// tables.
-pub fn replacement_sql(existing: &[(String, String)], selection: &Selection) -> Vec<String> {
+pub(crate) fn replacement_sql(existing: &[(String, String)], selection: &Selection) -> Vec<String> {
     let mut drops = Vec::new();
     for kind in ["view", "table"] {
         for (k, name) in existing {
@@ -67,7 +67,7 @@ pub fn replacement_sql(existing: &[(String, String)], selection: &Selection) -> 
 
 /// Restores `manifest` (the selected tables) into the D1 database `target`. Without `force`, a
 /// target already holding any of what would be restored is refused.
-pub async fn restore_to_d1(
+pub(crate) async fn restore_to_d1(
     store: std::sync::Arc<dyn Store>,
     manifest: &Manifest,
     selection: &Selection,

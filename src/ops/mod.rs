@@ -2,15 +2,15 @@
 //! backup, restore (to a file or to D1), verify, export, drill, prune with its retention policy
 //! and audit trail, and the two that do not touch a backup: firewall and trigger (with totp).
 
-pub mod audit;
-pub mod backup;
-pub mod drill;
-pub mod export;
-pub mod firewall;
-pub mod import;
-pub mod prune;
-pub mod restore;
-pub mod retention;
-pub mod totp;
-pub mod trigger;
-pub mod verify;
+pub(crate) mod audit;
+pub(crate) mod backup;
+pub(crate) mod drill;
+pub(crate) mod export;
+pub(crate) mod firewall;
+pub(crate) mod import;
+pub(crate) mod prune;
+pub(crate) mod restore;
+pub(crate) mod retention;
+pub(crate) mod totp;
+pub(crate) mod trigger;
+pub(crate) mod verify;

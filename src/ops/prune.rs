@@ -16,13 +16,13 @@ use crate::ops::retention::{self, Decision, KeepPolicy};
 use crate::store::Store;
 
 /// Objects under this prefix are the audit trail, never a backup.
-pub const AUDIT_PREFIX: &str = "audit/";
+pub(crate) const AUDIT_PREFIX: &str = "audit/";
 
 /// How long parts without a manifest are left alone.
-pub const ORPHAN_AGE: TimeDelta = TimeDelta::days(1);
+pub(crate) const ORPHAN_AGE: TimeDelta = TimeDelta::days(1);
 
 #[derive(Debug, Clone, Default)]
-pub struct PruneOutcome {
+pub(crate) struct PruneOutcome {
     /// Every backup, newest first, with the decision.
     pub plan: Vec<Decision>,
     /// Backup folders without a manifest older than a day (removed unless a dry run).
@@ -33,16 +33,16 @@ pub struct PruneOutcome {
 }
 
 impl PruneOutcome {
-    pub fn kept(&self) -> impl Iterator<Item = &Decision> {
+    pub(crate) fn kept(&self) -> impl Iterator<Item = &Decision> {
         self.plan.iter().filter(|d| d.keep)
     }
 
-    pub fn removed(&self) -> impl Iterator<Item = &Decision> {
+    pub(crate) fn removed(&self) -> impl Iterator<Item = &Decision> {
         self.plan.iter().filter(|d| !d.keep)
     }
 
     /// The plan as a table: ID, CREATED, ACTION, REASONS.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let mut text = format!(
             "{:<22}  {:<20}  {:<6}  REASONS\n",
             "ID", "CREATED (UTC)", "ACTION"
@@ -67,7 +67,7 @@ impl PruneOutcome {
 }
 
 /// Applies `policy` to the backups in `store` at time `now`; with `dry_run`, only decides.
-pub async fn prune(
+pub(crate) async fn prune(
     store: &dyn Store,
     policy: &KeepPolicy,
     dry_run: bool,

@@ -14,7 +14,7 @@ use chrono::{DateTime, Datelike, Months, TimeDelta, Timelike, Utc};
 /// How many of each to keep. A policy with no rule at all is refused, so it can never mean
 /// "remove everything".
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct KeepPolicy {
+pub(crate) struct KeepPolicy {
     pub last: Option<u32>,
     pub hourly: Option<u32>,
     pub daily: Option<u32>,
@@ -25,14 +25,14 @@ pub struct KeepPolicy {
 }
 
 impl KeepPolicy {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self == &KeepPolicy::default()
     }
 }
 
 /// A calendar span, restic's `2y5m7d3h`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Within {
+pub(crate) struct Within {
     pub years: u32,
     pub months: u32,
     pub days: u32,
@@ -56,7 +56,7 @@ impl std::fmt::Display for Within {
 }
 
 /// Parses `2y5m7d3h` (any subset, in any order: `30d`, `12h`, `1y6m`).
-pub fn parse_within(text: &str) -> Result<Within, String> {
+pub(crate) fn parse_within(text: &str) -> Result<Within, String> {
     let bad = || format!("--keep-within {text:?}: expected a span like 7d, 12h, 1y6m or 2y5m7d3h");
     let mut within = Within::default();
     let mut digits = String::new();
@@ -86,7 +86,7 @@ pub fn parse_within(text: &str) -> Result<Within, String> {
 
 /// What the policy decided for one backup.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub id: String,
     pub created: DateTime<Utc>,
     pub keep: bool,
@@ -115,7 +115,7 @@ fn year(t: &DateTime<Utc>) -> String {
 
 /// Decides every backup in `backups` (id and creation time, any order); the answer is newest
 /// first. `Err` when the policy has no rule.
-pub fn plan(
+pub(crate) fn plan(
     backups: &[(String, DateTime<Utc>)],
     policy: &KeepPolicy,
 ) -> Result<Vec<Decision>, String> {

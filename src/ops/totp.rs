@@ -33,7 +33,7 @@ pub struct TotpShape {
 
 /// A secret with its code shape settled: everything needed to make a code for any time.
 #[derive(Clone)]
-pub struct Generator {
+pub(crate) struct Generator {
     key: Vec<u8>,
     pub algorithm: Algorithm,
     pub digits: u8,
@@ -43,7 +43,7 @@ pub struct Generator {
 impl Generator {
     /// From `TOTP_SECRET` (given as `secret`) and the flags; a missing or malformed secret is
     /// bad input, named without repeating it.
-    pub fn new(shape: &TotpShape, secret: Option<&str>) -> Result<Self> {
+    pub(crate) fn new(shape: &TotpShape, secret: Option<&str>) -> Result<Self> {
         let secret = secret.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
             bad_input("TOTP_SECRET is not set: put the base32 secret (or otpauth:// URI) in it")
         })?;
@@ -60,7 +60,7 @@ impl Generator {
     }
 
     /// The code for unix time `at`.
-    pub fn code(&self, at: u64) -> String {
+    pub(crate) fn code(&self, at: u64) -> String {
         code(&self.key, self.algorithm, self.digits, self.period, at)
     }
 }
@@ -76,7 +76,7 @@ pub struct TotpArgs {
 
 /// A parsed secret and the parameters an `otpauth://` URI carried with it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SecretSpec {
+pub(crate) struct SecretSpec {
     pub key: Vec<u8>,
     pub algorithm: Option<Algorithm>,
     pub digits: Option<u8>,
@@ -84,7 +84,7 @@ pub struct SecretSpec {
 }
 
 /// Parses `TOTP_SECRET`. Errors never repeat the value.
-pub fn parse_secret(text: &str) -> Result<SecretSpec, String> {
+pub(crate) fn parse_secret(text: &str) -> Result<SecretSpec, String> {
     let text = text.trim();
     let mut spec = SecretSpec {
         key: Vec::new(),
@@ -146,7 +146,7 @@ pub fn parse_secret(text: &str) -> Result<SecretSpec, String> {
 }
 
 /// The RFC 6238 code for `key` at unix time `at`.
-pub fn code(key: &[u8], algorithm: Algorithm, digits: u8, period: u64, at: u64) -> String {
+pub(crate) fn code(key: &[u8], algorithm: Algorithm, digits: u8, period: u64, at: u64) -> String {
     let hmac = match algorithm {
         Algorithm::Sha1 => Hmac::SHA1,
         Algorithm::Sha256 => Hmac::SHA256,
@@ -163,7 +163,7 @@ pub fn code(key: &[u8], algorithm: Algorithm, digits: u8, period: u64, at: u64) 
 }
 
 /// `d1r2 totp`: the current code for `TOTP_SECRET` (given here as `secret`).
-pub fn run(args: &TotpArgs, secret: Option<&str>) -> Result<Report> {
+pub(crate) fn run(args: &TotpArgs, secret: Option<&str>) -> Result<Report> {
     let generator = Generator::new(&args.shape, secret)?;
     let (digits, period, algorithm) = (generator.digits, generator.period, generator.algorithm);
     let at = match args.at {

@@ -19,7 +19,7 @@ use crate::remote::http::{self, Transport};
 use crate::remote::retry::{self, RetryPolicy, Verdict};
 
 /// The most of a response body kept for outputs and messages.
-pub const BODY_LIMIT: usize = 1000;
+pub(crate) const BODY_LIMIT: usize = 1000;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TriggerArgs {
@@ -60,7 +60,7 @@ pub struct TriggerArgs {
 /// How long to wait at unix time `now` (seconds, fractional) before a code has at least
 /// `min_validity` seconds left in its `period`. A `min_validity` of half the period or more is
 /// treated as half, so there is always a time that satisfies it.
-pub fn wait_for_fresh_code(now: f64, period: u64, min_validity: u64) -> Duration {
+pub(crate) fn wait_for_fresh_code(now: f64, period: u64, min_validity: u64) -> Duration {
     let period_f = period as f64;
     let left = period_f - now.rem_euclid(period_f);
     let needed = (min_validity as f64).min(period_f / 2.0);
@@ -72,7 +72,7 @@ pub fn wait_for_fresh_code(now: f64, period: u64, min_validity: u64) -> Duration
 }
 
 /// `Name: value` as a header, refusing `Authorization` (the code goes there).
-pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
+pub(crate) fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = text
         .split_once(':')
         .ok_or_else(|| format!("header {text:?}: expected `Name: value`"))?;
@@ -87,7 +87,7 @@ pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
 }
 
 /// At most `limit` bytes of `text`, cut at a character boundary, with `…` when cut.
-pub fn truncate(text: &str, limit: usize) -> String {
+pub(crate) fn truncate(text: &str, limit: usize) -> String {
     if text.len() <= limit {
         return text.to_string();
     }
@@ -99,7 +99,7 @@ pub fn truncate(text: &str, limit: usize) -> String {
 }
 
 /// A URL fit for logs: scheme, host, port and path; no credentials, query or fragment.
-pub fn shown_url(url: &reqwest::Url) -> String {
+pub(crate) fn shown_url(url: &reqwest::Url) -> String {
     let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
     if let Some(port) = url.port() {
         shown.push_str(&format!(":{port}"));
@@ -169,7 +169,7 @@ fn unix_now() -> f64 {
 }
 
 /// `d1r2 trigger`, with `TOTP_SECRET` given as `secret`.
-pub async fn run(args: &TriggerArgs, secret: Option<&str>) -> Result<Report> {
+pub(crate) async fn run(args: &TriggerArgs, secret: Option<&str>) -> Result<Report> {
     let generator = Generator::new(&args.totp, secret)?;
     let url = reqwest::Url::parse(&args.url)
         .ok()

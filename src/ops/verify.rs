@@ -15,7 +15,7 @@ use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 #[error("backup {id} failed verification: {}", problems.join("; "))]
-pub struct VerifyFailed {
+pub(crate) struct VerifyFailed {
     pub id: String,
     pub problems: Vec<String>,
 }

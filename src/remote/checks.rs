@@ -12,11 +12,11 @@ use octocrab::params::checks::{CheckRunConclusion, CheckRunOutput, CheckRunStatu
 use crate::model::report::Report;
 
 /// The action input that asks for a check run.
-pub const INPUT: &str = "report-check";
+pub(crate) const INPUT: &str = "report-check";
 
 /// Where a check run goes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CheckTarget {
+pub(crate) struct CheckTarget {
     pub api: String,
     pub owner: String,
     pub repo: String,
@@ -24,14 +24,14 @@ pub struct CheckTarget {
 }
 
 /// Whether the step asked for a check run.
-pub fn wanted(env: &BTreeMap<String, String>) -> bool {
+pub(crate) fn wanted(env: &BTreeMap<String, String>) -> bool {
     env.get("INPUT_REPORT-CHECK")
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// The commit a check run belongs on: a pull request's head (`GITHUB_SHA` is the merge commit
 /// there, which the pull request page does not show), otherwise `GITHUB_SHA`.
-pub fn head_sha(event: Option<&str>, github_sha: Option<&str>) -> Option<String> {
+pub(crate) fn head_sha(event: Option<&str>, github_sha: Option<&str>) -> Option<String> {
     let from_event = event
         .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
         .and_then(|e| {
@@ -43,7 +43,7 @@ pub fn head_sha(event: Option<&str>, github_sha: Option<&str>) -> Option<String>
 }
 
 /// The repository and commit from the runner's environment.
-pub fn target(env: &BTreeMap<String, String>) -> Result<CheckTarget, String> {
+pub(crate) fn target(env: &BTreeMap<String, String>) -> Result<CheckTarget, String> {
     let repository = env
         .get("GITHUB_REPOSITORY")
         .ok_or("GITHUB_REPOSITORY is not set")?;
@@ -67,7 +67,7 @@ pub fn target(env: &BTreeMap<String, String>) -> Result<CheckTarget, String> {
 }
 
 /// The check run's title: the command, its status and the headline figures.
-pub fn title(report: &Report) -> String {
+pub(crate) fn title(report: &Report) -> String {
     let status = report
         .outputs
         .get("status")
@@ -82,7 +82,11 @@ pub fn title(report: &Report) -> String {
 }
 
 /// Publishes `report` as a completed check run; returns its id.
-pub async fn publish(target: &CheckTarget, token: &str, report: &Report) -> anyhow::Result<u64> {
+pub(crate) async fn publish(
+    target: &CheckTarget,
+    token: &str,
+    report: &Report,
+) -> anyhow::Result<u64> {
     let client = octocrab::Octocrab::builder()
         .base_uri(target.api.as_str())?
         .personal_token(token.to_string())
@@ -110,7 +114,7 @@ pub async fn publish(target: &CheckTarget, token: &str, report: &Report) -> anyh
 }
 
 /// Publishes the check run when the step asked for one, warning (not failing) when it cannot.
-pub fn publish_if_wanted(env: &BTreeMap<String, String>, report: &Report) {
+pub(crate) fn publish_if_wanted(env: &BTreeMap<String, String>, report: &Report) {
     if !wanted(env) {
         return;
     }

@@ -17,7 +17,7 @@ use crate::remote::retry::{self, RetryPolicy, Verdict};
 
 /// How hard API calls are retried: the shared policy, except that a `Retry-After` of up to five
 /// minutes is waited out, since the API's rate limit is counted over five-minute windows.
-pub const API_POLICY: RetryPolicy = RetryPolicy {
+pub(crate) const API_POLICY: RetryPolicy = RetryPolicy {
     max_attempts: 8,
     initial_delay: Duration::from_millis(500),
     max_delay: Duration::from_secs(300),
@@ -25,7 +25,7 @@ pub const API_POLICY: RetryPolicy = RetryPolicy {
 };
 
 /// Cloudflare's API, as wrangler calls it.
-pub const DEFAULT_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -110,7 +110,7 @@ pub struct Message {
 }
 
 /// Cloudflare's errors as one line: `code 7500: no such table: x; code 1000: ...`.
-pub fn describe_errors(errors: &[Message]) -> String {
+pub(crate) fn describe_errors(errors: &[Message]) -> String {
     if errors.is_empty() {
         return "no error detail".to_string();
     }

@@ -9,19 +9,19 @@ use reqwest::header::HeaderMap;
 use crate::remote::retry::{self, Verdict};
 
 /// What every request says it is, so a server's operator can tell d1r2's traffic apart.
-pub const USER_AGENT: &str = concat!("d1r2/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("d1r2/", env!("CARGO_PKG_VERSION"));
 
 /// How long a connection may take to open: a server that has not answered by then is down or
 /// unreachable, and a retry on a fresh connection does better than waiting on.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a request may take in all: D1 stops a query after 30 s, so anything slower than this
 /// is a lost connection.
-pub const TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A reqwest client with the shared user agent and connect timeout, and `timeout` for each
 /// request in all (`trigger --timeout` sets its own).
-pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+pub(crate) fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(CONNECT_TIMEOUT)
@@ -32,7 +32,7 @@ pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
 /// An octocrab builder with the shared timeouts. octocrab has no overall timeout, so
 /// [`TIMEOUT`] bounds each read instead. The user agent stays octocrab's own: its builder adds
 /// extra headers beside that one rather than replacing it, which would send two.
-pub fn octocrab() -> octocrab::OctocrabBuilder<
+pub(crate) fn octocrab() -> octocrab::OctocrabBuilder<
     octocrab::NoSvc,
     octocrab::DefaultOctocrabBuilderConfig,
     octocrab::NoAuth,
@@ -44,7 +44,7 @@ pub fn octocrab() -> octocrab::OctocrabBuilder<
 }
 
 /// A `Retry-After` header's wait, delay-seconds or an HTTP date; none when absent or unreadable.
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
@@ -53,7 +53,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 
 /// What an HTTP status means: none for a success, a retry (after the server's `Retry-After`, if
 /// it gave one) for 408, 429 and 5xx, and a final failure for anything else.
-pub fn status_verdict(status: u16, retry_after: Option<Duration>) -> Option<Verdict> {
+pub(crate) fn status_verdict(status: u16, retry_after: Option<Duration>) -> Option<Verdict> {
     if (200..300).contains(&status) {
         None
     } else if retry::is_transient_status(status) {
@@ -65,7 +65,7 @@ pub fn status_verdict(status: u16, retry_after: Option<Duration>) -> Option<Verd
 
 /// A rate limit GitHub answered with, and how long it asks to wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     pub wait: Duration,
     /// What said so: `retry-after`, `x-ratelimit-remaining: 0`, or only the message.
     pub signal: &'static str,
@@ -75,7 +75,7 @@ pub struct RateLimit {
 /// `retry-after` seconds when it is given; else, with `x-ratelimit-remaining: 0`, until
 /// `x-ratelimit-reset` (UTC epoch seconds, plus a second for the clocks' difference and the
 /// header's whole seconds); else, for a message about a (secondary) rate limit, a minute.
-pub fn github_rate_limit(
+pub(crate) fn github_rate_limit(
     status: u16,
     header: impl Fn(&str) -> Option<String>,
     message: &str,
@@ -111,7 +111,7 @@ pub fn github_rate_limit(
 }
 
 /// A header of `headers` as text, in the shape [`github_rate_limit`] reads.
-pub fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -121,7 +121,7 @@ pub fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
 /// How a request failed to get a whole answer. Every kind is worth a retry: the server never
 /// said no.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     Timeout,
     Connect,
     /// The connection dropped while the answer's body was on its way.
@@ -131,12 +131,12 @@ pub enum Transport {
 
 impl Transport {
     /// The kind of a reqwest error.
-    pub fn of(err: &reqwest::Error) -> Transport {
+    pub(crate) fn of(err: &reqwest::Error) -> Transport {
         Transport::from_flags(err.is_timeout(), err.is_connect(), err.is_body())
     }
 
     /// The kind from reqwest's flags, a timeout first since a connect that timed out is both.
-    pub fn from_flags(timeout: bool, connect: bool, body: bool) -> Transport {
+    pub(crate) fn from_flags(timeout: bool, connect: bool, body: bool) -> Transport {
         match (timeout, connect, body) {
             (true, _, _) => Transport::Timeout,
             (_, true, _) => Transport::Connect,
@@ -146,16 +146,12 @@ impl Transport {
     }
 
     /// What happened, as the start of a message.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Transport::Timeout => "timed out",
             Transport::Connect => "could not connect",
             Transport::Body | Transport::Other => "connection failed",
         }
-    }
-
-    pub fn verdict(self) -> Verdict {
-        Verdict::Retry { after: None }
     }
 }
 
@@ -214,7 +210,6 @@ mod tests {
         ] {
             let got = Transport::from_flags(timeout, connect, body);
             assert_eq!((got, got.as_str()), (want, text));
-            assert_eq!(got.verdict(), Verdict::Retry { after: None });
         }
     }
 

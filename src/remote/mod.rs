@@ -1,7 +1,7 @@
 //! Clients of the remote services: the Cloudflare API, GitHub check runs, and the one retry
 //! policy they share.
 
-pub mod checks;
-pub mod cloudflare;
-pub mod http;
-pub mod retry;
+pub(crate) mod checks;
+pub(crate) mod cloudflare;
+pub(crate) mod http;
+pub(crate) mod retry;

@@ -39,7 +39,7 @@ impl Default for RetryPolicy {
 
 /// What a failed attempt means for the next one.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Worth another try; the server may have said how long to wait.
     Retry { after: Option<Duration> },
     /// Trying again cannot help (bad credentials, a missing object, bad SQL).
@@ -48,7 +48,7 @@ pub enum Verdict {
 
 /// The ceiling of the delay before retry number `retry` (1-based): `initial * 2^(retry-1)`,
 /// capped at `max`.
-pub fn delay_ceiling(policy: &RetryPolicy, retry: u32) -> Duration {
+pub(crate) fn delay_ceiling(policy: &RetryPolicy, retry: u32) -> Duration {
     let factor = 2u32.saturating_pow(retry.saturating_sub(1).min(30));
     policy
         .initial_delay
@@ -58,7 +58,7 @@ pub fn delay_ceiling(policy: &RetryPolicy, retry: u32) -> Duration {
 
 /// The delay to sleep before retry number `retry`: uniform in `[0, ceiling]` (full jitter), or the
 /// server's `Retry-After` when it asked for longer, never beyond `max_delay`.
-pub fn delay(
+pub(crate) fn delay(
     policy: &RetryPolicy,
     retry: u32,
     retry_after: Option<Duration>,
@@ -71,13 +71,13 @@ pub fn delay(
 }
 
 /// The HTTP statuses worth retrying: request timeout, too many requests, and server errors.
-pub fn is_transient_status(status: u16) -> bool {
+pub(crate) fn is_transient_status(status: u16) -> bool {
     status == 408 || status == 429 || (500..600).contains(&status)
 }
 
 /// A `Retry-After` header's wait: delay-seconds or an HTTP date (RFC 9110 §10.2.3). A date in the
 /// past means no wait; anything unreadable is ignored.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
@@ -90,7 +90,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// Runs `attempt` (given its 1-based number) until it succeeds, `judge` says a failure is final,
 /// or the policy runs out. Returns the last result and the number of attempts made.
 /// `on_retry` hears of each failure that will be retried, with the delay before the next attempt.
-pub async fn run<T, E, F, Fut>(
+pub(crate) async fn run<T, E, F, Fut>(
     policy: &RetryPolicy,
     mut attempt: F,
     judge: impl Fn(&E) -> Verdict,

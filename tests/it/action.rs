@@ -8,7 +8,7 @@ use crate::common::cmd::D1r2;
 use std::collections::BTreeSet;
 
 use clap::CommandFactory;
-use d1r2::cli::args::Cli;
+use d1r2::interface::Cli;
 
 fn action_yml() -> serde_yaml_ng::Value {
     serde_yaml_ng::from_str(include_str!("../../action.yml")).expect("action.yml parses")
@@ -40,7 +40,7 @@ fn inputs_and_options_match() {
     }
     for input in &inputs {
         assert!(
-            d1r2::cli::action::ACTION_INPUTS.contains(&input.as_str()) || options.contains(input),
+            d1r2::interface::ACTION_INPUTS.contains(&input.as_str()) || options.contains(input),
             "input {input} is not understood by the binary"
         );
     }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::cmd::{D1r2, Run};
 use common::*;
-use d1r2::ops::backup::{self, BackupOptions};
+use d1r2::BackupOptions;
 use d1r2::source::sqlite::SqliteSource;
 use d1r2::store::local::LocalStore;
 use d1r2::store::{ByteStream, ObjectMeta, Store, StoreError, Upload};
@@ -395,7 +395,7 @@ async fn a_failure_mid_backup_leaves_nothing_that_list_shows() {
             uploads: Default::default(),
         });
         let source = SqliteSource::open(&db).unwrap();
-        let result = backup::run(
+        let result = d1r2::backup(
             &source,
             &[store.clone() as Arc<dyn Store>],
             &BackupOptions {

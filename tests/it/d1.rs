@@ -551,7 +551,7 @@ async fn the_fake_bills_offset_like_d1() {
         "t",
         "CREATE TABLE t(a); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) INSERT INTO t SELECT i FROM n;",
     );
-    let api = d1r2::remote::cloudflare::Api::new(&fake.url, TOKEN, ACCOUNT, Default::default());
+    let api = d1r2::CloudflareApi::new(&fake.url, TOKEN, ACCOUNT, Default::default());
     let path = api.account_path(&format!("d1/database/{id}/raw"));
     for (sql, at_least, at_most) in [
         ("SELECT * FROM t LIMIT 100 OFFSET 4000", 4000, 4200),

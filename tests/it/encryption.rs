@@ -293,17 +293,18 @@ fn python_script_decrypts_parts_and_checks_manifests_like_d1r2() {
 /// Every name and value in this database carries the marker, so any of it readable at rest is
 /// found by one search.
 const MARKED: &str = "
-    CREATE TABLE zqxpatients(id INTEGER PRIMARY KEY AUTOINCREMENT, zqxname TEXT, zqxnote BLOB);
-    INSERT INTO zqxpatients(zqxname, zqxnote) VALUES ('zqxalice', 'zqxsecret'), ('zqxbob', NULL);
-    CREATE TABLE zqxvisits(zqxwhen TEXT PRIMARY KEY, zqxwho INTEGER) WITHOUT ROWID;
-    INSERT INTO zqxvisits VALUES ('zqx2026', 1);
-    CREATE INDEX zqxby_name ON zqxpatients(zqxname);
-    CREATE VIEW zqxnames AS SELECT zqxname FROM zqxpatients;
-    CREATE TRIGGER zqxtouch AFTER UPDATE ON zqxpatients BEGIN SELECT 1; END;
-    CREATE VIRTUAL TABLE zqxsearch USING fts5(zqxbody);
-    INSERT INTO zqxsearch VALUES ('zqxindexed words');
+    CREATE TABLE zqxmarkpatients(id INTEGER PRIMARY KEY AUTOINCREMENT, zqxmarkname TEXT, zqxmarknote BLOB);
+    INSERT INTO zqxmarkpatients(zqxmarkname, zqxmarknote) VALUES ('zqxmarkalice', 'zqxmarksecret'), ('zqxmarkbob', NULL);
+    CREATE TABLE zqxmarkvisits(zqxmarkwhen TEXT PRIMARY KEY, zqxmarkwho INTEGER) WITHOUT ROWID;
+    INSERT INTO zqxmarkvisits VALUES ('zqxmark2026', 1);
+    CREATE INDEX zqxmarkby_name ON zqxmarkpatients(zqxmarkname);
+    CREATE VIEW zqxmarknames AS SELECT zqxmarkname FROM zqxmarkpatients;
+    CREATE TRIGGER zqxmarktouch AFTER UPDATE ON zqxmarkpatients BEGIN SELECT 1; END;
+    CREATE VIRTUAL TABLE zqxmarksearch USING fts5(zqxmarkbody);
+    INSERT INTO zqxmarksearch VALUES ('zqxmarkindexed words');
 ";
-const MARKER: &[u8] = b"zqx";
+/// Long enough that ciphertext or its base64 does not hold it by chance, as three letters can.
+const MARKER: &[u8] = b"zqxmark";
 
 /// What `bytes` reveals: the bytes themselves, and what they gunzip to when they do.
 fn readable(bytes: &[u8]) -> Vec<Vec<u8>> {
@@ -328,7 +329,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn an_encrypted_backup_names_nothing_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let db = d.join("zqxclinic.db");
+    let db = d.join("zqxmarkclinic.db");
     create_db(&db, MARKED);
     let dest = d.join("backups");
     let out = d1r2(
@@ -336,7 +337,7 @@ fn an_encrypted_backup_names_nothing_it_holds() {
             "backup",
             "--encrypt",
             "--label",
-            "zqxlabel",
+            "zqxmarklabel",
             "--source",
             path(&db),
             "--dest",
@@ -370,7 +371,7 @@ fn an_encrypted_backup_names_nothing_it_holds() {
     let listed: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(listed[0]["tables"], 3, "{listed}");
     assert_eq!(listed[0]["rows"], 4, "{listed}");
-    assert_eq!(listed[0]["label"], "zqxlabel");
+    assert_eq!(listed[0]["label"], "zqxmarklabel");
 
     let restored = d.join("restored.db");
     let out = d1r2(

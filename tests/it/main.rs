@@ -7,7 +7,6 @@ mod fakes;
 mod action;
 mod architecture;
 mod checks;
-mod cidr;
 mod cli;
 mod d1;
 mod encryption;

@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::*;
-use d1r2::ops::backup::BackupOptions;
+use d1r2::BackupOptions;
 use proptest::prelude::*;
 use rusqlite::Connection;
 use std::path::Path;
@@ -115,9 +115,7 @@ async fn values_longer_than_the_statement_limit_are_split_and_restored() {
     let store_dir = tempfile::tempdir().unwrap();
     let (store, manifest) = backup_to(&db, store_dir.path(), &BackupOptions::default()).await;
     let out = dir.path().join("dump.sql");
-    d1r2::ops::export::export(store, &manifest, None, &out)
-        .await
-        .unwrap();
+    d1r2::export(store, &manifest, None, &out).await.unwrap();
     let sql = std::fs::read_to_string(&out).unwrap();
     let (statements, rest) = d1r2::format::dump::split::split_all(&sql);
     assert!(rest.is_none());
@@ -264,14 +262,14 @@ async fn excluded_columns_and_tables_never_reach_the_backup() {
     let store_dir = tempfile::tempdir().unwrap();
     let (store, manifest) = backup_to(&db, store_dir.path(), &options).await;
     let out = dir.path().join("dump.sql");
-    d1r2::ops::export::export(store.clone(), &manifest, None, &out)
+    d1r2::export(store.clone(), &manifest, None, &out)
         .await
         .unwrap();
     let sql = std::fs::read_to_string(&out).unwrap();
     assert!(!sql.contains("SECRET"), "{sql}");
     assert!(sql.contains("a@example.com"));
     let restored = dir.path().join("restored.db");
-    d1r2::ops::restore::restore_to_file(
+    d1r2::restore_to_file(
         store,
         &manifest,
         &Default::default(),
@@ -374,9 +372,7 @@ fn load_with_the_shell(sql: &Path, db: &Path, how: &str) {
 async fn export_of(db: &Path, dir: &Path) -> std::path::PathBuf {
     let (store, manifest) = backup_to(db, &dir.join("store"), &BackupOptions::default()).await;
     let out = dir.join("dump.sql");
-    d1r2::ops::export::export(store, &manifest, None, &out)
-        .await
-        .unwrap();
+    d1r2::export(store, &manifest, None, &out).await.unwrap();
     out
 }
 

@@ -13,15 +13,15 @@ use crate::fakes;
 use std::path::{Path, PathBuf};
 
 use common::workerd::{Workerd, as_d1_holds};
-use d1r2::error::{Classify, Kind};
+use d1r2::CloudflareApi as Api;
+use d1r2::RetryPolicy;
 use d1r2::model::value::quote_ident;
 use d1r2::model::{Cell, Schema, Table, TableFilter};
-use d1r2::remote::cloudflare::Api;
-use d1r2::remote::retry::RetryPolicy;
 use d1r2::source::catalog;
 use d1r2::source::d1::D1Source;
 use d1r2::source::sqlite::SqliteSource;
 use d1r2::source::{Source, SourceError, key_columns, row_key};
+use d1r2::{Classify, Kind};
 use fakes::d1::{ACCOUNT, FakeD1, TOKEN};
 use rusqlite::Connection;
 

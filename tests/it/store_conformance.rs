@@ -8,10 +8,10 @@
 use crate::fakes;
 
 use bytes::Bytes;
-use d1r2::error::{Classify, Kind};
 use d1r2::store::local::LocalStore;
 use d1r2::store::s3::{S3Config, S3Store};
 use d1r2::store::{PART_SIZE, Store, StoreError, read_all};
+use d1r2::{Classify, Kind};
 use fakes::s3::{ACCESS_KEY, FakeS3, SECRET_KEY};
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};

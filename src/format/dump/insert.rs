@@ -9,13 +9,13 @@
 use crate::model::value::{CR_MARK, CR_TEXT_CLOSE, LiteralKind, literal_kind, quote_ident};
 
 /// D1 rejects statements longer than 100 kB; every statement we write is at most this long.
-pub const MAX_STATEMENT_BYTES: usize = 100_000;
+pub(crate) const MAX_STATEMENT_BYTES: usize = 100_000;
 
 /// Rows are packed into one statement until it reaches about this size.
-pub const TARGET_STATEMENT_BYTES: usize = 64 * 1024;
+pub(crate) const TARGET_STATEMENT_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum InsertError {
+pub(crate) enum InsertError {
     #[error(
         "a row of table {table} cannot be written within the {max}-byte statement limit (its key or its numeric values alone are too long)"
     )]
@@ -25,7 +25,7 @@ pub enum InsertError {
 /// Writes the rows of one table as SQL text. A flushed writer holds no rows, so clones of it can
 /// render pages of one table on several threads.
 #[derive(Debug, Clone)]
-pub struct InsertWriter {
+pub(crate) struct InsertWriter {
     table: String,
     table_ident: String,
     column_idents: Vec<String>,
@@ -39,7 +39,7 @@ pub struct InsertWriter {
 impl InsertWriter {
     /// `columns` names the cells of every row in order; `key` indexes the cells that identify a
     /// row (the rowid, or the primary key of a WITHOUT ROWID table), used by split rows' appends.
-    pub fn new(table: &str, columns: &[String], key: Vec<usize>) -> Self {
+    pub(crate) fn new(table: &str, columns: &[String], key: Vec<usize>) -> Self {
         Self::with_limits(
             table,
             columns,
@@ -51,7 +51,7 @@ impl InsertWriter {
 
     /// As [`InsertWriter::new`] with other limits, so tests can exercise splitting with small
     /// values.
-    pub fn with_limits(
+    pub(crate) fn with_limits(
         table: &str,
         columns: &[String],
         key: Vec<usize>,
@@ -78,7 +78,7 @@ impl InsertWriter {
 
     /// Appends the statements for `row` (cells as SQL literals) to `out`. A row may stay pending
     /// until more rows arrive or [`InsertWriter::flush`] is called.
-    pub fn push_row(&mut self, row: &[&str], out: &mut String) -> Result<(), InsertError> {
+    pub(crate) fn push_row(&mut self, row: &[&str], out: &mut String) -> Result<(), InsertError> {
         let tuple_len = row.iter().map(|c| c.len()).sum::<usize>() + row.len().max(1) + 1;
         let alone = self.prefix.len() + tuple_len + 2;
         if alone > self.max {
@@ -98,7 +98,7 @@ impl InsertWriter {
     }
 
     /// Ends the pending statement, if any.
-    pub fn flush(&mut self, out: &mut String) {
+    pub(crate) fn flush(&mut self, out: &mut String) {
         if !self.pending.is_empty() {
             out.push_str(&self.pending);
             out.push_str(";\n");

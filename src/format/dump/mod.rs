@@ -1,7 +1,7 @@
 //! Turning a planned schema and pages of literals into the SQL of a backup. Pure: no I/O.
 
-pub mod insert;
-pub mod shape;
+pub(crate) mod insert;
+pub(crate) mod shape;
 pub mod split;
 
 use crate::format::manifest::{ObjectKind, SchemaEntry, SchemaKind};

@@ -43,7 +43,7 @@ fn after<'s>(statement: &'s str, head: &str) -> Option<&'s str> {
 /// Whether d1r2 could have written `statement` (one complete statement, as the splitter hands it
 /// on) into a part of `kind`: the prelude or a table's CREATE in the schema part, rows in a data
 /// part, what the post part creates there.
-pub fn is_backup_statement(kind: ObjectKind, statement: &str) -> bool {
+pub(crate) fn is_backup_statement(kind: ObjectKind, statement: &str) -> bool {
     let begins = |heads: &[&str]| heads.iter().any(|h| after(statement, h).is_some());
     match kind {
         ObjectKind::Data => begins(DATA),
@@ -58,7 +58,7 @@ pub fn is_backup_statement(kind: ObjectKind, statement: &str) -> bool {
 
 /// Whether `statement` is the schema part's prelude, the one statement of the schema and post
 /// parts that creates nothing and has no entry in the manifest.
-pub fn is_prelude(statement: &str) -> bool {
+pub(crate) fn is_prelude(statement: &str) -> bool {
     // The statement as the schema part writes it, less the line end the splitter leaves off.
     after(statement, super::PRELUDE.trim_end()).is_some()
 }
@@ -66,7 +66,7 @@ pub fn is_prelude(statement: &str) -> bool {
 /// Checks that `statement` creates what `entry` says: the kind of object, its name and the table
 /// it belongs to (names compared as SQLite does, unquoted and ASCII case aside). The error says
 /// what the statement creates instead.
-pub fn check_creates(entry: &SchemaEntry, statement: &str) -> Result<(), String> {
+pub(crate) fn check_creates(entry: &SchemaEntry, statement: &str) -> Result<(), String> {
     match created(statement) {
         Some(c)
             if c.kind == entry.kind

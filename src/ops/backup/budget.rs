@@ -69,7 +69,7 @@ pub(crate) const READ_AHEAD: usize = MAX_BATCH_TABLES + 1;
 /// to R2. A multipart upload costs two requests more (start and completion) and its completion
 /// is a round trip the backup waits for after its last page; small parts also make a failed
 /// upload cheap to send again, and cost only more objects (a 1 GB database is ~90).
-pub const PART_BYTES: u64 = (PART_SIZE - 64 * 1024) as u64;
+pub(crate) const PART_BYTES: u64 = (PART_SIZE - 64 * 1024) as u64;
 
 /// The most pages a backup of `concurrency` readers holds at once: [`PAGES_HELD`] a reader, the
 /// first pages of the readers taken ahead, and one batch of first pages waiting or on its way.

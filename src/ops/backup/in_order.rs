@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Items keyed by where they go (`K`'s order), asked for and arrived.
 #[derive(Debug)]
-pub struct InOrder<K, T> {
+pub(super) struct InOrder<K, T> {
     asked: BTreeSet<K>,
     early: BTreeMap<K, T>,
 }
@@ -25,13 +25,13 @@ impl<K: Ord + Copy, T> Default for InOrder<K, T> {
 
 impl<K: Ord + Copy, T> InOrder<K, T> {
     /// Notes that the item going at `key` is on its way: nothing after it is handed on first.
-    pub fn asked(&mut self, key: K) {
+    pub(super) fn asked(&mut self, key: K) {
         self.asked.insert(key);
     }
 
     /// Takes in what arrived for `key` (`None`: nothing to hand on, only the place to free) and
     /// hands on, in order, every item no longer behind one still on its way.
-    pub fn arrived(&mut self, key: K, item: Option<T>, out: &mut impl Extend<T>) {
+    pub(super) fn arrived(&mut self, key: K, item: Option<T>, out: &mut impl Extend<T>) {
         self.asked.remove(&key);
         if let Some(item) = item {
             self.early.insert(key, item);
@@ -44,7 +44,7 @@ impl<K: Ord + Copy, T> InOrder<K, T> {
     }
 
     /// Items that arrived and wait for one ahead of them.
-    pub fn held(&self) -> usize {
+    pub(super) fn held(&self) -> usize {
         self.early.len()
     }
 }

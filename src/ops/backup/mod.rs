@@ -35,9 +35,9 @@ use crate::store::{Store, Upload};
 mod budget;
 mod in_order;
 mod read_ahead;
-pub mod rowid_windows;
+pub(crate) mod rowid_windows;
 
-pub use budget::PART_BYTES;
+pub(crate) use budget::PART_BYTES;
 use budget::{
     ENCODERS, FIRST_PAGE_ROWS, MAX_BATCH_TABLES, MAX_FIRST_PAGE_ROWS, MEMBERS_WAITING, PAGES_ASKED,
     PAGES_HELD, READ_AHEAD, RENDER_SLICE,
@@ -92,7 +92,7 @@ const MAX_PAGE_ROWS: usize = 100_000;
 
 /// What one batch of first pages brought back.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BatchWeight {
+pub(crate) struct BatchWeight {
     /// First pages read, and how many of them came back full (their tables go on).
     pub pages: usize,
     pub full: usize,
@@ -106,7 +106,12 @@ pub struct BatchWeight {
 /// past what fits in `target` at the measured row weight), and as many tables as fit in `target`
 /// bytes go in one batch, growing at most 4x a batch (up to 50), so one light batch cannot make
 /// the next one huge.
-pub fn next_batch(size: usize, limit: usize, last: BatchWeight, target: usize) -> (usize, usize) {
+pub(crate) fn next_batch(
+    size: usize,
+    limit: usize,
+    last: BatchWeight,
+    target: usize,
+) -> (usize, usize) {
     let grown = (size * 4).min(MAX_BATCH_TABLES);
     if last.rows == 0 {
         return (grown, limit);
@@ -126,7 +131,7 @@ pub fn next_batch(size: usize, limit: usize, last: BatchWeight, target: usize) -
 /// The next page's row limit: as many rows as fit in `target` bytes at the last page's average
 /// row size, growing at most [`PAGE_GROWTH`]x a page so one odd page cannot make the next one
 /// huge.
-pub fn next_page_rows(limit: usize, rows: usize, bytes: usize, target: usize) -> usize {
+pub(crate) fn next_page_rows(limit: usize, rows: usize, bytes: usize, target: usize) -> usize {
     if rows == 0 || bytes == 0 {
         return limit;
     }
@@ -391,7 +396,7 @@ const PAGES_PER_READER: usize = 2;
 /// rowids `first..=last`, `weight` bytes) and its largest rowid `max`: one for every
 /// [`PAGES_PER_READER`] pages of `page_bytes` it is estimated to hold after the first page, at
 /// most `readers`, at least one.
-pub fn readers_for(
+pub(crate) fn readers_for(
     rows: usize,
     weight: usize,
     (first, last, max): (i64, i64, i64),
@@ -410,7 +415,7 @@ pub fn readers_for(
 
 /// The rowid ranges of `readers` readers splitting `last + 1 ..= max` evenly: each reader's last
 /// rowid, `None` for the last reader.
-pub fn split_rowids(last: i64, max: i64, readers: usize) -> Vec<Option<i64>> {
+pub(crate) fn split_rowids(last: i64, max: i64, readers: usize) -> Vec<Option<i64>> {
     let span = max as i128 - last as i128;
     (1..=readers)
         .map(|k| (k < readers).then(|| (last as i128 + span * k as i128 / readers as i128) as i64))

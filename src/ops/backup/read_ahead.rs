@@ -15,14 +15,14 @@ use futures::stream::{Fuse, Stream, StreamExt};
 
 /// Items of `inner`, in order, with up to `ahead` of them taken before they are asked for. The
 /// stream before makes progress each time this one is polled, as a table finishing polls it.
-pub struct ReadAhead<S: Stream> {
+pub(super) struct ReadAhead<S: Stream> {
     inner: Fuse<S>,
     ready: VecDeque<S::Item>,
     ahead: usize,
 }
 
 impl<S: Stream + Unpin> ReadAhead<S> {
-    pub fn new(inner: S, ahead: usize) -> Self {
+    pub(super) fn new(inner: S, ahead: usize) -> Self {
         ReadAhead {
             inner: inner.fuse(),
             ready: VecDeque::new(),

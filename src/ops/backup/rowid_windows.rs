@@ -16,7 +16,7 @@ const DENSITY_STEP: f64 = 8.0;
 
 /// One reader's rowid range, as it is handed out in windows.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Windows {
+pub(crate) struct Windows {
     /// The rowid the next window starts after.
     next: i64,
     /// The last rowid of the reader's range.
@@ -32,7 +32,7 @@ pub struct Windows {
 impl Windows {
     /// The range after `after` up to `end` (and past it when `open`), at `rowids_per_row` as the
     /// first page measured it.
-    pub fn new(after: i64, end: i64, open: bool, rowids_per_row: f64) -> Self {
+    pub(crate) fn new(after: i64, end: i64, open: bool, rowids_per_row: f64) -> Self {
         Windows {
             next: after,
             end,
@@ -43,13 +43,13 @@ impl Windows {
     }
 
     /// The rowids per row of a page of `rows` rows that covered `first..=last`.
-    pub fn density(rows: usize, first: i64, last: i64) -> f64 {
+    pub(crate) fn density(rows: usize, first: i64, last: i64) -> f64 {
         (last as f64 - first as f64 + 1.0) / rows.max(1) as f64
     }
 
     /// The next window `(after, upto)` to hold about `rows` rows (`upto` none for the open last
     /// window), or none when the whole range has been asked for.
-    pub fn next(&mut self, rows: usize) -> Option<(i64, Option<i64>)> {
+    pub(crate) fn next(&mut self, rows: usize) -> Option<(i64, Option<i64>)> {
         if self.done {
             return None;
         }
@@ -70,7 +70,7 @@ impl Windows {
 
     /// Learns from a window's page: `rows` rows over `covered` rowids (the whole window when it
     /// was read to its end, up to its last row when it goes on).
-    pub fn learn(&mut self, rows: usize, covered: i64) {
+    pub(crate) fn learn(&mut self, rows: usize, covered: i64) {
         let was = self.rowids_per_row;
         let measured = if rows == 0 {
             was * DENSITY_STEP

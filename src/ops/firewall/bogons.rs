@@ -14,9 +14,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// The widest IPv4 range accepted as published.
-pub const V4_WIDEST: u8 = 8;
+pub(crate) const V4_WIDEST: u8 = 8;
 /// The widest IPv6 range accepted as published.
-pub const V6_WIDEST: u8 = 16;
+pub(crate) const V6_WIDEST: u8 = 16;
 
 /// IPv4 ranges of the IANA special-purpose registry (RFC 6890 and successors) and the reserved
 /// space: none is a public network's address.
@@ -65,7 +65,7 @@ const V6_SPECIAL: [(&str, &str); 13] = [
 
 /// Why a published range cannot be allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unfit {
+pub(crate) enum Unfit {
     /// Wider than [`V4_WIDEST`] or [`V6_WIDEST`].
     TooWide { widest: u8 },
     /// Overlaps a special-purpose range: what kind, and the range.
@@ -87,7 +87,7 @@ impl std::fmt::Display for Unfit {
 /// The range to allow for a published `net` (an IPv4-mapped range as its IPv4 range), or why
 /// no allowlist should hold it. A range is refused when it overlaps a special-purpose range
 /// either way: inside one, or holding one.
-pub fn judge(net: IpNet) -> Result<IpNet, Unfit> {
+pub(crate) fn judge(net: IpNet) -> Result<IpNet, Unfit> {
     match net {
         IpNet::V4(v4) => judge_v4(v4).map(IpNet::V4),
         IpNet::V6(v6) => match mapped_v4(v6) {

@@ -6,16 +6,16 @@ use ipnet::IpNet;
 
 /// Widest IPv4 prefix a Cloudflare IP list item may have. No published range is wider (see
 /// [`super::bogons`]), but neighbours can aggregate into one that is, and it is split again.
-pub const V4_MIN_PREFIX: u8 = 8;
+pub(crate) const V4_MIN_PREFIX: u8 = 8;
 /// Widest IPv6 prefix a Cloudflare IP list item may have; wider aggregates are split.
-pub const V6_MIN_PREFIX: u8 = 12;
+pub(crate) const V6_MIN_PREFIX: u8 = 12;
 /// Cloudflare matches IPv6 list items at /64 granularity: a longer prefix is widened to its /64.
-pub const V6_MAX_PREFIX: u8 = 64;
+pub(crate) const V6_MAX_PREFIX: u8 = 64;
 
 /// One entry: `192.0.2.0/24`, `192.0.2.1` (a /32), `2001:db8::/48` or `2001:db8::1` (a /128).
 /// Host bits are cleared (`192.0.2.1/24` is `192.0.2.0/24`), as Python's
 /// `ip_network(strict=False)` does.
-pub fn parse(entry: &str) -> Result<IpNet, String> {
+pub(crate) fn parse(entry: &str) -> Result<IpNet, String> {
     let text = entry.trim();
     let net = if text.contains('/') {
         text.parse::<IpNet>().ok()
@@ -28,7 +28,7 @@ pub fn parse(entry: &str) -> Result<IpNet, String> {
 
 /// The smallest set of CIDR ranges covering exactly the addresses of `nets`: duplicates and
 /// ranges inside others dropped, adjacent ranges merged. Sorted, IPv4 first.
-pub fn aggregate(nets: &[IpNet]) -> Vec<IpNet> {
+pub(crate) fn aggregate(nets: &[IpNet]) -> Vec<IpNet> {
     let mut out = IpNet::aggregate(&nets.to_vec());
     out.sort();
     out
@@ -37,7 +37,7 @@ pub fn aggregate(nets: &[IpNet]) -> Vec<IpNet> {
 /// The ranges as Cloudflare IP list items: IPv6 ranges longer than /64 widened to their /64
 /// (the granularity Cloudflare matches), the result aggregated, and aggregates wider than a list
 /// item allows split. Returns the items and how many ranges were widened.
-pub fn fit_for_lists(nets: &[IpNet]) -> (Vec<IpNet>, usize) {
+pub(crate) fn fit_for_lists(nets: &[IpNet]) -> (Vec<IpNet>, usize) {
     let mut widened = 0;
     let fitted: Vec<IpNet> = nets
         .iter()
@@ -68,13 +68,13 @@ pub fn fit_for_lists(nets: &[IpNet]) -> (Vec<IpNet>, usize) {
 
 /// What replacing `current` by `wanted` changes.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Diff {
+pub(crate) struct Diff {
     pub added: Vec<IpNet>,
     pub removed: Vec<IpNet>,
     pub total: usize,
 }
 
-pub fn diff(current: &[IpNet], wanted: &[IpNet]) -> Diff {
+pub(crate) fn diff(current: &[IpNet], wanted: &[IpNet]) -> Diff {
     let current: BTreeSet<IpNet> = current.iter().copied().collect();
     let wanted: BTreeSet<IpNet> = wanted.iter().copied().collect();
     Diff {
@@ -85,12 +85,12 @@ pub fn diff(current: &[IpNet], wanted: &[IpNet]) -> Diff {
 }
 
 impl Diff {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty()
     }
 
     /// `+ range` and `- range` lines, at most `limit` of them, then how many more.
-    pub fn lines(&self, limit: usize) -> String {
+    pub(crate) fn lines(&self, limit: usize) -> String {
         let all: Vec<String> = self
             .added
             .iter()

@@ -9,15 +9,15 @@ use ipnet::IpNet;
 
 /// An address family, for messages and output names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
+pub(crate) enum Family {
     V4,
     V6,
 }
 
 impl Family {
-    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+    pub(crate) const ALL: [Family; 2] = [Family::V4, Family::V6];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Family::V4 => "IPv4",
             Family::V6 => "IPv6",
@@ -25,7 +25,7 @@ impl Family {
     }
 
     /// What one counted unit is, in the plural.
-    pub fn units(self) -> &'static str {
+    pub(crate) fn units(self) -> &'static str {
         match self {
             Family::V4 => "addresses",
             Family::V6 => "/64 networks",
@@ -35,7 +35,7 @@ impl Family {
 
 /// Of what a list allows today in one family, how much a change stops allowing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Loss {
+pub(crate) struct Loss {
     /// Units the list allows today.
     pub allowed: u128,
     /// Units of those the new list would not allow.
@@ -44,7 +44,7 @@ pub struct Loss {
 
 impl Loss {
     /// The lost share of what is allowed today, 0 to 1; 0 when nothing is allowed.
-    pub fn share(&self) -> f64 {
+    pub(crate) fn share(&self) -> f64 {
         if self.allowed == 0 {
             0.0
         } else {
@@ -55,13 +55,13 @@ impl Loss {
 
 /// The loss of each family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Losses {
+pub(crate) struct Losses {
     pub v4: Loss,
     pub v6: Loss,
 }
 
 impl Losses {
-    pub fn of(&self, family: Family) -> Loss {
+    pub(crate) fn of(&self, family: Family) -> Loss {
         match family {
             Family::V4 => self.v4,
             Family::V6 => self.v6,
@@ -70,7 +70,7 @@ impl Losses {
 }
 
 /// What replacing the ranges `current` by `wanted` stops allowing, per family.
-pub fn lost(current: &[IpNet], wanted: &[IpNet]) -> Losses {
+pub(crate) fn lost(current: &[IpNet], wanted: &[IpNet]) -> Losses {
     let measure = |family| {
         let now = spans(current, family);
         let then = spans(wanted, family);

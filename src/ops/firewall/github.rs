@@ -13,7 +13,7 @@ use crate::remote::http::{self, RateLimit};
 use crate::remote::retry::{self, RetryPolicy, Verdict};
 
 /// The `/meta` sections that hold address ranges.
-pub const SECTIONS: [&str; 11] = [
+pub(crate) const SECTIONS: [&str; 11] = [
     "hooks",
     "web",
     "api",
@@ -28,7 +28,7 @@ pub const SECTIONS: [&str; 11] = [
 ];
 
 #[derive(Debug, thiserror::Error)]
-pub enum MetaError {
+pub(crate) enum MetaError {
     #[error("unknown --sections {name:?}; one of {all}", name = .0, all = SECTIONS.join(", "))]
     UnknownSection(String),
     #[error("GitHub's /meta has no {0:?} section (this GitHub may not publish it)")]
@@ -65,7 +65,7 @@ impl Classify for MetaError {
 }
 
 /// Checks section names before any request.
-pub fn check_sections(sections: &[String]) -> Result<(), MetaError> {
+pub(crate) fn check_sections(sections: &[String]) -> Result<(), MetaError> {
     for s in sections {
         if !SECTIONS.contains(&s.as_str()) {
             return Err(MetaError::UnknownSection(s.clone()));
@@ -75,7 +75,10 @@ pub fn check_sections(sections: &[String]) -> Result<(), MetaError> {
 }
 
 /// The raw entries of `sections` in a `/meta` document, each with the section it came from.
-pub fn entries(meta: &Value, sections: &[String]) -> Result<Vec<(String, String)>, MetaError> {
+pub(crate) fn entries(
+    meta: &Value,
+    sections: &[String],
+) -> Result<Vec<(String, String)>, MetaError> {
     let mut out = Vec::new();
     for section in sections {
         let value = meta
@@ -99,7 +102,7 @@ pub fn entries(meta: &Value, sections: &[String]) -> Result<Vec<(String, String)
 /// How hard `/meta` is tried: the shared policy, except that a rate limit is waited out for as
 /// long as the whole deadline, since GitHub says when it lifts (an unauthenticated client gets 60
 /// requests an hour, shared with everything else on the runner's address).
-pub const META_POLICY: RetryPolicy = RetryPolicy {
+pub(crate) const META_POLICY: RetryPolicy = RetryPolicy {
     max_attempts: 6,
     initial_delay: Duration::from_millis(500),
     max_delay: Duration::from_secs(900),
@@ -148,7 +151,7 @@ impl std::fmt::Display for Failed {
 }
 
 /// Fetches `/meta`, waiting out a rate limit within `policy`'s deadline.
-pub async fn fetch(
+pub(crate) async fn fetch(
     env: &BTreeMap<String, String>,
     policy: &RetryPolicy,
 ) -> Result<Value, MetaError> {

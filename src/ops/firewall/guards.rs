@@ -8,7 +8,7 @@ use super::coverage::{Family, Loss, Losses};
 
 /// The limits a change must respect.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Guards {
+pub(crate) struct Guards {
     pub min_entries: usize,
     pub max_removal_ratio: f64,
     pub max_items: usize,
@@ -20,7 +20,7 @@ pub struct Guards {
 
 /// What a change would do, as the guards weigh it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Items the list would hold.
     pub total: usize,
     /// What the list would stop allowing.
@@ -31,7 +31,7 @@ pub struct Plan {
 
 /// Why a change is refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error(
         "refusing to empty the list: GitHub's ranges came back empty (use --force to apply anyway)"
     )]
@@ -63,7 +63,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// What the plan does that the guard refuses, in a few words.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match self {
             Refusal::Empty => "empties the list: GitHub's ranges came back empty".to_string(),
             Refusal::TooFew { got, min } => format!("{got} ranges, fewer than {min}"),
@@ -96,14 +96,14 @@ impl Refusal {
 
     /// Whether `--force` overrides it: all but the account's item limit, which Cloudflare
     /// enforces anyway.
-    pub fn overridable(&self) -> bool {
+    pub(crate) fn overridable(&self) -> bool {
         !matches!(self, Refusal::OverLimit { .. })
     }
 }
 
 /// One guard's verdict on a plan.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// The guard, as the summary labels it.
     pub guard: String,
     /// What it measured, when it passes.
@@ -117,7 +117,7 @@ pub struct Verdict {
 impl Verdict {
     /// `passes: ...`, `would refuse: ...` (a dry run), `refuses: ...` or
     /// `overridden by --force: ...`.
-    pub fn text(&self, dry_run: bool) -> String {
+    pub(crate) fn text(&self, dry_run: bool) -> String {
         match &self.refusal {
             None => format!("passes: {}", self.measured),
             Some(r) if self.forced => format!("overridden by --force: {}", r.summary()),
@@ -127,13 +127,13 @@ impl Verdict {
     }
 
     /// The refusal that stops the change, if any.
-    pub fn blocking(&self) -> Option<&Refusal> {
+    pub(crate) fn blocking(&self) -> Option<&Refusal> {
         self.refusal.as_ref().filter(|_| !self.forced)
     }
 }
 
 /// Every guard's verdict on `plan`, the item limit first.
-pub fn check(plan: &Plan, guards: &Guards) -> Vec<Verdict> {
+pub(crate) fn check(plan: &Plan, guards: &Guards) -> Vec<Verdict> {
     let verdict = |guard: String, measured: String, refusal: Option<Refusal>| Verdict {
         forced: guards.force && refusal.as_ref().is_some_and(Refusal::overridable),
         guard,
@@ -208,7 +208,7 @@ pub fn check(plan: &Plan, guards: &Guards) -> Vec<Verdict> {
 
 /// A share as a percentage: `91 %`, `0.4 %`, `< 0.1 %` for a loss too small to show, never
 /// `0 %` or `100 %` for one that is not exactly that.
-pub fn percent(share: f64) -> String {
+pub(crate) fn percent(share: f64) -> String {
     let p = share * 100.0;
     if p <= 0.0 {
         return "0 %".to_string();
@@ -224,7 +224,7 @@ pub fn percent(share: f64) -> String {
 }
 
 /// A count with thousands separators: `65,793`.
-pub fn count(n: u128) -> String {
+pub(crate) fn count(n: u128) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

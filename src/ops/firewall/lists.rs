@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::remote::cloudflare::{Api, ApiError};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct List {
+pub(crate) struct List {
     pub id: String,
     pub name: String,
     #[serde(default)]
@@ -24,7 +24,7 @@ pub struct List {
 
 /// The list a command keeps, among the account's lists.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Found {
+pub(crate) struct Found {
     pub list: Option<List>,
     /// Items in the account's other custom lists (IP, hostname, ASN), which share the account's
     /// item limit with this one. Bulk Redirect lists have limits of their own and are left out.
@@ -34,7 +34,7 @@ pub struct Found {
 impl Found {
     /// Picks `name` out of the account's `lists`; a list of that name that is not an IP list is
     /// an error.
-    pub fn among(lists: Vec<List>, name: &str) -> Result<Found, ListError> {
+    pub(crate) fn among(lists: Vec<List>, name: &str) -> Result<Found, ListError> {
         let mut found = Found {
             list: None,
             other_items: 0,
@@ -75,7 +75,7 @@ struct OperationStatus {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ListError {
+pub(crate) enum ListError {
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error("the list {name} is of kind {kind}, not ip")]
@@ -100,14 +100,14 @@ impl Classify for ListError {
     }
 }
 
-pub struct Lists {
+pub(crate) struct Lists {
     api: Api,
     /// How long to wait for a bulk operation.
     pub operation_deadline: Duration,
 }
 
 impl Lists {
-    pub fn new(api: Api) -> Self {
+    pub(crate) fn new(api: Api) -> Self {
         Lists {
             api,
             operation_deadline: Duration::from_secs(300),
@@ -115,7 +115,7 @@ impl Lists {
     }
 
     /// The IP list called `name`, if there is one, and the items of the account's other lists.
-    pub async fn find(&self, name: &str) -> Result<Found, ListError> {
+    pub(crate) async fn find(&self, name: &str) -> Result<Found, ListError> {
         let lists: Vec<List> = self
             .api
             .result(
@@ -128,7 +128,7 @@ impl Lists {
         Found::among(lists, name)
     }
 
-    pub async fn create(&self, name: &str, description: &str) -> Result<List, ListError> {
+    pub(crate) async fn create(&self, name: &str, description: &str) -> Result<List, ListError> {
         Ok(self
             .api
             .result(
@@ -141,7 +141,7 @@ impl Lists {
     }
 
     /// Every item's address range, following the cursor pages.
-    pub async fn items(&self, list: &List) -> Result<Vec<String>, ListError> {
+    pub(crate) async fn items(&self, list: &List) -> Result<Vec<String>, ListError> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -175,7 +175,7 @@ impl Lists {
     }
 
     /// Replaces every item of `list` with `ranges` and waits for Cloudflare to finish.
-    pub async fn replace(
+    pub(crate) async fn replace(
         &self,
         list: &List,
         ranges: &[String],

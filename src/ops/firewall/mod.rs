@@ -6,13 +6,15 @@
 //! operation, polled until it completes. A dry run stops after the verdicts, whatever they are.
 //! A WAF custom rule can then match `ip.src in $NAME`.
 
-pub mod bogons;
-pub mod cidr;
-pub mod coverage;
-pub mod github;
-pub mod guards;
-pub mod lists;
-pub mod rules;
+pub(crate) mod bogons;
+pub(crate) mod cidr;
+pub(crate) mod coverage;
+pub(crate) mod github;
+pub(crate) mod guards;
+pub(crate) mod lists;
+#[cfg(test)]
+mod python_reference;
+pub(crate) mod rules;
 
 use std::collections::BTreeMap;
 
@@ -69,7 +71,7 @@ pub struct FirewallArgs {
 }
 
 /// `d1r2 firewall`, with the process environment as `env`.
-pub async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> Result<Report> {
+pub(crate) async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> Result<Report> {
     let sections: Vec<String> = args
         .sections
         .iter()

@@ -11,7 +11,7 @@ use crate::remote::cloudflare::{Api, ApiError};
 const PHASE: &str = "http_request_firewall_custom";
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RuleSpec {
+pub(crate) struct RuleSpec {
     pub zone: String,
     pub description: String,
     pub expression: String,
@@ -20,7 +20,7 @@ pub struct RuleSpec {
 
 /// What happened to the rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RuleChange {
+pub(crate) enum RuleChange {
     Created,
     Updated,
     Unchanged,
@@ -51,7 +51,7 @@ fn enabled() -> bool {
 }
 
 /// The rule's description: how it is found again.
-pub fn description(list: &str) -> String {
+pub(crate) fn description(list: &str) -> String {
     format!("d1r2 allowlist {list}")
 }
 
@@ -70,7 +70,11 @@ fn plan(ruleset: Option<&Ruleset>, spec: &RuleSpec) -> (RuleChange, Option<Strin
 }
 
 /// Makes the zone's rule match `spec`; with `dry_run`, only says what it would do.
-pub async fn ensure(api: &Api, spec: &RuleSpec, dry_run: bool) -> Result<RuleChange, ApiError> {
+pub(crate) async fn ensure(
+    api: &Api,
+    spec: &RuleSpec,
+    dry_run: bool,
+) -> Result<RuleChange, ApiError> {
     let entrypoint = format!("zones/{}/rulesets/phases/{PHASE}/entrypoint", spec.zone);
     let ruleset = match api
         .result::<Ruleset>(

@@ -6,8 +6,8 @@ pub mod workerd;
 use std::path::Path;
 use std::sync::Arc;
 
+use d1r2::BackupOptions;
 use d1r2::format::load::Selection;
-use d1r2::ops::backup::{self, BackupOptions};
 use d1r2::source::sqlite::SqliteSource;
 use d1r2::store::Store;
 use d1r2::store::local::LocalStore;
@@ -112,7 +112,7 @@ pub async fn backup_to(
 ) -> (Arc<dyn Store>, d1r2::format::manifest::Manifest) {
     let source = SqliteSource::open(db).unwrap();
     let store: Arc<dyn Store> = Arc::new(LocalStore::create(dir).unwrap());
-    let outcome = backup::run(&source, std::slice::from_ref(&store), options)
+    let outcome = d1r2::backup(&source, std::slice::from_ref(&store), options)
         .await
         .unwrap();
     (store, outcome.manifest)
@@ -122,7 +122,7 @@ pub async fn backup_to(
 pub async fn roundtrip(db: &Path, restored: &Path, options: &BackupOptions) {
     let dir = tempfile::tempdir().unwrap();
     let (store, manifest) = backup_to(db, dir.path(), options).await;
-    d1r2::ops::restore::restore_to_file(
+    d1r2::restore_to_file(
         store,
         &manifest,
         &Selection::default(),

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use d1r2::remote::cloudflare::Api;
-use d1r2::remote::retry::RetryPolicy;
+use d1r2::CloudflareApi as Api;
+use d1r2::RetryPolicy;
 use d1r2::source::d1::D1Source;
 use sha2::{Digest, Sha256};
 

@@ -2,8 +2,8 @@
 //! `ipaddress.collapse_addresses` on generated inputs, and properties (exactly the same
 //! addresses, disjoint, nothing left to merge).
 
-use d1r2::ops::firewall::cidr::{aggregate, parse};
-use d1r2::ops::firewall::coverage::lost;
+use super::cidr::{aggregate, parse};
+use super::coverage::lost;
 use ipnet::IpNet;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
