@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use crate::cli::action;
 use crate::cli::args::{Cli, Command};
-use crate::error::Error;
+use crate::error::{Error, bad_input};
 use crate::model::report::Report;
 use clap::Parser;
 
@@ -31,7 +31,10 @@ pub fn main() -> ExitCode {
         };
         let parsed = action::check_workspace(&env)
             .and_then(|()| action::command_line(&env))
-            .and_then(|args| Ok(Cli::try_parse_from(args).map_err(anyhow::Error::new)?));
+            // A value clap refuses is bad usage (exit 2), as it is on the command line.
+            .and_then(|args| {
+                Cli::try_parse_from(args).map_err(|e| bad_input(e.to_string().trim()))
+            });
         match parsed {
             Ok(cli) => cli,
             Err(err) => return fail_action(&env, files, "d1r2", &err),

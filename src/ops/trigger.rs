@@ -391,22 +391,4 @@ mod tests {
             assert_eq!(shown_url(&reqwest::Url::parse(url).unwrap()), want);
         }
     }
-
-    #[test]
-    fn verdicts_table() {
-        let after = Some(Duration::from_secs(3));
-        for (status, want) in [
-            (200, None),
-            (204, None),
-            (401, Some(Verdict::Fail)),
-            (403, Some(Verdict::Fail)),
-            (404, Some(Verdict::Fail)),
-            (408, Some(Verdict::Retry { after })),
-            (429, Some(Verdict::Retry { after })),
-            (500, Some(Verdict::Retry { after })),
-            (503, Some(Verdict::Retry { after })),
-        ] {
-            assert_eq!(http::status_verdict(status, after), want, "{status}");
-        }
-    }
 }

@@ -327,6 +327,22 @@ fn an_input_that_names_no_option_is_refused() {
 }
 
 #[test]
+fn an_input_value_no_option_takes_is_bad_usage() {
+    let mut runner = Runner::new();
+    runner.with(&[
+        ("command", "prune"),
+        ("from", "backups"),
+        ("keep-daily", "seven"),
+    ]);
+    let run = runner.run();
+    let line = the_error_line(&run);
+    assert_eq!(run.status.code(), Some(2), "{line}");
+    assert!(line.contains("seven"), "{line}");
+    let outputs = runner.outputs();
+    assert_eq!(output(&outputs, "status"), Some("failure"));
+}
+
+#[test]
 fn a_workspace_that_does_not_exist_is_refused() {
     let mut runner = Runner::new();
     let missing = runner.workspace.join("gone");
