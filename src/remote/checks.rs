@@ -3,13 +3,54 @@
 //! next to the CI checks (a restore drill that fails shows as a failed check with its cause).
 //!
 //! A check run that cannot be published is a warning, never the step's failure: the command's own
-//! outcome is what the step reports.
+//! outcome is what the step reports. A transient failure (a 5xx, 429 or 408, honouring
+//! `Retry-After`, or a dropped connection) is retried a few times within half a minute; a
+//! connection dropped after GitHub took the request can leave two runs of one name on the
+//! commit, which GitHub shows as the later one.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
-use octocrab::params::checks::{CheckRunConclusion, CheckRunOutput, CheckRunStatus};
+use serde_json::{Value, json};
 
 use crate::model::report::Report;
+use crate::remote::http;
+use crate::remote::retry::{self, RetryPolicy, Verdict};
+
+/// A check run is worth a few quick retries, not a step held up for minutes.
+const POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 4,
+    initial_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(10),
+    deadline: Duration::from_secs(30),
+};
+
+/// Why one attempt to create a check run failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CheckRunError {
+    #[error("{0}")]
+    Transport(String),
+    #[error("GitHub answered HTTP {status}: {message}")]
+    Status {
+        status: u16,
+        message: String,
+        after: Option<Duration>,
+    },
+    #[error("GitHub's answer is not a check run: {0}")]
+    Decode(String),
+}
+
+impl CheckRunError {
+    fn verdict(&self) -> Verdict {
+        match self {
+            CheckRunError::Transport(_) => Verdict::Retry { after: None },
+            CheckRunError::Status { status, after, .. } => {
+                http::status_verdict(*status, *after).unwrap_or(Verdict::Fail)
+            }
+            CheckRunError::Decode(_) => Verdict::Fail,
+        }
+    }
+}
 
 /// The action input that asks for a check run.
 pub(crate) const INPUT: &str = "report-check";
@@ -81,36 +122,74 @@ pub(crate) fn title(report: &Report) -> String {
     title.chars().take(240).collect()
 }
 
-/// Publishes `report` as a completed check run; returns its id.
+/// Publishes `report` as a completed check run (`POST /repos/{owner}/{repo}/check-runs`); returns
+/// its id.
 pub(crate) async fn publish(
     target: &CheckTarget,
     token: &str,
     report: &Report,
 ) -> anyhow::Result<u64> {
-    let client = octocrab::Octocrab::builder()
+    let client = http::octocrab()
         .base_uri(target.api.as_str())?
         .personal_token(token.to_string())
         .build()?;
     let failed = report.outputs.get("status").is_some_and(|s| s != "success");
-    let run = client
-        .checks(&target.owner, &target.repo)
-        .create_check_run(format!("d1r2 {}", report.command), &target.sha)
-        .status(CheckRunStatus::Completed)
-        .conclusion(if failed {
-            CheckRunConclusion::Failure
-        } else {
-            CheckRunConclusion::Success
-        })
-        .output(CheckRunOutput {
-            title: title(report),
-            summary: crate::model::report::summary_markdown(report),
-            text: None,
-            annotations: Vec::new(),
-            images: Vec::new(),
-        })
-        .send()
-        .await?;
-    Ok(run.id.into_inner())
+    let body = json!({
+        "name": format!("d1r2 {}", report.command),
+        "head_sha": target.sha,
+        "status": "completed",
+        "conclusion": if failed { "failure" } else { "success" },
+        "output": {
+            "title": title(report),
+            "summary": crate::model::report::summary_markdown(report),
+        },
+    });
+    let route = format!("/repos/{}/{}/check-runs", target.owner, target.repo);
+    let (result, _) = retry::run(
+        &POLICY,
+        |_| attempt(&client, &route, &body),
+        CheckRunError::verdict,
+        |e, wait| {
+            tracing::warn!(
+                "creating the check run failed ({e}); retrying in {:.1} s",
+                wait.as_secs_f64()
+            )
+        },
+    )
+    .await;
+    Ok(result?)
+}
+
+async fn attempt(
+    client: &octocrab::Octocrab,
+    route: &str,
+    body: &Value,
+) -> Result<u64, CheckRunError> {
+    let response = client
+        ._post(route, Some(body))
+        .await
+        .map_err(|e| CheckRunError::Transport(e.to_string()))?;
+    let status = response.status().as_u16();
+    let after = http::retry_after(response.headers(), SystemTime::now());
+    let text = client
+        .body_to_string(response)
+        .await
+        .map_err(|e| CheckRunError::Transport(e.to_string()))?;
+    if !(200..300).contains(&status) {
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| text.chars().take(200).collect());
+        return Err(CheckRunError::Status {
+            status,
+            message,
+            after,
+        });
+    }
+    serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["id"].as_u64())
+        .ok_or_else(|| CheckRunError::Decode(text.chars().take(200).collect()))
 }
 
 /// Publishes the check run when the step asked for one, warning (not failing) when it cannot.

@@ -132,3 +132,36 @@ async fn a_check_run_that_cannot_be_published_is_a_warning() {
     );
     assert!(!shown(&out).contains("ghs_revoked_token_value"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_run_github_cannot_take_at_once_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::create_db(
+        &d.join("app.db"),
+        "CREATE TABLE t(a); INSERT INTO t VALUES (1);",
+    );
+    let github = FakeGitHub::start().await;
+    github.fail_check_runs(2);
+    let out = action(
+        d,
+        &github,
+        TOKEN,
+        &[
+            ("INPUT_COMMAND", "backup".into()),
+            ("INPUT_SOURCE", d.join("app.db").display().to_string()),
+            ("INPUT_DEST", d.join("b").display().to_string()),
+        ],
+    )
+    .await;
+    out.success();
+    assert!(
+        out.stdout.contains("published check run 4"),
+        "{}",
+        shown(&out)
+    );
+    assert!(!out.stdout.contains("::warning::"), "{}", shown(&out));
+    let seen = github.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.iter().all(|s| s.body == seen[0].body));
+}

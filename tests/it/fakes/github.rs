@@ -28,6 +28,7 @@ struct Shared {
     meta_failures: Arc<Mutex<u32>>,
     meta_limits: Arc<Mutex<Vec<RateLimited>>>,
     meta_requests: Arc<Mutex<u32>>,
+    check_run_failures: Arc<Mutex<u32>>,
 }
 
 /// A rate-limited answer to `/meta`: the status and its headers.
@@ -40,6 +41,7 @@ pub struct FakeGitHub {
     meta_failures: Arc<Mutex<u32>>,
     meta_limits: Arc<Mutex<Vec<RateLimited>>>,
     meta_requests: Arc<Mutex<u32>>,
+    check_run_failures: Arc<Mutex<u32>>,
 }
 
 impl FakeGitHub {
@@ -50,6 +52,7 @@ impl FakeGitHub {
             meta_failures: Arc::new(Mutex::new(0)),
             meta_limits: Arc::new(Mutex::new(Vec::new())),
             meta_requests: Arc::new(Mutex::new(0)),
+            check_run_failures: Arc::new(Mutex::new(0)),
         };
         let app = Router::new()
             .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
@@ -63,7 +66,14 @@ impl FakeGitHub {
             meta_failures: shared.meta_failures,
             meta_limits: shared.meta_limits,
             meta_requests: shared.meta_requests,
+            check_run_failures: shared.check_run_failures,
         }
+    }
+
+    /// Answers the next `n` check runs created with 503 and `Retry-After: 1`, as GitHub does
+    /// when it is unavailable; each is still recorded in `seen`.
+    pub fn fail_check_runs(&self, n: u32) {
+        *self.check_run_failures.lock().unwrap() = n;
     }
 
     /// What `GET /meta` answers from now on.
@@ -131,7 +141,7 @@ async fn create_check_run(
     Path((owner, repo)): Path<(String, String)>,
     headers: HeaderMap,
     body: axum::Json<Value>,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     let authorization = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -148,7 +158,20 @@ async fn create_check_run(
             axum::Json(
                 json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}),
             ),
-        );
+        )
+            .into_response();
+    }
+    {
+        let mut failures = shared.check_run_failures.lock().unwrap();
+        if *failures > 0 {
+            *failures -= 1;
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", "1")],
+                axum::Json(json!({"message": "Service Unavailable"})),
+            )
+                .into_response();
+        }
     }
     let b = body.0;
     (
@@ -178,4 +201,5 @@ async fn create_check_run(
             "pull_requests": []
         })),
     )
+        .into_response()
 }
