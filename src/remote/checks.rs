@@ -74,7 +74,7 @@ pub(crate) fn wanted(env: &BTreeMap<String, String>) -> bool {
 /// there, which the pull request page does not show), otherwise `GITHUB_SHA`.
 pub(crate) fn head_sha(event: Option<&str>, github_sha: Option<&str>) -> Option<String> {
     let from_event = event
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
         .and_then(|e| {
             e["pull_request"]["head"]["sha"]
                 .as_str()
@@ -176,10 +176,7 @@ async fn attempt(
         .await
         .map_err(|e| CheckRunError::Transport(e.to_string()))?;
     if !(200..300).contains(&status) {
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| text.chars().take(200).collect());
+        let message = http::github_message(&text);
         return Err(CheckRunError::Status {
             status,
             message,

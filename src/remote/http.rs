@@ -110,6 +110,15 @@ pub(crate) fn github_rate_limit(
         })
 }
 
+/// What a failed GitHub answer says: its JSON `message`, or the start of the body when it has
+/// none (a proxy's error page, say).
+pub(crate) fn github_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.chars().take(200).collect())
+}
+
 /// A header of `headers` as text, in the shape [`github_rate_limit`] reads.
 pub(crate) fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -196,6 +205,25 @@ mod tests {
                 "{value:?}"
             );
             assert_eq!(header_text(&headers, "retry-after").as_deref(), value);
+        }
+    }
+
+    #[test]
+    fn github_messages_table() {
+        let page = "<html>".repeat(50);
+        for (body, want) in [
+            (
+                r#"{"message": "Bad credentials"}"#,
+                "Bad credentials".to_string(),
+            ),
+            (
+                r#"{"documentation_url": "x"}"#,
+                r#"{"documentation_url": "x"}"#.into(),
+            ),
+            ("Service Unavailable", "Service Unavailable".into()),
+            (page.as_str(), page[..200].to_string()),
+        ] {
+            assert_eq!(github_message(body), want, "{body}");
         }
     }
 

@@ -41,6 +41,21 @@ async fn action(dir: &Path, github: &FakeGitHub, token: &str, inputs: &[(&str, S
         .await
 }
 
+/// The action backing up `d`/app.db into `d`/b, with a check run asked for.
+async fn backup_step(d: &Path, github: &FakeGitHub, token: &str) -> Run {
+    action(
+        d,
+        github,
+        token,
+        &[
+            ("INPUT_COMMAND", "backup".into()),
+            ("INPUT_SOURCE", d.join("app.db").display().to_string()),
+            ("INPUT_DEST", d.join("b").display().to_string()),
+        ],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_become_check_runs_on_the_pull_request_head() {
     let dir = tempfile::tempdir().unwrap();
@@ -50,17 +65,7 @@ async fn results_become_check_runs_on_the_pull_request_head() {
         "CREATE TABLE t(a); INSERT INTO t VALUES (1), (2);",
     );
     let github = FakeGitHub::start().await;
-    let ok = action(
-        d,
-        &github,
-        TOKEN,
-        &[
-            ("INPUT_COMMAND", "backup".into()),
-            ("INPUT_SOURCE", d.join("app.db").display().to_string()),
-            ("INPUT_DEST", d.join("b").display().to_string()),
-        ],
-    )
-    .await;
+    let ok = backup_step(d, &github, TOKEN).await;
     assert!(ok.status.success(), "{}", ok.stdout);
     let failed = action(
         d,
@@ -113,17 +118,7 @@ async fn a_check_run_that_cannot_be_published_is_a_warning() {
     let d = dir.path();
     common::create_db(&d.join("app.db"), "CREATE TABLE t(a);");
     let github = FakeGitHub::start().await;
-    let out = action(
-        d,
-        &github,
-        "ghs_revoked_token_value",
-        &[
-            ("INPUT_COMMAND", "backup".into()),
-            ("INPUT_SOURCE", d.join("app.db").display().to_string()),
-            ("INPUT_DEST", d.join("b").display().to_string()),
-        ],
-    )
-    .await;
+    let out = backup_step(d, &github, "ghs_revoked_token_value").await;
     let stdout = &out.stdout;
     assert!(out.status.success(), "{stdout}");
     assert!(
@@ -143,17 +138,7 @@ async fn a_check_run_github_cannot_take_at_once_is_retried() {
     );
     let github = FakeGitHub::start().await;
     github.fail_check_runs(2);
-    let out = action(
-        d,
-        &github,
-        TOKEN,
-        &[
-            ("INPUT_COMMAND", "backup".into()),
-            ("INPUT_SOURCE", d.join("app.db").display().to_string()),
-            ("INPUT_DEST", d.join("b").display().to_string()),
-        ],
-    )
-    .await;
+    let out = backup_step(d, &github, TOKEN).await;
     out.success();
     assert!(
         out.stdout.contains("published check run 4"),

@@ -227,10 +227,7 @@ async fn attempt(client: &octocrab::Octocrab) -> Result<Value, Failed> {
     if (200..300).contains(&status) {
         return serde_json::from_str(&body).map_err(|e| Failed::Decode(e.to_string()));
     }
-    let message = serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| body.chars().take(200).collect());
+    let message = http::github_message(&body);
     Err(Failed::Status {
         status,
         limit: http::github_rate_limit(
