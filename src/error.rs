@@ -1,12 +1,12 @@
 //! Exit codes from one [`Kind`] on the error.
 //!
 //! The contract gives three exit codes: 0 success, 1 the operation failed, 2 bad usage or bad
-//! input. Every typed error implements [`Classify`] with an exhaustive `match`, so a new variant
-//! or a new error type cannot reach a command without a decision: the command layer's [`Error`]
-//! is built from a typed error only through its `kind()`, and a `?` on an error that does not
-//! implement [`Classify`] does not compile. Errors that only travel as `anyhow::Error` (the
-//! operations' plumbing: I/O, SQL, tasks) are failures, unless an [`Error`] marked as bad input
-//! is in their chain.
+//! input. Every typed error implements [`Classify`] with an exhaustive `match`, and an [`Error`]
+//! is built from a typed error only through its `kind()`: a `?` on an error that does not
+//! implement [`Classify`] does not compile, so a new variant or a new error type cannot reach a
+//! command without a decision. The operations return [`Result`] as the commands do, so the kind
+//! is settled where the error is made and carried through every context added on the way out,
+//! never searched for afterwards.
 
 use std::fmt;
 
@@ -81,6 +81,14 @@ pub(crate) fn bad_input(message: impl Into<String>) -> Error {
     }
 }
 
+/// A failure of the operation itself, with no typed cause: what ran out or did not add up.
+pub(crate) fn failed(message: impl Into<String>) -> Error {
+    Error {
+        kind: Kind::Failed,
+        inner: anyhow::Error::msg(message.into()),
+    }
+}
+
 impl<E> From<E> for Error
 where
     E: Classify + std::error::Error + Send + Sync + 'static,
@@ -91,43 +99,6 @@ where
             inner: anyhow::Error::new(err),
         }
     }
-}
-
-/// An `anyhow::Error` is bad input when a cause in its chain is, and a failure otherwise.
-impl From<anyhow::Error> for Error {
-    fn from(inner: anyhow::Error) -> Self {
-        let bad = inner
-            .chain()
-            .any(|cause| kind_of_cause(cause) == Some(Kind::BadInput));
-        Error {
-            kind: if bad { Kind::BadInput } else { Kind::Failed },
-            inner,
-        }
-    }
-}
-
-/// The kind of a cause inside an `anyhow::Error`: an [`Error`], or one of the typed errors the
-/// operations pass through their `anyhow` plumbing (a source, store or API refusing mid-way).
-/// Only these can be found once erased; a typed error is classified by the compiler wherever it
-/// meets an [`Error`] directly.
-fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
-    macro_rules! first_kind {
-        ($($typed:ty),*) => {
-            $(if let Some(err) = cause.downcast_ref::<$typed>() {
-                return Some(err.kind());
-            })*
-        };
-    }
-    first_kind!(
-        Error,
-        crate::source::SourceError,
-        crate::format::repo::RepoError,
-        crate::store::StoreError,
-        crate::remote::cloudflare::ApiError,
-        crate::ops::firewall::github::MetaError,
-        crate::ops::firewall::lists::ListError
-    );
-    None
 }
 
 impl fmt::Display for Error {
@@ -142,7 +113,7 @@ impl fmt::Debug for Error {
     }
 }
 
-/// So an [`Error`] can pass through the operations' `anyhow` plumbing and keep its kind there.
+/// So a caller of the library can put an [`Error`] behind `?` in its own error type.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.inner.source()
@@ -173,6 +144,22 @@ impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
 
 /// A task that panicked or was cancelled: the operation failed.
 impl Classify for tokio::task::JoinError {
+    fn kind(&self) -> Kind {
+        Kind::Failed
+    }
+}
+
+/// A file or socket that failed under the operation: the operation failed. A path the user
+/// named is checked first, and refused as bad input with its own message.
+impl Classify for std::io::Error {
+    fn kind(&self) -> Kind {
+        Kind::Failed
+    }
+}
+
+/// SQLite failing under an operation (a scratch database, a restore target already opened):
+/// the operation failed. A source that is not a database is refused by the source as bad input.
+impl Classify for rusqlite::Error {
     fn kind(&self) -> Kind {
         Kind::Failed
     }
@@ -223,9 +210,9 @@ mod tests {
     }
 
     #[test]
-    fn the_kind_survives_context_and_anyhow() {
+    fn the_kind_survives_context() {
         let bad = || bad_input("no such file");
-        let failed = || Error::from(anyhow::anyhow!("upload failed"));
+        let fail = || failed("upload failed");
         let cases: Vec<(&str, Error, Kind, &str)> = vec![
             ("bad input", bad(), Kind::BadInput, "no such file"),
             (
@@ -235,15 +222,18 @@ mod tests {
                 "opening source: no such file",
             ),
             (
-                "bad input through anyhow with context",
-                Error::from(anyhow::Error::new(bad()).context("opening source")),
+                "bad input with two contexts",
+                Err::<(), _>(bad())
+                    .context("opening source")
+                    .context("backing up db")
+                    .unwrap_err(),
                 Kind::BadInput,
-                "opening source: no such file",
+                "backing up db: opening source: no such file",
             ),
-            ("bare anyhow", failed(), Kind::Failed, "upload failed"),
+            ("failure", fail(), Kind::Failed, "upload failed"),
             (
                 "failure with context",
-                failed().context("backup"),
+                fail().context("backup"),
                 Kind::Failed,
                 "backup: upload failed",
             ),
@@ -268,300 +258,18 @@ mod tests {
                 "y: typed BadInput",
             ),
             (
-                "an unlisted typed error hidden in anyhow is a failure",
-                Error::from(anyhow::Error::new(Typed(Kind::BadInput))),
+                "plumbing is a failure",
+                Err::<(), _>(std::io::Error::other("disk"))
+                    .context("writing part")
+                    .unwrap_err(),
                 Kind::Failed,
-                "typed BadInput",
+                "writing part: disk",
             ),
         ];
         for (name, err, kind, line) in cases {
             assert_eq!(err.kind(), kind, "{name}");
             assert_eq!(err.exit_code(), kind.exit_code(), "{name}");
             assert_eq!(err.one_line(), line, "{name}");
-        }
-    }
-
-    fn api(status: u16) -> crate::remote::cloudflare::ApiError {
-        crate::remote::cloudflare::ApiError::Status {
-            what: "querying".into(),
-            status,
-            detail: "x".into(),
-            retry_after: None,
-        }
-    }
-
-    #[test]
-    fn every_module_error_has_its_kind() {
-        use crate::format::envelope::EnvelopeError;
-        use crate::format::load::KeyCheckError;
-        use crate::format::repo::RepoError;
-        use crate::ops::firewall::github::MetaError;
-        use crate::ops::firewall::lists::ListError;
-        use crate::remote::cloudflare::ApiError;
-        use crate::source::SourceError;
-        use crate::store::StoreError;
-        use Kind::{BadInput, Failed};
-        let s = String::from;
-        let io = || std::io::Error::other("disk");
-        let store = |kind| match kind {
-            BadInput => StoreError::MissingRoot { store: s("dir") },
-            Failed => StoreError::NotFound {
-                store: s("dir"),
-                key: s("k"),
-            },
-        };
-        let cases: Vec<(Error, Kind)> = vec![
-            (
-                ApiError::MissingToken("CLOUDFLARE_API_TOKEN").into(),
-                BadInput,
-            ),
-            (
-                ApiError::MissingAccount("CLOUDFLARE_ACCOUNT_ID").into(),
-                BadInput,
-            ),
-            (ApiError::BadSetting("D1R2_ATTEMPTS").into(), BadInput),
-            (api(400).into(), BadInput),
-            (api(403).into(), BadInput),
-            (api(404).into(), BadInput),
-            (api(408).into(), Failed),
-            (api(429).into(), Failed),
-            (api(500).into(), Failed),
-            (api(503).into(), Failed),
-            (
-                ApiError::Transport {
-                    what: s("x"),
-                    message: s("reset"),
-                }
-                .into(),
-                Failed,
-            ),
-            (
-                ApiError::Decode {
-                    what: s("x"),
-                    message: s("eof"),
-                }
-                .into(),
-                Failed,
-            ),
-            (SourceError::Missing(s("db")).into(), BadInput),
-            (SourceError::NotADatabase(s("db")).into(), BadInput),
-            (SourceError::UnknownTable(s("t")).into(), BadInput),
-            (SourceError::BadColumn(s("t.c")).into(), BadInput),
-            (SourceError::Api(api(404)).into(), BadInput),
-            (SourceError::Api(api(503)).into(), Failed),
-            (SourceError::Catalog(s("x")).into(), Failed),
-            (
-                SourceError::Sqlite {
-                    path: s("db"),
-                    source: rusqlite::Error::QueryReturnedNoRows,
-                }
-                .into(),
-                Failed,
-            ),
-            (SourceError::Other(s("x")).into(), Failed),
-            (StoreError::MissingRoot { store: s("dir") }.into(), BadInput),
-            (StoreError::InvalidKey(s("../x")).into(), BadInput),
-            (store(Failed).into(), Failed),
-            (
-                StoreError::Io {
-                    op: "reading",
-                    store: s("dir"),
-                    key: s("k"),
-                    source: io(),
-                }
-                .into(),
-                Failed,
-            ),
-            (
-                StoreError::Remote {
-                    op: "reading",
-                    store: s("bucket"),
-                    key: s("k"),
-                    message: s("500"),
-                }
-                .into(),
-                Failed,
-            ),
-            (RepoError::NoBackups { store: s("dir") }.into(), BadInput),
-            (
-                RepoError::UnknownBackup {
-                    id: s("1"),
-                    store: s("dir"),
-                }
-                .into(),
-                BadInput,
-            ),
-            (
-                RepoError::Incomplete {
-                    id: s("1"),
-                    store: s("dir"),
-                }
-                .into(),
-                BadInput,
-            ),
-            (RepoError::Store(store(BadInput)).into(), BadInput),
-            (RepoError::Store(store(Failed)).into(), Failed),
-            (
-                RepoError::Manifest(EnvelopeError::Unreadable {
-                    id: s("1"),
-                    reason: s("x"),
-                })
-                .into(),
-                Failed,
-            ),
-            (
-                EnvelopeError::NewerFormat {
-                    id: s("1"),
-                    format: 9,
-                }
-                .into(),
-                Failed,
-            ),
-            (
-                EnvelopeError::Moved {
-                    id: s("1"),
-                    named: s("2"),
-                }
-                .into(),
-                Failed,
-            ),
-            (
-                EnvelopeError::Unauthentic {
-                    id: s("1"),
-                    fingerprint: s("f"),
-                }
-                .into(),
-                Failed,
-            ),
-            (
-                EnvelopeError::Altered {
-                    id: s("1"),
-                    field: "label",
-                }
-                .into(),
-                Failed,
-            ),
-            (EnvelopeError::NeedsKey { id: s("1") }.into(), Failed),
-            (KeyCheckError::Missing { id: s("1") }.into(), BadInput),
-            (
-                KeyCheckError::Wrong {
-                    id: s("1"),
-                    expected: s("a"),
-                    actual: s("b"),
-                }
-                .into(),
-                BadInput,
-            ),
-            (KeyCheckError::Unencrypted { id: s("1") }.into(), Failed),
-            (MetaError::UnknownSection(s("nope")).into(), BadInput),
-            (MetaError::MissingSection(s("hooks")).into(), Failed),
-            (
-                MetaError::NotAList {
-                    section: s("hooks"),
-                    value: s("1"),
-                }
-                .into(),
-                Failed,
-            ),
-            (MetaError::Api(s("x")).into(), Failed),
-            (
-                MetaError::RateLimited {
-                    status: 403,
-                    signal: "x-ratelimit-remaining: 0",
-                    wait: 60,
-                    attempts: 3,
-                    beyond: true,
-                    deadline: 30,
-                    advice: "set GITHUB_TOKEN",
-                }
-                .into(),
-                Failed,
-            ),
-            (ListError::Api(api(404)).into(), BadInput),
-            (ListError::Api(api(503)).into(), Failed),
-            (
-                ListError::WrongKind {
-                    name: s("l"),
-                    kind: s("asn"),
-                }
-                .into(),
-                BadInput,
-            ),
-            (
-                ListError::OperationFailed {
-                    id: s("1"),
-                    name: s("l"),
-                    error: s("x"),
-                }
-                .into(),
-                Failed,
-            ),
-            (
-                ListError::OperationTimedOut {
-                    id: s("1"),
-                    name: s("l"),
-                    secs: 60,
-                }
-                .into(),
-                Failed,
-            ),
-        ];
-        for (err, kind) in cases {
-            assert_eq!(err.kind(), kind, "{err}");
-        }
-    }
-
-    /// The operations pass typed errors through `anyhow`: a refusal there keeps exit code 2.
-    #[test]
-    fn typed_errors_inside_anyhow_keep_their_kind() {
-        use crate::source::SourceError;
-        use crate::store::StoreError;
-        let through = |err: anyhow::Error| Error::from(err.context("backing up db"));
-        let cases = [
-            (
-                through(SourceError::UnknownTable("t".into()).into()),
-                Kind::BadInput,
-            ),
-            (through(SourceError::Api(api(403)).into()), Kind::BadInput),
-            (through(SourceError::Api(api(503)).into()), Kind::Failed),
-            (
-                through(
-                    StoreError::NotFound {
-                        store: "dir".into(),
-                        key: "k".into(),
-                    }
-                    .into(),
-                ),
-                Kind::Failed,
-            ),
-            (
-                through(
-                    crate::format::repo::RepoError::NoBackups {
-                        store: "dir".into(),
-                    }
-                    .into(),
-                ),
-                Kind::BadInput,
-            ),
-            (
-                through(crate::ops::firewall::github::MetaError::UnknownSection("x".into()).into()),
-                Kind::BadInput,
-            ),
-            (
-                through(crate::ops::firewall::lists::ListError::Api(api(404)).into()),
-                Kind::BadInput,
-            ),
-            (
-                through(crate::remote::cloudflare::ApiError::MissingToken("T").into()),
-                Kind::BadInput,
-            ),
-            (
-                through(anyhow::Error::new(std::io::Error::other("disk"))),
-                Kind::Failed,
-            ),
-        ];
-        for (err, kind) in cases {
-            assert_eq!(err.kind(), kind, "{err:?}");
         }
     }
 

@@ -198,7 +198,9 @@ pub(crate) fn check_workspace(env: &BTreeMap<String, String>) -> Result<()> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(bad_input(format!(
             "GITHUB_WORKSPACE ({dir}) does not exist: {err}"
         ))),
-        Err(err) => Err(anyhow::anyhow!("cannot read GITHUB_WORKSPACE ({dir}): {err}").into()),
+        Err(err) => Err(crate::error::failed(format!(
+            "cannot read GITHUB_WORKSPACE ({dir}): {err}"
+        ))),
     }
 }
 
@@ -297,7 +299,7 @@ fn is_root() -> bool {
 }
 
 /// Reports a finished command to the runner: masks, outputs, summary.
-pub(crate) fn publish(files: &mut RunnerFiles, report: &Report) -> anyhow::Result<()> {
+pub(crate) fn publish(files: &mut RunnerFiles, report: &Report) -> Result<()> {
     mask_secrets(report, &mut std::io::stdout())?;
     let mut outputs = Vec::new();
     write_outputs(&report.outputs, &mut outputs)?;

@@ -66,7 +66,7 @@ pub fn main() -> ExitCode {
         return match result {
             Ok(report) => {
                 if let Err(err) = action::publish(files, &report) {
-                    return fail_action(&env, files, name, &Error::from(err));
+                    return fail_action(&env, files, name, &err);
                 }
                 print!("{}", report.to_text());
                 crate::remote::checks::publish_if_wanted(&env, &report);

@@ -516,4 +516,51 @@ mod tests {
         let err = parse(ID, &serde_json::to_vec(&v2).unwrap()).unwrap_err();
         assert!(err.to_string().contains(crypto::ALGORITHM_V1), "{err}");
     }
+
+    #[test]
+    fn every_error_has_its_kind() {
+        use crate::error::{Classify, Kind::*};
+        let id = || String::from("1");
+        let cases = [
+            (
+                EnvelopeError::Unreadable {
+                    id: id(),
+                    reason: "x".into(),
+                },
+                Failed,
+            ),
+            (
+                EnvelopeError::NewerFormat {
+                    id: id(),
+                    format: 9,
+                },
+                Failed,
+            ),
+            (
+                EnvelopeError::Moved {
+                    id: id(),
+                    named: "2".into(),
+                },
+                Failed,
+            ),
+            (
+                EnvelopeError::Unauthentic {
+                    id: id(),
+                    fingerprint: "f".into(),
+                },
+                Failed,
+            ),
+            (
+                EnvelopeError::Altered {
+                    id: id(),
+                    field: "label",
+                },
+                Failed,
+            ),
+            (EnvelopeError::NeedsKey { id: id() }, Failed),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+        }
+    }
 }

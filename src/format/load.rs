@@ -2,7 +2,6 @@
 //! decoded, split into statements and applied. Shared by restore, verify and export, so all three
 //! trust a part by the same rules.
 
-use crate::error::{Classify, Kind};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +10,7 @@ use futures::TryStreamExt;
 use rusqlite::Connection;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+use crate::error::{Classify, Error, Kind, Result};
 use crate::format::codec::{HashingReader, decoder};
 use crate::format::crypto::Key;
 use crate::format::dump::shape::{check_creates, is_backup_statement, is_prelude};
@@ -34,6 +34,19 @@ pub enum LoadError {
         reason: String,
         statement: String,
     },
+}
+
+/// A backup whose parts do not add up is a failure of the backup, whoever wrote it: the user
+/// asked for a backup that exists, and it cannot be trusted.
+impl Classify for LoadError {
+    fn kind(&self) -> Kind {
+        match self {
+            LoadError::Corrupt { .. }
+            | LoadError::Missing { .. }
+            | LoadError::Manifest { .. }
+            | LoadError::Apply { .. } => Kind::Failed,
+        }
+    }
 }
 
 /// Why a backup cannot be decrypted with the key at hand. Both are checked before any part is
@@ -123,7 +136,7 @@ pub async fn stream_sql<S: SqlSink>(
     objects: Vec<ObjectEntry>,
     key: Option<&Key>,
     mut sink: S,
-) -> anyhow::Result<S> {
+) -> Result<S> {
     let decryption: Option<Key> = check_key(manifest, key)?.cloned();
     let handle = tokio::runtime::Handle::current();
     let manifest = manifest.clone();
@@ -131,14 +144,14 @@ pub async fn stream_sql<S: SqlSink>(
     let (send, receive) = std::sync::mpsc::sync_channel::<(usize, Option<Vec<u8>>)>(CHUNKS_AHEAD);
     let sinking = {
         let objects = objects.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<S> {
+        tokio::task::spawn_blocking(move || -> Result<S> {
             for (index, bytes) in receive {
                 sink.feed(&objects[index], bytes.as_deref())?;
             }
             Ok(sink)
         })
     };
-    let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+    let reading = tokio::task::spawn_blocking(move || -> Result<()> {
         // The next object is asked for while this one is read: parts are a few MiB each, and a
         // round trip to the store between two of them would idle the load.
         let get = |object: &ObjectEntry| {
@@ -152,12 +165,12 @@ pub async fn stream_sql<S: SqlSink>(
             let got = handle.block_on(asked.expect("asked with the object before"))?;
             let stream = got.map_err(|e| {
                 if e.is_not_found() {
-                    anyhow::Error::new(LoadError::Missing {
+                    Error::from(LoadError::Missing {
                         key: key.clone(),
                         store: store.to_string(),
                     })
                 } else {
-                    e.into()
+                    Error::from(e)
                 }
             })?;
             let reader = StreamReader::new(stream.map_err(std::io::Error::other));
@@ -216,7 +229,7 @@ pub async fn stream_sql<S: SqlSink>(
 pub trait SqlSink: Send + 'static {
     /// Takes the next bytes of `object`'s SQL; `None` marks the end of the object, after its
     /// size and digest were checked.
-    fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> anyhow::Result<()>;
+    fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> Result<()>;
 }
 
 /// Which statements of a backup to apply: all, or those of some tables.
@@ -227,14 +240,13 @@ pub struct Selection {
 
 impl Selection {
     /// Refuses a selection naming a table the backup does not have (bad input).
-    pub fn check(&self, manifest: &Manifest) -> anyhow::Result<()> {
+    pub fn check(&self, manifest: &Manifest) -> Result<()> {
         for table in &self.tables {
             if !manifest.tables.iter().any(|t| &t.name == table) {
                 return Err(crate::error::bad_input(format!(
                     "backup {} has no table named {table}",
                     manifest.id
-                ))
-                .into());
+                )));
             }
         }
         Ok(())
@@ -286,8 +298,8 @@ impl Statements {
         &mut self,
         object: &ObjectEntry,
         bytes: &[u8],
-        mut each: impl FnMut(&str, Option<&SchemaEntry>) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
+        mut each: impl FnMut(&str, Option<&SchemaEntry>) -> Result<()>,
+    ) -> Result<()> {
         let (schema, next) = (&self.schema, &mut self.next);
         self.splitter.push(bytes, |stmt| {
             let sql = backup_statement(object, stmt)?;
@@ -385,11 +397,11 @@ fn entry_of<'e>(
 
 /// Where an [`Applier`] sends each statement it keeps.
 pub trait Execute: Send + 'static {
-    fn execute(&mut self, sql: &str) -> anyhow::Result<()>;
+    fn execute(&mut self, sql: &str) -> Result<()>;
 }
 
 impl Execute for Connection {
-    fn execute(&mut self, sql: &str) -> anyhow::Result<()> {
+    fn execute(&mut self, sql: &str) -> Result<()> {
         Ok(self.execute_batch(sql)?)
     }
 }
@@ -419,7 +431,7 @@ impl<E: Execute> Applier<E> {
 }
 
 impl<E: Execute> SqlSink for Applier<E> {
-    fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> anyhow::Result<()> {
+    fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> Result<()> {
         let Some(bytes) = bytes else {
             return Ok(self.statements.end(object)?);
         };
@@ -433,11 +445,12 @@ impl<E: Execute> SqlSink for Applier<E> {
                 return Ok(());
             }
             conn.execute(sql).map_err(|e| {
-                anyhow::Error::new(LoadError::Apply {
+                LoadError::Apply {
                     key: object.key.clone(),
                     reason: e.to_string(),
                     statement: excerpt(sql),
-                })
+                }
+                .into()
             })
         })
     }
@@ -479,7 +492,7 @@ fn excerpt(sql: &str) -> String {
 /// Opens a new scratch database tuned for a bulk load that is thrown away if anything fails.
 /// Foreign keys are off, as in the `sqlite3` shell: a local source may legally hold rows that
 /// violate them, and a restore must bring back what was there (verify reports violations).
-pub fn open_scratch(path: &Path) -> anyhow::Result<Connection> {
+pub fn open_scratch(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.execute_batch(
         "PRAGMA foreign_keys=OFF; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; BEGIN;",
@@ -495,7 +508,7 @@ pub async fn load_into(
     selection: &Selection,
     key: Option<&Key>,
     path: &Path,
-) -> anyhow::Result<Connection> {
+) -> Result<Connection> {
     check_key(manifest, key)?;
     let mut conn = open_scratch(path)?;
     confine(&mut conn, true)?;
@@ -536,7 +549,7 @@ mod tests {
     struct Log(Vec<String>);
 
     impl Execute for Log {
-        fn execute(&mut self, sql: &str) -> anyhow::Result<()> {
+        fn execute(&mut self, sql: &str) -> Result<()> {
             self.0.push(sql.to_string());
             Ok(())
         }
@@ -792,5 +805,60 @@ mod tests {
         confine(&mut conn, false).unwrap();
         conn.execute_batch("COMMIT; PRAGMA journal_mode=DELETE")
             .unwrap();
+    }
+
+    #[test]
+    fn every_error_has_its_kind() {
+        use crate::error::{Classify, Kind::*};
+        let s = String::from;
+        let keys = [
+            (KeyCheckError::Missing { id: s("1") }, BadInput),
+            (
+                KeyCheckError::Wrong {
+                    id: s("1"),
+                    expected: s("a"),
+                    actual: s("b"),
+                },
+                BadInput,
+            ),
+            (KeyCheckError::Unencrypted { id: s("1") }, Failed),
+        ];
+        for (err, kind) in keys {
+            assert_eq!(err.kind(), kind, "{err}");
+        }
+        let loads = [
+            (
+                LoadError::Corrupt {
+                    key: s("k"),
+                    reason: s("x"),
+                },
+                Failed,
+            ),
+            (
+                LoadError::Missing {
+                    key: s("k"),
+                    store: s("dir"),
+                },
+                Failed,
+            ),
+            (
+                LoadError::Manifest {
+                    id: s("1"),
+                    reason: s("x"),
+                },
+                Failed,
+            ),
+            (
+                LoadError::Apply {
+                    key: s("k"),
+                    reason: s("x"),
+                    statement: s("INSERT"),
+                },
+                Failed,
+            ),
+        ];
+        for (err, kind) in loads {
+            assert_eq!(err.kind(), kind, "{err}");
+        }
     }
 }

@@ -104,3 +104,52 @@ pub async fn resolve(store: &dyn Store, selector: &str) -> Result<Stored, RepoEr
         manifest(store, selector).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_kind() {
+        use crate::error::{Classify, Kind::*};
+        let s = String::from;
+        let cases = [
+            (RepoError::NoBackups { store: s("dir") }, BadInput),
+            (
+                RepoError::UnknownBackup {
+                    id: s("1"),
+                    store: s("dir"),
+                },
+                BadInput,
+            ),
+            (
+                RepoError::Incomplete {
+                    id: s("1"),
+                    store: s("dir"),
+                },
+                BadInput,
+            ),
+            (
+                RepoError::Store(StoreError::MissingRoot { store: s("dir") }),
+                BadInput,
+            ),
+            (
+                RepoError::Store(StoreError::NotFound {
+                    store: s("dir"),
+                    key: s("k"),
+                }),
+                Failed,
+            ),
+            (
+                RepoError::Manifest(EnvelopeError::Unreadable {
+                    id: s("1"),
+                    reason: s("x"),
+                }),
+                Failed,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+        }
+    }
+}

@@ -5,10 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use rusqlite::Connection;
 
-use crate::error::bad_input;
+use crate::error::{Context, Result, bad_input};
 use crate::format::crypto::Key;
 use crate::format::dump::split::split_all;
 use crate::format::load::{Selection, load_into};
@@ -37,7 +36,7 @@ pub(crate) struct DrillFailure {
 }
 
 /// The `.sql` files of a migrations directory in the order wrangler applies them: by file name.
-pub(crate) fn migration_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn migration_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| bad_input(format!("migrations directory {}: {e}", dir.display())))?;
     let mut files: Vec<PathBuf> = entries
@@ -55,7 +54,7 @@ pub(crate) async fn drill(
     manifest: &Manifest,
     key: Option<&Key>,
     dir: &Path,
-) -> anyhow::Result<DrillOutcome> {
+) -> Result<DrillOutcome> {
     let files = migration_files(dir)?;
     let scratch = tempfile::tempdir()?;
     let conn = load_into(
@@ -72,10 +71,7 @@ pub(crate) async fn drill(
 
 /// Applies migration files to `conn`, each in its own savepoint, recording them in
 /// `d1_migrations` as wrangler does; stops at the first failure.
-pub(crate) fn apply_migrations(
-    conn: &Connection,
-    files: &[PathBuf],
-) -> anyhow::Result<DrillOutcome> {
+pub(crate) fn apply_migrations(conn: &Connection, files: &[PathBuf]) -> Result<DrillOutcome> {
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL)"
     ))?;

@@ -6,8 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
-
+use crate::error::{Context, Result};
 use crate::format::crypto::Key;
 use crate::format::load::{SqlSink, Statements, check_key, stream_sql};
 use crate::format::manifest::{Manifest, ObjectEntry};
@@ -23,7 +22,7 @@ struct FileSink {
 }
 
 impl SqlSink for FileSink {
-    fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> anyhow::Result<()> {
+    fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> Result<()> {
         let Some(bytes) = bytes else {
             return Ok(self.statements.end(object)?);
         };
@@ -45,7 +44,7 @@ pub async fn export(
     manifest: &Manifest,
     key: Option<&Key>,
     out: &Path,
-) -> anyhow::Result<u64> {
+) -> Result<u64> {
     check_key(manifest, key)?;
     let dir = out
         .parent()
@@ -71,6 +70,7 @@ pub async fn export(
     file.as_file().sync_all()?;
     let bytes = file.as_file().metadata()?.len();
     file.persist(out)
+        .map_err(|e| e.error)
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(bytes)
 }

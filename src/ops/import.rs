@@ -11,7 +11,7 @@ use std::io::Write;
 
 use md5::{Digest, Md5};
 
-use crate::error::bad_input;
+use crate::error::{Result, bad_input};
 use crate::format::crypto::Key;
 use crate::format::load::{Applier, Execute, Selection, check_key, stream_sql};
 use crate::format::manifest::Manifest;
@@ -40,7 +40,7 @@ impl ImportFile {
 }
 
 impl Execute for ImportFile {
-    fn execute(&mut self, sql: &str) -> anyhow::Result<()> {
+    fn execute(&mut self, sql: &str) -> Result<()> {
         Ok(self.write(sql)?)
     }
 }
@@ -74,7 +74,7 @@ pub(crate) async fn restore_to_d1(
     key: Option<&Key>,
     target: &D1Source,
     force: bool,
-) -> anyhow::Result<(RestoreOutcome, ImportResult)> {
+) -> Result<(RestoreOutcome, ImportResult)> {
     check_key(manifest, key)?;
     selection.check(manifest)?;
     let existing = target.user_objects().await?;
@@ -91,8 +91,7 @@ pub(crate) async fn restore_to_d1(
             },
             names.join(", "),
             if existing.len() > 5 { ", ..." } else { "" }
-        ))
-        .into());
+        )));
     }
     let temp = tempfile::NamedTempFile::new()?;
     let mut file = ImportFile {

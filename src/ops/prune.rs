@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::error::bad_input;
+use crate::error::{Result, bad_input};
 use crate::format::manifest::MANIFEST_NAME;
 use crate::format::repo;
 use crate::ops::retention::{self, Decision, KeepPolicy};
@@ -72,7 +72,7 @@ pub(crate) async fn prune(
     policy: &KeepPolicy,
     dry_run: bool,
     now: DateTime<Utc>,
-) -> anyhow::Result<PruneOutcome> {
+) -> Result<PruneOutcome> {
     let manifests = repo::manifests(store).await?;
     let backups: Vec<(String, DateTime<Utc>)> = manifests
         .iter()
@@ -125,7 +125,7 @@ pub(crate) async fn prune(
     Ok(outcome)
 }
 
-async fn delete_folder(store: &dyn Store, folder: &str) -> anyhow::Result<()> {
+async fn delete_folder(store: &dyn Store, folder: &str) -> Result<()> {
     for object in store.list(&format!("{folder}/")).await? {
         store.delete(&object.key).await?;
     }

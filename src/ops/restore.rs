@@ -7,10 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::error::bad_input;
+use crate::error::{Context, Result, bad_input};
 use crate::format::crypto::Key;
 use crate::format::load::{Selection, check_key, load_into};
 use crate::format::manifest::Manifest;
@@ -33,7 +32,7 @@ pub async fn restore_to_file(
     key: Option<&Key>,
     target: &Path,
     force: bool,
-) -> anyhow::Result<RestoreOutcome> {
+) -> Result<RestoreOutcome> {
     check_key(manifest, key)?;
     selection.check(manifest)?;
     let occupied = target_state(target)?;
@@ -41,8 +40,7 @@ pub async fn restore_to_file(
         return Err(bad_input(format!(
             "{} already holds data; pass --force to replace it",
             target.display()
-        ))
-        .into());
+        )));
     }
     let temp = TempFile(temp_path(target));
     if occupied {
@@ -80,7 +78,7 @@ pub async fn restore_to_file(
 
 /// Whether `target` exists and holds anything: a file that is not an empty SQLite database
 /// counts as occupied, so a restore never overwrites a stranger's file silently.
-fn target_state(target: &Path) -> anyhow::Result<bool> {
+fn target_state(target: &Path) -> Result<bool> {
     let Ok(meta) = std::fs::metadata(target) else {
         return Ok(false);
     };
@@ -88,8 +86,7 @@ fn target_state(target: &Path) -> anyhow::Result<bool> {
         return Err(bad_input(format!(
             "{} is a directory, not a database file",
             target.display()
-        ))
-        .into());
+        )));
     }
     if meta.len() == 0 {
         return Ok(false);

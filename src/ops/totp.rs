@@ -170,7 +170,7 @@ pub(crate) fn run(args: &TotpArgs, secret: Option<&str>) -> Result<Report> {
         Some(at) => at,
         None => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_err(anyhow::Error::new)?
+            .map_err(|e| crate::error::failed(format!("reading the clock: {e}")))?
             .as_secs(),
     };
     let token = generator.code(at);

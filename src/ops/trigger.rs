@@ -194,7 +194,7 @@ pub(crate) async fn run(args: &TriggerArgs, secret: Option<&str>) -> Result<Repo
         max_delay: seconds("max-delay", args.max_delay)?,
         deadline: seconds("deadline", args.deadline)?,
     };
-    let client = http::client(seconds("timeout", args.timeout)?).map_err(anyhow::Error::new)?;
+    let client = http::client(seconds("timeout", args.timeout)?)?;
     let max = args.max_attempts;
     let started = Instant::now();
 

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::error::Result;
 use crate::format::crypto::Key;
 use crate::format::load::{Selection, check_key, load_into};
 use crate::format::manifest::Manifest;
@@ -18,6 +19,13 @@ use crate::store::Store;
 pub(crate) struct VerifyFailed {
     pub id: String,
     pub problems: Vec<String>,
+}
+
+/// A backup that does not verify failed; naming one that is not there is refused before.
+impl crate::error::Classify for VerifyFailed {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Failed
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -34,7 +42,7 @@ pub async fn verify(
     store: Arc<dyn Store>,
     manifest: &Manifest,
     key: Option<&Key>,
-) -> anyhow::Result<VerifyOutcome> {
+) -> Result<VerifyOutcome> {
     check_key(manifest, key)?;
     let fail = |problems: Vec<String>| VerifyFailed {
         id: manifest.id.clone(),

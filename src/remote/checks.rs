@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
+use crate::error::Result;
 use crate::model::report::Report;
 use crate::remote::http;
 use crate::remote::retry::{self, RetryPolicy, Verdict};
@@ -38,6 +39,24 @@ pub(crate) enum CheckRunError {
     },
     #[error("GitHub's answer is not a check run: {0}")]
     Decode(String),
+}
+
+/// A check run that could not be published: the step's own result stands, this is a warning.
+impl crate::error::Classify for CheckRunError {
+    fn kind(&self) -> crate::error::Kind {
+        match self {
+            CheckRunError::Transport(_)
+            | CheckRunError::Status { .. }
+            | CheckRunError::Decode(_) => crate::error::Kind::Failed,
+        }
+    }
+}
+
+/// A GitHub client that could not be built (a malformed `GITHUB_API_URL`): publishing failed.
+impl crate::error::Classify for octocrab::Error {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Failed
+    }
 }
 
 impl CheckRunError {
@@ -124,11 +143,7 @@ pub(crate) fn title(report: &Report) -> String {
 
 /// Publishes `report` as a completed check run (`POST /repos/{owner}/{repo}/check-runs`); returns
 /// its id.
-pub(crate) async fn publish(
-    target: &CheckTarget,
-    token: &str,
-    report: &Report,
-) -> anyhow::Result<u64> {
+pub(crate) async fn publish(target: &CheckTarget, token: &str, report: &Report) -> Result<u64> {
     let client = http::octocrab()
         .base_uri(target.api.as_str())?
         .personal_token(token.to_string())
@@ -200,17 +215,19 @@ pub(crate) fn publish_if_wanted(env: &BTreeMap<String, String>, report: &Report)
         );
         return;
     };
-    let outcome = target(env).map_err(anyhow::Error::msg).and_then(|target| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(publish(&target, token, report))
-    });
+    let outcome = target(env)
+        .map_err(crate::error::failed)
+        .and_then(|target| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(publish(&target, token, report))
+        });
     match outcome {
         Ok(id) => println!("published check run {id}"),
         Err(e) => println!(
             "::warning::could not publish the check run: {}",
-            crate::error::one_line(&e)
+            e.one_line()
         ),
     }
 }

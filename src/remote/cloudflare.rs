@@ -398,4 +398,44 @@ mod tests {
         assert!(!format!("{api:?}").contains("sekrit"));
         assert_eq!(api.account_path("d1/database"), "accounts/acc/d1/database");
     }
+
+    #[test]
+    fn every_error_has_its_kind() {
+        use crate::error::{Classify, Kind::*};
+        let status = |status| ApiError::Status {
+            what: "querying".into(),
+            status,
+            detail: "x".into(),
+            retry_after: None,
+        };
+        let cases = [
+            (ApiError::MissingToken("CLOUDFLARE_API_TOKEN"), BadInput),
+            (ApiError::MissingAccount("CLOUDFLARE_ACCOUNT_ID"), BadInput),
+            (ApiError::BadSetting("D1R2_ATTEMPTS"), BadInput),
+            (status(400), BadInput),
+            (status(403), BadInput),
+            (status(404), BadInput),
+            (status(408), Failed),
+            (status(429), Failed),
+            (status(500), Failed),
+            (status(503), Failed),
+            (
+                ApiError::Transport {
+                    what: "x".into(),
+                    message: "reset".into(),
+                },
+                Failed,
+            ),
+            (
+                ApiError::Decode {
+                    what: "x".into(),
+                    message: "eof".into(),
+                },
+                Failed,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+        }
+    }
 }

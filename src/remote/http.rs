@@ -21,6 +21,14 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A reqwest client with the shared user agent and connect timeout, and `timeout` for each
 /// request in all (`trigger --timeout` sets its own).
+/// A client that cannot be built (no TLS backend) or a request that failed on the way: the
+/// operation failed.
+impl crate::error::Classify for reqwest::Error {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Failed
+    }
+}
+
 pub(crate) fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)

@@ -291,4 +291,35 @@ mod tests {
             assert_eq!(got, want);
         }
     }
+
+    #[test]
+    fn every_error_has_its_kind() {
+        use crate::error::{Classify, Kind::*};
+        use crate::remote::cloudflare::ApiError;
+        let s = String::from;
+        let transport = ApiError::Transport {
+            what: s("querying"),
+            message: s("reset"),
+        };
+        let cases = [
+            (SourceError::Missing(s("db")), BadInput),
+            (SourceError::NotADatabase(s("db")), BadInput),
+            (SourceError::UnknownTable(s("t")), BadInput),
+            (SourceError::BadColumn(s("t.c")), BadInput),
+            (SourceError::Api(ApiError::MissingToken("T")), BadInput),
+            (SourceError::Api(transport), Failed),
+            (SourceError::Catalog(s("x")), Failed),
+            (
+                SourceError::Sqlite {
+                    path: s("db"),
+                    source: rusqlite::Error::QueryReturnedNoRows,
+                },
+                Failed,
+            ),
+            (SourceError::Other(s("x")), Failed),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+        }
+    }
 }

@@ -142,6 +142,8 @@ pub fn check_key(key: &str) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::StoreError;
+
     #[test]
     fn keys_table() {
         for (key, ok) in [
@@ -157,6 +159,44 @@ mod tests {
             ("a/", false),
         ] {
             assert_eq!(super::check_key(key).is_ok(), ok, "{key}");
+        }
+    }
+
+    #[test]
+    fn every_error_has_its_kind() {
+        use crate::error::{Classify, Kind::*};
+        let s = String::from;
+        let cases = [
+            (StoreError::MissingRoot { store: s("dir") }, BadInput),
+            (StoreError::InvalidKey(s("../x")), BadInput),
+            (
+                StoreError::NotFound {
+                    store: s("dir"),
+                    key: s("k"),
+                },
+                Failed,
+            ),
+            (
+                StoreError::Io {
+                    op: "reading",
+                    store: s("dir"),
+                    key: s("k"),
+                    source: std::io::Error::other("disk"),
+                },
+                Failed,
+            ),
+            (
+                StoreError::Remote {
+                    op: "reading",
+                    store: s("bucket"),
+                    key: s("k"),
+                    message: s("500"),
+                },
+                Failed,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
         }
     }
 }

@@ -18,27 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
 ];
 
-/// Uses that cross a layer and are known to: `error` looks up the kind of the typed errors the
-/// operations still carry inside `anyhow` chains (`error::kind_of_cause`). Each goes once the
-/// operations return `error::Result`; the last test fails when one is no longer needed.
-const EXCEPTIONS: &[(&str, &str)] = &[
-    ("error", "format::envelope"),
-    ("error", "format::load"),
-    ("error", "format::repo"),
-    ("error", "ops::firewall::github"),
-    ("error", "ops::firewall::lists"),
-    ("error", "remote::cloudflare"),
-    ("error", "source"),
-    ("error", "store"),
-];
-
 type Module = Vec<String>;
-
-fn excepted(from: &[String], to: &[String]) -> bool {
-    EXCEPTIONS
-        .iter()
-        .any(|(a, b)| (*a == name(from) && *b == name(to)) || (*a == name(to) && *b == name(from)))
-}
 
 fn layer_of(module: &[String]) -> Option<usize> {
     let top = module.first()?;
@@ -244,7 +224,7 @@ fn no_module_uses_a_layer_above_or_beside_its_own() {
             let Some(theirs) = layer_of(other) else {
                 continue;
             };
-            if other.first() != Some(my_top) && theirs >= mine && !excepted(module, other) {
+            if other.first() != Some(my_top) && theirs >= mine {
                 crossings.push(format!("{} uses {}", name(module), name(other)));
             }
         }
@@ -262,10 +242,7 @@ fn no_two_files_use_each_other() {
     let mut pairs = Vec::new();
     for (module, used) in &graph {
         for other in used {
-            if module < other
-                && graph.get(other).is_some_and(|u| u.contains(module))
-                && !excepted(module, other)
-            {
+            if module < other && graph.get(other).is_some_and(|u| u.contains(module)) {
                 pairs.push(format!("{} <-> {}", name(module), name(other)));
             }
         }
@@ -291,20 +268,6 @@ fn every_folder_of_src_is_a_layer() {
         .filter(|f| layer_of(&[f.to_string()]).is_none())
         .collect();
     assert!(unlayered.is_empty(), "folders in no layer: {unlayered:?}");
-}
-
-#[test]
-fn every_exception_is_still_needed() {
-    let graph = uses(&src());
-    let stale: Vec<_> = EXCEPTIONS
-        .iter()
-        .filter(|(from, to)| {
-            !graph
-                .iter()
-                .any(|(m, used)| name(m) == *from && used.iter().any(|u| name(u) == *to))
-        })
-        .collect();
-    assert!(stale.is_empty(), "exceptions no longer needed: {stale:?}");
 }
 
 /// The checker itself: a use across layers, a `super` path and a `use` tree are all seen.

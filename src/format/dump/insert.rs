@@ -22,6 +22,15 @@ pub(crate) enum InsertError {
     RowTooLong { table: String, max: usize },
 }
 
+/// A row no statement can hold fails the backup: it would not restore.
+impl crate::error::Classify for InsertError {
+    fn kind(&self) -> crate::error::Kind {
+        match self {
+            InsertError::RowTooLong { .. } => crate::error::Kind::Failed,
+        }
+    }
+}
+
 /// Writes the rows of one table as SQL text. A flushed writer holds no rows, so clones of it can
 /// render pages of one table on several threads.
 #[derive(Debug, Clone)]

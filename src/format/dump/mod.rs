@@ -28,6 +28,18 @@ pub enum SchemaError {
     UnknownKind { kind: String, name: String },
 }
 
+/// A schema d1r2 cannot write a faithful backup of is a failure of the backup, not something
+/// the user typed wrong.
+impl crate::error::Classify for SchemaError {
+    fn kind(&self) -> crate::error::Kind {
+        match self {
+            SchemaError::Unmatched { .. } | SchemaError::UnknownKind { .. } => {
+                crate::error::Kind::Failed
+            }
+        }
+    }
+}
+
 /// A statement of the schema or post part and the manifest entry saying what it creates, made
 /// together: the manifest's schema list is these entries in statement order, and a restore
 /// matches them back one for one.

@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::stream::{FuturesOrdered, FuturesUnordered};
 use futures::{StreamExt, TryFutureExt, TryStreamExt, future::try_join_all};
 
+use crate::error::{Context, Error, Result};
 use crate::format::codec::{Compression, Encoded, Member, PartEncoder, Stored};
 use crate::format::crypto::Key;
 use crate::format::crypto::PartKey;
@@ -164,7 +164,7 @@ struct Request {
 /// rest, and a page's rest one step after it, before any later window.
 type Order = (u64, u64);
 
-type PageFuture<'a> = futures::future::BoxFuture<'a, anyhow::Result<(Page, Request)>>;
+type PageFuture<'a> = futures::future::BoxFuture<'a, Result<(Page, Request)>>;
 
 /// The page `request` asks of `table`, as a future that owns what it needs, so later pages can be
 /// in flight while this one is processed (first pages come from `first_pages`).
@@ -189,13 +189,13 @@ pub async fn run(
     source: &dyn Source,
     stores: &[Arc<dyn Store>],
     options: &BackupOptions,
-) -> anyhow::Result<BackupOutcome> {
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     // Asked beside the catalog, the bookmark still marks the backup's start, and neither it nor
     // the search for a free backup id in the stores costs a round trip of its own.
     let (schema, bookmark, id) = futures::try_join!(
-        catalog::load(source, &options.filter).err_into::<anyhow::Error>(),
-        source.bookmark().err_into::<anyhow::Error>(),
+        catalog::load(source, &options.filter).err_into::<Error>(),
+        source.bookmark().err_into::<Error>(),
         unique_id(stores),
     )?;
     let mut info = source.info();
@@ -279,7 +279,7 @@ async fn write_backup(
     schema: &crate::model::Schema,
     target: &Target,
     options: &BackupOptions,
-) -> anyhow::Result<Written> {
+) -> Result<Written> {
     // The schema and post parts depend on the catalog alone: they are written while the tables
     // are read, so neither costs the backup a round trip to the stores of its own.
     let schema_part = schema_statements(schema)?;
@@ -323,7 +323,7 @@ async fn read_tables(
     schema: &crate::model::Schema,
     target: &Target,
     options: &BackupOptions,
-) -> anyhow::Result<Vec<(usize, TableEntry, Vec<ObjectEntry>)>> {
+) -> Result<Vec<(usize, TableEntry, Vec<ObjectEntry>)>> {
     // First pages come a batch of tables per request, the batch sized from the one before; each
     // table then goes on by itself, `concurrency` tables at a time, in catalog order.
     let page_bytes = options.page_bytes.unwrap_or_else(|| source.page_bytes());
@@ -430,7 +430,7 @@ async fn first_pages(
     mut state: Batching,
     page_bytes: usize,
     (concurrency, table_readers): (usize, usize),
-) -> anyhow::Result<Option<(BatchItems, Batching)>> {
+) -> Result<Option<(BatchItems, Batching)>> {
     if state.next >= tables.len() {
         return Ok(None);
     }
@@ -478,7 +478,7 @@ async fn first_pages(
     // how much is left, whether to split it among readers, and where the windows the rest is
     // read in end.
     let most = concurrency.min(table_readers);
-    let mut items: Vec<anyhow::Result<(usize, Reader)>> = Vec::new();
+    let mut items: Vec<Result<(usize, Reader)>> = Vec::new();
     for (i, first) in firsts {
         let Some(FirstPage {
             page,
@@ -533,7 +533,7 @@ async fn first_pages(
     Ok(Some((futures::stream::iter(items), state)))
 }
 
-type BatchItems = futures::stream::Iter<std::vec::IntoIter<anyhow::Result<(usize, Reader)>>>;
+type BatchItems = futures::stream::Iter<std::vec::IntoIter<Result<(usize, Reader)>>>;
 
 /// The first and last rowid of `page`, the first page of `table`, when it came back full and
 /// the table is keyed by its rowid: a table that may be worth reading by several readers.
@@ -559,7 +559,7 @@ async fn backup_table(
     target: &Target,
     options: &BackupOptions,
     reader: Reader,
-) -> anyhow::Result<(usize, TableEntry, Vec<ObjectEntry>)> {
+) -> Result<(usize, TableEntry, Vec<ObjectEntry>)> {
     let mut objects = Vec::new();
     let mut rows_total = 0u64;
     let note = match &table.data {
@@ -609,7 +609,7 @@ async fn backup_table(
     // Pages being encoded: each is encoded in two halves, the second one marked.
     let mut encoding_pages = 0;
     let mut encoded: VecDeque<(Encoded, u64)> = VecDeque::new();
-    let mut sending: Option<futures::future::BoxFuture<anyhow::Result<Sent>>> = None;
+    let mut sending: Option<futures::future::BoxFuture<Result<Sent>>> = None;
     let mut parts_opened = 0;
     loop {
         pages.ask_ahead(encoding_pages);
@@ -699,7 +699,7 @@ struct Sent {
     closed: Option<ObjectEntry>,
 }
 
-type EncodeFuture = futures::future::BoxFuture<'static, anyhow::Result<(Encoded, u64, bool)>>;
+type EncodeFuture = futures::future::BoxFuture<'static, Result<(Encoded, u64, bool)>>;
 
 /// Renders the rows `rows` of `page` into INSERTs and compresses them into a member of their own
 /// on a blocking thread, so pages, and the halves of one page, compress at once; gives back the
@@ -714,7 +714,10 @@ fn encode_rows(
     let (compression, encoders) = (target.compression, target.encoders.clone());
     let mut writer = writer.clone();
     Box::pin(async move {
-        let _core = encoders.acquire_owned().await?;
+        let _core = encoders
+            .acquire_owned()
+            .await
+            .expect("the encoders' semaphore is never closed");
         tokio::task::spawn_blocking(move || {
             let count = rows.len() as u64;
             let mut member = Member::new(compression);
@@ -731,7 +734,7 @@ fn encode_rows(
             }
             writer.flush(&mut sql);
             member.write(sql.as_bytes())?;
-            anyhow::Ok((member.finish()?, count, last))
+            Ok::<_, Error>((member.finish()?, count, last))
         })
         .await?
     })
@@ -744,7 +747,7 @@ async fn send_member(
     mut open: OpenPart,
     member: Encoded,
     rows: u64,
-) -> anyhow::Result<(OpenPart, u64)> {
+) -> Result<(OpenPart, u64)> {
     open.encoder.append(member)?;
     open.rows += rows;
     let chunk = open.encoder.take();
@@ -890,12 +893,7 @@ struct OpenPart {
 }
 
 impl Target {
-    async fn open_part(
-        &self,
-        table: &Table,
-        index: usize,
-        part: String,
-    ) -> anyhow::Result<OpenPart> {
+    async fn open_part(&self, table: &Table, index: usize, part: String) -> Result<OpenPart> {
         let extension = self.compression.extension();
         let key = match self.encryption {
             Some(_) => {
@@ -932,25 +930,21 @@ impl Target {
         table: &Table,
         index: usize,
         part: String,
-    ) -> anyhow::Result<OpenPart> {
+    ) -> Result<OpenPart> {
         match open {
             Some(open) => Ok(open),
             None => self.open_part(table, index, part).await,
         }
     }
 
-    async fn send(&self, part: &mut OpenPart, chunk: Bytes) -> anyhow::Result<()> {
+    async fn send(&self, part: &mut OpenPart, chunk: Bytes) -> Result<()> {
         if !chunk.is_empty() {
             try_join_all(part.uploads.iter_mut().map(|u| u.write(chunk.clone()))).await?;
         }
         Ok(())
     }
 
-    async fn close_part(
-        &self,
-        mut part: OpenPart,
-        tail: Option<String>,
-    ) -> anyhow::Result<ObjectEntry> {
+    async fn close_part(&self, mut part: OpenPart, tail: Option<String>) -> Result<ObjectEntry> {
         let (encoder, tail_result) = tokio::task::spawn_blocking(move || {
             let result = match tail {
                 Some(sql) => part.encoder.write(sql.as_bytes()),
@@ -976,12 +970,7 @@ impl Target {
         ))
     }
 
-    async fn write_whole(
-        &self,
-        key: &str,
-        kind: ObjectKind,
-        sql: String,
-    ) -> anyhow::Result<ObjectEntry> {
+    async fn write_whole(&self, key: &str, kind: ObjectKind, sql: String) -> Result<ObjectEntry> {
         let compression = self.compression;
         let part_key = self.part_key(key);
         let (bytes, stored) = tokio::task::spawn_blocking(move || {
@@ -989,7 +978,7 @@ impl Target {
             encoder.write(sql.as_bytes())?;
             let first = encoder.take();
             let (last, stored) = encoder.finish()?;
-            anyhow::Ok(([first, last].concat(), stored))
+            Ok::<_, Error>(([first, last].concat(), stored))
         })
         .await??;
         let full = format!("{}/{key}", self.id);
@@ -1030,7 +1019,7 @@ fn entry(
 }
 
 /// A new backup id no destination has used yet (two backups in one second get `-1`, `-2`, ...).
-async fn unique_id(stores: &[Arc<dyn Store>]) -> anyhow::Result<String> {
+async fn unique_id(stores: &[Arc<dyn Store>]) -> Result<String> {
     let base = backup_id(Utc::now());
     for n in 0..100 {
         let id = if n == 0 {
@@ -1048,7 +1037,9 @@ async fn unique_id(stores: &[Arc<dyn Store>]) -> anyhow::Result<String> {
             return Ok(id);
         }
     }
-    anyhow::bail!("could not find a free backup id near {base}")
+    Err(crate::error::failed(format!(
+        "could not find a free backup id near {base}"
+    )))
 }
 
 #[cfg(test)]

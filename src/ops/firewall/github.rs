@@ -361,4 +361,37 @@ mod tests {
             assert_eq!(got, *want, "{status} {pairs:?} {message}");
         }
     }
+
+    #[test]
+    fn every_error_has_its_kind() {
+        use crate::error::{Classify, Kind::*};
+        let s = String::from;
+        let cases = [
+            (MetaError::UnknownSection(s("nope")), BadInput),
+            (MetaError::MissingSection(s("hooks")), Failed),
+            (
+                MetaError::NotAList {
+                    section: s("hooks"),
+                    value: s("1"),
+                },
+                Failed,
+            ),
+            (MetaError::Api(s("x")), Failed),
+            (
+                MetaError::RateLimited {
+                    status: 403,
+                    signal: "x-ratelimit-remaining: 0",
+                    wait: 60,
+                    attempts: 3,
+                    beyond: true,
+                    deadline: 30,
+                    advice: "set GITHUB_TOKEN",
+                },
+                Failed,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+        }
+    }
 }

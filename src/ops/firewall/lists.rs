@@ -270,4 +270,45 @@ mod tests {
             Err(ListError::WrongKind { .. })
         ));
     }
+
+    #[test]
+    fn every_error_has_its_kind() {
+        use crate::error::{Classify, Kind::*};
+        use crate::remote::cloudflare::ApiError;
+        let s = String::from;
+        let transport = ApiError::Transport {
+            what: s("listing"),
+            message: s("reset"),
+        };
+        let cases = [
+            (ListError::Api(ApiError::MissingToken("T")), BadInput),
+            (ListError::Api(transport), Failed),
+            (
+                ListError::WrongKind {
+                    name: s("l"),
+                    kind: s("asn"),
+                },
+                BadInput,
+            ),
+            (
+                ListError::OperationFailed {
+                    id: s("1"),
+                    name: s("l"),
+                    error: s("x"),
+                },
+                Failed,
+            ),
+            (
+                ListError::OperationTimedOut {
+                    id: s("1"),
+                    name: s("l"),
+                    secs: 60,
+                },
+                Failed,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+        }
+    }
 }

@@ -18,7 +18,7 @@ pub(crate) mod rules;
 
 use std::collections::BTreeMap;
 
-use crate::error::{Result, bad_input};
+use crate::error::{Result, bad_input, failed};
 use crate::model::report::{Failure, Report};
 use crate::remote::cloudflare::Api;
 use coverage::Family;
@@ -107,11 +107,11 @@ pub(crate) async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> 
     let mut nets = Vec::with_capacity(raw.len());
     for (section, entry) in &raw {
         let net = cidr::parse(entry)
-            .map_err(|why| anyhow::anyhow!("GitHub's /meta section {section}: {why}"))?;
+            .map_err(|why| failed(format!("GitHub's /meta section {section}: {why}")))?;
         let net = bogons::judge(net).map_err(|why| {
-            anyhow::anyhow!(
+            failed(format!(
                 "GitHub's /meta section {section} holds {entry:?}, {why}: no allowlist should hold it, so this answer is not GitHub's published ranges (check GITHUB_API_URL); nothing changed"
-            )
+            ))
         })?;
         if !(args.no_ipv6 && matches!(net, ipnet::IpNet::V6(_))) {
             nets.push(net);
