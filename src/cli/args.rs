@@ -3,9 +3,12 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::format::codec::Compression;
+use crate::ops::firewall::FirewallOptions;
+use crate::ops::totp::{Algorithm, TotpOptions, TotpShape};
+use crate::ops::trigger::TriggerOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,13 +43,13 @@ pub enum Command {
     /// migrations, reporting the first that fails.
     Drill(DrillArgs),
     /// Print the current TOTP code for TOTP_SECRET (RFC 6238).
-    Totp(crate::ops::totp::TotpArgs),
+    Totp(TotpArgs),
     /// Keep a Cloudflare IP list equal to GitHub's published ranges (for a WAF rule on
     /// `ip.src in $NAME`).
-    Firewall(crate::ops::firewall::FirewallArgs),
+    Firewall(FirewallArgs),
     /// Call the application's backup endpoint with a fresh TOTP bearer code per attempt,
     /// retrying with exponential backoff.
-    Trigger(crate::ops::trigger::TriggerArgs),
+    Trigger(TriggerArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -207,6 +210,185 @@ impl From<CompressionArg> for Compression {
         match arg {
             CompressionArg::Gzip => Compression::Gzip,
             CompressionArg::None => Compression::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AlgorithmArg {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+/// The shape of the codes, shared by `totp` and `trigger`; unset values come from an
+/// `otpauth://` secret, then RFC 6238's defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TotpShapeArgs {
+    /// Digits in the code (default 6, or the URI's).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(6..=10))]
+    pub digits: Option<u8>,
+    /// Seconds a code is valid (default 30, or the URI's).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub period: Option<u64>,
+    /// HMAC algorithm (default sha1, or the URI's).
+    #[arg(long, value_enum)]
+    pub algorithm: Option<AlgorithmArg>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TotpArgs {
+    #[command(flatten)]
+    pub shape: TotpShapeArgs,
+    /// Unix time to compute the code for, for reproducible output (default: now).
+    #[arg(long, value_name = "UNIX_TIME")]
+    pub at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TriggerArgs {
+    /// The endpoint to call, e.g. https://app.example.com/api/backup.
+    #[arg(long)]
+    pub url: String,
+    /// HTTP method.
+    #[arg(long, default_value = "POST")]
+    pub method: String,
+    /// A JSON body, sent as application/json.
+    #[arg(long, value_name = "JSON")]
+    pub body: Option<String>,
+    /// An extra header, `Name: value`; repeat (or one per line in the action) for more.
+    #[arg(long = "header", value_name = "NAME: VALUE", value_delimiter = '\n')]
+    pub headers: Vec<String>,
+    /// Attempts in all, the first included.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Ceiling of the first retry's delay, in seconds; each later one doubles (full jitter).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub initial_delay: f64,
+    /// No delay between attempts is longer, in seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub max_delay: f64,
+    /// No attempt starts after this many seconds.
+    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
+    pub deadline: f64,
+    /// Seconds an attempt may take.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub timeout: f64,
+    /// Never send a code with fewer seconds than this left in its period; wait for the next.
+    #[arg(long, default_value_t = 2, value_name = "SECS")]
+    pub min_validity: u64,
+    #[command(flatten)]
+    pub totp: TotpShapeArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FirewallArgs {
+    /// The Cloudflare account-level IP list to keep (created when missing).
+    #[arg(long, value_name = "NAME")]
+    pub list: String,
+    /// GitHub /meta sections to allow: hooks, web, api, git, packages, pages, importer, actions,
+    /// actions_macos, dependabot, copilot.
+    #[arg(long, value_delimiter = ',', default_value = "actions")]
+    pub sections: Vec<String>,
+    /// Leave IPv6 ranges out.
+    #[arg(long)]
+    pub no_ipv6: bool,
+    /// Print the diff and every guard's verdict, and change nothing (exit 0 even when the change
+    /// would be refused).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply even an empty set, fewer than --min-entries, or a large removal.
+    #[arg(long)]
+    pub force: bool,
+    /// Refuse to apply fewer ranges than this.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub min_entries: usize,
+    /// Refuse a change that stops allowing more than this share of the addresses the list allows
+    /// today, in either family (IPv4 counted in addresses, IPv6 in /64 networks), 0 to 1.
+    #[arg(long, default_value_t = 0.5, value_name = "RATIO")]
+    pub max_removal_ratio: f64,
+    /// The account's list item limit (10,000 on most plans), shared by all its custom lists:
+    /// more, with the other lists' items, is refused before any change.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_items: usize,
+    /// The comment stored with every item.
+    #[arg(long, default_value = "GitHub ranges, kept by d1r2")]
+    pub comment: String,
+    /// Also keep a WAF custom rule with this expression, which must use `$NAME` (for example
+    /// `(http.request.uri.path eq "/api/backup" and not ip.src in $github_actions)`), in the
+    /// zone's custom rules; created or updated, found again by its description.
+    #[arg(long, value_name = "EXPRESSION", requires = "zone")]
+    pub rule: Option<String>,
+    /// The zone id for --rule.
+    #[arg(long, value_name = "ZONE_ID")]
+    pub zone: Option<String>,
+    /// The rule's action.
+    #[arg(long, default_value = "block", value_parser = ["block", "managed_challenge", "js_challenge", "challenge", "log"])]
+    pub rule_action: String,
+}
+
+impl From<AlgorithmArg> for Algorithm {
+    fn from(arg: AlgorithmArg) -> Self {
+        match arg {
+            AlgorithmArg::Sha1 => Algorithm::Sha1,
+            AlgorithmArg::Sha256 => Algorithm::Sha256,
+            AlgorithmArg::Sha512 => Algorithm::Sha512,
+        }
+    }
+}
+
+impl From<&TotpShapeArgs> for TotpShape {
+    fn from(args: &TotpShapeArgs) -> Self {
+        TotpShape {
+            digits: args.digits,
+            period: args.period,
+            algorithm: args.algorithm.map(Algorithm::from),
+        }
+    }
+}
+
+impl From<&TotpArgs> for TotpOptions {
+    fn from(args: &TotpArgs) -> Self {
+        TotpOptions {
+            shape: (&args.shape).into(),
+            at: args.at,
+        }
+    }
+}
+
+impl From<&TriggerArgs> for TriggerOptions {
+    fn from(args: &TriggerArgs) -> Self {
+        TriggerOptions {
+            url: args.url.clone(),
+            method: args.method.clone(),
+            body: args.body.clone(),
+            headers: args.headers.clone(),
+            max_attempts: args.max_attempts,
+            initial_delay: args.initial_delay,
+            max_delay: args.max_delay,
+            deadline: args.deadline,
+            timeout: args.timeout,
+            min_validity: args.min_validity,
+            totp: (&args.totp).into(),
+        }
+    }
+}
+
+impl From<&FirewallArgs> for FirewallOptions {
+    fn from(args: &FirewallArgs) -> Self {
+        FirewallOptions {
+            list: args.list.clone(),
+            sections: args.sections.clone(),
+            no_ipv6: args.no_ipv6,
+            dry_run: args.dry_run,
+            force: args.force,
+            min_entries: args.min_entries,
+            max_removal_ratio: args.max_removal_ratio,
+            max_items: args.max_items,
+            comment: args.comment.clone(),
+            rule: args.rule.clone(),
+            zone: args.zone.clone(),
+            rule_action: args.rule_action.clone(),
         }
     }
 }

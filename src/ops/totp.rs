@@ -9,8 +9,8 @@ use totp_rs::{Algorithm as Hmac, Builder, Secret};
 use crate::error::{Result, bad_input};
 use crate::model::report::Report;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Algorithm {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Algorithm {
     Sha1,
     Sha256,
     Sha512,
@@ -18,16 +18,13 @@ pub enum Algorithm {
 
 /// The shape of the codes, shared by `totp` and `trigger`; unset values come from an
 /// `otpauth://` secret, then RFC 6238's defaults.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct TotpShape {
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TotpShape {
     /// Digits in the code (default 6, or the URI's).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(6..=10))]
     pub digits: Option<u8>,
     /// Seconds a code is valid (default 30, or the URI's).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub period: Option<u64>,
     /// HMAC algorithm (default sha1, or the URI's).
-    #[arg(long, value_enum)]
     pub algorithm: Option<Algorithm>,
 }
 
@@ -65,12 +62,10 @@ impl Generator {
     }
 }
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct TotpArgs {
-    #[command(flatten)]
+#[derive(Debug, Clone)]
+pub(crate) struct TotpOptions {
     pub shape: TotpShape,
     /// Unix time to compute the code for, for reproducible output (default: now).
-    #[arg(long, value_name = "UNIX_TIME")]
     pub at: Option<u64>,
 }
 
@@ -163,7 +158,7 @@ pub(crate) fn code(key: &[u8], algorithm: Algorithm, digits: u8, period: u64, at
 }
 
 /// `d1r2 totp`: the current code for `TOTP_SECRET` (given here as `secret`).
-pub(crate) fn run(args: &TotpArgs, secret: Option<&str>) -> Result<Report> {
+pub(crate) fn run(args: &TotpOptions, secret: Option<&str>) -> Result<Report> {
     let generator = Generator::new(&args.shape, secret)?;
     let (digits, period, algorithm) = (generator.digits, generator.period, generator.algorithm);
     let at = match args.at {
@@ -251,7 +246,7 @@ mod tests {
 
     #[test]
     fn run_uses_uri_defaults_and_hides_the_code_from_the_summary() {
-        let args = TotpArgs {
+        let args = TotpOptions {
             shape: TotpShape::default(),
             at: Some(59),
         };

@@ -21,39 +21,28 @@ use crate::remote::retry::{self, RetryPolicy, Verdict};
 /// The most of a response body kept for outputs and messages.
 pub(crate) const BODY_LIMIT: usize = 1000;
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct TriggerArgs {
+#[derive(Debug, Clone)]
+pub(crate) struct TriggerOptions {
     /// The endpoint to call, e.g. https://app.example.com/api/backup.
-    #[arg(long)]
     pub url: String,
     /// HTTP method.
-    #[arg(long, default_value = "POST")]
     pub method: String,
     /// A JSON body, sent as application/json.
-    #[arg(long, value_name = "JSON")]
     pub body: Option<String>,
     /// An extra header, `Name: value`; repeat (or one per line in the action) for more.
-    #[arg(long = "header", value_name = "NAME: VALUE", value_delimiter = '\n')]
     pub headers: Vec<String>,
     /// Attempts in all, the first included.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
     /// Ceiling of the first retry's delay, in seconds; each later one doubles (full jitter).
-    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     pub initial_delay: f64,
     /// No delay between attempts is longer, in seconds.
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
     pub max_delay: f64,
     /// No attempt starts after this many seconds.
-    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
     pub deadline: f64,
     /// Seconds an attempt may take.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     pub timeout: f64,
     /// Never send a code with fewer seconds than this left in its period; wait for the next.
-    #[arg(long, default_value_t = 2, value_name = "SECS")]
     pub min_validity: u64,
-    #[command(flatten)]
     pub totp: TotpShape,
 }
 
@@ -169,7 +158,7 @@ fn unix_now() -> f64 {
 }
 
 /// `d1r2 trigger`, with `TOTP_SECRET` given as `secret`.
-pub(crate) async fn run(args: &TriggerArgs, secret: Option<&str>) -> Result<Report> {
+pub(crate) async fn run(args: &TriggerOptions, secret: Option<&str>) -> Result<Report> {
     let generator = Generator::new(&args.totp, secret)?;
     let url = reqwest::Url::parse(&args.url)
         .ok()

@@ -270,6 +270,25 @@ fn every_folder_of_src_is_a_layer() {
     assert!(unlayered.is_empty(), "folders in no layer: {unlayered:?}");
 }
 
+/// The command line is the edge: clap parses flags into `cli::args`, which hands the layers
+/// below plain options, so an operation can be run without a command line.
+#[test]
+fn clap_is_used_only_by_the_command_line() {
+    let src = src();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let users: Vec<String> = files
+        .iter()
+        .filter(|file| {
+            let module = module_of(&src, file);
+            module.first().map(String::as_str) != Some("cli")
+                && code(&std::fs::read_to_string(file).unwrap()).contains("clap")
+        })
+        .map(|file| file.strip_prefix(&src).unwrap().display().to_string())
+        .collect();
+    assert!(users.is_empty(), "clap used outside src/cli: {users:?}");
+}
+
 /// The checker itself: a use across layers, a `super` path and a `use` tree are all seen.
 #[test]
 fn the_checker_sees_uses_in_every_spelling() {

@@ -24,54 +24,42 @@ use crate::remote::cloudflare::Api;
 use coverage::Family;
 use guards::{Guards, Plan, Refusal, Verdict};
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct FirewallArgs {
+#[derive(Debug, Clone)]
+pub(crate) struct FirewallOptions {
     /// The Cloudflare account-level IP list to keep (created when missing).
-    #[arg(long, value_name = "NAME")]
     pub list: String,
     /// GitHub /meta sections to allow: hooks, web, api, git, packages, pages, importer, actions,
     /// actions_macos, dependabot, copilot.
-    #[arg(long, value_delimiter = ',', default_value = "actions")]
     pub sections: Vec<String>,
     /// Leave IPv6 ranges out.
-    #[arg(long)]
     pub no_ipv6: bool,
     /// Print the diff and every guard's verdict, and change nothing (exit 0 even when the change
     /// would be refused).
-    #[arg(long)]
     pub dry_run: bool,
     /// Apply even an empty set, fewer than --min-entries, or a large removal.
-    #[arg(long)]
     pub force: bool,
     /// Refuse to apply fewer ranges than this.
-    #[arg(long, default_value_t = 1, value_name = "N")]
     pub min_entries: usize,
     /// Refuse a change that stops allowing more than this share of the addresses the list allows
     /// today, in either family (IPv4 counted in addresses, IPv6 in /64 networks), 0 to 1.
-    #[arg(long, default_value_t = 0.5, value_name = "RATIO")]
     pub max_removal_ratio: f64,
     /// The account's list item limit (10,000 on most plans), shared by all its custom lists:
     /// more, with the other lists' items, is refused before any change.
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max_items: usize,
     /// The comment stored with every item.
-    #[arg(long, default_value = "GitHub ranges, kept by d1r2")]
     pub comment: String,
     /// Also keep a WAF custom rule with this expression, which must use `$NAME` (for example
     /// `(http.request.uri.path eq "/api/backup" and not ip.src in $github_actions)`), in the
     /// zone's custom rules; created or updated, found again by its description.
-    #[arg(long, value_name = "EXPRESSION", requires = "zone")]
     pub rule: Option<String>,
     /// The zone id for --rule.
-    #[arg(long, value_name = "ZONE_ID")]
     pub zone: Option<String>,
     /// The rule's action.
-    #[arg(long, default_value = "block", value_parser = ["block", "managed_challenge", "js_challenge", "challenge", "log"])]
     pub rule_action: String,
 }
 
 /// `d1r2 firewall`, with the process environment as `env`.
-pub(crate) async fn run(args: &FirewallArgs, env: &BTreeMap<String, String>) -> Result<Report> {
+pub(crate) async fn run(args: &FirewallOptions, env: &BTreeMap<String, String>) -> Result<Report> {
     let sections: Vec<String> = args
         .sections
         .iter()
