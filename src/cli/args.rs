@@ -337,8 +337,8 @@ impl From<AlgorithmArg> for Algorithm {
     }
 }
 
-impl From<&TotpShapeArgs> for TotpShape {
-    fn from(args: &TotpShapeArgs) -> Self {
+impl From<TotpShapeArgs> for TotpShape {
+    fn from(args: TotpShapeArgs) -> Self {
         TotpShape {
             digits: args.digits,
             period: args.period,
@@ -347,48 +347,48 @@ impl From<&TotpShapeArgs> for TotpShape {
     }
 }
 
-impl From<&TotpArgs> for TotpOptions {
-    fn from(args: &TotpArgs) -> Self {
+impl From<TotpArgs> for TotpOptions {
+    fn from(args: TotpArgs) -> Self {
         TotpOptions {
-            shape: (&args.shape).into(),
+            shape: args.shape.into(),
             at: args.at,
         }
     }
 }
 
-impl From<&TriggerArgs> for TriggerOptions {
-    fn from(args: &TriggerArgs) -> Self {
+impl From<TriggerArgs> for TriggerOptions {
+    fn from(args: TriggerArgs) -> Self {
         TriggerOptions {
-            url: args.url.clone(),
-            method: args.method.clone(),
-            body: args.body.clone(),
-            headers: args.headers.clone(),
+            url: args.url,
+            method: args.method,
+            body: args.body,
+            headers: args.headers,
             max_attempts: args.max_attempts,
             initial_delay: args.initial_delay,
             max_delay: args.max_delay,
             deadline: args.deadline,
             timeout: args.timeout,
             min_validity: args.min_validity,
-            totp: (&args.totp).into(),
+            totp: args.totp.into(),
         }
     }
 }
 
-impl From<&FirewallArgs> for FirewallOptions {
-    fn from(args: &FirewallArgs) -> Self {
+impl From<FirewallArgs> for FirewallOptions {
+    fn from(args: FirewallArgs) -> Self {
         FirewallOptions {
-            list: args.list.clone(),
-            sections: args.sections.clone(),
+            list: args.list,
+            sections: args.sections,
             no_ipv6: args.no_ipv6,
             dry_run: args.dry_run,
             force: args.force,
             min_entries: args.min_entries,
             max_removal_ratio: args.max_removal_ratio,
             max_items: args.max_items,
-            comment: args.comment.clone(),
-            rule: args.rule.clone(),
-            zone: args.zone.clone(),
-            rule_action: args.rule_action.clone(),
+            comment: args.comment,
+            rule: args.rule,
+            zone: args.zone,
+            rule_action: args.rule_action,
         }
     }
 }

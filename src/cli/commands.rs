@@ -77,19 +77,15 @@ async fn dispatch(command: Command) -> Result<Report> {
         Command::Export(args) => export(args).await,
         Command::Drill(args) => drill(args).await,
         Command::Prune(args) => prune(args).await,
-        Command::Totp(args) => crate::ops::totp::run(
-            &(&args).into(),
-            std::env::var("TOTP_SECRET").ok().as_deref(),
-        ),
+        Command::Totp(args) => {
+            crate::ops::totp::run(&args.into(), std::env::var("TOTP_SECRET").ok().as_deref())
+        }
         Command::Firewall(args) => {
-            crate::ops::firewall::run(&(&args).into(), &std::env::vars().collect()).await
+            crate::ops::firewall::run(&args.into(), &std::env::vars().collect()).await
         }
         Command::Trigger(args) => {
-            crate::ops::trigger::run(
-                &(&args).into(),
-                std::env::var("TOTP_SECRET").ok().as_deref(),
-            )
-            .await
+            crate::ops::trigger::run(&args.into(), std::env::var("TOTP_SECRET").ok().as_deref())
+                .await
         }
     }
 }

@@ -16,15 +16,12 @@ pub(crate) enum Algorithm {
     Sha512,
 }
 
-/// The shape of the codes, shared by `totp` and `trigger`; unset values come from an
-/// `otpauth://` secret, then RFC 6238's defaults.
+/// The shape of the codes (`--digits`, `--period`, `--algorithm`), shared by `totp` and
+/// `trigger`; unset values come from an `otpauth://` secret, then RFC 6238's defaults.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TotpShape {
-    /// Digits in the code (default 6, or the URI's).
     pub digits: Option<u8>,
-    /// Seconds a code is valid (default 30, or the URI's).
     pub period: Option<u64>,
-    /// HMAC algorithm (default sha1, or the URI's).
     pub algorithm: Option<Algorithm>,
 }
 
@@ -62,10 +59,11 @@ impl Generator {
     }
 }
 
+/// The flags of `d1r2 totp`; each field is the flag of its name, documented (defaults and
+/// bounds) where the command line parses it, in `cli/args.rs`.
 #[derive(Debug, Clone)]
 pub(crate) struct TotpOptions {
     pub shape: TotpShape,
-    /// Unix time to compute the code for, for reproducible output (default: now).
     pub at: Option<u64>,
 }
 

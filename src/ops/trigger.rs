@@ -21,27 +21,19 @@ use crate::remote::retry::{self, RetryPolicy, Verdict};
 /// The most of a response body kept for outputs and messages.
 pub(crate) const BODY_LIMIT: usize = 1000;
 
+/// The flags of `d1r2 trigger`; each field is the flag of its name, documented (defaults and
+/// bounds) where the command line parses it, in `cli/args.rs`.
 #[derive(Debug, Clone)]
 pub(crate) struct TriggerOptions {
-    /// The endpoint to call, e.g. https://app.example.com/api/backup.
     pub url: String,
-    /// HTTP method.
     pub method: String,
-    /// A JSON body, sent as application/json.
     pub body: Option<String>,
-    /// An extra header, `Name: value`; repeat (or one per line in the action) for more.
     pub headers: Vec<String>,
-    /// Attempts in all, the first included.
     pub max_attempts: u32,
-    /// Ceiling of the first retry's delay, in seconds; each later one doubles (full jitter).
     pub initial_delay: f64,
-    /// No delay between attempts is longer, in seconds.
     pub max_delay: f64,
-    /// No attempt starts after this many seconds.
     pub deadline: f64,
-    /// Seconds an attempt may take.
     pub timeout: f64,
-    /// Never send a code with fewer seconds than this left in its period; wait for the next.
     pub min_validity: u64,
     pub totp: TotpShape,
 }

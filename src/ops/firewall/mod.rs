@@ -24,37 +24,21 @@ use crate::remote::cloudflare::Api;
 use coverage::Family;
 use guards::{Guards, Plan, Refusal, Verdict};
 
+/// The flags of `d1r2 firewall`; each field is the flag of its name, documented (defaults and
+/// bounds) where the command line parses it, in `cli/args.rs`.
 #[derive(Debug, Clone)]
 pub(crate) struct FirewallOptions {
-    /// The Cloudflare account-level IP list to keep (created when missing).
     pub list: String,
-    /// GitHub /meta sections to allow: hooks, web, api, git, packages, pages, importer, actions,
-    /// actions_macos, dependabot, copilot.
     pub sections: Vec<String>,
-    /// Leave IPv6 ranges out.
     pub no_ipv6: bool,
-    /// Print the diff and every guard's verdict, and change nothing (exit 0 even when the change
-    /// would be refused).
     pub dry_run: bool,
-    /// Apply even an empty set, fewer than --min-entries, or a large removal.
     pub force: bool,
-    /// Refuse to apply fewer ranges than this.
     pub min_entries: usize,
-    /// Refuse a change that stops allowing more than this share of the addresses the list allows
-    /// today, in either family (IPv4 counted in addresses, IPv6 in /64 networks), 0 to 1.
     pub max_removal_ratio: f64,
-    /// The account's list item limit (10,000 on most plans), shared by all its custom lists:
-    /// more, with the other lists' items, is refused before any change.
     pub max_items: usize,
-    /// The comment stored with every item.
     pub comment: String,
-    /// Also keep a WAF custom rule with this expression, which must use `$NAME` (for example
-    /// `(http.request.uri.path eq "/api/backup" and not ip.src in $github_actions)`), in the
-    /// zone's custom rules; created or updated, found again by its description.
     pub rule: Option<String>,
-    /// The zone id for --rule.
     pub zone: Option<String>,
-    /// The rule's action.
     pub rule_action: String,
 }
 
