@@ -113,7 +113,7 @@ fn open_manifest(stored: Stored) -> Result<(Manifest, Option<Key>)> {
     Ok((manifest, key))
 }
 
-/// The policy of the --keep-* flags; `None` when none is given.
+/// The policy of the --keep-* flags; `None` when none is given, or only zeros (rules off).
 fn keep_policy(keep: &KeepArgs) -> Result<Option<KeepPolicy>> {
     let within = keep
         .keep_within
@@ -286,9 +286,8 @@ async fn backup(args: BackupArgs) -> Result<Report> {
 }
 
 async fn prune(args: PruneArgs) -> Result<Report> {
-    let policy = keep_policy(&args.keep)?.ok_or_else(|| {
-        bad_input("give at least one --keep-* rule (a policy that keeps nothing would remove every backup)")
-    })?;
+    let policy =
+        keep_policy(&args.keep)?.ok_or_else(|| bad_input(crate::ops::retention::NO_RULE))?;
     let store = open_store(&parse_store(&args.from)?, false).await?;
     let outcome =
         crate::ops::prune::prune(store.as_ref(), &policy, args.dry_run, chrono::Utc::now())

@@ -11,8 +11,9 @@
 
 use chrono::{DateTime, Datelike, Months, TimeDelta, Timelike, Utc};
 
-/// How many of each to keep. A policy with no rule at all is refused, so it can never mean
-/// "remove everything".
+/// How many of each to keep. A count of zero turns its rule off, as in restic (an action input
+/// of `0` reads as "off"), and a policy with no rule left on is refused, so it can never mean
+/// "remove everything but the newest".
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct KeepPolicy {
     pub last: Option<u32>,
@@ -25,8 +26,17 @@ pub(crate) struct KeepPolicy {
 }
 
 impl KeepPolicy {
+    /// Whether no rule would keep anything: every count unset or zero and no span.
     pub(crate) fn is_empty(&self) -> bool {
-        self == &KeepPolicy::default()
+        let counts = [
+            self.last,
+            self.hourly,
+            self.daily,
+            self.weekly,
+            self.monthly,
+            self.yearly,
+        ];
+        counts.iter().all(|n| n.unwrap_or(0) == 0) && self.within.is_none()
     }
 }
 
@@ -113,6 +123,10 @@ fn year(t: &DateTime<Utc>) -> String {
     t.year().to_string()
 }
 
+/// Why a policy without a rule is refused, and what to give instead.
+pub(crate) const NO_RULE: &str = "give at least one --keep-* rule above zero (a zero turns its \
+     rule off, and a policy that keeps nothing would remove every backup)";
+
 /// Decides every backup in `backups` (id and creation time, any order); the answer is newest
 /// first. `Err` when the policy has no rule.
 pub(crate) fn plan(
@@ -120,10 +134,7 @@ pub(crate) fn plan(
     policy: &KeepPolicy,
 ) -> Result<Vec<Decision>, String> {
     if policy.is_empty() {
-        return Err(
-            "give at least one --keep-* rule (a policy that keeps nothing would remove every backup)"
-                .to_string(),
-        );
+        return Err(NO_RULE.to_string());
     }
     let mut sorted: Vec<&(String, DateTime<Utc>)> = backups.iter().collect();
     sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
@@ -330,12 +341,13 @@ mod tests {
                 vec!["b5", "b6", "b7", "b8", "b9"],
             ),
             (
-                // A rule of zero keeps nothing by itself; the newest backup still stays.
+                // A zero is a rule turned off beside the others.
                 KeepPolicy {
                     daily: Some(0),
+                    last: Some(2),
                     ..Default::default()
                 },
-                vec!["b9"],
+                vec!["b8", "b9"],
             ),
         ];
         for (policy, want) in cases {
@@ -381,6 +393,22 @@ mod tests {
     #[test]
     fn empty_policies_and_empty_stores() {
         assert!(plan(&backups(&DAYS), &KeepPolicy::default()).is_err());
+        // Zeros are rules turned off: a policy of only zeros has no rule.
+        for zero in 0..6 {
+            let mut counts = [None; 6];
+            counts[zero] = Some(0);
+            let [last, hourly, daily, weekly, monthly, yearly] = counts;
+            let policy = KeepPolicy {
+                last,
+                hourly,
+                daily,
+                weekly,
+                monthly,
+                yearly,
+                within: None,
+            };
+            assert!(plan(&backups(&DAYS), &policy).is_err(), "{policy:?}");
+        }
         let policy = KeepPolicy {
             last: Some(1),
             ..Default::default()

@@ -24,14 +24,15 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// A store rooted at `root`, created when missing (like `mkdir -p` before a first backup).
+    /// A store to write to, rooted at `root`. A missing folder is made by the first object
+    /// written into it (like `mkdir -p` before a first backup), not here: a backup refused for
+    /// bad input leaves no empty folder behind.
     pub fn create(root: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(root).map_err(|source| StoreError::Io {
-            op: "creating",
-            store: root.display().to_string(),
-            key: String::new(),
-            source,
-        })?;
+        if root.exists() && !root.is_dir() {
+            return Err(StoreError::NotAFolder {
+                store: root.display().to_string(),
+            });
+        }
         Ok(LocalStore {
             root: root.to_path_buf(),
         })
@@ -40,6 +41,11 @@ impl LocalStore {
     /// A store rooted at an existing directory (for reading: a typo must not look like an empty
     /// store).
     pub fn open(root: &Path) -> Result<Self, StoreError> {
+        if root.exists() && !root.is_dir() {
+            return Err(StoreError::NotAFolder {
+                store: root.display().to_string(),
+            });
+        }
         if !root.is_dir() {
             return Err(StoreError::MissingRoot {
                 store: root.display().to_string(),

@@ -39,6 +39,8 @@ pub enum StoreError {
     NotFound { store: String, key: String },
     #[error("{store} does not exist")]
     MissingRoot { store: String },
+    #[error("{store} is a file, not a folder: give a folder for backups")]
+    NotAFolder { store: String },
     #[error("invalid key {0:?}")]
     InvalidKey(String),
     #[error("{op} {key} in {store}: {source}")]
@@ -68,7 +70,9 @@ impl StoreError {
 impl Classify for StoreError {
     fn kind(&self) -> Kind {
         match self {
-            StoreError::MissingRoot { .. } | StoreError::InvalidKey(_) => Kind::BadInput,
+            StoreError::MissingRoot { .. }
+            | StoreError::NotAFolder { .. }
+            | StoreError::InvalidKey(_) => Kind::BadInput,
             StoreError::NotFound { .. } | StoreError::Io { .. } | StoreError::Remote { .. } => {
                 Kind::Failed
             }
@@ -168,6 +172,7 @@ mod tests {
         let s = String::from;
         let cases = [
             (StoreError::MissingRoot { store: s("dir") }, BadInput),
+            (StoreError::NotAFolder { store: s("file") }, BadInput),
             (StoreError::InvalidKey(s("../x")), BadInput),
             (
                 StoreError::NotFound {

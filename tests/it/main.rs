@@ -9,6 +9,7 @@ mod architecture;
 mod checks;
 mod cli;
 mod d1;
+mod destinations;
 mod encryption;
 mod firewall;
 mod prune;

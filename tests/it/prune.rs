@@ -146,17 +146,38 @@ fn nothing_is_deleted_without_a_policy() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = store_with_backups(dir.path(), &TIMES[..2]);
     let s = store.to_str().unwrap();
-    for args in [
+    let mut refused = vec![
         vec!["prune", "--from", s],
         vec!["prune", "--from", s, "--keep-within", "soon"],
-    ] {
+    ];
+    // A zero turns its rule off (an action input of 0 means "off"): zeros alone are no policy.
+    let rules = ["last", "hourly", "daily", "weekly", "monthly", "yearly"];
+    let flags: Vec<String> = rules.iter().map(|r| format!("--keep-{r}")).collect();
+    for flag in &flags {
+        refused.push(vec!["prune", "--from", s, flag, "0"]);
+    }
+    let mut all_zero = vec!["prune", "--from", s];
+    for flag in &flags {
+        all_zero.extend([flag.as_str(), "0"]);
+    }
+    refused.push(all_zero);
+    for args in refused {
         let out = d1r2(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert_eq!(out.stderr.trim().lines().count(), 1);
+        assert_eq!(ids(&store).len(), 2, "{args:?} deleted a backup");
     }
-    // The newest backup stays whatever the rules say.
-    ok(&["prune", "--from", s, "--keep-daily", "0"]);
-    assert_eq!(ids(&store).len(), 1);
+    // Beside a rule that keeps, a zero changes nothing.
+    ok(&[
+        "prune",
+        "--from",
+        s,
+        "--keep-daily",
+        "0",
+        "--keep-last",
+        "2",
+    ]);
+    assert_eq!(ids(&store).len(), 2);
 }
 
 #[test]
