@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::format::repo::AUDIT_PREFIX;
 use crate::model::report::Report;
-use crate::ops::prune::AUDIT_PREFIX;
 use crate::store::{Store, StoreError, read_all};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
