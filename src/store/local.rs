@@ -56,7 +56,7 @@ impl LocalStore {
     }
 
     fn io(&self, op: &'static str, key: &str, source: std::io::Error) -> StoreError {
-        if source.kind() == std::io::ErrorKind::NotFound && op == "reading" {
+        if is_missing(&source) && op == "reading" {
             StoreError::NotFound {
                 store: self.to_string(),
                 key: key.to_string(),
@@ -259,6 +259,15 @@ fn is_skippable(e: &std::io::Error) -> bool {
     )
 }
 
+/// An error that means no object is under the key: no such file, or a file where a folder of
+/// the key's path would be (someone else's object, which holds no key of ours below it).
+fn is_missing(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    )
+}
+
 fn modified(meta: &std::fs::Metadata) -> DateTime<Utc> {
     meta.modified()
         .map(DateTime::<Utc>::from)
@@ -356,7 +365,7 @@ impl Store for LocalStore {
                     .unwrap_or_default(),
             })),
             Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if is_missing(&e) => Ok(None),
             Err(e) => Err(self.io("inspecting", key, e)),
         }
     }
@@ -394,7 +403,7 @@ impl Store for LocalStore {
         let path = self.path(key)?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if is_missing(&e) => {}
             Err(e) => return Err(self.io("deleting", key, e)),
         }
         // Remove directories the deletion emptied, up to the root, as an object store would.

@@ -197,7 +197,10 @@ pub async fn stale_uploads_are_found_and_aborted(store: &dyn Store) {
 pub async fn put_new_creates_only_once(store: &dyn Store) {
     let seed: u8 = rand::random();
     let first = pattern(1000 + seed as usize, seed);
-    store.put_new("claims/one.json", first.clone()).await.unwrap();
+    store
+        .put_new("claims/one.json", first.clone())
+        .await
+        .unwrap();
     let err = store
         .put_new("claims/one.json", pattern(10, seed ^ 1))
         .await
@@ -236,7 +239,10 @@ pub async fn put_new_creates_only_once(store: &dyn Store) {
     assert_eq!(winners.len(), 1, "{results:?}");
     for (i, r) in results.iter().enumerate() {
         if let Err(e) = r {
-            assert!(matches!(e, StoreError::AlreadyExists { .. }), "racer {i}: {e}");
+            assert!(
+                matches!(e, StoreError::AlreadyExists { .. }),
+                "racer {i}: {e}"
+            );
         }
     }
     assert_eq!(
