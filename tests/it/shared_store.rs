@@ -250,6 +250,10 @@ async fn prune_and_list_leave_what_is_not_a_backup_alone(bed: Bed) {
         format!("{prefix}/{oldest}/data/0000.sql.gz.{}", random_name(3)),
         format!("{prefix}/{empty_id}/{}.jpg", random_name(6)),
         format!("{prefix}/{}", random_name(10)),
+        format!(
+            "{prefix}/{}\\manifest.json",
+            base_id(chrono::Utc::now() + chrono::TimeDelta::days(1))
+        ),
     ];
     for key in &foreign {
         put_file(&bed, key, &random_bytes());
@@ -725,3 +729,44 @@ async fn prune_removes_its_own_leftovers_only(bed: Bed) {
     }
 }
 both!(prune_removes_its_own_leftovers_only);
+
+/// Ids order by time, then by suffix as a number: of two backups started in one second whose
+/// ids are `-2` and `-10` (the suffixes between taken), `latest` is the one that claimed `-10`,
+/// which text order would put first.
+async fn latest_orders_suffixes_as_numbers(bed: Bed) {
+    for attempt in 0..3 {
+        let prefix = random_name(8);
+        let dest = bed.dest(&prefix);
+        for base in coming_bases(6) {
+            for n in [0, 1, 3, 4, 5, 6, 7, 8, 9] {
+                let id = if n == 0 {
+                    base.clone()
+                } else {
+                    format!("{base}-{n}")
+                };
+                put_file(&bed, &format!("{prefix}/{id}/claim.json"), b"{}");
+            }
+        }
+        let dbs = [database(&bed, "a.db"), database(&bed, "b.db")];
+        let runs = dbs.iter().map(|db| {
+            let mut cmd =
+                bed.command(&["backup", "--source", db.to_str().unwrap(), "--dest", &dest]);
+            async move { cmd.run_async().await }
+        });
+        for run in futures::future::join_all(runs).await {
+            run.success();
+        }
+        let ids = bed.ids(&prefix).await;
+        let same_second = ids[0].split('-').next() == ids[1].split('-').next();
+        if !same_second {
+            eprintln!("attempt {attempt}: the backups started in different seconds: {ids:?}");
+            continue;
+        }
+        assert!(ids[0].ends_with("-2") && ids[1].ends_with("-10"), "{ids:?}");
+        let verified = bed.ok(&["verify", "--from", &dest]).await;
+        assert!(verified.stdout.contains(&ids[1]), "{verified}");
+        return;
+    }
+    eprintln!("no two backups started in the same second: the order was not tried");
+}
+both!(latest_orders_suffixes_as_numbers);
