@@ -113,7 +113,8 @@ mod tests {
             })
         };
         let broken = || Err(StoreError::InvalidKey("k".into()));
-        let cases: Vec<(Vec<Result<(), StoreError>>, Outcome, Vec<usize>)> = vec![
+        type Case = (Vec<Result<(), StoreError>>, Outcome, Vec<usize>);
+        let cases: Vec<Case> = vec![
             (vec![ok()], Outcome::Won, vec![]),
             (vec![ok(), ok(), ok()], Outcome::Won, vec![]),
             (vec![taken()], Outcome::Taken, vec![]),
