@@ -482,11 +482,6 @@ mod tests {
         ] {
             assert_eq!(is_owned_key(key), want, "{key:?}");
         }
-        let audit = crate::ops::audit::key(
-            &crate::ops::audit::record("backup", Err("x"), &Default::default(), Utc::now()),
-            rand::random(),
-        );
-        assert!(is_audit_key(&audit), "{audit}");
     }
 
     #[test]

@@ -176,6 +176,7 @@ mod tests {
             key(&r, 0xab),
             "audit/20261125T040000.000Z-backup-000000ab.json"
         );
+        assert!(crate::format::repo::is_audit_key(&key(&r, rand::random())));
 
         let failed = record("restore", Err("no backups in x"), &BTreeMap::new(), time);
         assert_eq!(failed.outcome, "failure");

@@ -593,7 +593,7 @@ fn a_part_of_many_pages_is_one_stream_for_the_stock_gzip() {
     let id = std::fs::read_dir(&backups)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .find(|name| name != "audit")
+        .find(|name| d1r2::format::repo::is_backup_id(name))
         .unwrap();
     let mut parts: Vec<_> = std::fs::read_dir(backups.join(&id).join("data"))
         .unwrap()

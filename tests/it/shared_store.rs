@@ -751,7 +751,10 @@ async fn latest_orders_suffixes_as_numbers(bed: Bed) {
                 put_file(&bed, &format!("{prefix}/{id}/claim.json"), b"{}");
             }
         }
-        let dbs = [database(&bed, "a.db"), database(&bed, "b.db")];
+        let dbs = [
+            database(&bed, &format!("a{attempt}.db")),
+            database(&bed, &format!("b{attempt}.db")),
+        ];
         let runs = dbs.iter().map(|db| {
             let mut cmd =
                 bed.command(&["backup", "--source", db.to_str().unwrap(), "--dest", &dest]);

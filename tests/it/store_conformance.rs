@@ -365,3 +365,52 @@ async fn s3_missing_bucket_is_a_missing_root() {
     let err = store.list("").await.unwrap_err();
     assert_eq!(err.kind(), Kind::BadInput, "{err}");
 }
+
+/// Keys a bucket holds that are not d1r2's to hold (a console's folder marker, a key with an
+/// empty segment) never make a listing fail; S3 lists them as they are, for the caller to skip.
+/// `s3s-fs` itself stores a folder marker as a directory, which it never lists, and folds an
+/// empty segment away; the fake lists planted keys as S3 does.
+#[tokio::test]
+async fn s3_lists_keys_it_cannot_hold_without_failing() {
+    let server = FakeS3::start(&["bkt"]).await;
+    let store = s3_store(&server, "bkt", "p").await;
+    store
+        .put("20261124T221500Z/manifest.json", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .endpoint_url(&server.url)
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "test",
+        ))
+        .force_path_style(true)
+        .build();
+    let raw = aws_sdk_s3::Client::from_conf(config);
+    for key in ["p/20261124T221500Z/data/", "p/x//manifest.json"] {
+        raw.put_object()
+            .bucket("bkt")
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b""))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        keys(&store, "").await,
+        ["20261124T221500Z/manifest.json", "x/manifest.json"],
+        "s3s-fs changed how it stores folder markers and empty segments"
+    );
+    server.plant("bkt", "p/20261124T221500Z/data/");
+    server.plant("bkt", "p//manifest.json");
+    assert_eq!(
+        keys(&store, "").await,
+        [
+            "/manifest.json",
+            "20261124T221500Z/data/",
+            "20261124T221500Z/manifest.json",
+            "x/manifest.json"
+        ]
+    );
+}
