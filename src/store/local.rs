@@ -90,13 +90,14 @@ impl LocalStore {
             std::fs::create_dir_all(dir).map_err(|e| self.io("creating directory for", key, e))?;
         }
         let temp = self.temp_path(path);
-        let linked =
-            write_synced(&temp, data, false).and_then(|()| std::fs::hard_link(&temp, path));
+        if let Err(e) = write_synced(&temp, data) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(self.io("writing", key, e));
+        }
+        let linked = std::fs::hard_link(&temp, path);
         let _ = std::fs::remove_file(&temp);
         let result = match linked {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                write_synced(path, data, true)
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => write_in_place(path, data),
             other => other,
         };
         match result {
@@ -235,19 +236,27 @@ impl LocalStore {
     }
 }
 
-/// Writes `data` to a new file at `path` and syncs it; with `exclusive`, fails if `path` exists.
-fn write_synced(path: &Path, data: &[u8], exclusive: bool) -> std::io::Result<()> {
+/// Writes `data` to a file at `path`, replacing any, and syncs it.
+fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true);
-    if exclusive {
-        options.create_new(true);
-    } else {
-        options.create(true).truncate(true);
-    }
-    let mut file = options.open(path)?;
+    let mut file = std::fs::File::create(path)?;
     file.write_all(data)?;
     file.sync_all()
+}
+
+/// Creates `path` exclusively (`O_EXCL`) and writes `data` to it; a file this made and could not
+/// complete is removed, so the name stays free (a file it did not make is never touched).
+fn write_in_place(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let written = file.write_all(data).and_then(|()| file.sync_all());
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
 }
 
 /// An error that means the entry is not there for this process to read: gone since it was seen,
