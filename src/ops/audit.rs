@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::format::repo::AUDIT_PREFIX;
 use crate::model::report::Report;
-use crate::ops::prune::AUDIT_PREFIX;
 use crate::store::{Store, StoreError, read_all};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +176,7 @@ mod tests {
             key(&r, 0xab),
             "audit/20261125T040000.000Z-backup-000000ab.json"
         );
+        assert!(crate::format::repo::is_audit_key(&key(&r, rand::random())));
 
         let failed = record("restore", Err("no backups in x"), &BTreeMap::new(), time);
         assert_eq!(failed.outcome, "failure");

@@ -1,11 +1,15 @@
 //! Removing what a retention policy does not keep, and what crashed backups left behind.
 //!
-//! Order matters for anyone reading the store at the same time, and for a prune that is itself
-//! interrupted: a backup's manifest is deleted first, so from that moment no command sees the
-//! backup; then its parts. Parts with no manifest are left alone for a day (a backup may be
-//! writing them right now), then removed; unfinished uploads older than a day are aborted.
+//! The prefix is shared ground: prune runs only where the store marker says a backup wrote, and
+//! deletes only keys d1r2 writes in folders named by backup ids (see [`repo`]); another
+//! program's files, a nested store, a folder marker are never touched. Order matters for anyone
+//! reading the store at the same time, and for a prune that is itself interrupted: a backup's
+//! manifest is deleted first, so from that moment no command sees the backup; then its parts;
+//! its claim last. Backup folders with no manifest are left alone for a day (a backup may be
+//! writing them right now), then emptied; unfinished uploads of d1r2's keys, its temporary files
+//! and its empty folders older than a day go too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -13,10 +17,7 @@ use crate::error::{Result, bad_input};
 use crate::format::manifest::MANIFEST_NAME;
 use crate::format::repo;
 use crate::ops::retention::{self, Decision, KeepPolicy};
-use crate::store::Store;
-
-/// Objects under this prefix are the audit trail, never a backup.
-pub(crate) const AUDIT_PREFIX: &str = "audit/";
+use crate::store::{ObjectMeta, Store};
 
 /// How long parts without a manifest are left alone.
 pub(crate) const ORPHAN_AGE: TimeDelta = TimeDelta::days(1);
@@ -66,40 +67,24 @@ impl PruneOutcome {
     }
 }
 
-/// Applies `policy` to the backups in `store` at time `now`; with `dry_run`, only decides.
+/// Applies `policy` to the backups in `store` at time `now`; with `dry_run`, only decides. A
+/// store without the marker is refused before anything is read.
 pub(crate) async fn prune(
     store: &dyn Store,
     policy: &KeepPolicy,
     dry_run: bool,
     now: DateTime<Utc>,
 ) -> Result<PruneOutcome> {
+    repo::check_marker(store).await?;
     let manifests = repo::manifests(store).await?;
     let backups: Vec<(String, DateTime<Utc>)> = manifests
         .iter()
         .map(|m| (m.id().to_string(), m.created()))
         .collect();
     let plan = retention::plan(&backups, policy).map_err(bad_input)?;
-
-    // Folders holding objects but no manifest, by their newest object.
-    let mut newest: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-    for object in store.list("").await? {
-        if object.key.starts_with(AUDIT_PREFIX) {
-            continue;
-        }
-        if let Some((folder, _)) = object.key.split_once('/') {
-            let e = newest.entry(folder.to_string()).or_insert(object.modified);
-            *e = (*e).max(object.modified);
-        }
-    }
-    let complete: std::collections::BTreeSet<&str> =
-        backups.iter().map(|(id, _)| id.as_str()).collect();
-    let orphans: Vec<String> = newest
-        .into_iter()
-        .filter(|(folder, modified)| {
-            !complete.contains(folder.as_str()) && *modified < now - ORPHAN_AGE
-        })
-        .map(|(folder, _)| folder)
-        .collect();
+    let folders = backup_folders(&store.list("").await?);
+    let complete: BTreeSet<&str> = backups.iter().map(|(id, _)| id.as_str()).collect();
+    let orphans = orphans(&folders, &complete, now - ORPHAN_AGE);
 
     let mut outcome = PruneOutcome {
         plan,
@@ -111,23 +96,134 @@ pub(crate) async fn prune(
         return Ok(outcome);
     }
     for decision in outcome.plan.iter().filter(|d| !d.keep) {
-        store
-            .delete(&format!("{}/{MANIFEST_NAME}", decision.id))
-            .await?;
-        delete_folder(store, &decision.id).await?;
+        delete_backup(store, &decision.id, &folders).await?;
         tracing::info!("removed backup {}", decision.id);
     }
-    for folder in &outcome.orphans {
-        delete_folder(store, folder).await?;
-        tracing::info!("removed the parts of unfinished backup {folder}");
+    for id in &outcome.orphans {
+        delete_backup(store, id, &folders).await?;
+        tracing::info!("removed the parts of unfinished backup {id}");
     }
-    outcome.aborted_uploads = store.abort_stale_uploads(now - ORPHAN_AGE).await?;
+    outcome.aborted_uploads = store
+        .abort_stale_uploads(now - ORPHAN_AGE, repo::is_owned_upload)
+        .await?;
     Ok(outcome)
 }
 
-async fn delete_folder(store: &dyn Store, folder: &str) -> Result<()> {
-    for object in store.list(&format!("{folder}/")).await? {
-        store.delete(&object.key).await?;
+/// A backup folder as listed: the keys d1r2 writes there (relative to the folder) and when the
+/// newest of them was written.
+#[derive(Debug, Clone, PartialEq)]
+struct Folder {
+    keys: Vec<String>,
+    newest: DateTime<Utc>,
+}
+
+/// The backup folders among `objects`, by id, holding only the keys d1r2 writes: everything
+/// else (other folders, nested stores, stray keys inside a backup's folder) is not there to
+/// be deleted.
+fn backup_folders(objects: &[ObjectMeta]) -> BTreeMap<String, Folder> {
+    let mut folders: BTreeMap<String, Folder> = BTreeMap::new();
+    for object in objects {
+        let Some((id, rel)) = repo::backup_key(&object.key) else {
+            continue;
+        };
+        let folder = folders.entry(id.to_string()).or_insert(Folder {
+            keys: Vec::new(),
+            newest: object.modified,
+        });
+        folder.keys.push(rel.to_string());
+        folder.newest = folder.newest.max(object.modified);
+    }
+    folders
+}
+
+/// The folders without a manifest whose newest key is older than `cutoff`: a backup that never
+/// finished (one still running writes a part every few seconds).
+fn orphans(
+    folders: &BTreeMap<String, Folder>,
+    complete: &BTreeSet<&str>,
+    cutoff: DateTime<Utc>,
+) -> Vec<String> {
+    folders
+        .iter()
+        .filter(|(id, f)| {
+            !complete.contains(id.as_str())
+                && !f.keys.iter().any(|k| k == MANIFEST_NAME)
+                && f.newest < cutoff
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// Deletes the keys listed in a backup's folder, in [`repo::deletion_order`].
+async fn delete_backup(
+    store: &dyn Store,
+    id: &str,
+    folders: &BTreeMap<String, Folder>,
+) -> Result<()> {
+    let Some(folder) = folders.get(id) else {
+        return Ok(());
+    };
+    for key in repo::deletion_order(folder.keys.iter().map(String::as_str)) {
+        store.delete(&format!("{id}/{key}")).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(key: &str, hours_ago: i64, now: DateTime<Utc>) -> ObjectMeta {
+        ObjectMeta {
+            key: key.to_string(),
+            size: 1,
+            modified: now - TimeDelta::hours(hours_ago),
+        }
+    }
+
+    #[test]
+    fn folders_and_orphans_table() {
+        let now = Utc::now();
+        let objects: Vec<ObjectMeta> = [
+            ("20261101T030000Z/claim.json", 100),
+            ("20261101T030000Z/manifest.json", 100),
+            ("20261101T030000Z/data/0000.sql.gz", 100),
+            ("20261101T030000Z/data/", 100),
+            ("20261101T030000Z/notes.txt", 100),
+            ("20261102T030000Z/claim.json", 90),
+            ("20261102T030000Z/schema.sql.gz", 48),
+            ("20261103T030000Z/claim.json", 2),
+            ("20261104T030000Z/schema.sql", 100),
+            ("20261104T030000Z/data/0001.sql", 1),
+            ("20261105T030000Z//manifest.json", 100),
+            ("20261106T030000Z/staging/x.sql", 100),
+            ("zzz/manifest.json", 100),
+            ("photos/cat.jpg", 100),
+            ("staging/20261107T030000Z/schema.sql", 100),
+            ("audit/20261101T030000.000Z-backup-00000001.json", 100),
+            ("d1r2-store.json", 100),
+        ]
+        .iter()
+        .map(|(k, h)| object(k, *h, now))
+        .collect();
+        let folders = backup_folders(&objects);
+        assert_eq!(
+            folders.keys().collect::<Vec<_>>(),
+            [
+                "20261101T030000Z",
+                "20261102T030000Z",
+                "20261103T030000Z",
+                "20261104T030000Z"
+            ]
+        );
+        assert_eq!(
+            folders["20261101T030000Z"].keys,
+            ["claim.json", "manifest.json", "data/0000.sql.gz"]
+        );
+        let complete = BTreeSet::from(["20261101T030000Z"]);
+        assert_eq!(
+            orphans(&folders, &complete, now - ORPHAN_AGE),
+            ["20261102T030000Z"]
+        );
+    }
 }

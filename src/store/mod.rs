@@ -22,6 +22,9 @@ use futures::stream::BoxStream;
 /// its parts under it, so it belongs to the seam rather than to one store.
 pub const PART_SIZE: usize = 5 * 1024 * 1024;
 
+/// Which keys a cleanup may touch: the caller knows what it owns, the store does not.
+pub type OwnedKey = fn(&str) -> bool;
+
 /// The bytes of an object, as they arrive.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
 
@@ -43,6 +46,9 @@ pub enum StoreError {
     NotAFolder { store: String },
     #[error("invalid key {0:?}")]
     InvalidKey(String),
+    /// A conditional create ([`Store::put_new`]) found the key taken.
+    #[error("{key} already exists in {store}")]
+    AlreadyExists { store: String, key: String },
     #[error("{op} {key} in {store}: {source}")]
     Io {
         op: &'static str,
@@ -66,16 +72,19 @@ impl StoreError {
     }
 }
 
-/// The user pointed at the wrong place; a missing object or a failed request is a failure.
+/// The user pointed at the wrong place; a missing object or a failed request is a failure, and so
+/// is a key found taken: the callers that expect it (an id claim, the store marker) handle it, and
+/// anywhere else it means another writer got there first.
 impl Classify for StoreError {
     fn kind(&self) -> Kind {
         match self {
             StoreError::MissingRoot { .. }
             | StoreError::NotAFolder { .. }
             | StoreError::InvalidKey(_) => Kind::BadInput,
-            StoreError::NotFound { .. } | StoreError::Io { .. } | StoreError::Remote { .. } => {
-                Kind::Failed
-            }
+            StoreError::NotFound { .. }
+            | StoreError::AlreadyExists { .. }
+            | StoreError::Io { .. }
+            | StoreError::Remote { .. } => Kind::Failed,
         }
     }
 }
@@ -86,6 +95,11 @@ impl Classify for StoreError {
 pub trait Store: Send + Sync + fmt::Display {
     /// Writes a small object in one request, replacing any object under `key`.
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError>;
+
+    /// Writes a small object only if nothing is under `key` ([`StoreError::AlreadyExists`]
+    /// otherwise), atomically: of any number of writers racing for one key exactly one succeeds,
+    /// and the object is complete once anyone can see it. Names are claimed with it.
+    async fn put_new(&self, key: &str, data: Bytes) -> Result<(), StoreError>;
 
     /// Starts a streamed write; the object appears under `key` only when the upload finishes.
     async fn put_stream(&self, key: &str) -> Result<Box<dyn Upload>, StoreError>;
@@ -103,8 +117,16 @@ pub trait Store: Send + Sync + fmt::Display {
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 
     /// Discards unfinished uploads started before `older_than` (left by a crashed process), which
-    /// `list` never shows but which still take space; returns how many.
-    async fn abort_stale_uploads(&self, older_than: DateTime<Utc>) -> Result<usize, StoreError>;
+    /// `list` never shows but which still take space; returns how many. Only uploads of keys
+    /// `owned` accepts are touched: the prefix may hold other programs' uploads in progress. A
+    /// store with folders also removes the folders this emptied, and empty folders older than
+    /// `older_than` that `owned` accepts as `folder/` (left by a process killed after making
+    /// them).
+    async fn abort_stale_uploads(
+        &self,
+        older_than: DateTime<Utc>,
+        owned: OwnedKey,
+    ) -> Result<usize, StoreError>;
 }
 
 /// A streamed write in progress. Dropping it without [`Upload::finish`] discards it.
@@ -176,6 +198,13 @@ mod tests {
             (StoreError::InvalidKey(s("../x")), BadInput),
             (
                 StoreError::NotFound {
+                    store: s("dir"),
+                    key: s("k"),
+                },
+                Failed,
+            ),
+            (
+                StoreError::AlreadyExists {
                     store: s("dir"),
                     key: s("k"),
                 },

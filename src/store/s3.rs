@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::{ByteStream, ObjectMeta, PART_SIZE, Store, StoreError, Upload, check_key};
+use super::{ByteStream, ObjectMeta, OwnedKey, PART_SIZE, Store, StoreError, Upload, check_key};
 
 /// Attempts per request (the SDK's standard retry mode: exponential backoff with jitter on
 /// throttling, 5xx and connection errors). S3 alone retries outside [`crate::retry`].
@@ -210,20 +210,59 @@ impl S3Store {
         data: Bytes,
         sha256: Option<[u8; 32]>,
     ) -> Result<(), StoreError> {
-        let sha256 = sha256.unwrap_or_else(|| Sha256::digest(&data).into());
-        self.client
-            .put_object()
-            .bucket(&self.config.bucket)
-            .key(full)
-            .checksum_sha256(checksum_header(sha256))
-            .body(SdkStream::from(data))
-            .customize()
-            .disable_payload_signing()
-            .send()
+        self.put_request(full, data, sha256, false)
             .await
             .map_err(|e| self.sdk_error("writing", key, e))?;
         Ok(())
     }
+
+    /// The `PutObject` of [`S3Store::put_bytes`]; `new_only` adds `If-None-Match: *`.
+    async fn put_request(
+        &self,
+        full: &str,
+        data: Bytes,
+        sha256: Option<[u8; 32]>,
+        new_only: bool,
+    ) -> Result<
+        aws_sdk_s3::operation::put_object::PutObjectOutput,
+        aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::put_object::PutObjectError>,
+    > {
+        let sha256 = sha256.unwrap_or_else(|| Sha256::digest(&data).into());
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.config.bucket)
+            .key(full)
+            .checksum_sha256(checksum_header(sha256))
+            .set_if_none_match(new_only.then(|| "*".to_string()))
+            .body(SdkStream::from(data));
+        request.customize().disable_payload_signing().send().await
+    }
+}
+
+/// Times a conditional create is sent again after a 409 (about 3 s of pauses in all).
+const CONFLICT_RETRIES: u32 = 5;
+
+/// What a failed conditional create's status says.
+#[derive(Debug, PartialEq)]
+enum Conditional {
+    /// 412 Precondition Failed: the key exists.
+    Taken,
+    /// 409 Conditional Request Conflict: another conditional write to the key was in progress.
+    Conflict,
+    Other,
+}
+
+fn conditional_outcome(status: Option<u16>) -> Conditional {
+    match status {
+        Some(412) => Conditional::Taken,
+        Some(409) => Conditional::Conflict,
+        _ => Conditional::Other,
+    }
+}
+
+fn status_of<E>(err: &aws_sdk_s3::error::SdkError<E>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
 }
 
 /// A SHA-256 as `x-amz-checksum-sha256` carries it.
@@ -241,6 +280,39 @@ impl Store for S3Store {
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         let full = self.full_key(key)?;
         self.put_bytes(key, &full, data, None).await
+    }
+
+    /// `PutObject` with `If-None-Match: *`, which S3 and R2 answer 412 when the key exists. Two
+    /// such requests racing may get 409 `ConditionalRequestConflict`, which says nothing about who
+    /// won: the request is sent again (the SDK does not retry a 409), a few times, after a pause.
+    async fn put_new(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        let full = self.full_key(key)?;
+        let sha256: [u8; 32] = Sha256::digest(&data).into();
+        let mut attempt = 0;
+        loop {
+            let err = match self
+                .put_request(&full, data.clone(), Some(sha256), true)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            match conditional_outcome(status_of(&err)) {
+                Conditional::Taken => {
+                    return Err(StoreError::AlreadyExists {
+                        store: self.to_string(),
+                        key: key.to_string(),
+                    });
+                }
+                Conditional::Conflict if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                Conditional::Conflict | Conditional::Other => {
+                    return Err(self.sdk_error("creating", key, err));
+                }
+            }
+        }
     }
 
     async fn put_stream(&self, key: &str) -> Result<Box<dyn Upload>, StoreError> {
@@ -348,7 +420,11 @@ impl Store for S3Store {
         Ok(objects)
     }
 
-    async fn abort_stale_uploads(&self, older_than: DateTime<Utc>) -> Result<usize, StoreError> {
+    async fn abort_stale_uploads(
+        &self,
+        older_than: DateTime<Utc>,
+        owned: OwnedKey,
+    ) -> Result<usize, StoreError> {
         let base = if self.config.prefix.is_empty() {
             String::new()
         } else {
@@ -372,6 +448,10 @@ impl Store for S3Store {
                     continue;
                 };
                 if timestamp(upload.initiated()) >= older_than {
+                    continue;
+                }
+                if !key.strip_prefix(&base).is_some_and(owned) {
+                    tracing::debug!("leaving the upload of {key:?}: not a key d1r2 writes");
                     continue;
                 }
                 self.client
@@ -582,6 +662,20 @@ impl Drop for S3Upload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conditional_statuses_table() {
+        for (status, want) in [
+            (Some(412), Conditional::Taken),
+            (Some(409), Conditional::Conflict),
+            (Some(200), Conditional::Other),
+            (Some(403), Conditional::Other),
+            (Some(503), Conditional::Other),
+            (None, Conditional::Other),
+        ] {
+            assert_eq!(conditional_outcome(status), want, "{status:?}");
+        }
+    }
 
     #[test]
     fn r2_endpoints_table() {

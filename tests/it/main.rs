@@ -16,6 +16,7 @@ mod prune;
 mod roundtrip;
 mod runner;
 mod secrets;
+mod shared_store;
 mod source_conformance;
 mod store_conformance;
 mod trigger;

@@ -193,7 +193,7 @@ fn interrupted_prunes_and_crashed_backups_are_cleaned_after_a_day() {
     // A crashed upload's temporary file, two days old.
     let temp = store
         .join(&made[2])
-        .join(".d1r2-tmp-00000000deadbeef-part.sql.gz");
+        .join("data/.d1r2-tmp-00000000deadbeef-0003-t.0.sql.gz");
     std::fs::write(&temp, b"half").unwrap();
     age(&store.join(&made[2]), Duration::from_secs(2 * 86_400));
 
@@ -381,4 +381,37 @@ fn the_audit_trail_records_who_did_what() {
     assert_eq!(ids(&store).len(), 1);
     let outputs = std::fs::read_to_string(&output).unwrap();
     assert!(outputs.contains("kept<<"), "{outputs}");
+}
+
+/// Only folders named by backup ids are backups, finished or not: a dry run names no other
+/// folder as an unfinished backup (an app's folder, a folder holding its own `manifest.json`),
+/// however old, and names an id folder holding only a claim once a day old.
+#[test]
+fn only_backup_folders_are_ever_unfinished_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, made) = store_with_backups(dir.path(), &TIMES[..2]);
+    let s = store.to_str().unwrap();
+    let name = format!("app{:08x}", rand::random::<u32>());
+    for key in [
+        format!("{name}/a.bin"),
+        format!("{name}-site/manifest.json"),
+        format!("{}/notes.txt", made[0]),
+    ] {
+        let path = store.join(&key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, rand::random::<u64>().to_le_bytes()).unwrap();
+    }
+    let dead = "20200101T000000Z-7";
+    std::fs::create_dir_all(store.join(dead)).unwrap();
+    std::fs::write(store.join(dead).join("claim.json"), b"{}").unwrap();
+    age(&store, Duration::from_secs(3 * 86_400));
+    let plan = ok(&["prune", "--from", s, "--keep-last", "5", "--dry-run"]);
+    assert!(!plan.contains(&name), "{plan}");
+    assert!(plan.contains(dead), "{plan}");
+    assert_eq!(plan.matches("incomplete").count(), 1, "{plan}");
+    ok(&["prune", "--from", s, "--keep-last", "5"]);
+    assert!(!store.join(dead).exists());
+    assert!(store.join(&made[0]).join("notes.txt").exists());
+    assert!(store.join(&name).join("a.bin").exists());
+    assert_eq!(ids(&store), made);
 }

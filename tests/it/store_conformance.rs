@@ -163,23 +163,97 @@ pub async fn aborted_and_dropped_uploads_leave_nothing(store: &dyn Store) {
     );
 }
 
-/// An upload left unfinished by a process that died: never finished, never aborted.
+/// An upload left unfinished by a process that died: never finished, never aborted. Only the
+/// uploads of keys the caller owns are touched: another program's stays.
 pub async fn stale_uploads_are_found_and_aborted(store: &dyn Store) {
+    let owned = |key: &str| key.starts_with("stale/");
     let now = chrono::Utc::now();
-    let mut upload = store.put_stream("stale/part").await.unwrap();
-    upload.write(pattern(PART_SIZE + 10, 3)).await.unwrap();
-    std::mem::forget(upload);
+    for key in ["stale/part", "theirs/part"] {
+        let mut upload = store.put_stream(key).await.unwrap();
+        upload.write(pattern(PART_SIZE + 10, 3)).await.unwrap();
+        std::mem::forget(upload);
+    }
     assert_eq!(
         store
-            .abort_stale_uploads(now - chrono::TimeDelta::days(1))
+            .abort_stale_uploads(now - chrono::TimeDelta::days(1), owned)
             .await
             .unwrap(),
         0,
         "a young upload was aborted"
     );
     let cutoff = chrono::Utc::now() + chrono::TimeDelta::minutes(1);
-    assert_eq!(store.abort_stale_uploads(cutoff).await.unwrap(), 1);
-    assert_eq!(store.abort_stale_uploads(cutoff).await.unwrap(), 0);
+    assert_eq!(store.abort_stale_uploads(cutoff, owned).await.unwrap(), 1);
+    assert_eq!(store.abort_stale_uploads(cutoff, owned).await.unwrap(), 0);
+    assert_eq!(
+        store.abort_stale_uploads(cutoff, |_| true).await.unwrap(),
+        1,
+        "an upload of a key the caller does not own was aborted"
+    );
+    assert!(keys(store, "").await.is_empty());
+}
+
+/// A conditional create: refused on a taken key (whoever wrote it, and however), the first
+/// content kept; of many racing for one key, exactly one wins and its content is what is stored.
+pub async fn put_new_creates_only_once(store: &dyn Store) {
+    let seed: u8 = rand::random();
+    let first = pattern(1000 + seed as usize, seed);
+    store
+        .put_new("claims/one.json", first.clone())
+        .await
+        .unwrap();
+    let err = store
+        .put_new("claims/one.json", pattern(10, seed ^ 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyExists { .. }),
+        "a second create was not refused: {err}"
+    );
+    assert_eq!(err.kind(), Kind::Failed);
+    assert!(err.to_string().contains("claims/one.json"), "{err}");
+    assert!(read_all(store, "claims/one.json").await.unwrap() == first);
+
+    store
+        .put("claims/put.json", Bytes::from_static(b"plain"))
+        .await
+        .unwrap();
+    let err = store
+        .put_new("claims/put.json", Bytes::from_static(b"new"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+    assert_eq!(
+        read_all(store, "claims/put.json").await.unwrap(),
+        &b"plain"[..]
+    );
+
+    let racers = 16;
+    let results = futures::future::join_all((0..racers).map(|i| {
+        store.put_new(
+            "claims/race.json",
+            Bytes::from(format!("racer {i} of {seed}")),
+        )
+    }))
+    .await;
+    let winners: Vec<usize> = (0..racers).filter(|&i| results[i].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for (i, r) in results.iter().enumerate() {
+        if let Err(e) = r {
+            assert!(
+                matches!(e, StoreError::AlreadyExists { .. }),
+                "racer {i}: {e}"
+            );
+        }
+    }
+    assert_eq!(
+        read_all(store, "claims/race.json").await.unwrap(),
+        format!("racer {} of {seed}", winners[0]).as_bytes()
+    );
+    let err = store.put_new("a//b", Bytes::new()).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidKey(_)), "{err}");
+    for key in ["claims/one.json", "claims/put.json", "claims/race.json"] {
+        store.delete(key).await.unwrap();
+    }
     assert!(keys(store, "").await.is_empty());
 }
 
@@ -192,6 +266,7 @@ pub async fn conformance(store: &dyn Store) {
     streams_appear_only_when_finished(store).await;
     aborted_and_dropped_uploads_leave_nothing(store).await;
     stale_uploads_are_found_and_aborted(store).await;
+    put_new_creates_only_once(store).await;
 }
 
 #[tokio::test]
@@ -289,4 +364,53 @@ async fn s3_missing_bucket_is_a_missing_root() {
     let store = s3_store(&server, "nobucket", "").await;
     let err = store.list("").await.unwrap_err();
     assert_eq!(err.kind(), Kind::BadInput, "{err}");
+}
+
+/// Keys a bucket holds that are not d1r2's to hold (a console's folder marker, a key with an
+/// empty segment) never make a listing fail; S3 lists them as they are, for the caller to skip.
+/// `s3s-fs` itself stores a folder marker as a directory, which it never lists, and folds an
+/// empty segment away; the fake lists planted keys as S3 does.
+#[tokio::test]
+async fn s3_lists_keys_it_cannot_hold_without_failing() {
+    let server = FakeS3::start(&["bkt"]).await;
+    let store = s3_store(&server, "bkt", "p").await;
+    store
+        .put("20261124T221500Z/manifest.json", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .endpoint_url(&server.url)
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "test",
+        ))
+        .force_path_style(true)
+        .build();
+    let raw = aws_sdk_s3::Client::from_conf(config);
+    for key in ["p/20261124T221500Z/data/", "p/x//manifest.json"] {
+        raw.put_object()
+            .bucket("bkt")
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b""))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        keys(&store, "").await,
+        ["20261124T221500Z/manifest.json", "x/manifest.json"],
+        "s3s-fs changed how it stores folder markers and empty segments"
+    );
+    server.plant("bkt", "p/20261124T221500Z/data/");
+    server.plant("bkt", "p//manifest.json");
+    assert_eq!(
+        keys(&store, "").await,
+        [
+            "/manifest.json",
+            "20261124T221500Z/data/",
+            "20261124T221500Z/manifest.json",
+            "x/manifest.json"
+        ]
+    );
 }

@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::Utc;
+use futures::future::{join_all, try_join_all};
 use futures::stream::{FuturesOrdered, FuturesUnordered};
-use futures::{StreamExt, TryFutureExt, TryStreamExt, future::try_join_all};
+use futures::{StreamExt, TryFutureExt, TryStreamExt};
 
 use crate::error::{Context, Error, Result};
 use crate::format::codec::{Compression, Encoded, Member, PartEncoder, Stored};
@@ -23,8 +24,9 @@ use crate::format::dump::insert::InsertWriter;
 use crate::format::dump::{part_sql, post_statements, schema_statements, sequence_sql};
 use crate::format::manifest::{
     EncryptionInfo, FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, PLAIN_FORMAT,
-    TableEntry, backup_id, slug,
+    TableEntry, slug,
 };
+use crate::format::repo::{CLAIM_NAME, deletion_order};
 use crate::model::{DataMode, Page, Row, Table, TableFilter};
 use crate::ops::backup::in_order::InOrder;
 use crate::ops::backup::read_ahead::ReadAhead;
@@ -33,6 +35,7 @@ use crate::source::{FirstPage, Source, catalog, row_key};
 use crate::store::{Store, Upload};
 
 mod budget;
+mod claim;
 mod in_order;
 mod read_ahead;
 pub(crate) mod rowid_windows;
@@ -191,13 +194,14 @@ pub async fn run(
     options: &BackupOptions,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
-    // Asked beside the catalog, the bookmark still marks the backup's start, and neither it nor
-    // the search for a free backup id in the stores costs a round trip of its own.
-    let (schema, bookmark, id) = futures::try_join!(
+    // Asked beside the catalog, the bookmark still marks the backup's start without a round
+    // trip of its own. The id is claimed once both are there, so a refused backup (a table
+    // filter that matches nothing) writes nothing.
+    let (schema, bookmark) = futures::try_join!(
         catalog::load(source, &options.filter).err_into::<Error>(),
         source.bookmark().err_into::<Error>(),
-        unique_id(stores),
     )?;
+    let id = claim::claim_id(stores, Utc::now()).await?;
     let mut info = source.info();
     info.bookmark = bookmark;
     tracing::info!(
@@ -214,6 +218,7 @@ pub async fn run(
         compression: options.compression,
         encryption: options.encryption.clone(),
         data_parts: std::sync::atomic::AtomicUsize::new(0),
+        written: std::sync::Mutex::new(Vec::new()),
         encoders: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
@@ -251,6 +256,7 @@ pub async fn run(
         .context("encoding the manifest")?;
     let manifest_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json));
     let key = format!("{id}/{MANIFEST_NAME}");
+    target.wrote(MANIFEST_NAME);
     let written = try_join_all(
         stores
             .iter()
@@ -882,6 +888,9 @@ struct Target {
     /// Data parts opened so far: an encrypted backup's data parts are named by this count alone,
     /// so their keys tell neither a table's name nor which parts belong to one table.
     data_parts: std::sync::atomic::AtomicUsize,
+    /// The keys (in the backup's folder) this run has started to write, in order: all a failed
+    /// run may delete.
+    written: std::sync::Mutex<Vec<String>>,
 }
 
 struct OpenPart {
@@ -905,6 +914,7 @@ impl Target {
             None => format!("data/{index:04}-{}.{part}.{extension}", slug(&table.name)),
         };
         let full = format!("{}/{key}", self.id);
+        self.wrote(&key);
         let uploads = try_join_all(self.stores.iter().map(|s| s.put_stream(&full))).await?;
         let part_key = self.part_key(&key);
         Ok(OpenPart {
@@ -982,22 +992,52 @@ impl Target {
         })
         .await??;
         let full = format!("{}/{key}", self.id);
+        self.wrote(key);
         let bytes = Bytes::from(bytes);
         try_join_all(self.stores.iter().map(|s| s.put(&full, bytes.clone()))).await?;
         Ok(entry(key.to_string(), kind, None, 0, stored))
     }
 
-    /// Deletes whatever this backup stored, so a failed run leaves no debris behind (prune also
-    /// removes orphans later, should this fail too).
+    /// Notes a key before it is written: whether or not the write gets there, a failed run
+    /// deletes it.
+    fn wrote(&self, key: &str) {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key.to_string());
+    }
+
+    /// Deletes what this run wrote, and nothing else in its folder, in [`discard_order`]; in a
+    /// store where a delete fails the rest are left (prune removes them once a day old), so no
+    /// listed backup ever loses a part.
     async fn discard(&self) {
-        for store in &self.stores {
-            if let Ok(objects) = store.list(&format!("{}/", self.id)).await {
-                for o in objects {
-                    let _ = store.delete(&o.key).await;
+        let written = self
+            .written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let keys = discard_order(&written);
+        let id = &self.id;
+        join_all(self.stores.iter().map(|store| {
+            let keys = &keys;
+            async move {
+                for key in keys {
+                    if let Err(e) = store.delete(&format!("{id}/{key}")).await {
+                        tracing::warn!("leaving backup {id} in {store} to prune: {e}");
+                        return;
+                    }
                 }
             }
-        }
+        }))
+        .await;
     }
+}
+
+/// The order a failed backup's keys are deleted in: as [`deletion_order`] says (manifest first,
+/// claim last), the parts newest first; the claim always, as the run made it.
+fn discard_order(written: &[String]) -> Vec<String> {
+    let keys = written.iter().rev().map(String::as_str);
+    deletion_order(keys.chain([CLAIM_NAME]))
 }
 
 fn entry(
@@ -1018,33 +1058,38 @@ fn entry(
     }
 }
 
-/// A new backup id no destination has used yet (two backups in one second get `-1`, `-2`, ...).
-async fn unique_id(stores: &[Arc<dyn Store>]) -> Result<String> {
-    let base = backup_id(Utc::now());
-    for n in 0..100 {
-        let id = if n == 0 {
-            base.clone()
-        } else {
-            format!("{base}-{n}")
-        };
-        let mut taken = false;
-        for store in stores {
-            if !store.list(&format!("{id}/")).await?.is_empty() {
-                taken = true;
-            }
-        }
-        if !taken {
-            return Ok(id);
-        }
-    }
-    Err(crate::error::failed(format!(
-        "could not find a free backup id near {base}"
-    )))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{BatchWeight, next_batch, next_page_rows, readers_for, split_rowids};
+    use super::{
+        BatchWeight, discard_order, next_batch, next_page_rows, readers_for, split_rowids,
+    };
+
+    #[test]
+    fn discard_order_table() {
+        let v = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        for (written, want) in [
+            (v(&[]), v(&["claim.json"])),
+            (
+                v(&["schema.sql.gz", "data/0000-t.0.sql.gz", "post.sql.gz"]),
+                v(&[
+                    "post.sql.gz",
+                    "data/0000-t.0.sql.gz",
+                    "schema.sql.gz",
+                    "claim.json",
+                ]),
+            ),
+            (
+                v(&["schema.sql", "post.sql", "manifest.json"]),
+                v(&["manifest.json", "post.sql", "schema.sql", "claim.json"]),
+            ),
+            (
+                v(&["data/0000.sql.gz", "data/0000.sql.gz", "manifest.json"]),
+                v(&["manifest.json", "data/0000.sql.gz", "claim.json"]),
+            ),
+        ] {
+            assert_eq!(discard_order(&written), want, "{written:?}");
+        }
+    }
 
     #[test]
     fn batch_table() {

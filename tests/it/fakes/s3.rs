@@ -4,7 +4,9 @@
 //! sent as `UNSIGNED-PAYLOAD` and ` [sha256]` when it carries `x-amz-checksum-sha256`) so tests
 //! can see multipart uploads and their aborts happen, and how bodies are checked. `s3s-fs` has no
 //! ListMultipartUploads; [`Uploads`] adds it from the files `s3s-fs` keeps per upload, so stale
-//! uploads can be found and aborted as on S3 and R2.
+//! uploads can be found and aborted as on S3 and R2. It also makes `If-None-Match: *` atomic, as
+//! S3 and R2 do (`s3s-fs` checks, then writes), and lists planted keys that a file system cannot
+//! hold but a bucket can ([`FakeS3::plant`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,8 @@ pub struct S3State {
     pub faults: AtomicU64,
     fail: Mutex<(f64, u64, u64)>,
     latency: Mutex<std::time::Duration>,
+    /// Keys listed as zero-byte objects beside the stored ones: `(bucket, key)`.
+    planted: Mutex<Vec<(String, String)>>,
 }
 
 impl S3State {
@@ -59,13 +63,15 @@ impl FakeS3 {
             std::fs::create_dir_all(root.path().join(b)).unwrap();
         }
         let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+        let state = Arc::new(S3State::default());
         let mut builder = S3ServiceBuilder::new(Uploads {
             fs,
             root: root.path().to_path_buf(),
+            creating: tokio::sync::Mutex::new(()),
+            state: state.clone(),
         });
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
-        let state = Arc::new(S3State::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let served = state.clone();
@@ -141,6 +147,17 @@ impl FakeS3 {
         *self.state.latency.lock().unwrap() = latency;
     }
 
+    /// Lists `key` in `bucket` as a zero-byte object from now on, as S3 and R2 list keys that
+    /// `s3s-fs` cannot store as a file: a folder marker (`a/b/`, which `s3s-fs` makes a directory
+    /// and never lists) or a key with an empty segment (`a//b`, which it stores as `a/b`).
+    pub fn plant(&self, bucket: &str, key: &str) {
+        self.state
+            .planted
+            .lock()
+            .unwrap()
+            .push((bucket.to_string(), key.to_string()));
+    }
+
     /// Fails the next `n` requests.
     pub fn fail_next(&self, n: u64) {
         self.state.fail.lock().unwrap().2 = n;
@@ -193,6 +210,9 @@ async fn checked(
 struct Uploads {
     fs: s3s_fs::FileSystem,
     root: std::path::PathBuf,
+    /// Held through a conditional create, so checking for the key and writing it are one step.
+    creating: tokio::sync::Mutex<()>,
+    state: Arc<S3State>,
 }
 
 #[async_trait::async_trait]
@@ -203,6 +223,10 @@ impl s3s::S3 for Uploads {
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
         let input = &mut req.input;
         input.body = checked(input.body.take(), input.checksum_sha256.as_deref()).await?;
+        let _creating = match input.if_none_match {
+            Some(_) => Some(self.creating.lock().await),
+            None => None,
+        };
         self.fs.put_object(req).await
     }
 
@@ -234,11 +258,35 @@ impl s3s::S3 for Uploads {
         self.fs.delete_object(req).await
     }
 
+    /// `s3s-fs`'s listing, with the planted keys under the prefix added in key order.
     async fn list_objects_v2(
         &self,
         req: S3Request<dto::ListObjectsV2Input>,
     ) -> S3Result<S3Response<dto::ListObjectsV2Output>> {
-        self.fs.list_objects_v2(req).await
+        let bucket = req.input.bucket.clone();
+        let prefix = req.input.prefix.clone().unwrap_or_default();
+        let mut out = self.fs.list_objects_v2(req).await?;
+        let planted: Vec<dto::Object> = self
+            .state
+            .planted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(b, k)| *b == bucket && k.starts_with(&prefix))
+            .map(|(_, k)| dto::Object {
+                key: Some(k.clone()),
+                size: Some(0),
+                last_modified: Some(std::time::SystemTime::now().into()),
+                ..Default::default()
+            })
+            .collect();
+        if !planted.is_empty() {
+            let contents = out.output.contents.get_or_insert_with(Vec::new);
+            contents.extend(planted);
+            contents.sort_by(|a, b| a.key.cmp(&b.key));
+            out.output.key_count = Some(contents.len() as i32);
+        }
+        Ok(out)
     }
 
     async fn create_multipart_upload(

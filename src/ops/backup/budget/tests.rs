@@ -126,8 +126,16 @@ impl Store for Slow {
         self.0.delete(key).await
     }
 
-    async fn abort_stale_uploads(&self, older_than: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.0.abort_stale_uploads(older_than).await
+    async fn put_new(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        self.0.put_new(key, data).await
+    }
+
+    async fn abort_stale_uploads(
+        &self,
+        older_than: DateTime<Utc>,
+        owned: crate::store::OwnedKey,
+    ) -> Result<usize, StoreError> {
+        self.0.abort_stale_uploads(older_than, owned).await
     }
 }
 
