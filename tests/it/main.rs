@@ -12,6 +12,7 @@ mod d1;
 mod encryption;
 mod firewall;
 mod prune;
+mod restore_target;
 mod roundtrip;
 mod runner;
 mod secrets;
