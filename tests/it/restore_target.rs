@@ -25,6 +25,7 @@ struct Place {
     env: Vec<(&'static str, String)>,
     /// The folder for databases and exports.
     work: tempfile::TempDir,
+    /// What lives as long as the place: the S3 server, the folder of the local store.
     _holds: (Option<FakeS3>, tempfile::TempDir),
 }
 
@@ -58,6 +59,11 @@ impl Place {
     /// The two places every case runs in.
     async fn both() -> [Place; 2] {
         [Place::local().await, Place::s3().await]
+    }
+
+    /// The requests the S3 server has answered (none for the local folder).
+    fn requests(&self) -> usize {
+        self._holds.0.as_ref().map_or(0, |server| server.log().len())
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -147,6 +153,9 @@ async fn backed_up(place: &Place) -> PathBuf {
 /// into the file, more committed only to the WAL.
 fn live_wal_target(path: &Path) -> Connection {
     let app = Connection::open(path).unwrap();
+    let page_size = [1024, 2048, 8192, 16384][rand::random::<u32>() as usize % 4];
+    app.execute_batch(&format!("PRAGMA page_size={page_size}"))
+        .unwrap();
     let mode: String = app
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .unwrap();
@@ -261,6 +270,40 @@ async fn a_corrupt_backup_leaves_a_live_wal_target_whole() {
         assert_eq!(contents(&fresh), before, "{}: a new connection", place.from);
         assert_eq!(integrity(&fresh), "ok");
         assert_eq!(scratch_files(place.work.path()), Vec::<String>::new());
+    }
+}
+
+/// A backup whose parts load but do not add up to what its manifest recorded (a plain manifest
+/// written over: one table's row count changed) is refused by the check a restore runs before
+/// it writes, and the target stays as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_that_does_not_check_out_leaves_the_target_whole() {
+    for place in Place::both().await {
+        backed_up(&place).await;
+        let manifest = a_data_part(&place.objects)
+            .parent()
+            .and_then(Path::parent)
+            .unwrap()
+            .join("manifest.json");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+        let table = json["tables"][0]["name"].as_str().unwrap().to_string();
+        let rows = json["tables"][0]["rows"].as_u64().unwrap();
+        json["tables"][0]["rows"] = (rows + 1 + rand::random::<u64>() % 9).into();
+        std::fs::write(&manifest, serde_json::to_vec(&json).unwrap()).unwrap();
+        let target = place.path(&format!("{}.db", word("app")));
+        let app = live_wal_target(&target);
+        let before = contents(&app);
+
+        let run = place.restore(&target, &["--force"]).await;
+        run.fails_with(1);
+        let line = one_error_line(&run);
+        assert!(line.contains(&table) && line.contains("was not changed"), "{run}");
+
+        assert_eq!(contents(&app), before, "{}", place.from);
+        let fresh = Connection::open(&target).unwrap();
+        assert_eq!(contents(&fresh), before, "{}", place.from);
+        assert_eq!(integrity(&fresh), "ok");
     }
 }
 
@@ -422,6 +465,7 @@ async fn a_missing_folder_is_bad_input_naming_the_path_given() {
         let missing = place.path(&word("gone")).join(word("x"));
         let target = missing.join("r.db");
         let out = missing.join("e.sql");
+        let requests = place.requests();
         let runs = [
             place.restore(&target, &[]).await,
             place
@@ -435,6 +479,7 @@ async fn a_missing_folder_is_bad_input_naming_the_path_given() {
             assert!(!line.contains(".d1r2-"), "{run}");
         }
         assert!(!missing.exists());
+        assert_eq!(place.requests(), requests, "nothing asked of the store");
     }
 }
 
