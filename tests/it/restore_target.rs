@@ -63,7 +63,21 @@ impl Place {
 
     /// The requests the S3 server has answered (none for the local folder).
     fn requests(&self) -> usize {
-        self._holds.0.as_ref().map_or(0, |server| server.log().len())
+        self._holds
+            .0
+            .as_ref()
+            .map_or(0, |server| server.log().len())
+    }
+
+    /// The data parts the S3 server has been asked for (none for the local folder).
+    fn data_requests(&self) -> usize {
+        self._holds.0.as_ref().map_or(0, |server| {
+            server
+                .log()
+                .iter()
+                .filter(|l| l.starts_with("GET") && l.contains("/data/"))
+                .count()
+        })
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -106,7 +120,11 @@ fn word(stem: &str) -> String {
 fn value(i: u64) -> rusqlite::types::Value {
     use rusqlite::types::Value;
     let r: u64 = rand::random();
-    let bytes = |n: u64| (0..n % 40).map(|_| rand::random::<u8>()).collect::<Vec<u8>>();
+    let bytes = |n: u64| {
+        (0..n % 40)
+            .map(|_| rand::random::<u8>())
+            .collect::<Vec<u8>>()
+    };
     match i % 5 {
         0 => Value::Integer(r as i64),
         1 => {
@@ -258,7 +276,12 @@ async fn a_corrupt_backup_leaves_a_live_wal_target_whole() {
         run.fails_with(1);
         one_error_line(&run);
 
-        assert_eq!(contents(&app), before, "{}: the app's connection", place.from);
+        assert_eq!(
+            contents(&app),
+            before,
+            "{}: the app's connection",
+            place.from
+        );
         assert_eq!(integrity(&app), "ok");
         let wal_after = std::fs::read(wal(&target)).unwrap_or_default();
         assert!(
@@ -300,7 +323,10 @@ async fn a_backup_that_does_not_check_out_leaves_the_target_whole() {
         let run = place.restore(&target, &["--force"]).await;
         run.fails_with(1);
         let line = one_error_line(&run);
-        assert!(line.contains(&table) && line.contains("was not changed"), "{run}");
+        assert!(
+            line.contains(&table) && line.contains("was not changed"),
+            "{run}"
+        );
 
         assert_eq!(contents(&app), before, "{}", place.from);
         let fresh = Connection::open(&target).unwrap();
@@ -332,7 +358,12 @@ async fn a_good_restore_onto_a_live_wal_target_keeps_its_file_mode_and_owner() {
             assert_eq!((meta.uid(), meta.gid()), (owner, owner), "{}", place.from);
         }
         let source = Connection::open(&src).unwrap();
-        assert_eq!(contents(&app), contents(&source), "{}: the app sees it", place.from);
+        assert_eq!(
+            contents(&app),
+            contents(&source),
+            "{}: the app sees it",
+            place.from
+        );
         drop(app);
         assert_same_database(&src, &target);
         let fresh = Connection::open(&target).unwrap();
@@ -398,10 +429,19 @@ async fn a_target_held_in_a_write_transaction_is_refused_and_untouched() {
             app.execute_batch("BEGIN IMMEDIATE").unwrap();
             fill(&app, &table, 3);
 
+            let asked = place.data_requests();
             let run = place.restore(&target, &["--force"]).await;
             run.fails_with(1);
             let line = one_error_line(&run);
-            assert!(line.contains("in use") && line.contains(s(&target)), "{run}");
+            assert!(
+                line.contains("in use") && line.contains(s(&target)),
+                "{run}"
+            );
+            assert_eq!(
+                place.data_requests(),
+                asked,
+                "refused before a part is read"
+            );
 
             app.execute_batch("COMMIT").unwrap();
             let fresh = Connection::open(&target).unwrap();
@@ -496,7 +536,55 @@ async fn a_file_that_is_not_a_database_is_refused_even_with_force() {
         std::fs::write(&target, &text).unwrap();
         let run = place.restore(&target, &["--force"]).await;
         run.fails_with(2);
-        assert!(one_error_line(&run).contains("not a SQLite database"), "{run}");
+        assert!(
+            one_error_line(&run).contains("not a SQLite database"),
+            "{run}"
+        );
         assert_eq!(std::fs::read_to_string(&target).unwrap(), text);
     }
+}
+
+/// A restore of some tables reads the target's other tables first and writes the whole
+/// database back last; a commit by another connection in between would be lost, so the restore
+/// is refused and the commit kept. The S3 server answers slowly so the commit lands while the
+/// parts download (a local folder answers too fast to step in).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_during_a_restore_of_some_tables_is_kept_and_the_restore_refused() {
+    let place = Place::s3().await;
+    let src = backed_up(&place).await;
+    let chosen = user_tables(&Connection::open(&src).unwrap())[0].clone();
+    let target = place.path(&format!("{}.db", word("app")));
+    let app = live_wal_target(&target);
+    place
+        ._holds
+        .0
+        .as_ref()
+        .unwrap()
+        .set_latency(std::time::Duration::from_millis(400));
+    let args = ["--force", "--tables", chosen.as_str()];
+    let restore = place.restore(&target, &args);
+    let watch = async {
+        // The scratch file fills once the target's tables are read into it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let read = std::fs::read_dir(place.work.path()).unwrap().any(|e| {
+                let e = e.unwrap();
+                e.file_name().to_string_lossy().contains(".d1r2-restore-")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            });
+            if read || std::time::Instant::now() > deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let (run, ()) = tokio::join!(restore, async {
+        watch.await;
+        fill(&app, &word("late"), 5);
+    });
+    run.fails_with(1);
+    assert!(one_error_line(&run).contains("was written to"), "{run}");
+    let fresh = Connection::open(&target).unwrap();
+    assert_eq!(contents(&fresh), contents(&app));
+    assert_eq!(integrity(&fresh), "ok");
 }
