@@ -563,28 +563,64 @@ async fn a_commit_during_a_restore_of_some_tables_is_kept_and_the_restore_refuse
         .set_latency(std::time::Duration::from_millis(400));
     let args = ["--force", "--tables", chosen.as_str()];
     let restore = place.restore(&target, &args);
-    let watch = async {
-        // The scratch file fills once the target's tables are read into it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let read = std::fs::read_dir(place.work.path()).unwrap().any(|e| {
-                let e = e.unwrap();
-                e.file_name().to_string_lossy().contains(".d1r2-restore-")
-                    && e.metadata().is_ok_and(|m| m.len() > 0)
-            });
-            if read || std::time::Instant::now() > deadline {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
     let (run, ()) = tokio::join!(restore, async {
-        watch.await;
+        // The scratch file fills once the target's tables are read into it.
+        scratch_appears(place.work.path(), 1).await;
         fill(&app, &word("late"), 5);
     });
     run.fails_with(1);
     assert!(one_error_line(&run).contains("was written to"), "{run}");
     let fresh = Connection::open(&target).unwrap();
     assert_eq!(contents(&fresh), contents(&app));
+    assert_eq!(integrity(&fresh), "ok");
+}
+
+/// Waits (up to a minute) until a restore's scratch file of at least `bytes` is in `dir`.
+async fn scratch_appears(dir: &Path, bytes: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let there = std::fs::read_dir(dir).unwrap().any(|e| {
+            let e = e.unwrap();
+            e.file_name().to_string_lossy().contains(".d1r2-restore-")
+                && e.metadata().is_ok_and(|m| m.len() >= bytes)
+        });
+        if there {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no scratch file appeared in {}", dir.display());
+}
+
+/// A writer that takes the target after the restore began (while the parts download) holds
+/// it when the restore comes to write: the restore waits a bounded time, then is refused, and
+/// the writer's transaction commits over the target as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_that_takes_the_target_during_the_download_is_waited_for_then_refused() {
+    let place = Place::s3().await;
+    backed_up(&place).await;
+    let target = place.path(&format!("{}.db", word("app")));
+    let app = live_wal_target(&target);
+    let before = contents(&app);
+    place
+        ._holds
+        .0
+        .as_ref()
+        .unwrap()
+        .set_latency(std::time::Duration::from_millis(400));
+    let table = word("pending");
+    let (run, ()) = tokio::join!(place.restore(&target, &["--force"]), async {
+        scratch_appears(place.work.path(), 0).await;
+        app.execute_batch("BEGIN IMMEDIATE").unwrap();
+        fill(&app, &table, 3);
+    });
+    run.fails_with(1);
+    assert!(one_error_line(&run).contains("in use"), "{run}");
+    app.execute_batch("COMMIT").unwrap();
+    let mut expected = before;
+    expected.push((table.clone(), table_cells(&app, &table)));
+    expected.sort();
+    let fresh = Connection::open(&target).unwrap();
+    assert_eq!(contents(&fresh), expected);
     assert_eq!(integrity(&fresh), "ok");
 }
