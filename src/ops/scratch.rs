@@ -195,8 +195,7 @@ fn remove_sidecars(path: &Path) -> usize {
 /// Removes the scratch files in `dir` that no run holds: those whose lock can be taken (their
 /// run ended without removing them, killed or crashed), and sidecars left without their scratch
 /// file. A live run's file stays, however old. Returns how many files were removed (sidecars
-/// included); a file that
-/// cannot be opened or removed (another user's) is left, quietly.
+/// included); a file that cannot be opened or removed (another user's) is left, quietly.
 pub(crate) fn sweep(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -234,20 +233,20 @@ pub(crate) fn sweep(dir: &Path) -> usize {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum OutputPathError {
     #[error("cannot write {path}: the folder {folder} does not exist")]
-    NoFolder { path: String, folder: String },
+    Missing { path: String, folder: String },
     #[error("cannot write {path}: {folder} is not a folder")]
-    NotAFolder { path: String, folder: String },
+    InAFile { path: String, folder: String },
     #[error("cannot write {path}: it is a folder, name a file")]
-    IsAFolder { path: String },
+    IsFolder { path: String },
 }
 
 /// The user named the path: each is theirs to fix.
 impl crate::error::Classify for OutputPathError {
     fn kind(&self) -> crate::error::Kind {
         match self {
-            OutputPathError::NoFolder { .. }
-            | OutputPathError::NotAFolder { .. }
-            | OutputPathError::IsAFolder { .. } => crate::error::Kind::BadInput,
+            OutputPathError::Missing { .. }
+            | OutputPathError::InAFile { .. }
+            | OutputPathError::IsFolder { .. } => crate::error::Kind::BadInput,
         }
     }
 }
@@ -260,16 +259,16 @@ pub(crate) fn check_folder(path: &Path) -> Result<(), OutputPathError> {
     match std::fs::metadata(folder) {
         Err(_) => {
             let (path, folder) = shown();
-            return Err(OutputPathError::NoFolder { path, folder });
+            return Err(OutputPathError::Missing { path, folder });
         }
         Ok(meta) if !meta.is_dir() => {
             let (path, folder) = shown();
-            return Err(OutputPathError::NotAFolder { path, folder });
+            return Err(OutputPathError::InAFile { path, folder });
         }
         Ok(_) => {}
     }
     if path.is_dir() || path.file_name().is_none() {
-        return Err(OutputPathError::IsAFolder {
+        return Err(OutputPathError::IsFolder {
             path: path.display().to_string(),
         });
     }
@@ -370,5 +369,32 @@ mod tests {
             2,
             "a scratch file goes with its run"
         );
+    }
+
+    #[test]
+    fn an_output_path_needs_its_folder() {
+        use crate::error::Classify;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("file"), b"x").unwrap();
+        let cases: Vec<(PathBuf, Option<&str>)> = vec![
+            (d.join("new.db"), None),
+            (d.join("file"), None),
+            (d.join("gone").join("new.db"), Some("does not exist")),
+            (d.join("file").join("new.db"), Some("is not a folder")),
+            (d.to_path_buf(), Some("it is a folder")),
+        ];
+        for (path, refused) in cases {
+            match (check_folder(&path), refused) {
+                (Ok(()), None) => {}
+                (Err(e), Some(words)) => {
+                    let text = e.to_string();
+                    assert!(text.contains(words), "{text}");
+                    assert!(text.starts_with(&format!("cannot write {}", path.display())));
+                    assert_eq!(e.kind(), crate::error::Kind::BadInput);
+                }
+                (got, want) => panic!("{}: {got:?}, expected {want:?}", path.display()),
+            }
+        }
     }
 }
