@@ -376,6 +376,21 @@ async fn a_good_restore_onto_a_live_wal_target_keeps_its_file_mode_and_owner() {
     }
 }
 
+/// The mode a new file gets here (0666 less the umask), from one made and removed.
+fn new_file_mode(dir: &Path) -> u32 {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join(word("mode"));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o666)
+        .open(&probe)
+        .unwrap();
+    let mode = file.metadata().unwrap().mode() & 0o7777;
+    std::fs::remove_file(&probe).unwrap();
+    mode
+}
+
 /// The effective user id, from the owner of a file this process just made.
 fn nix_uid() -> u32 {
     let f = tempfile::NamedTempFile::new().unwrap();
@@ -488,6 +503,11 @@ async fn scratch_files_a_killed_run_left_are_removed_by_the_next_run() {
 
         place.restore(&target, &[]).await.success();
         assert_eq!(scratch_files(dir), vec![live.clone()], "{}", place.from);
+        assert_eq!(
+            target.metadata().unwrap().mode() & 0o7777,
+            new_file_mode(dir),
+            "a new target is made as any new file is"
+        );
 
         let dead = left(&out, "export");
         place
