@@ -644,3 +644,41 @@ async fn a_writer_that_takes_the_target_during_the_download_is_waited_for_then_r
     assert_eq!(contents(&fresh), expected);
     assert_eq!(integrity(&fresh), "ok");
 }
+
+/// Verify loads into a scratch file in the temporary folder (`TMPDIR`): one a killed verify left
+/// there is removed by the next, one a running d1r2 holds stays, and its own goes with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_sweeps_the_temporary_folder_too() {
+    for place in Place::both().await {
+        backed_up(&place).await;
+        let temp = tempfile::tempdir().unwrap();
+        let name = |purpose: &str| {
+            format!(
+                ".{}.d1r2-{purpose}-{:08x}",
+                word("b"),
+                rand::random::<u32>()
+            )
+        };
+        let dead = name("verify");
+        let live = name("drill");
+        for n in [&dead, &live] {
+            std::fs::write(temp.path().join(n), word("junk")).unwrap();
+        }
+        let held = File::open(temp.path().join(&live)).unwrap();
+        held.lock().unwrap();
+        D1r2::new()
+            .args(["verify", "--from", &place.from])
+            .envs(place.env.iter().map(|(k, v)| (k, v)))
+            .env("TMPDIR", temp.path())
+            .run_async()
+            .await
+            .success();
+        assert_eq!(
+            scratch_files(temp.path()),
+            vec![live.clone()],
+            "{}",
+            place.from
+        );
+        drop(held);
+    }
+}
