@@ -303,6 +303,10 @@ async fn prune(args: PruneArgs) -> Result<Report> {
 }
 
 async fn restore(args: RestoreArgs) -> Result<Report> {
+    let to = parse_source(&args.to)?;
+    if let SourceLocation::Sqlite(path) = &to {
+        crate::ops::scratch::check_folder(path)?;
+    }
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
     let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
     let started = std::time::Instant::now();
@@ -311,7 +315,7 @@ async fn restore(args: RestoreArgs) -> Result<Report> {
     };
     let mut report = Report::new("restore");
     report.sealed = manifest.is_sealed();
-    let outcome = match parse_source(&args.to)? {
+    let outcome = match to {
         SourceLocation::Sqlite(path) => crate::ops::restore::restore_to_file(
             store,
             &manifest,
@@ -470,6 +474,7 @@ fn summarize(stored: Stored, key: Option<&Key>) -> Summary {
 }
 
 async fn export(args: ExportArgs) -> Result<Report> {
+    crate::ops::scratch::check_folder(&args.out)?;
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
     let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
     let bytes = crate::ops::export::export(store, &manifest, key.as_ref(), &args.out)

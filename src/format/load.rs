@@ -252,7 +252,8 @@ impl Selection {
         Ok(())
     }
 
-    fn wants(&self, table: &str) -> bool {
+    /// Whether `table` is one this selection restores.
+    pub fn wants(&self, table: &str) -> bool {
         self.tables.is_empty() || self.tables.iter().any(|t| t == table)
     }
 
@@ -489,15 +490,23 @@ fn excerpt(sql: &str) -> String {
     }
 }
 
-/// Opens a new scratch database tuned for a bulk load that is thrown away if anything fails.
-/// Foreign keys are off, as in the `sqlite3` shell: a local source may legally hold rows that
-/// violate them, and a restore must bring back what was there (verify reports violations).
+/// Opens a new scratch database tuned for a bulk load that is thrown away if anything fails
+/// ([`begin_load`]).
 pub fn open_scratch(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
+    begin_load(&conn)?;
+    Ok(conn)
+}
+
+/// Readies a scratch database for a bulk load and opens its transaction: no journal and no
+/// syncs, as nothing in it counts until it is checked. Foreign keys are off, as in the `sqlite3`
+/// shell: a local source may legally hold rows that violate them, and a restore must bring back
+/// what was there (verify reports violations).
+pub fn begin_load(conn: &Connection) -> Result<()> {
     conn.execute_batch(
         "PRAGMA foreign_keys=OFF; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; BEGIN;",
     )?;
-    Ok(conn)
+    Ok(())
 }
 
 /// Loads the selected part of a backup into the database at `path` (which may already hold
@@ -510,7 +519,20 @@ pub async fn load_into(
     path: &Path,
 ) -> Result<Connection> {
     check_key(manifest, key)?;
-    let mut conn = open_scratch(path)?;
+    let conn = open_scratch(path)?;
+    load_on(store, manifest, selection, key, conn).await
+}
+
+/// Loads the selected part of a backup through `conn`, a scratch database inside the
+/// transaction [`begin_load`] opened, commits, and returns the connection.
+pub async fn load_on(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    selection: &Selection,
+    key: Option<&Key>,
+    mut conn: Connection,
+) -> Result<Connection> {
+    check_key(manifest, key)?;
     confine(&mut conn, true)?;
     let applier = Applier::new(conn, manifest, selection);
     let applier = stream_sql(store, manifest, selection.objects(manifest), key, applier).await?;

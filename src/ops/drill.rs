@@ -12,6 +12,7 @@ use crate::format::crypto::Key;
 use crate::format::dump::split::split_all;
 use crate::format::load::{Selection, load_into};
 use crate::format::manifest::Manifest;
+use crate::ops::scratch::{Purpose, Scratch, sweep};
 use crate::store::Store;
 
 /// wrangler's bookkeeping table: migrations named in it are already applied.
@@ -56,15 +57,10 @@ pub(crate) async fn drill(
     dir: &Path,
 ) -> Result<DrillOutcome> {
     let files = migration_files(dir)?;
-    let scratch = tempfile::tempdir()?;
-    let conn = load_into(
-        store,
-        manifest,
-        &Selection::default(),
-        key,
-        &scratch.path().join("drill.db"),
-    )
-    .await?;
+    let temp = std::env::temp_dir();
+    sweep(&temp);
+    let scratch = Scratch::create(&temp, "backup", Purpose::Drill)?;
+    let conn = load_into(store, manifest, &Selection::default(), key, scratch.path()).await?;
     conn.execute_batch("PRAGMA foreign_keys=ON")?;
     apply_migrations(&conn, &files)
 }

@@ -1,6 +1,7 @@
 //! Exporting a backup as one plain SQL file that `sqlite3` and `wrangler d1 execute --file`
-//! accept: the parts decoded and concatenated in order. Written to a temporary file and renamed,
-//! and only after every part's digest checked out.
+//! accept: the parts decoded and concatenated in order. Written to a scratch file beside the
+//! output (`ops::scratch`: locked while written, swept by the next run if this one is killed)
+//! and renamed, and only after every part's digest checked out.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,6 +11,7 @@ use crate::error::{Context, Result};
 use crate::format::crypto::Key;
 use crate::format::load::{SqlSink, Statements, check_key, stream_sql};
 use crate::format::manifest::{Manifest, ObjectEntry};
+use crate::ops::scratch::{Purpose, Scratch, base_of, check_folder, folder_of, sweep};
 use crate::store::Store;
 
 /// The export file, written as the parts decode: byte for byte what they hold, once
@@ -17,7 +19,7 @@ use crate::store::Store;
 /// says (an export is run by the `sqlite3` shell, which would also run a `.shell` line a
 /// written-over part slipped between statements).
 struct FileSink {
-    file: std::io::BufWriter<tempfile::NamedTempFile>,
+    file: std::io::BufWriter<std::fs::File>,
     statements: Statements,
 }
 
@@ -46,14 +48,13 @@ pub async fn export(
     out: &Path,
 ) -> Result<u64> {
     check_key(manifest, key)?;
-    let dir = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = tempfile::NamedTempFile::new_in(dir)
+    check_folder(out)?;
+    let dir = folder_of(out);
+    sweep(dir);
+    let temp = Scratch::create(dir, &base_of(out), Purpose::Export)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
     let mut sink = FileSink {
-        file: std::io::BufWriter::new(temp),
+        file: std::io::BufWriter::new(std::fs::File::create(temp.path())?),
         statements: Statements::new(manifest),
     };
     writeln!(
@@ -67,10 +68,11 @@ pub async fn export(
     let sink = stream_sql(store, manifest, manifest.objects.clone(), key, sink).await?;
     sink.statements.finish()?;
     let file = sink.file.into_inner().map_err(|e| e.into_error())?;
-    file.as_file().sync_all()?;
-    let bytes = file.as_file().metadata()?.len();
-    file.persist(out)
-        .map_err(|e| e.error)
+    file.sync_all()?;
+    let bytes = file.metadata()?.len();
+    drop(file);
+    let mut temp = temp;
+    temp.rename_to(out)
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(bytes)
 }

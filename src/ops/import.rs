@@ -17,6 +17,7 @@ use crate::format::load::{Applier, Execute, Selection, check_key, stream_sql};
 use crate::format::manifest::Manifest;
 use crate::model::value::quote_ident;
 use crate::ops::restore::RestoreOutcome;
+use crate::ops::scratch::{Purpose, Scratch, sweep};
 use crate::source::d1::D1Source;
 use crate::source::d1::import::ImportResult;
 use crate::store::Store;
@@ -93,9 +94,11 @@ pub(crate) async fn restore_to_d1(
             if existing.len() > 5 { ", ..." } else { "" }
         )));
     }
-    let temp = tempfile::NamedTempFile::new()?;
+    let dir = std::env::temp_dir();
+    sweep(&dir);
+    let temp = Scratch::create(&dir, "import.sql", Purpose::Import)?;
     let mut file = ImportFile {
-        out: std::io::BufWriter::new(temp.reopen()?),
+        out: std::io::BufWriter::new(std::fs::File::create(temp.path())?),
         md5: Md5::new(),
         bytes: 0,
     };

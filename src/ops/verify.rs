@@ -6,11 +6,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rusqlite::Connection;
+
 use crate::error::Result;
 use crate::format::crypto::Key;
 use crate::format::load::{Selection, check_key, load_into};
 use crate::format::manifest::Manifest;
 use crate::model::value::quote_ident;
+use crate::ops::scratch::{Purpose, Scratch, sweep};
 use crate::source::catalog::skip_reason;
 use crate::store::Store;
 
@@ -38,6 +41,38 @@ pub struct VerifyOutcome {
     pub foreign_key_violations: u64,
 }
 
+/// What does not hold in a database a backup was just loaded into: `PRAGMA integrity_check`, and
+/// the row count the manifest recorded for each selected table. Empty when it checks out; a
+/// restore runs the same checks before its target is touched.
+pub(crate) fn loaded_problems(
+    conn: &Connection,
+    manifest: &Manifest,
+    selection: &Selection,
+) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if integrity != "ok" {
+        problems.push(format!("integrity check: {integrity}"));
+    }
+    for table in &manifest.tables {
+        if table.note.is_some()
+            || skip_reason(&table.name, &[]).is_some()
+            || !selection.wants(&table.name)
+        {
+            continue;
+        }
+        let sql = format!("SELECT count(*) FROM {}", quote_ident(&table.name));
+        let count: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
+        if count as u64 != table.rows {
+            problems.push(format!(
+                "table {} has {count} rows, the manifest says {}",
+                table.name, table.rows
+            ));
+        }
+    }
+    Ok(problems)
+}
+
 pub async fn verify(
     store: Arc<dyn Store>,
     manifest: &Manifest,
@@ -54,6 +89,7 @@ pub async fn verify(
         .into_iter()
         .map(|o| (o.key, o.size))
         .collect();
+    sweep(&std::env::temp_dir());
     let mut problems = Vec::new();
     for object in &manifest.objects {
         match present.get(&manifest.key(object)) {
@@ -68,26 +104,9 @@ pub async fn verify(
     if !problems.is_empty() {
         return Err(fail(problems).into());
     }
-    let scratch = tempfile::tempdir()?;
-    let path = scratch.path().join("verify.db");
-    let conn = load_into(store, manifest, &Selection::default(), key, &path).await?;
-    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    if integrity != "ok" {
-        problems.push(format!("integrity check: {integrity}"));
-    }
-    for table in &manifest.tables {
-        if table.note.is_some() || skip_reason(&table.name, &[]).is_some() {
-            continue;
-        }
-        let sql = format!("SELECT count(*) FROM {}", quote_ident(&table.name));
-        let count: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
-        if count as u64 != table.rows {
-            problems.push(format!(
-                "table {} has {count} rows, the manifest says {}",
-                table.name, table.rows
-            ));
-        }
-    }
+    let scratch = Scratch::create(&std::env::temp_dir(), "backup", Purpose::Verify)?;
+    let conn = load_into(store, manifest, &Selection::default(), key, scratch.path()).await?;
+    let problems = loaded_problems(&conn, manifest, &Selection::default())?;
     if !problems.is_empty() {
         return Err(fail(problems).into());
     }

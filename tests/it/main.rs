@@ -13,6 +13,7 @@ mod destinations;
 mod encryption;
 mod firewall;
 mod prune;
+mod restore_target;
 mod roundtrip;
 mod runner;
 mod secrets;
