@@ -40,6 +40,7 @@
 
 mod cli;
 mod error;
+mod redact;
 pub mod format;
 pub mod model;
 mod ops;

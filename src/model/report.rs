@@ -61,6 +61,32 @@ impl Report {
         self
     }
 
+    /// The report as it may leave the process: every output, row and the detail through
+    /// [`crate::redact::text`]. Secret outputs stay as they are: they are the command's result
+    /// (a TOTP code), masked in the log and never in a summary.
+    pub(crate) fn redacted(&self) -> Report {
+        let text = crate::redact::text;
+        Report {
+            command: self.command.clone(),
+            outputs: self
+                .outputs
+                .iter()
+                .map(|(name, value)| {
+                    let secret = self.secret_outputs.contains(name);
+                    (name.clone(), if secret { value.clone() } else { text(value) })
+                })
+                .collect(),
+            secret_outputs: self.secret_outputs.clone(),
+            rows: self
+                .rows
+                .iter()
+                .map(|(label, value)| (text(label), text(value)))
+                .collect(),
+            detail: text(&self.detail),
+            sealed: self.sealed,
+        }
+    }
+
     /// Plain text for a terminal: the rows aligned, then the detail.
     pub(crate) fn to_text(&self) -> String {
         let width = self.rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
