@@ -40,10 +40,10 @@
 
 mod cli;
 mod error;
-mod redact;
 pub mod format;
 pub mod model;
 mod ops;
+mod redact;
 mod remote;
 pub mod source;
 pub mod store;

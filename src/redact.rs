@@ -319,7 +319,9 @@ fn token_shapes(text: &str) -> Vec<Span> {
     while i < bytes.len() {
         let starts_word = i == 0 || !word(bytes[i - 1]);
         if starts_word {
-            let end = (i..bytes.len()).find(|&j| !word(bytes[j])).unwrap_or(bytes.len());
+            let end = (i..bytes.len())
+                .find(|&j| !word(bytes[j]))
+                .unwrap_or(bytes.len());
             if is_token_shape(&text[i..end]) {
                 spans.push((i, end));
             }

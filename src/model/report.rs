@@ -73,7 +73,10 @@ impl Report {
                 .iter()
                 .map(|(name, value)| {
                     let secret = self.secret_outputs.contains(name);
-                    (name.clone(), if secret { value.clone() } else { text(value) })
+                    (
+                        name.clone(),
+                        if secret { value.clone() } else { text(value) },
+                    )
                 })
                 .collect(),
             secret_outputs: self.secret_outputs.clone(),

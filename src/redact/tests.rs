@@ -15,10 +15,13 @@ fn known_values_and_their_encodings_are_redacted() {
     let cases = [
         (format!("token {secret}!"), "token [redacted]!"),
         (
-            format!("q=s3cr3t%2Ft0k%2Bn%3Dwith%20spaces&x=1"),
+            "q=s3cr3t%2Ft0k%2Bn%3Dwith%20spaces&x=1".to_string(),
             "q=[redacted]&x=1",
         ),
-        (format!("q=s3cr3t%2ft0k%2bn%3dwith%20spaces"), "q=[redacted]"),
+        (
+            "q=s3cr3t%2ft0k%2bn%3dwith%20spaces".to_string(),
+            "q=[redacted]",
+        ),
         (
             format!("b64 {} end", STANDARD.encode(secret)),
             "b64 [redacted] end",
@@ -96,10 +99,7 @@ fn credential_shapes_are_redacted_whoever_they_belong_to() {
             "authorization: Bearer [redacted]",
         ),
         ("Basic auth", "Basic auth"),
-        (
-            "Basic dXNlcjpwYXNzd29yZA==",
-            "Basic [redacted]",
-        ),
+        ("Basic dXNlcjpwYXNzd29yZA==", "Basic [redacted]"),
         (
             "token ghp_0123456789abcdefghijABCDEFGHIJ in it",
             "token [redacted] in it",
@@ -128,7 +128,10 @@ fn urls_lose_their_userinfo_and_query() {
             "GITHUB_API_URL \"https://u:pa/ss@h.example\": bad",
             "GITHUB_API_URL \"https://[redacted]@h.example\": bad",
         ),
-        ("see https://example.com/a/b.", "see https://example.com/a/b."),
+        (
+            "see https://example.com/a/b.",
+            "see https://example.com/a/b.",
+        ),
         ("https://example.com/?", "https://example.com/?"),
         (
             "PUT https://up.example/k?X-Amz-Signature=ab&X-Amz-Credential=id failed",
@@ -156,7 +159,10 @@ fn remote_bodies_are_flat_and_bounded() {
 fn controls_are_shown_not_acted_on() {
     assert_eq!(controls("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
     assert_eq!(controls("l1\nl2\tx"), "l1\nl2\tx");
-    assert_eq!(controls("\r\u{7f}\u{9b}\u{202e}"), "\\u{d}\\u{7f}\\u{9b}\\u{202e}");
+    assert_eq!(
+        controls("\r\u{7f}\u{9b}\u{202e}"),
+        "\\u{d}\\u{7f}\\u{9b}\\u{202e}"
+    );
     assert_eq!(json_controls("\u{9b}\u{2067}"), "\\u009b\\u2067");
     let json = format!("\"{}\"", json_controls("x\u{9b}\u{202e}y"));
     let back: String = serde_json::from_str(&json).unwrap();
