@@ -317,7 +317,8 @@ fn token_shapes(text: &str) -> Vec<Span> {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut i = 0;
     while i < bytes.len() {
-        let starts_word = i == 0 || !word(bytes[i - 1]);
+        // Word bytes are ASCII, so a word starts and ends on character boundaries.
+        let starts_word = word(bytes[i]) && (i == 0 || !word(bytes[i - 1]));
         if starts_word {
             let end = (i..bytes.len())
                 .find(|&j| !word(bytes[j]))

@@ -228,8 +228,8 @@ proptest! {
     #[test]
     fn no_secret_survives(
         secrets in proptest::collection::vec(secret(), 1..4),
-        before in "[ -~\n]{0,30}",
-        after in "[ -~\n]{0,30}",
+        before in "[ -~\n…é€]{0,30}",
+        after in "[ -~\n…é€]{0,30}",
         how in any::<u8>(),
         which in any::<prop::sample::Index>(),
     ) {

@@ -12,6 +12,7 @@ mod d1;
 mod encryption;
 mod firewall;
 mod prune;
+mod redaction;
 mod roundtrip;
 mod runner;
 mod secrets;

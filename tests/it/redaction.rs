@@ -1,0 +1,312 @@
+//! What leaves the process carries no secret, no stored value and no workflow command: an endpoint
+//! that copies our requests into its error pages (a proxy, a misconfigured base URL) gets its
+//! echo of tokens, SigV4 access key ids, TOTP codes and URL queries redacted in every exit; a
+//! restore that fails while applying an encrypted backup names no value and no table; stored
+//! labels and audit records start no workflow command and send no escape sequence.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use base64::Engine;
+
+use crate::common;
+use crate::common::cmd::{D1r2, Run};
+use crate::fakes;
+
+/// A random word of `prefix` and 32 hex digits.
+fn random(prefix: &str) -> String {
+    format!("{prefix}{:032x}", rand::random::<u128>())
+}
+
+/// The forms a secret is written in by whoever echoes it: as it is, percent-encoded, base64.
+fn forms(secret: &str) -> Vec<String> {
+    let mut encoded = String::new();
+    for b in secret.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+    // The end of a base64 string depends on what follows; its start on this value alone.
+    let b64 = b64[..b64.len() - 4].to_string();
+    vec![secret.to_string(), encoded, b64]
+}
+
+/// Asserts that no form of any of `secrets` is in `text`, naming where it was.
+#[track_caller]
+fn assert_clean(where_: &str, text: &str, secrets: &[(&str, String)]) {
+    for (name, secret) in secrets {
+        for form in forms(secret) {
+            assert!(
+                !text.contains(&form),
+                "{name} ({form}) leaked into {where_}:\n{text}"
+            );
+        }
+    }
+}
+
+/// An endpoint that answers every request with 500 and an S3-style XML error whose message is
+/// the request: method, URL and every header. Records what it saw.
+#[derive(Clone, Default)]
+struct Echo {
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Echo {
+    async fn start(&self) -> String {
+        let echo = self.clone();
+        let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
+            let echo = echo.clone();
+            async move { echo.answer(method, uri, headers) }
+        });
+        format!("http://{}", fakes::serve(app).await)
+    }
+
+    fn answer(&self, method: Method, uri: Uri, headers: HeaderMap) -> axum::response::Response {
+        let mut request = format!("{method} {uri}\n");
+        for (name, value) in &headers {
+            request.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+        }
+        self.seen.lock().unwrap().push(request.clone());
+        let escaped = request
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>\
+             <Message>proxy refused {escaped}</Message><RequestId>1</RequestId></Error>"
+        );
+        // A bucket is refused at once (its SDK retries a 500 with backoff); anything else fails
+        // as a broken server does, which is not the user's input.
+        let status = if headers.contains_key("x-amz-date") {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        (status, [("content-type", "application/xml")], body).into_response()
+    }
+
+    fn saw(&self, text: &str) -> bool {
+        self.seen.lock().unwrap().iter().any(|r| r.contains(text))
+    }
+}
+
+/// Every file under `dir`, as text.
+fn files_under(dir: &Path) -> String {
+    let mut text = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                text.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
+/// A step of the action in `dir`, with `env` and `inputs`; its runner files are `dir`/output and
+/// `dir`/summary.
+async fn step(dir: &Path, env: &[(&str, String)], inputs: &[(&str, String)]) -> Run {
+    let mut cmd = D1r2::new();
+    cmd.current_dir(dir)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", dir.join("output"))
+        .env("GITHUB_STEP_SUMMARY", dir.join("summary"))
+        .env("D1R2_API_MAX_ATTEMPTS", "1")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    for (name, value) in inputs {
+        cmd.env(format!("INPUT_{}", name.to_uppercase()), value);
+    }
+    cmd.run_async().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_an_endpoint_echoes_never_leave_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::create_db(
+        &d.join("app.db"),
+        "CREATE TABLE t(a); INSERT INTO t VALUES (1);",
+    );
+    let echo = Echo::default();
+    let echo_url = echo.start().await;
+    let github = fakes::github::FakeGitHub::start().await;
+    let event = d.join("event.json");
+    std::fs::write(&event, r#"{"pull_request": {"head": {"sha": "0123abcd"}}}"#).unwrap();
+    let query_secret = random("q/+=");
+    let header_secret = random("h");
+    let secrets: Vec<(&str, String)> = vec![
+        ("CLOUDFLARE_API_TOKEN", random("cf-")),
+        (
+            "GITHUB_TOKEN",
+            format!("ghs_{}%0A{}", random(""), random("")),
+        ),
+        ("AWS_ACCESS_KEY_ID", random("AKID")),
+        ("AWS_SECRET_ACCESS_KEY", random("aws/")),
+        (
+            "TOTP_SECRET",
+            "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".to_string(),
+        ),
+        (
+            "D1R2_ENCRYPTION_KEY",
+            format!(
+                "{:032x}{:032x}",
+                rand::random::<u128>(),
+                rand::random::<u128>()
+            ),
+        ),
+    ];
+    let mut env: Vec<(&str, String)> = secrets.clone();
+    env.extend([
+        ("CLOUDFLARE_ACCOUNT_ID", "acc".to_string()),
+        ("CLOUDFLARE_API_BASE_URL", echo_url.clone()),
+        ("AWS_ENDPOINT_URL_S3", echo_url.clone()),
+        ("GITHUB_API_URL", github.url.clone()),
+        ("GITHUB_REPOSITORY", "acme/app".to_string()),
+        ("GITHUB_SHA", "0123abcd".to_string()),
+        ("GITHUB_EVENT_PATH", event.display().to_string()),
+    ]);
+    let dest = d.join("store");
+    // A store that exists: the failed backup's audit record goes there.
+    std::fs::create_dir(&dest).unwrap();
+    let runs = [
+        // D1 behind the echo: the API token comes back in the error page.
+        vec![
+            ("command", "backup".to_string()),
+            ("source", "d1://db".to_string()),
+            ("dest", dest.display().to_string()),
+            ("report-check", "true".to_string()),
+        ],
+        // A bucket behind the echo: SigV4's Credential= names the access key id. The local
+        // store beside it gets the audit record of the failure.
+        vec![
+            ("command", "backup".to_string()),
+            ("source", d.join("app.db").display().to_string()),
+            ("dest", format!("{}\ns3://bucket/p", dest.display())),
+            ("report-check", "true".to_string()),
+        ],
+        // The app's endpoint behind the echo: the code, the query and a header come back.
+        vec![
+            ("command", "trigger".to_string()),
+            (
+                "url",
+                format!("{echo_url}/hook?key={}", urlencode(&query_secret)),
+            ),
+            ("header", format!("X-Api-Key: {header_secret}")),
+            ("max-attempts", "1".to_string()),
+        ],
+    ];
+    // Credentials d1r2 never read: the AWS SDK's from a profile file. Only their shape gives
+    // them away.
+    let profile_key_id = random("AKPROFILE");
+    let credentials = d.join("credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = {profile_key_id}\naws_secret_access_key = {}\n",
+            random("")
+        ),
+    )
+    .unwrap();
+    let mut profile_env: Vec<(&str, String)> = env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"))
+        .cloned()
+        .collect();
+    profile_env.push((
+        "AWS_SHARED_CREDENTIALS_FILE",
+        credentials.display().to_string(),
+    ));
+    let from_profile = vec![
+        ("command", "backup".to_string()),
+        ("source", d.join("app.db").display().to_string()),
+        ("dest", "s3://bucket/q".to_string()),
+    ];
+    let runs = runs.into_iter().map(|inputs| (&env, inputs));
+    let mut printed = String::new();
+    for (env, inputs) in runs.chain([(&profile_env, from_profile)]) {
+        let out = step(d, env, &inputs).await;
+        assert_ne!(out.code(), Some(0), "{out}");
+        // The secrets are registered with the runner, each escaped as the toolkit escapes it.
+        let token = &secrets[1].1;
+        assert!(
+            out.stdout
+                .contains(&format!("::add-mask::{}\n", token.replace('%', "%25"))),
+            "{out}"
+        );
+        let without_masks: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with("::add-mask::"))
+            .collect();
+        assert!(
+            out.stderr.contains("[redacted]") || without_masks.join("\n").contains("[redacted]"),
+            "{out}"
+        );
+        printed.push_str(&without_masks.join("\n"));
+        printed.push_str(&out.stderr);
+    }
+    // The echo did see what it must not give back.
+    assert!(echo.saw(&secrets[0].1), "the token reached the echo");
+    assert!(echo.saw(&format!("Credential={}", secrets[2].1)));
+    assert!(echo.saw(&header_secret));
+    assert!(echo.saw(&format!("Credential={profile_key_id}")));
+    let mut all_secrets = secrets.clone();
+    all_secrets.push(("a profile's key id", profile_key_id));
+    all_secrets.push(("query", query_secret));
+    all_secrets.push(("header", header_secret));
+    assert_clean("stdout and stderr", &printed, &all_secrets);
+    let outputs = std::fs::read_to_string(d.join("output")).unwrap();
+    assert!(outputs.contains("[redacted]"), "{outputs}");
+    assert_clean("GITHUB_OUTPUT", &outputs, &all_secrets);
+    assert_clean(
+        "GITHUB_STEP_SUMMARY",
+        &std::fs::read_to_string(d.join("summary")).unwrap(),
+        &all_secrets,
+    );
+    let audit = files_under(&dest.join("audit"));
+    assert!(audit.contains("[redacted]"), "{audit}");
+    assert_clean("the audit record", &audit, &all_secrets);
+    let check_runs: Vec<String> = github.seen().iter().map(|s| s.body.to_string()).collect();
+    assert_eq!(check_runs.len(), 2, "{check_runs:?}");
+    assert_clean("the check runs", &check_runs.join("\n"), &all_secrets);
+}
+
+fn urlencode(text: &str) -> String {
+    forms(text)[1].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_url_with_credentials_is_refused_unsent() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = Echo::default();
+    let echo_url = echo.start().await;
+    let password = random("pw");
+    let url = echo_url.replace("http://", &format!("http://user:{password}@"));
+    let out = D1r2::new()
+        .current_dir(dir.path())
+        .env("TOTP_SECRET", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP")
+        .args(["trigger", "--url", &url, "--max-attempts", "1"])
+        .run_async()
+        .await;
+    out.fails_with(2);
+    assert!(out.stderr.contains("credentials"), "{out}");
+    assert!(!out.stderr.contains(&password), "{out}");
+    assert!(echo.seen.lock().unwrap().is_empty(), "a request was sent");
+}
