@@ -310,3 +310,208 @@ async fn a_trigger_url_with_credentials_is_refused_unsent() {
     assert!(!out.stderr.contains(&password), "{out}");
     assert!(echo.seen.lock().unwrap().is_empty(), "a request was sent");
 }
+
+/// A database of one randomly named table whose values all start with `marker`, large enough
+/// (4 MB) that a restore writes to its file before the end (SQLite's cache holds 2 MB).
+fn private_database(path: &Path, table: &str, marker: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE \"{table}\"(id INTEGER PRIMARY KEY, ssn TEXT, note TEXT);"
+    ))
+    .unwrap();
+    let tx = conn.unchecked_transaction().unwrap();
+    for _ in 0..8000 {
+        let value = format!("{marker}{:032x}", rand::random::<u128>());
+        let note = format!("{marker}{}", "x".repeat(400));
+        tx.execute(
+            &format!("INSERT INTO \"{table}\"(ssn, note) VALUES (?1, ?2)"),
+            [&value, &note],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// Limits the files `cmd` writes to `bytes` each, with `SIGXFSZ` ignored, so a write past it
+/// fails with EFBIG as on a full disk, whatever the filesystem.
+#[cfg(target_env = "gnu")]
+fn file_size_limit(cmd: &mut D1r2, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls are made (signal, setrlimit).
+    unsafe {
+        cmd.cmd().pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Restores the newest backup of `from` into `dir`/restored.db as an action step whose files
+/// cannot grow past 256 KiB, and returns what the step printed and wrote: stdout, stderr, the
+/// output and summary files.
+#[cfg(target_env = "gnu")]
+async fn restore_on_a_full_disk(dir: &Path, from: &str, env: &[(&'static str, String)]) -> String {
+    let mut cmd = D1r2::new();
+    cmd.current_dir(dir)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", dir.join("output"))
+        .env("GITHUB_STEP_SUMMARY", dir.join("summary"))
+        .env("INPUT_COMMAND", "restore")
+        .env("INPUT_FROM", from)
+        .env("INPUT_TO", dir.join("restored.db"))
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    file_size_limit(&mut cmd, 256 * 1024);
+    let out = cmd.run_async().await;
+    out.fails_with(1);
+    // It failed while applying the backup, where a statement and its values are at hand.
+    assert!(out.stdout.contains("applying part"), "{out}");
+    assert!(out.stdout.contains("statement"), "{out}");
+    assert!(out.stdout.contains("disk"), "{out}");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    format!(
+        "{}\n{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        read("output"),
+        read("summary")
+    )
+}
+
+/// A restore that fails while applying a backup prints and stores none of its values, from a
+/// folder and from a bucket; for an encrypted backup no exit names its table either, and the
+/// audit record, stored in plain, carries no cause.
+#[cfg(target_env = "gnu")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_failing_midway_prints_no_stored_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let table = random("patients_");
+    let marker = random("SSN-").to_uppercase();
+    private_database(&d.join("app.db"), &table, &marker);
+    let key = format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    );
+    let s3 = fakes::s3::FakeS3::start(&["bucket"]).await;
+    for (encrypted, dest) in [
+        (true, d.join("sealed").display().to_string()),
+        (false, d.join("plain").display().to_string()),
+        (true, "s3://bucket/sealed".to_string()),
+        (false, "s3://bucket/plain".to_string()),
+    ] {
+        let mut s3_env = s3.env();
+        if encrypted {
+            s3_env.push(("D1R2_ENCRYPTION_KEY", key.clone()));
+        }
+        let mut backup = D1r2::new();
+        backup
+            .args(["backup", "--source"])
+            .arg(d.join("app.db"))
+            .args(["--dest", &dest])
+            .envs(s3_env.iter().map(|(k, v)| (k, v)));
+        if encrypted {
+            backup.arg("--encrypt");
+        }
+        backup.run_async().await.success();
+        let step = tempfile::tempdir().unwrap();
+        let shown = restore_on_a_full_disk(step.path(), &dest, &s3_env).await;
+        assert!(
+            !shown.contains(&marker),
+            "{dest}: a value was shown:\n{shown}"
+        );
+        assert!(
+            !encrypted || !shown.contains(&table),
+            "{dest}: the table was named:\n{shown}"
+        );
+        let audit = match dest.strip_prefix("s3://bucket/") {
+            Some(prefix) => files_under(&s3.root.path().join("bucket").join(prefix).join("audit")),
+            None => files_under(&Path::new(&dest).join("audit")),
+        };
+        assert!(audit.contains("\"failure\""), "{dest}: {audit}");
+        assert!(
+            !audit.contains(&marker),
+            "{dest}: a value was stored:\n{audit}"
+        );
+        assert!(
+            !encrypted || !audit.contains(&table),
+            "{dest}: the table was named:\n{audit}"
+        );
+    }
+}
+
+/// A backup of an encrypted backup that fails reading a table leaves an audit record, stored in
+/// plain beside the backups, that names no table; a plain backup's names it (the same failure,
+/// so the record is not merely empty). In a folder and in a bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_encrypted_backup_names_no_table_in_its_audit_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let table = random("t_");
+    let db = d.join("app.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE \"{table}\"(id INTEGER PRIMARY KEY, v TEXT);\
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)\
+         INSERT INTO \"{table}\"(v) SELECT printf('%.300c', 'x') FROM n;"
+    ))
+    .unwrap();
+    drop(conn);
+    // The table's pages turned to noise; the schema on page 1 stays readable.
+    let mut bytes = std::fs::read(&db).unwrap();
+    let len = bytes.len();
+    for b in &mut bytes[len - 40 * 4096..len - 10 * 4096] {
+        *b = rand::random();
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let s3 = fakes::s3::FakeS3::start(&["bucket"]).await;
+    let key = format!("{:064x}", rand::random::<u128>());
+    for (encrypted, dest, audit) in [
+        (
+            true,
+            d.join("sealed").display().to_string(),
+            d.join("sealed/audit"),
+        ),
+        (
+            false,
+            d.join("plain").display().to_string(),
+            d.join("plain/audit"),
+        ),
+        (
+            true,
+            "s3://bucket/sealed".into(),
+            s3.root.path().join("bucket/sealed/audit"),
+        ),
+        (
+            false,
+            "s3://bucket/plain".into(),
+            s3.root.path().join("bucket/plain/audit"),
+        ),
+    ] {
+        let mut cmd = D1r2::new();
+        cmd.args(["backup", "--source"])
+            .arg(&db)
+            .args(["--dest", &dest])
+            .env("D1R2_ENCRYPTION_KEY", &key)
+            .envs(s3.env());
+        if encrypted {
+            cmd.arg("--encrypt");
+        }
+        let out = cmd.run_async().await;
+        out.fails_with(1);
+        assert!(
+            out.stderr.contains(&table),
+            "the failure is reading the table\n{out}"
+        );
+        let records = files_under(&audit);
+        assert!(records.contains("\"failure\""), "{dest}: {records}");
+        assert_eq!(records.contains(&table), !encrypted, "{dest}: {records}");
+    }
+}
