@@ -515,3 +515,125 @@ async fn a_failed_encrypted_backup_names_no_table_in_its_audit_record() {
         assert_eq!(records.contains(&table), !encrypted, "{dest}: {records}");
     }
 }
+
+/// The lines of `text` as the runner reads them (a lone CR ends a line too) that it would take
+/// for a workflow command, but the ones d1r2 itself prints.
+fn commands_in(text: &str) -> Vec<String> {
+    const OURS: [&str; 3] = ["::add-mask::", "::group::", "::endgroup::"];
+    text.split(['\n', '\r'])
+        .filter(|line| {
+            let line = line.trim_start();
+            (line.starts_with("::") && !OURS.iter().any(|o| line.starts_with(o)))
+                || line.contains("##[")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Plants stored text that would act on a runner or a terminal: a label in the manifest of the
+/// backup in `store` (a folder: on disk, or a bucket's folder in the fake S3's root) and an audit
+/// record beside it. Returns words of it that `list` must still show.
+fn plant(store: &Path) -> Vec<String> {
+    let (a, b, c) = (random("label"), random("tok"), random("actor"));
+    let backup = std::fs::read_dir(store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("manifest.json").exists())
+        .unwrap();
+    let path = backup.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest["label"] = format!(
+        "{a}\n::set-output name=x::{b}\r::warning::{b}\n  ::stop-commands::{b}\n\
+         \u{1b}[2J\u{1b}]0;{b}\u{7}\u{9b}31m ##[error]{b}\u{202e}"
+    )
+    .into();
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    std::fs::create_dir_all(store.join("audit")).unwrap();
+    let record = serde_json::json!({
+        "time": "2026-12-01T00:00:00Z",
+        "operation": "backup",
+        "outcome": "failure",
+        "error": format!("::stop-commands::{b}\n::error::{b}\r\t::add-mask::x"),
+        "actor": format!("\u{1b}[31m{c}"),
+        "tool": "d1r2",
+    });
+    std::fs::write(
+        store.join("audit/20261201T000000.000Z-backup-00000001.json"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+    vec![a, c]
+}
+
+/// `list` and `list --audit` of stored text that would start workflow commands or act on a
+/// terminal: as an action step no line starts a command, in a terminal no escape sequence is
+/// sent, and `--json` gives the text back exactly. From a folder and from a bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_text_starts_no_workflow_command_and_sends_no_escape() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::create_db(
+        &d.join("app.db"),
+        "CREATE TABLE t(a); INSERT INTO t VALUES (1);",
+    );
+    let s3 = fakes::s3::FakeS3::start(&["bucket"]).await;
+    for (from, folder) in [
+        (d.join("store").display().to_string(), d.join("store")),
+        ("s3://bucket/p".to_string(), s3.root.path().join("bucket/p")),
+    ] {
+        D1r2::new()
+            .args(["backup", "--source"])
+            .arg(d.join("app.db"))
+            .args(["--dest", &from])
+            .envs(s3.env())
+            .run_async()
+            .await
+            .success();
+        let words = plant(&folder);
+        for audit in [false, true] {
+            let flag = if audit { "true" } else { "false" };
+            let inputs = [
+                ("command", "list".to_string()),
+                ("from", from.clone()),
+                ("audit", flag.into()),
+            ];
+            let out = step(d, &s3.env(), &inputs).await;
+            out.success();
+            let shown = format!("{}\n{}", out.stdout, out.stderr);
+            assert_eq!(commands_in(&shown), Vec::<String>::new(), "{out}");
+            let word = &words[usize::from(audit)];
+            assert!(out.stdout.contains(word.as_str()), "{out}");
+            let mut cli = D1r2::new();
+            cli.args(["list", "--from", &from])
+                .env_remove("GITHUB_ACTIONS")
+                .envs(s3.env());
+            if audit {
+                cli.arg("--audit");
+            }
+            let out = cli.run_async().await;
+            out.success();
+            let out = format!("{}\n{}", out.stdout, out.stderr);
+            assert!(
+                !out.contains(['\u{1b}', '\u{9b}', '\u{7}', '\r', '\u{202e}']),
+                "{out:?}"
+            );
+            assert!(out.contains(word.as_str()), "{out}");
+        }
+        let out = D1r2::new()
+            .args(["list", "--json", "--from", &from])
+            .envs(s3.env())
+            .run_async()
+            .await;
+        out.success();
+        assert!(
+            !out.stdout.contains(['\u{1b}', '\u{9b}', '\u{202e}']),
+            "{out}"
+        );
+        let listed: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert!(
+            listed[0]["label"].as_str().unwrap().contains("\u{1b}[2J"),
+            "{listed}"
+        );
+    }
+}
