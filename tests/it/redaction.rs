@@ -637,3 +637,57 @@ async fn stored_text_starts_no_workflow_command_and_sends_no_escape() {
         );
     }
 }
+
+/// An endpoint URL the user configured with credentials in it (`user:password@`), which a
+/// parse error quotes, is shown without them, on the command line and in an action step's
+/// outputs and summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_an_endpoint_url_are_not_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let password = random("pw");
+    // Unparseable URLs (an unclosed IPv6 host), so each error quotes the setting whole.
+    let url = format!("http://user:{password}@[::1");
+    let runs: [(&str, Vec<(&str, String)>); 2] = [
+        (
+            "firewall",
+            vec![("list", "l".into()), ("dry-run", "true".into())],
+        ),
+        ("list", vec![("from", "s3://b/p".into())]),
+    ];
+    let env = [
+        ("GITHUB_API_URL", url.clone()),
+        ("AWS_ENDPOINT_URL_S3", url.clone()),
+        ("AWS_ACCESS_KEY_ID", random("")),
+        ("AWS_SECRET_ACCESS_KEY", random("")),
+        ("CLOUDFLARE_API_TOKEN", random("")),
+        ("CLOUDFLARE_ACCOUNT_ID", "a".into()),
+    ];
+    for (command, options) in runs {
+        let mut cli = D1r2::new();
+        cli.current_dir(d).arg(command).envs(env.clone());
+        for (name, value) in &options {
+            cli.arg(format!("--{name}"));
+            if value != "true" {
+                cli.arg(value);
+            }
+        }
+        let out = cli.run_async().await;
+        out.fails_with(1);
+        assert!(out.stderr.contains("[redacted]@"), "{out}");
+        assert!(!out.stderr.contains(&password), "{out}");
+        let mut inputs = options.clone();
+        inputs.push(("command", command.to_string()));
+        let out = step(d, &env, &inputs).await;
+        out.fails_with(1);
+        let written = format!(
+            "{}\n{}\n{}\n{}",
+            out.stdout,
+            out.stderr,
+            std::fs::read_to_string(d.join("output")).unwrap(),
+            std::fs::read_to_string(d.join("summary")).unwrap()
+        );
+        assert!(written.contains("[redacted]@"), "{written}");
+        assert!(!written.contains(&password), "{written}");
+    }
+}
