@@ -134,9 +134,20 @@ pub(crate) fn summary_markdown(report: &Report) -> String {
         md.push_str(&format!("| {} | {} |\n", cell(label), cell(value)));
     }
     if !report.detail.is_empty() {
-        md.push_str(&format!("\n```\n{}\n```\n", report.detail.trim_end()));
+        let fence = fence(&report.detail);
+        md.push_str(&format!(
+            "\n{fence}\n{}\n{fence}\n",
+            report.detail.trim_end()
+        ));
     }
     md
+}
+
+/// A code fence longer than any run of backticks in `text`: the detail quotes stored text (a
+/// label), which must not close the block and be read as Markdown or HTML.
+fn fence(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    "`".repeat(longest.max(2) + 1)
 }
 
 fn status(report: &Report) -> &str {
@@ -147,8 +158,13 @@ fn status(report: &Report) -> &str {
         .unwrap_or("success")
 }
 
+/// A table cell: `|` escaped, HTML's `<` and `&` written as entities (a cell may quote stored
+/// text, which must not become markup), line ends as `<br>`.
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace('\n', "<br>")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('|', "\\|")
+        .replace('\n', "<br>")
 }
 
 #[cfg(test)]
@@ -166,6 +182,24 @@ mod tests {
         ] {
             assert_eq!(human_bytes(bytes), text);
         }
+    }
+
+    #[test]
+    fn stored_text_stays_text_in_the_summary() {
+        let mut r = Report::new("list");
+        r.row("Label", "a|b <img src=x> & c\nd");
+        r.detail = "x ```` y\n```\n# heading".into();
+        let md = summary_markdown(&r);
+        assert!(
+            md.contains("| Label | a\\|b &lt;img src=x> &amp; c<br>d |"),
+            "{md}"
+        );
+        assert!(
+            md.ends_with("\n`````\nx ```` y\n```\n# heading\n`````\n"),
+            "{md}"
+        );
+        r.detail = "plain".into();
+        assert!(summary_markdown(&r).ends_with("\n```\nplain\n```\n"));
     }
 
     #[test]
