@@ -74,7 +74,12 @@ pub fn main() -> ExitCode {
                 if let Err(err) = action::publish(files, &report) {
                     return fail_action(&env, files, name, &err);
                 }
-                print!("{}", redact::printed(&report.to_text(), actions));
+                let text = if json {
+                    redact::json_controls(&report.to_text())
+                } else {
+                    redact::printed(&report.to_text(), actions)
+                };
+                print!("{}", redact::commands(&text));
                 crate::remote::checks::publish_if_wanted(&env, &report);
                 ExitCode::SUCCESS
             }

@@ -70,7 +70,12 @@ impl Echo {
     fn answer(&self, method: Method, uri: Uri, headers: HeaderMap) -> axum::response::Response {
         let mut request = format!("{method} {uri}\n");
         for (name, value) in &headers {
-            request.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+            let value = value.to_str().unwrap_or("?");
+            request.push_str(&format!("{name}: {value}\n"));
+            // Some proxies show what they took from the header, without its scheme.
+            if let Some((_, credential)) = value.split_once(' ') {
+                request.push_str(&format!("{name} credential: {credential}\n"));
+            }
         }
         self.seen.lock().unwrap().push(request.clone());
         let escaped = request
@@ -267,7 +272,22 @@ async fn secrets_an_endpoint_echoes_never_leave_the_process() {
     assert!(echo.saw(&format!("Credential={}", secrets[2].1)));
     assert!(echo.saw(&header_secret));
     assert!(echo.saw(&format!("Credential={profile_key_id}")));
+    // The TOTP codes the trigger sent.
+    let codes: Vec<String> = echo
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with("POST /hook"))
+        .filter_map(|r| r.split("authorization: Bearer ").nth(1))
+        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect())
+        .collect();
+    assert!(
+        !codes.is_empty() && codes.iter().all(|c| c.len() == 6),
+        "{codes:?}"
+    );
     let mut all_secrets = secrets.clone();
+    all_secrets.extend(codes.into_iter().map(|c| ("a TOTP code", c)));
     all_secrets.push(("a profile's key id", profile_key_id));
     all_secrets.push(("query", query_secret));
     all_secrets.push(("header", header_secret));
