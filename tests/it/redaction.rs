@@ -655,6 +655,24 @@ async fn stored_text_starts_no_workflow_command_and_sends_no_escape() {
             listed[0]["label"].as_str().unwrap().contains("\u{1b}[2J"),
             "{listed}"
         );
+        // As an action step too, less the lines of the step's own commands.
+        let inputs = [
+            ("command", "list".to_string()),
+            ("from", from.clone()),
+            ("json", "true".into()),
+        ];
+        let out = step(d, &s3.env(), &inputs).await;
+        out.success();
+        let json: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with("::"))
+            .collect();
+        let listed: serde_json::Value = serde_json::from_str(&json.join("\n")).unwrap();
+        assert!(
+            listed[0]["label"].as_str().unwrap().contains("\u{9b}"),
+            "{listed}"
+        );
     }
 }
 
