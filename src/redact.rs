@@ -434,6 +434,25 @@ pub(crate) fn command_data(data: &str) -> String {
         .replace('\n', "%0A")
 }
 
+/// What SQLite said, fit for a message that leaves the process: its own message when it quotes
+/// nothing, else its result code's description. A syntax error's message quotes the statement's
+/// token (`near "...": syntax error`) and rusqlite's `SqlInputError` carries the whole
+/// statement: a statement d1r2 runs holds a backup's values (a page's last key, a row).
+pub(crate) fn sqlite(err: &rusqlite::Error) -> String {
+    use rusqlite::Error::{SqlInputError, SqliteFailure};
+    match err {
+        SqliteFailure(_, Some(m)) if !m.contains(['"', '\'', '`', '[']) => m.clone(),
+        SqliteFailure(code, _) | SqlInputError { error: code, .. } => sqlite_code(code),
+        other => other.to_string(),
+    }
+}
+
+/// The description of a SQLite result code (`database or disk is full`): names no table,
+/// column or value.
+pub(crate) fn sqlite_code(code: &rusqlite::ffi::Error) -> String {
+    rusqlite::ffi::code_to_str(code.extended_code).to_string()
+}
+
 /// Whether the process runs inside a GitHub Actions job, as an action or in a `run:` step: its
 /// stdout and stderr are then read for workflow commands.
 pub(crate) fn in_github_actions(env: &BTreeMap<String, String>) -> bool {

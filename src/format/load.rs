@@ -584,14 +584,10 @@ fn corrupt(object: &ObjectEntry, reason: String) -> LoadError {
 /// and columns).
 fn apply_reason(err: &Error, sealed: bool) -> String {
     use rusqlite::Error::{SqlInputError, SqliteFailure};
-    let described = |code: &rusqlite::ffi::Error| rusqlite::ffi::code_to_str(code.extended_code);
     match err.downcast_ref::<rusqlite::Error>() {
-        Some(SqliteFailure(_, Some(m))) if !sealed && !m.contains(['"', '\'', '`', '[']) => {
-            m.clone()
-        }
-        // rusqlite's error for a syntax error carries the whole statement.
+        Some(sqlite) if !sealed => crate::redact::sqlite(sqlite),
         Some(SqliteFailure(code, _) | SqlInputError { error: code, .. }) => {
-            described(code).to_string()
+            crate::redact::sqlite_code(code)
         }
         Some(_) => "SQLite refused it".to_string(),
         None => err.to_string(),

@@ -282,3 +282,30 @@ proptest! {
         prop_assert!(!controls(&text).chars().any(is_active));
     }
 }
+
+#[test]
+fn sqlite_messages_quote_no_statement() {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    conn.execute_batch("CREATE TABLE t(a UNIQUE); INSERT INTO t VALUES('v-1');")
+        .unwrap();
+    let syntax = conn
+        .execute_batch("SELECT * FROM t WHERE a > 'v-secret' 'x'")
+        .unwrap_err();
+    let prepared = conn
+        .prepare("SELECT * FROM t WHERE a > 'v-secret' 'x'")
+        .unwrap_err();
+    let unique = conn
+        .execute_batch("INSERT INTO t VALUES('v-1')")
+        .unwrap_err();
+    for (err, want) in [
+        (&syntax, "SQL logic error"),
+        (&prepared, "SQL logic error"),
+        (&unique, "UNIQUE constraint failed: t.a"),
+        (
+            &rusqlite::Error::QueryReturnedNoRows,
+            "Query returned no rows",
+        ),
+    ] {
+        assert_eq!(sqlite(err), want, "{err}");
+    }
+}
