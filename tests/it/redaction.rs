@@ -639,6 +639,20 @@ async fn stored_text_starts_no_workflow_command_and_sends_no_escape() {
                 "{out:?}"
             );
             assert!(out.contains(word.as_str()), "{out}");
+            // In a workflow's `run:` step: the command line, in GitHub Actions.
+            let mut run_step = D1r2::new();
+            run_step
+                .args(["list", "--from", &from])
+                .env("GITHUB_ACTIONS", "true")
+                .envs(s3.env());
+            if audit {
+                run_step.arg("--audit");
+            }
+            let out = run_step.run_async().await;
+            out.success();
+            let shown = format!("{}\n{}", out.stdout, out.stderr);
+            assert_eq!(commands_in(&shown), Vec::<String>::new(), "{out}");
+            assert!(shown.contains(word.as_str()), "{out}");
         }
         let out = D1r2::new()
             .args(["list", "--json", "--from", &from])
