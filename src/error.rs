@@ -66,6 +66,12 @@ impl Error {
         self.inner.downcast_ref()
     }
 
+    /// The outermost context said of this error, when one was added: the command's own words
+    /// on what failed, without the cause.
+    pub(crate) fn outermost_context(&self) -> Option<String> {
+        (self.inner.chain().count() > 1).then(|| self.inner.to_string())
+    }
+
     /// [`one_line`] of this error.
     pub fn one_line(&self) -> String {
         one_line(&self.inner)

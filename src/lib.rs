@@ -43,6 +43,7 @@ mod error;
 pub mod format;
 pub mod model;
 mod ops;
+mod redact;
 mod remote;
 pub mod source;
 pub mod store;

@@ -21,36 +21,32 @@ use clap::CommandFactory;
 use crate::cli::args::Cli;
 use crate::error::{Result, bad_input};
 use crate::model::report::{Report, summary_markdown};
+use crate::redact;
 
 /// Inputs the action reads itself rather than passing to the command.
 pub const ACTION_INPUTS: [&str; 2] = ["command", crate::remote::checks::INPUT];
 
-/// The environment variables that hold secrets. In action mode each value is registered with
-/// `::add-mask::` before anything else is printed, so no later log line can reveal it.
-pub(crate) const SECRET_VARIABLES: [&str; 8] = [
-    "CLOUDFLARE_API_TOKEN",
-    "R2_ACCESS_KEY_ID",
-    "R2_SECRET_ACCESS_KEY",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "D1R2_ENCRYPTION_KEY",
-    "TOTP_SECRET",
-    "GITHUB_TOKEN",
-];
-
-/// Masks the secret environment values (each line of a multi-line value).
+/// Masks the values of [`redact::SECRET_VARIABLES`] (each line of a multi-line value), before
+/// anything else is printed, so no later log line can reveal one.
 pub(crate) fn mask_environment(
     env: &BTreeMap<String, String>,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
-    for name in SECRET_VARIABLES {
+    for name in redact::SECRET_VARIABLES {
         if let Some(value) = env.get(name) {
             for line in value.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                writeln!(out, "::add-mask::{line}")?;
+                add_mask(line, out)?;
             }
         }
     }
     Ok(())
+}
+
+/// `::add-mask::` for `value`, escaped as the toolkit's `escapeData` does: the runner unescapes
+/// `%25`, `%0D` and `%0A` in a command's data, so a secret holding `%0A` written raw would be
+/// masked as another string.
+fn add_mask(value: &str, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "::add-mask::{}", redact::command_data(value))
 }
 
 /// Whether the process was started by the runner as an action step.
@@ -148,7 +144,7 @@ pub(crate) fn mask_secrets(report: &Report, out: &mut impl Write) -> std::io::Re
     for name in &report.secret_outputs {
         if let Some(value) = report.outputs.get(name) {
             for line in value.lines().filter(|l| !l.is_empty()) {
-                writeln!(out, "::add-mask::{line}")?;
+                add_mask(line, out)?;
             }
         }
     }
@@ -175,11 +171,7 @@ pub(crate) fn write_outputs(
 
 /// An `::error::` annotation: one line, with the characters the runner treats specially escaped.
 pub(crate) fn error_annotation(message: &str) -> String {
-    let escaped = message
-        .replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A");
-    format!("::error::{escaped}")
+    format!("::error::{}", redact::command_data(message))
 }
 
 /// Checks that `$GITHUB_WORKSPACE` is a directory. The runner starts a container action in it
@@ -299,12 +291,14 @@ fn is_root() -> bool {
 }
 
 /// Reports a finished command to the runner: masks, outputs, summary.
+/// What is written is [`Report::redacted`]: the runner's files outlive the job's log.
 pub(crate) fn publish(files: &mut RunnerFiles, report: &Report) -> Result<()> {
     mask_secrets(report, &mut std::io::stdout())?;
+    let report = report.redacted();
     let mut outputs = Vec::new();
     write_outputs(&report.outputs, &mut outputs)?;
     files.append("GITHUB_OUTPUT", &outputs)?;
-    files.append("GITHUB_STEP_SUMMARY", summary_markdown(report).as_bytes())?;
+    files.append("GITHUB_STEP_SUMMARY", summary_markdown(&report).as_bytes())?;
     Ok(())
 }
 
@@ -435,6 +429,17 @@ mod tests {
         mask_secrets(&report, &mut buf).unwrap();
         assert_eq!(String::from_utf8(buf).unwrap(), "::add-mask::123456\n");
         assert!(!summary_markdown(&report).contains("123456"));
+    }
+
+    #[test]
+    fn masks_are_escaped_as_the_toolkit_does() {
+        let env = env(&[("GITHUB_TOKEN", "a%0Ab%c\r"), ("TOTP_SECRET", "x\ny")]);
+        let mut buf = Vec::new();
+        mask_environment(&env, &mut buf).unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "::add-mask::x\n::add-mask::y\n::add-mask::a%250Ab%25c\n"
+        );
     }
 
     #[test]

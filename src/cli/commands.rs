@@ -48,7 +48,7 @@ fn audited(command: &Command) -> Option<(&'static str, Vec<String>)> {
 /// is a warning, never a change to the command's own outcome.
 async fn write_audit(operation: &str, dests: &[String], result: &Result<Report>) {
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-    let error = result.as_ref().err().map(crate::error::Error::one_line);
+    let error = result.as_ref().err().map(audit_error);
     let outcome = match (result, &error) {
         (Ok(report), _) => Ok(report),
         (Err(_), Some(e)) => Err(e.as_str()),
@@ -66,6 +66,22 @@ async fn write_audit(operation: &str, dests: &[String], result: &Result<Report>)
             tracing::warn!("could not write the audit record to {dest}: {e}");
         }
     }
+}
+
+/// A failure as an audit record tells it. The record is stored in plain beside the backups, so
+/// for an encrypted backup, whose table names are as private as its rows, it says only which
+/// command failed on what (the command's own context), never the cause, which may name a table.
+fn audit_error(err: &crate::error::Error) -> String {
+    if !crate::redact::names_withheld() {
+        return crate::redact::text(&err.one_line());
+    }
+    let what = err
+        .outermost_context()
+        .map_or_else(String::new, |c| format!("{}: ", crate::redact::text(&c)));
+    format!(
+        "{what}failed (exit {}); the backup is encrypted, so the cause is only in the job's log",
+        err.exit_code()
+    )
 }
 
 async fn dispatch(command: Command) -> Result<Report> {
@@ -110,6 +126,9 @@ fn open_manifest(stored: Stored) -> Result<(Manifest, Option<Key>)> {
     let key = key_from_env()?;
     check_key_of(stored.id(), stored.encryption(), key.as_ref())?;
     let manifest = stored.open(key.as_ref())?;
+    if manifest.is_sealed() {
+        crate::redact::withhold_names();
+    }
     Ok((manifest, key))
 }
 
@@ -177,6 +196,9 @@ fn report_prune(report: &mut Report, outcomes: &[(String, PruneOutcome)]) {
 }
 
 async fn backup(args: BackupArgs) -> Result<Report> {
+    if args.encrypt {
+        crate::redact::withhold_names();
+    }
     let policy = keep_policy(&args.keep)?;
     match (&policy, args.prune) {
         (None, true) => {

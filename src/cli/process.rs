@@ -8,6 +8,7 @@ use crate::cli::action;
 use crate::cli::args::{Cli, Command};
 use crate::error::{Error, bad_input};
 use crate::model::report::Report;
+use crate::redact;
 use clap::Parser;
 
 /// The whole process: the allocator tuned, the command parsed (from the command line, or from
@@ -16,6 +17,9 @@ use clap::Parser;
 pub fn main() -> ExitCode {
     tune_malloc();
     let env: BTreeMap<String, String> = std::env::vars().collect();
+    // Before anything can be printed or stored: every exit redacts what is registered here.
+    redact::register_env(&env);
+    let actions = redact::in_github_actions(&env);
     let in_action = std::env::args().len() == 1 && action::is_action_mode(&env);
     let mut runner_files = None;
     let cli = if in_action {
@@ -25,7 +29,7 @@ pub fn main() -> ExitCode {
             Ok(files) => runner_files.insert(files),
             Err(err) => {
                 let err = Error::from(err);
-                println!("{}", action::error_annotation(&err.one_line()));
+                println!("{}", action::error_annotation(&error_line(&err)));
                 return ExitCode::from(err.exit_code());
             }
         };
@@ -42,7 +46,7 @@ pub fn main() -> ExitCode {
     } else {
         Cli::parse()
     };
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, actions);
     let json = matches!(&cli.command, Command::List(args) if args.json);
     let totp = matches!(&cli.command, Command::Totp(_));
     let name = command_name(&cli.command);
@@ -62,13 +66,20 @@ pub fn main() -> ExitCode {
     if in_action {
         println!("::endgroup::");
     }
+    // The one place a finished command's report is made safe to print, write and publish.
+    let result = result.map(|report| report.redacted());
     if let Some(files) = runner_files.as_mut() {
         return match result {
             Ok(report) => {
                 if let Err(err) = action::publish(files, &report) {
                     return fail_action(&env, files, name, &err);
                 }
-                print!("{}", report.to_text());
+                let text = if json {
+                    redact::json_controls(&report.to_text())
+                } else {
+                    redact::printed(&report.to_text(), actions)
+                };
+                print!("{}", redact::commands(&text));
                 crate::remote::checks::publish_if_wanted(&env, &report);
                 ExitCode::SUCCESS
             }
@@ -81,18 +92,25 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(report) if json => {
-            println!("{}", report.detail);
+            // JSON escapes line ends and C0 itself; what it leaves raw is escaped its way.
+            println!("{}", redact::json_controls(&report.detail));
             ExitCode::SUCCESS
         }
         Ok(report) => {
-            print!("{}", report.to_text());
+            print!("{}", redact::printed(&report.to_text(), actions));
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {}", err.one_line());
+            eprintln!("error: {}", redact::printed(&err.one_line(), actions));
             ExitCode::from(err.exit_code())
         }
     }
+}
+
+/// The error's one line as it may leave the process: secrets, credentials and URLs' userinfo
+/// and query redacted, control characters shown rather than sent.
+fn error_line(err: &Error) -> String {
+    redact::controls(&redact::text(&err.one_line()))
 }
 
 /// In action mode a failure still writes `status=failure` and a summary, and ends in an
@@ -103,10 +121,10 @@ fn fail_action(
     command: &str,
     err: &Error,
 ) -> ExitCode {
-    let line = err.one_line();
+    let line = error_line(err);
     let mut report = err
         .downcast_ref::<crate::model::report::Failure>()
-        .map(|f| f.report.clone())
+        .map(|f| f.report.redacted())
         .unwrap_or_else(|| Report::new(command));
     report.output("status", "failure").output("error", &line);
     report.row("Error", &line);
@@ -131,7 +149,9 @@ fn command_name(command: &Command) -> &'static str {
     }
 }
 
-fn init_logging(verbose: u8) {
+/// Log lines go to stderr through [`Sanitised`]; their level is not coloured, since an escape
+/// sequence of ours could not be told from one in stored text quoted by a message.
+fn init_logging(verbose: u8, actions: bool) {
     let level = match verbose {
         0 => "info",
         1 => "debug",
@@ -142,11 +162,29 @@ fn init_logging(verbose: u8) {
             tracing_subscriber::EnvFilter::try_from_env("D1R2_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("d1r2={level}"))),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(move || Sanitised { actions })
+        .with_ansi(false)
         .without_time()
         .with_target(false)
         .init();
+}
+
+/// stderr for log lines, each made safe by [`redact::printed`] as it is written (the log layer
+/// writes one whole line at a time).
+struct Sanitised {
+    actions: bool,
+}
+
+impl std::io::Write for Sanitised {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(redact::printed(&text, self.actions).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// glibc gives each thread that allocates an arena of its own and keeps freed memory there: with

@@ -28,7 +28,9 @@ pub enum LoadError {
     Missing { key: String, store: String },
     #[error("the manifest of backup {id} does not match its parts: {reason}")]
     Manifest { id: String, reason: String },
-    #[error("applying part {key}: {reason} (in statement: {statement})")]
+    /// The statement is named by its number in the part, never quoted: it holds the backup's
+    /// values (and, encrypted, its names), and this message goes to logs and audit records.
+    #[error("applying part {key}, {statement}: {reason}")]
     Apply {
         key: String,
         reason: String,
@@ -281,6 +283,10 @@ pub struct Statements {
     schema: Vec<SchemaEntry>,
     /// The entry of the next schema or post statement.
     next: usize,
+    /// The statements of the current part so far.
+    count: usize,
+    /// The backup is encrypted: errors name no table, column or other object of it.
+    sealed: bool,
 }
 
 impl Statements {
@@ -290,36 +296,47 @@ impl Statements {
             splitter: Splitter::new(),
             schema: manifest.schema.clone(),
             next: 0,
+            count: 0,
+            sealed: manifest.is_sealed(),
         }
     }
 
     /// Splits the next `bytes` of `object`'s SQL and hands each complete statement to `each`,
-    /// with the schema entry it creates (`None` for rows and the prelude).
+    /// with the schema entry it creates (`None` for rows and the prelude) and how an error
+    /// names it ([`statement_ref`]).
     pub fn push(
         &mut self,
         object: &ObjectEntry,
         bytes: &[u8],
-        mut each: impl FnMut(&str, Option<&SchemaEntry>) -> Result<()>,
+        mut each: impl FnMut(&str, Option<&SchemaEntry>, &dyn Fn() -> String) -> Result<()>,
     ) -> Result<()> {
-        let (schema, next) = (&self.schema, &mut self.next);
+        let (schema, next, count, sealed) =
+            (&self.schema, &mut self.next, &mut self.count, self.sealed);
         self.splitter.push(bytes, |stmt| {
-            let sql = backup_statement(object, stmt)?;
+            *count += 1;
+            let number = *count;
+            let sql = backup_statement(object, stmt, number, sealed)?;
+            let named = || statement_ref(number, sql, sealed);
             if object.kind == ObjectKind::Data || is_prelude(sql) {
-                return each(sql, None);
+                return each(sql, None, &named);
             }
-            let entry = entry_of(object, sql, schema.get(*next))?;
+            let entry = entry_of(object, sql, (schema.get(*next), *next), named, sealed)?;
             *next += 1;
-            each(sql, Some(entry))
+            each(sql, Some(entry), &named)
         })
     }
 
     /// The end of `object`: refuses a part that ends inside a statement, or before a statement
     /// the manifest's schema list names for it.
     pub fn end(&mut self, object: &ObjectEntry) -> Result<(), LoadError> {
+        let count = std::mem::take(&mut self.count);
         if let Some(rest) = std::mem::take(&mut self.splitter).finish() {
             return Err(corrupt(
                 object,
-                format!("it ends inside a statement: {}", excerpt(&rest)),
+                format!(
+                    "it ends inside its {}",
+                    statement_ref(count + 1, &rest, self.sealed)
+                ),
             ));
         }
         let left = &self.schema[self.next..];
@@ -335,7 +352,8 @@ impl Statements {
             Some(entry) if owed > 0 => Err(corrupt(
                 object,
                 format!(
-                    "it ends where the manifest's schema list names {entry}{}",
+                    "it ends where the manifest's schema list names {}{}",
+                    entry_ref(entry, self.next, self.sealed),
                     match owed - 1 {
                         0 => String::new(),
                         more => format!(" and {more} more"),
@@ -351,8 +369,11 @@ impl Statements {
     pub fn finish(self) -> Result<(), LoadError> {
         match self.schema.get(self.next) {
             Some(entry) => Err(LoadError::Manifest {
+                reason: format!(
+                    "its schema list names {}, which no part creates",
+                    entry_ref(entry, self.next, self.sealed)
+                ),
                 id: self.id,
-                reason: format!("its schema list names {entry}, which no part creates"),
             }),
             None => Ok(()),
         }
@@ -360,18 +381,21 @@ impl Statements {
 }
 
 /// The entry of `sql`, a schema or post statement of `object`: `entry`, the next in the
-/// manifest's schema list, when `sql` creates what it says in a part of the kind it belongs in.
+/// manifest's schema list (at `index`), when `sql` creates what it says in a part of the kind
+/// it belongs in. `named` names the statement in an error.
 fn entry_of<'e>(
     object: &ObjectEntry,
     sql: &str,
-    entry: Option<&'e SchemaEntry>,
+    (entry, index): (Option<&'e SchemaEntry>, usize),
+    named: impl Fn() -> String,
+    sealed: bool,
 ) -> Result<&'e SchemaEntry, LoadError> {
     let Some(entry) = entry else {
         return Err(corrupt(
             object,
             format!(
-                "the manifest's schema list has no entry for its statement {}",
-                excerpt(sql)
+                "the manifest's schema list has no entry for its {}",
+                named()
             ),
         ));
     };
@@ -384,16 +408,105 @@ fn entry_of<'e>(
     } else {
         match check_creates(entry, sql) {
             Ok(()) => return Ok(entry),
+            // What it creates instead is named by the statement's own reference.
+            Err(_) if sealed => "it creates something else".to_string(),
             Err(reason) => reason,
         }
     };
     Err(corrupt(
         object,
         format!(
-            "its statement {} does not match the manifest's schema entry {entry}: {reason}",
-            excerpt(sql)
+            "its {} does not match the manifest's schema {}: {reason}",
+            named(),
+            if sealed {
+                entry_ref(entry, index, sealed)
+            } else {
+                format!("entry {entry}")
+            }
         ),
     ))
+}
+
+/// How an error names a statement: its number in its part and, for a plain backup, what it
+/// creates when it is a schema statement; else the keywords it starts with. Never its text: a
+/// statement holds the backup's values, which are not for logs and audit records, and in an
+/// encrypted backup its names are as private.
+pub(crate) fn statement_ref(number: usize, sql: &str, sealed: bool) -> String {
+    match crate::format::dump::shape::created(sql).filter(|_| !sealed) {
+        Some(created) => format!("statement {number} ({created})"),
+        None => format!("statement {number} ({})", keywords(sql)),
+    }
+}
+
+/// How an error names an entry of the manifest's schema list: as itself (kind and names) for a
+/// plain backup, by its place in the list for an encrypted one.
+fn entry_ref(entry: &SchemaEntry, index: usize, sealed: bool) -> String {
+    if sealed {
+        format!("entry {}", index + 1)
+    } else {
+        entry.to_string()
+    }
+}
+
+/// The SQL keywords a statement starts with (`INSERT INTO`, `CREATE TRIGGER`), up to the first
+/// word that is not one: a name or a value never comes out.
+fn keywords(sql: &str) -> String {
+    const KEYWORDS: &[&str] = &[
+        "ABORT",
+        "ALTER",
+        "ANALYZE",
+        "ATTACH",
+        "BEGIN",
+        "COMMIT",
+        "CREATE",
+        "DELETE",
+        "DETACH",
+        "DROP",
+        "END",
+        "EXISTS",
+        "EXPLAIN",
+        "FAIL",
+        "FROM",
+        "IF",
+        "IGNORE",
+        "INDEX",
+        "INSERT",
+        "INTO",
+        "NOT",
+        "OR",
+        "PLAN",
+        "PRAGMA",
+        "QUERY",
+        "REINDEX",
+        "RELEASE",
+        "REPLACE",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "SELECT",
+        "TABLE",
+        "TEMP",
+        "TEMPORARY",
+        "TRANSACTION",
+        "TRIGGER",
+        "UNIQUE",
+        "UPDATE",
+        "VACUUM",
+        "VIEW",
+        "VIRTUAL",
+        "WITH",
+    ];
+    let words: Vec<String> = sql
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_uppercase)
+        .take_while(|w| KEYWORDS.contains(&w.as_str()))
+        .take(4)
+        .collect();
+    if words.is_empty() {
+        "not a statement d1r2 writes".to_string()
+    } else {
+        words.join(" ")
+    }
 }
 
 /// Where an [`Applier`] sends each statement it keeps.
@@ -437,7 +550,8 @@ impl<E: Execute> SqlSink for Applier<E> {
             return Ok(self.statements.end(object)?);
         };
         let (conn, selection) = (&mut self.conn, &self.selection);
-        self.statements.push(object, bytes, |sql, entry| {
+        let sealed = self.statements.sealed;
+        self.statements.push(object, bytes, |sql, entry, named| {
             // Views are kept whatever the selection: they name no one table of their own.
             if let Some(entry) = entry
                 && entry.kind != SchemaKind::View
@@ -448,8 +562,8 @@ impl<E: Execute> SqlSink for Applier<E> {
             conn.execute(sql).map_err(|e| {
                 LoadError::Apply {
                     key: object.key.clone(),
-                    reason: e.to_string(),
-                    statement: excerpt(sql),
+                    reason: apply_reason(&e, sealed),
+                    statement: named(),
                 }
                 .into()
             })
@@ -464,30 +578,44 @@ fn corrupt(object: &ObjectEntry, reason: String) -> LoadError {
     }
 }
 
-/// `stmt` as text, when it is a statement d1r2 writes into a part of `object`'s kind (see
-/// [`crate::format::dump::shape`]): anything else is a part someone else wrote, and goes nowhere.
-fn backup_statement<'s>(object: &ObjectEntry, stmt: &'s [u8]) -> Result<&'s str, LoadError> {
+/// Why SQLite refused a statement, as an error may say it. SQLite's own message may quote the
+/// statement (`near "...": syntax error`, `unrecognized token: "..."`), and a quote of a
+/// statement is a quote of the backup's values: a message holding a quote is replaced by the
+/// result code's description, and so is every message of an encrypted backup (it names tables
+/// and columns).
+fn apply_reason(err: &Error, sealed: bool) -> String {
+    use rusqlite::Error::{SqlInputError, SqliteFailure};
+    match err.downcast_ref::<rusqlite::Error>() {
+        Some(sqlite) if !sealed => crate::redact::sqlite(sqlite),
+        Some(SqliteFailure(code, _) | SqlInputError { error: code, .. }) => {
+            crate::redact::sqlite_code(code)
+        }
+        Some(_) => "SQLite refused it".to_string(),
+        None => err.to_string(),
+    }
+}
+
+/// `stmt` (the `number`th of its part) as text, when it is a statement d1r2 writes into a part
+/// of `object`'s kind (see [`crate::format::dump::shape`]): anything else is a part someone
+/// else wrote, and goes nowhere.
+fn backup_statement<'s>(
+    object: &ObjectEntry,
+    stmt: &'s [u8],
+    number: usize,
+    sealed: bool,
+) -> Result<&'s str, LoadError> {
     let sql = std::str::from_utf8(stmt)
-        .map_err(|_| corrupt(object, "a statement is not UTF-8".into()))?;
+        .map_err(|_| corrupt(object, format!("its statement {number} is not UTF-8")))?;
     if !is_backup_statement(object.kind, sql) {
         return Err(corrupt(
             object,
             format!(
-                "it holds a statement d1r2 does not write there, refused: {}",
-                excerpt(sql)
+                "its {} is not one d1r2 writes there, refused",
+                statement_ref(number, sql, sealed)
             ),
         ));
     }
     Ok(sql)
-}
-
-fn excerpt(sql: &str) -> String {
-    let one_line = sql.replace('\n', " ");
-    if one_line.chars().count() > 120 {
-        format!("{}...", one_line.chars().take(120).collect::<String>())
-    } else {
-        one_line
-    }
 }
 
 /// Opens a new scratch database tuned for a bulk load that is thrown away if anything fails
@@ -697,7 +825,7 @@ mod tests {
                 }),
                 whole.to_vec(),
                 "post.sql.gz",
-                "has no entry for its statement CREATE TRIGGER tr",
+                "has no entry for its statement 3 (trigger \"tr\" on \"b\")",
             ),
             (
                 "two tables swapped",
@@ -773,6 +901,44 @@ mod tests {
         for (what, schema, parts, part, said) in cases {
             let err = apply(schema, &parts, &[]).expect_err(what);
             assert!(err.contains(part) && err.contains(said), "{what}: {err}");
+        }
+    }
+
+    /// An error names a statement by number and keywords (and, plain, by what it creates),
+    /// and says why SQLite refused it without quoting it.
+    #[test]
+    fn errors_name_statements_without_quoting_them() {
+        let insert = "INSERT INTO \"patients\"(a,b) VALUES(1,'SSN-123-45')";
+        let trigger = "CREATE TRIGGER tr AFTER INSERT ON b BEGIN SELECT 'x'; END";
+        for (number, sql, sealed, want) in [
+            (7, insert, false, "statement 7 (INSERT INTO)"),
+            (7, insert, true, "statement 7 (INSERT INTO)"),
+            (2, trigger, false, "statement 2 (trigger \"tr\" on \"b\")"),
+            (2, trigger, true, "statement 2 (CREATE TRIGGER)"),
+            (
+                1,
+                "'SSN' garbage",
+                false,
+                "statement 1 (not a statement d1r2 writes)",
+            ),
+        ] {
+            assert_eq!(statement_ref(number, sql, sealed), want, "{sql}");
+        }
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE patients(a UNIQUE); INSERT INTO patients VALUES('SSN-1');",
+        )
+        .unwrap();
+        let fail = |sql: &str| Error::from(conn.execute_batch(sql).unwrap_err());
+        let unique = fail("INSERT INTO patients VALUES('SSN-1')");
+        let syntax = fail("INSERT INTO patients VALUES('SSN-2' 'SSN-3')");
+        for (err, sealed, want) in [
+            (&unique, false, "UNIQUE constraint failed: patients.a"),
+            (&unique, true, "constraint failed"),
+            (&syntax, false, "SQL logic error"),
+            (&syntax, true, "SQL logic error"),
+        ] {
+            assert_eq!(apply_reason(err, sealed), want);
         }
     }
 

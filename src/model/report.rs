@@ -61,6 +61,35 @@ impl Report {
         self
     }
 
+    /// The report as it may leave the process: every output, row and the detail through
+    /// [`crate::redact::text`]. Secret outputs stay as they are: they are the command's result
+    /// (a TOTP code), masked in the log and never in a summary.
+    pub(crate) fn redacted(&self) -> Report {
+        let text = crate::redact::text;
+        Report {
+            command: self.command.clone(),
+            outputs: self
+                .outputs
+                .iter()
+                .map(|(name, value)| {
+                    let secret = self.secret_outputs.contains(name);
+                    (
+                        name.clone(),
+                        if secret { value.clone() } else { text(value) },
+                    )
+                })
+                .collect(),
+            secret_outputs: self.secret_outputs.clone(),
+            rows: self
+                .rows
+                .iter()
+                .map(|(label, value)| (text(label), text(value)))
+                .collect(),
+            detail: text(&self.detail),
+            sealed: self.sealed,
+        }
+    }
+
     /// Plain text for a terminal: the rows aligned, then the detail.
     pub(crate) fn to_text(&self) -> String {
         let width = self.rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
@@ -105,9 +134,20 @@ pub(crate) fn summary_markdown(report: &Report) -> String {
         md.push_str(&format!("| {} | {} |\n", cell(label), cell(value)));
     }
     if !report.detail.is_empty() {
-        md.push_str(&format!("\n```\n{}\n```\n", report.detail.trim_end()));
+        let fence = fence(&report.detail);
+        md.push_str(&format!(
+            "\n{fence}\n{}\n{fence}\n",
+            report.detail.trim_end()
+        ));
     }
     md
+}
+
+/// A code fence longer than any run of backticks in `text`: the detail quotes stored text (a
+/// label), which must not close the block and be read as Markdown or HTML.
+fn fence(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    "`".repeat(longest.max(2) + 1)
 }
 
 fn status(report: &Report) -> &str {
@@ -118,8 +158,13 @@ fn status(report: &Report) -> &str {
         .unwrap_or("success")
 }
 
+/// A table cell: `|` escaped, HTML's `<` and `&` written as entities (a cell may quote stored
+/// text, which must not become markup), line ends as `<br>`.
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace('\n', "<br>")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('|', "\\|")
+        .replace('\n', "<br>")
 }
 
 #[cfg(test)]
@@ -137,6 +182,24 @@ mod tests {
         ] {
             assert_eq!(human_bytes(bytes), text);
         }
+    }
+
+    #[test]
+    fn stored_text_stays_text_in_the_summary() {
+        let mut r = Report::new("list");
+        r.row("Label", "a|b <img src=x> & c\nd");
+        r.detail = "x ```` y\n```\n# heading".into();
+        let md = summary_markdown(&r);
+        assert!(
+            md.contains("| Label | a\\|b &lt;img src=x> &amp; c<br>d |"),
+            "{md}"
+        );
+        assert!(
+            md.ends_with("\n`````\nx ```` y\n```\n# heading\n`````\n"),
+            "{md}"
+        );
+        r.detail = "plain".into();
+        assert!(summary_markdown(&r).ends_with("\n```\nplain\n```\n"));
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub(crate) fn record(
 ) -> Record {
     let (report, error) = match outcome {
         Ok(report) => (Some(report), None),
-        Err(error) => (None, Some(error.to_string())),
+        // Stored in the bucket, where anyone who can list the backups reads it.
+        Err(error) => (None, Some(crate::redact::text(error))),
     };
     let output = |name: &str| report.and_then(|r| r.outputs.get(name)).cloned();
     let number = |name: &str| output(name).and_then(|v| v.parse().ok());

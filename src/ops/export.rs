@@ -28,7 +28,7 @@ impl SqlSink for FileSink {
         let Some(bytes) = bytes else {
             return Ok(self.statements.end(object)?);
         };
-        self.statements.push(object, bytes, |_, _| Ok(()))?;
+        self.statements.push(object, bytes, |_, _, _| Ok(()))?;
         self.file.write_all(bytes)?;
         Ok(())
     }

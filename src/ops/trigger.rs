@@ -79,6 +79,27 @@ pub(crate) fn truncate(text: &str, limit: usize) -> String {
     format!("{}…", &text[..end])
 }
 
+/// Refuses a URL with credentials in it (bad input): the request's `Authorization` header holds
+/// the TOTP bearer code, and a `user:password@` would be sent as a second one. The URL is not
+/// quoted: the credentials are what must not be.
+fn refuse_userinfo(url: &reqwest::Url) -> Result<()> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(());
+    }
+    Err(bad_input(
+        "--url holds credentials (user:password@): d1r2 authenticates with the TOTP bearer \
+         code in the Authorization header; remove them from the URL",
+    ))
+}
+
+/// Registers the values of the URL's query as secrets: an endpoint key is often passed there,
+/// and an endpoint that echoes its arguments would otherwise give it back in its answer.
+fn register_query(url: &reqwest::Url) {
+    for (_, value) in url.query_pairs() {
+        crate::redact::register(&value);
+    }
+}
+
 /// A URL fit for logs: scheme, host, port and path; no credentials, query or fragment.
 pub(crate) fn shown_url(url: &reqwest::Url) -> String {
     let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
@@ -156,6 +177,8 @@ pub(crate) async fn run(args: &TriggerOptions, secret: Option<&str>) -> Result<R
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
         .ok_or_else(|| bad_input("--url: expected an http:// or https:// URL"))?;
+    refuse_userinfo(&url)?;
+    register_query(&url);
     let shown = shown_url(&url);
     let method = reqwest::Method::from_bytes(args.method.trim().to_ascii_uppercase().as_bytes())
         .map_err(|_| bad_input(format!("--method {:?}: not an HTTP method", args.method)))?;
@@ -169,6 +192,10 @@ pub(crate) async fn run(args: &TriggerOptions, secret: Option<&str>) -> Result<R
         .filter(|h| !h.trim().is_empty())
         .map(|h| parse_header(h).map_err(bad_input))
         .collect::<Result<Vec<_>>>()?;
+    // A header is where an endpoint's own key goes: an echo of it is redacted like a secret.
+    for (_, value) in &headers {
+        crate::redact::register(value.to_str().unwrap_or_default());
+    }
     let policy = RetryPolicy {
         max_attempts: args.max_attempts,
         initial_delay: seconds("initial-delay", args.initial_delay)?,
@@ -192,6 +219,9 @@ pub(crate) async fn run(args: &TriggerOptions, secret: Option<&str>) -> Result<R
                 tokio::time::sleep(wait).await;
             }
             let code = generator.code(unix_now() as u64);
+            // An endpoint that echoes the request gives the code back; it is redacted as the
+            // secret it is made from.
+            crate::redact::register(&code);
             let mut request = client
                 .request(method.clone(), url.clone())
                 .bearer_auth(code);
@@ -208,7 +238,8 @@ pub(crate) async fn run(args: &TriggerOptions, secret: Option<&str>) -> Result<R
             let status = response.status().as_u16();
             let retry_after = http::retry_after(response.headers(), SystemTime::now());
             let body = response.text().await.map_err(|e| transport(&e, sent))?;
-            let body = truncate(&body, BODY_LIMIT);
+            // Redacted before the cut, which could leave half a secret no rule recognises.
+            let body = truncate(&crate::redact::text(&body), BODY_LIMIT);
             let elapsed = sent.elapsed();
             if http::status_verdict(status, retry_after).is_none() {
                 tracing::info!(
@@ -283,8 +314,8 @@ pub(crate) async fn run(args: &TriggerOptions, secret: Option<&str>) -> Result<R
                     } else {
                         ""
                     };
-                    let start: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-                    format!("HTTP {status}{why}: {}", truncate(&start, 200))
+                    let start = crate::redact::remote_body(body, http::BODY_QUOTED);
+                    format!("HTTP {status}{why}: {start}")
                 }
                 Miss::Transport { message, .. } => message.clone(),
             };

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::error::Result;
 use crate::model::report::Report;
+use crate::redact;
 use crate::remote::http;
 use crate::remote::retry::{self, RetryPolicy, Verdict};
 
@@ -138,7 +139,8 @@ pub(crate) fn title(report: &Report) -> String {
     } else if let Some(rows) = report.outputs.get("rows") {
         title.push_str(&format!(", {rows} rows"));
     }
-    title.chars().take(240).collect()
+    // Redacted before the cut, which could leave half a secret no rule recognises.
+    redact::text(&title).chars().take(240).collect()
 }
 
 /// Publishes `report` as a completed check run (`POST /repos/{owner}/{repo}/check-runs`); returns
@@ -156,7 +158,7 @@ pub(crate) async fn publish(target: &CheckTarget, token: &str, report: &Report) 
         "conclusion": if failed { "failure" } else { "success" },
         "output": {
             "title": title(report),
-            "summary": crate::model::report::summary_markdown(report),
+            "summary": redact::text(&crate::model::report::summary_markdown(report)),
         },
     });
     let route = format!("/repos/{}/{}/check-runs", target.owner, target.repo);
@@ -201,7 +203,7 @@ async fn attempt(
     serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| v["id"].as_u64())
-        .ok_or_else(|| CheckRunError::Decode(text.chars().take(200).collect()))
+        .ok_or_else(|| CheckRunError::Decode(redact::remote_body(&text, 200)))
 }
 
 /// Publishes the check run when the step asked for one, warning (not failing) when it cannot.
@@ -227,7 +229,7 @@ pub(crate) fn publish_if_wanted(env: &BTreeMap<String, String>, report: &Report)
         Ok(id) => println!("published check run {id}"),
         Err(e) => println!(
             "::warning::could not publish the check run: {}",
-            e.one_line()
+            redact::command_data(&redact::controls(&redact::text(&e.one_line())))
         ),
     }
 }

@@ -109,6 +109,9 @@ pub struct Message {
     pub message: String,
 }
 
+/// How much of each of an answer's error messages is quoted: D1's quote the failing SQL.
+const MESSAGE_QUOTED: usize = 500;
+
 /// Cloudflare's errors as one line: `code 7500: no such table: x; code 1000: ...`.
 pub(crate) fn describe_errors(errors: &[Message]) -> String {
     if errors.is_empty() {
@@ -117,7 +120,7 @@ pub(crate) fn describe_errors(errors: &[Message]) -> String {
     errors
         .iter()
         .map(|e| {
-            let message: String = e.message.split_whitespace().collect::<Vec<_>>().join(" ");
+            let message = crate::redact::remote_body(&e.message, MESSAGE_QUOTED);
             format!("code {}: {message}", e.code)
         })
         .collect::<Vec<_>>()
@@ -260,7 +263,7 @@ impl Api {
                     Err(ApiError::Status {
                         what: what.to_string(),
                         status,
-                        detail: text.chars().take(200).collect(),
+                        detail: crate::redact::remote_body(&text, http::BODY_QUOTED),
                         retry_after,
                     })
                 }
@@ -300,7 +303,10 @@ impl Api {
             Err(_) if !(200..300).contains(&status) => Err(ApiError::Status {
                 what: what.to_string(),
                 status,
-                detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                detail: crate::redact::remote_body(
+                    &String::from_utf8_lossy(&bytes),
+                    http::BODY_QUOTED,
+                ),
                 retry_after,
             }),
             Err(e) => Err(ApiError::Decode {

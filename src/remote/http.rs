@@ -119,13 +119,17 @@ pub(crate) fn github_rate_limit(
 }
 
 /// What a failed GitHub answer says: its JSON `message`, or the start of the body when it has
-/// none (a proxy's error page, say).
+/// none (a proxy's error page, say); either through [`crate::redact::remote_body`], since a
+/// proxy may copy our headers into it.
 pub(crate) fn github_message(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body)
+    let message = serde_json::from_str::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| body.chars().take(200).collect())
+        .and_then(|v| v["message"].as_str().map(str::to_string));
+    crate::redact::remote_body(message.as_deref().unwrap_or(body), BODY_QUOTED)
 }
+
+/// How much of a remote answer an error message quotes.
+pub(crate) const BODY_QUOTED: usize = 200;
 
 /// A header of `headers` as text, in the shape [`github_rate_limit`] reads.
 pub(crate) fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -229,7 +233,11 @@ mod tests {
                 r#"{"documentation_url": "x"}"#.into(),
             ),
             ("Service Unavailable", "Service Unavailable".into()),
-            (page.as_str(), page[..200].to_string()),
+            (page.as_str(), format!("{}…", &page[..200])),
+            (
+                "proxy said:\n\u{1b}[2Jauthorization: Bearer abcdefgh",
+                "proxy said: [2Jauthorization: Bearer [redacted]".into(),
+            ),
         ] {
             assert_eq!(github_message(body), want, "{body}");
         }

@@ -27,12 +27,10 @@ pub enum SourceError {
     BadColumn(String),
     #[error("reading the catalog: {0}")]
     Catalog(String),
-    #[error("SQLite error on {path}: {source}")]
-    Sqlite {
-        path: String,
-        #[source]
-        source: rusqlite::Error,
-    },
+    /// SQLite's message through [`crate::redact::sqlite`]: a page query holds the last key
+    /// read, a value of the source.
+    #[error("SQLite error on {path}: {message}")]
+    Sqlite { path: String, message: String },
     #[error(transparent)]
     Api(crate::remote::cloudflare::ApiError),
     #[error("{0}")]
@@ -312,7 +310,7 @@ mod tests {
             (
                 SourceError::Sqlite {
                     path: s("db"),
-                    source: rusqlite::Error::QueryReturnedNoRows,
+                    message: s("x"),
                 },
                 Failed,
             ),

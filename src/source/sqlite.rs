@@ -60,7 +60,7 @@ fn classify(path: &str, err: rusqlite::Error) -> SourceError {
         Some(rusqlite::ErrorCode::NotADatabase) => SourceError::NotADatabase(path.to_string()),
         _ => SourceError::Sqlite {
             path: path.to_string(),
-            source: err,
+            message: crate::redact::sqlite(&err),
         },
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first. A folder may use the folders of lower layers only; folders on one
 /// layer do not use each other.
 const LAYERS: &[&[&str]] = &[
-    &["error"],
+    &["error", "redact"],
     &["model"],
     &["remote", "store"],
     &["source"],

@@ -13,6 +13,7 @@ mod destinations;
 mod encryption;
 mod firewall;
 mod prune;
+mod redaction;
 mod restore_target;
 mod roundtrip;
 mod runner;

@@ -83,7 +83,7 @@ pub(crate) fn check_creates(entry: &SchemaEntry, statement: &str) -> Result<(), 
 /// What a schema or post statement creates, read from its head: the object's kind and name,
 /// and the table an index or trigger is on (`ON`, the first bare keyword of that name after a
 /// trigger's name; a column called `on` must be quoted). `None` when it is none of these shapes.
-fn created(statement: &str) -> Option<SchemaEntry> {
+pub(crate) fn created(statement: &str) -> Option<SchemaEntry> {
     let (kind, rest) = SchemaKind::ALL.iter().find_map(|&kind| {
         heads(kind)
             .iter()
