@@ -173,7 +173,8 @@ pub async fn stream_sql<S: SqlSink>(
                     Error::from(e)
                 }
             })?;
-            let reader = StreamReader::new(stream.map_err(std::io::Error::other));
+            let failure = ReadFailure::default();
+            let reader = StreamReader::new(stream.map_err(|e| failure.keep(e)));
             let mut hashing =
                 HashingReader::new(SyncIoBridge::new_with_handle(reader, handle.clone()));
             let corrupt = |reason: String| LoadError::Corrupt {
@@ -198,7 +199,10 @@ pub async fn stream_sql<S: SqlSink>(
                     }
                 }
             };
-            let (bytes, sha256) = hashing.finish().map_err(|e| corrupt(e.to_string()))?;
+            let finished = hashing.finish();
+            // A read that failed left a short part behind it: the failure is what to report.
+            failure.check()?;
+            let (bytes, sha256) = finished.map_err(|e| corrupt(e.to_string()))?;
             if bytes != object.bytes {
                 return Err(corrupt(format!(
                     "{bytes} bytes stored, the manifest says {} (truncated or replaced)",
@@ -223,6 +227,31 @@ pub async fn stream_sql<S: SqlSink>(
     let (read, sunk) = tokio::join!(reading, sinking);
     read??;
     sunk?
+}
+
+/// The store's error that ended a part's stream, kept aside: the decoder and the hash only see
+/// it as an I/O error (and, after it, the end of a short part), but a read that failed says
+/// nothing of what is stored, so it is reported as the store said it, never as a corrupt part.
+#[derive(Default, Clone)]
+struct ReadFailure(Arc<std::sync::Mutex<Option<crate::store::StoreError>>>);
+
+impl ReadFailure {
+    /// Keeps `err` (the first one) and hands the reader an I/O error saying the same.
+    fn keep(&self, err: crate::store::StoreError) -> std::io::Error {
+        let io = std::io::Error::other(err.to_string());
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(err);
+        io
+    }
+
+    fn check(&self) -> Result<(), crate::store::StoreError> {
+        match self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Where decoded SQL goes: a database being loaded, or an export file.
