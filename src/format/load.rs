@@ -181,6 +181,8 @@ pub async fn stream_sql<S: SqlSink>(
                 key: key.clone(),
                 reason,
             };
+            // Whether the sink stopped taking this part's SQL: it failed on what it was handed.
+            let mut stopped = false;
             let decoded = {
                 let part_key = decryption.as_ref().map(|k| manifest.part_key(k, object));
                 let mut plain = decoder(&mut hashing, manifest.compression, part_key.as_ref());
@@ -190,18 +192,25 @@ pub async fn stream_sql<S: SqlSink>(
                         Ok(0) => break Ok(()),
                         Ok(n) => {
                             crate::model::progress::add(0, n as u64);
-                            // The sink stopped: what it failed on is the error to report.
                             if send.send((index, Some(buf[..n].to_vec()))).is_err() {
-                                return Ok(());
+                                stopped = true;
+                                break Ok(());
                             }
                         }
                         Err(e) => break Err(e),
                     }
                 }
             };
+            // The rest of the part is read (not decoded) and checked even when the sink stopped:
+            // SQL it failed on may be a corrupt part's, and then the corruption is the error.
             let finished = hashing.finish();
+            let read = failure.check();
+            if stopped && (read.is_err() || finished.is_err()) {
+                // The part could not be checked: what the sink failed on is the error to report.
+                return Ok(());
+            }
             // A read that failed left a short part behind it: the failure is what to report.
-            failure.check()?;
+            read?;
             let (bytes, sha256) = finished.map_err(|e| corrupt(e.to_string()))?;
             if bytes != object.bytes {
                 return Err(corrupt(format!(
@@ -216,6 +225,10 @@ pub async fn stream_sql<S: SqlSink>(
                     object.sha256
                 ))
                 .into());
+            }
+            if stopped {
+                // A sound part: what the sink failed on is the error to report.
+                return Ok(());
             }
             decoded.map_err(|e| corrupt(format!("cannot decode: {e}")))?;
             if send.send((index, None)).is_err() {

@@ -61,7 +61,7 @@ pub enum StoreError {
     /// each break, and [`Store::get`] reads on from where it stopped; the error that reaches a
     /// caller is the last break, once reading again stopped helping.
     #[error(
-        "reading {key} from {store} failed: the connection broke after {received} bytes, {attempts} attempts in all ({message}); this is a network or read failure, not a damaged backup: run it again"
+        "reading {key} from {store} failed: the connection broke after {received} bytes, {attempts} attempts in all ({message}); a network failure, not a damaged backup: run it again"
     )]
     Interrupted {
         store: String,

@@ -22,8 +22,8 @@ use futures::future::BoxFuture;
 use super::{ByteStream, StoreError};
 use crate::remote::retry::{self, RetryPolicy, Verdict};
 
-/// How hard a broken read is resumed: at most six reopenings of one object in all, the first
-/// at once after each break and the next ones backing off, within two minutes of its first break.
+/// How hard a broken read is resumed: at most six reopenings of one object in all, the first at
+/// once and each later one after a full-jitter backoff, within two minutes of its first break.
 /// An object d1r2 reads is at most a 5 MiB part, so a connection that breaks more often than that
 /// while carrying one is down, not flaky.
 pub(crate) const RESUME_POLICY: RetryPolicy = RetryPolicy {
@@ -145,6 +145,13 @@ impl Reader {
         let Some(policy) = remaining(&self.policy, self.attempts, first_break.elapsed()) else {
             return Err(self.given_up(broken));
         };
+        // A break after progress starts a new round of attempts; past the first, it waits as the
+        // attempts so far say, so a connection that keeps breaking is not hammered.
+        if self.attempts > 0 {
+            let wait = retry::delay(&self.policy, self.attempts, None, rand::random::<f64>());
+            tracing::debug!("{broken}; reading again in {wait:?}");
+            tokio::time::sleep(wait).await;
+        }
         let want = Resume {
             offset: self.offset,
             version: self.version.clone(),

@@ -7,7 +7,8 @@
 //! a second time for the signature. Streams go up as multipart uploads of fixed-size parts (R2
 //! wants every part but the last the same size), one part in memory at a time; an upload that never
 //! reaches its first full part is a single `PutObject`. A failed or dropped upload is aborted, so
-//! no object appears under its key unless it was finished.
+//! no object appears under its key unless it was finished. A read whose body breaks is asked for
+//! again from the next byte, of the same ETag ([`super::resume`]).
 
 use std::fmt;
 
@@ -29,7 +30,9 @@ use super::resume::{Body, RESUME_POLICY, Reopen, Resume, parse_content_range, re
 use super::{ByteStream, ObjectMeta, PART_SIZE, Store, StoreError, Upload, check_key};
 
 /// Attempts per request (the SDK's standard retry mode: exponential backoff with jitter on
-/// throttling, 5xx and connection errors). S3 alone retries outside [`crate::retry`].
+/// throttling, 5xx and connection errors, and a response body that breaks before the SDK has read
+/// it whole: listings, metadata). Only a read's body, handed on as a stream, is the SDK's no more;
+/// [`super::resume`] reads it on.
 const MAX_ATTEMPTS: u32 = 6;
 
 /// Where and how to reach the bucket.
@@ -191,9 +194,19 @@ impl S3Store {
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     {
         use aws_sdk_s3::error::ProvideErrorMetadata;
+        use aws_sdk_s3::error::SdkError;
         let message = match err.code() {
             Some(code) => format!("{code}: {}", err.message().unwrap_or("no message")),
             None => aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
+        };
+        // No answer, or one broken off, after every attempt: the network, not the store's data.
+        let message = match err {
+            SdkError::DispatchFailure(_)
+            | SdkError::TimeoutError(_)
+            | SdkError::ResponseError(_) => {
+                format!("{message} (a network failure, {MAX_ATTEMPTS} attempts; run it again)")
+            }
+            _ => message,
         };
         if err.code() == Some("NoSuchBucket") {
             return StoreError::MissingRoot {

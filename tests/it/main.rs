@@ -10,6 +10,7 @@ mod checks;
 mod cli;
 mod d1;
 mod encryption;
+mod faults;
 mod firewall;
 mod prune;
 mod roundtrip;
