@@ -380,6 +380,8 @@ mod tests {
     struct Flaky {
         data: Bytes,
         version: &'static str,
+        /// Whether a break ends the answer cleanly (short of its size) rather than with an error.
+        clean: bool,
         breaks: Mutex<Vec<Option<usize>>>,
         asked: Mutex<Vec<Resume>>,
     }
@@ -399,6 +401,7 @@ mod tests {
             Arc::new(Flaky {
                 data: Bytes::copy_from_slice(data),
                 version,
+                clean: false,
                 breaks: Mutex::new(breaks),
                 asked: Mutex::new(Vec::new()),
             })
@@ -428,7 +431,7 @@ mod tests {
                 .chunks(3)
                 .map(|c| Ok(Bytes::copy_from_slice(c)))
                 .collect();
-            if brk.is_some_and(|b| b <= rest.len()) {
+            if brk.is_some_and(|b| b <= rest.len()) && !self.clean {
                 items.push(Err(broken()));
             }
             Ok(Body {
@@ -525,6 +528,28 @@ mod tests {
         };
         assert!(matches!(err, StoreError::Changed { .. }), "{err}");
         assert_eq!(read, [1u8; 12]);
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_ends_short_of_its_size_is_read_on() {
+        let data: Vec<u8> = (0..60u8).collect();
+        let flaky = Flaky::new(&data, "\"v1\"", vec![Some(25), Some(20), None]);
+        let flaky = Arc::new(Flaky {
+            clean: true,
+            data: flaky.data.clone(),
+            version: flaky.version,
+            breaks: Mutex::new(flaky.breaks.lock().unwrap().clone()),
+            asked: Mutex::new(Vec::new()),
+        });
+        assert_eq!(flaky.read().await.unwrap(), data);
+        let asked: Vec<u64> = flaky
+            .asked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(asked, [0, 25, 45]);
     }
 
     #[tokio::test]
