@@ -482,15 +482,15 @@ async fn a_corrupt_part_is_still_reported_as_corrupt() {
         assert!(!target.exists(), "{}: wrote", args[0]);
     }
 
-    // The part replaced whole by well-formed SQL that SQLite refuses: the restore fails on it
-    // before the part's end, and the part's digest, not SQLite's complaint, is the error.
+    // The part replaced whole by well-formed SQL that SQLite refuses, more of it than the reader
+    // hands ahead: the restore fails on its first statement while the part is still being read,
+    // and the part's digest, not SQLite's complaint, is the error.
     let table = w.rng.name("nosuch_");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    std::io::Write::write_all(
-        &mut gz,
-        format!("INSERT INTO \"{table}\" VALUES(1);\n").as_bytes(),
-    )
-    .unwrap();
+    for row in 0..100_000 {
+        let sql = format!("INSERT INTO \"{table}\" VALUES({row});\n");
+        std::io::Write::write_all(&mut gz, sql.as_bytes()).unwrap();
+    }
     std::fs::write(&file, gz.finish().unwrap()).unwrap();
     w.break_reads();
     let run = w
