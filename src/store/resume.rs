@@ -204,10 +204,11 @@ async fn reopen_with_bytes(
     size: Option<u64>,
     (store, key): (&str, &str),
 ) -> Result<ByteStream, StoreError> {
-    let offset = want.offset;
+    let (offset, version) = (want.offset, want.version.clone());
     let body = reopen(want).await?;
-    // A store that cannot ask for a version still says the size: another size is another object.
-    if size.is_some() && body.size.is_some() && size != body.size {
+    // A server that ignored the version asked for still says which it sent, and any says the
+    // size: another version or another size is another object.
+    if differs(&version, &body.version) || differs(&size, &body.size) {
         return Err(StoreError::Changed {
             store: store.to_string(),
             key: key.to_string(),
@@ -244,6 +245,11 @@ async fn reopen_with_bytes(
             }
         }
     }
+}
+
+/// Whether two things both known are not the same.
+fn differs<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
+    a.is_some() && b.is_some() && a != b
 }
 
 /// The policy left for resuming after `used` attempts and `elapsed` since the first break, or
@@ -550,6 +556,51 @@ mod tests {
             .map(|r| r.offset)
             .collect();
         assert_eq!(asked, [0, 25, 45]);
+    }
+
+    /// A server that ignores `If-Match` and sends another version is caught by the version it
+    /// says it sent, or by the size.
+    #[tokio::test]
+    async fn another_version_sent_anyway_is_refused() {
+        for (version, len) in [("\"v2\"", 40), ("\"v1\"", 41)] {
+            let flaky = Flaky::new(&[1u8; 40], "\"v1\"", vec![Some(12)]);
+            let other = Flaky::new(&vec![2u8; len], version, vec![]);
+            let first = flaky
+                .answer(Resume {
+                    offset: 0,
+                    version: None,
+                })
+                .unwrap();
+            let reopen: Reopen = Box::new(move |mut from| {
+                let other = other.clone();
+                from.version = None;
+                Box::pin(async move { other.answer(from) })
+            });
+            let mut stream = resuming(first, reopen, RESUME_POLICY, "s".into(), "k".into());
+            let mut read = 0;
+            let err = loop {
+                match stream.next().await {
+                    Some(Ok(chunk)) => read += chunk.len(),
+                    Some(Err(e)) => break e,
+                    None => panic!("{version} {len}: spliced"),
+                }
+            };
+            assert!(matches!(err, StoreError::Changed { .. }), "{err}");
+            assert_eq!(read, 12);
+        }
+    }
+
+    #[test]
+    fn differences_table() {
+        for (a, b, want) in [
+            (None, None, false),
+            (Some(1), None, false),
+            (None, Some(1), false),
+            (Some(1), Some(1), false),
+            (Some(1), Some(2), true),
+        ] {
+            assert_eq!(differs(&a, &b), want, "{a:?} {b:?}");
+        }
     }
 
     #[tokio::test]
