@@ -175,13 +175,16 @@ pub async fn stream_sql<S: SqlSink>(
                     Error::from(e)
                 }
             })?;
-            let reader = StreamReader::new(stream.map_err(std::io::Error::other));
+            let failure = ReadFailure::default();
+            let reader = StreamReader::new(stream.map_err(|e| failure.keep(e)));
             let mut hashing =
                 HashingReader::new(SyncIoBridge::new_with_handle(reader, handle.clone()));
             let corrupt = |reason: String| LoadError::Corrupt {
                 key: key.clone(),
                 reason,
             };
+            // Whether the sink stopped taking this part's SQL: it failed on what it was handed.
+            let mut stopped = false;
             let decoded = {
                 let part_key = decryption.as_ref().map(|k| manifest.part_key(k, object));
                 let mut plain = decoder(&mut hashing, manifest.compression, part_key.as_ref());
@@ -191,16 +194,26 @@ pub async fn stream_sql<S: SqlSink>(
                         Ok(0) => break Ok(()),
                         Ok(n) => {
                             crate::model::progress::add(0, n as u64);
-                            // The sink stopped: what it failed on is the error to report.
                             if send.send((index, Some(buf[..n].to_vec()))).is_err() {
-                                return Ok(());
+                                stopped = true;
+                                break Ok(());
                             }
                         }
                         Err(e) => break Err(e),
                     }
                 }
             };
-            let (bytes, sha256) = hashing.finish().map_err(|e| corrupt(e.to_string()))?;
+            // The rest of the part is read (not decoded) and checked even when the sink stopped:
+            // SQL it failed on may be a corrupt part's, and then the corruption is the error.
+            let finished = hashing.finish();
+            let read = failure.check();
+            if stopped && (read.is_err() || finished.is_err()) {
+                // The part could not be checked: what the sink failed on is the error to report.
+                return Ok(());
+            }
+            // A read that failed left a short part behind it: the failure is what to report.
+            read?;
+            let (bytes, sha256) = finished.map_err(|e| corrupt(e.to_string()))?;
             if bytes != object.bytes {
                 return Err(corrupt(format!(
                     "{bytes} bytes stored, the manifest says {} (truncated or replaced)",
@@ -215,6 +228,10 @@ pub async fn stream_sql<S: SqlSink>(
                 ))
                 .into());
             }
+            if stopped {
+                // A sound part: what the sink failed on is the error to report.
+                return Ok(());
+            }
             decoded.map_err(|e| corrupt(format!("cannot decode: {e}")))?;
             if send.send((index, None)).is_err() {
                 return Ok(());
@@ -225,6 +242,31 @@ pub async fn stream_sql<S: SqlSink>(
     let (read, sunk) = tokio::join!(reading, sinking);
     read??;
     sunk?
+}
+
+/// The store's error that ended a part's stream, kept aside: the decoder and the hash only see
+/// it as an I/O error (and, after it, the end of a short part), but a read that failed says
+/// nothing of what is stored, so it is reported as the store said it, never as a corrupt part.
+#[derive(Default, Clone)]
+struct ReadFailure(Arc<std::sync::Mutex<Option<crate::store::StoreError>>>);
+
+impl ReadFailure {
+    /// Keeps `err` (the first one) and hands the reader an I/O error saying the same.
+    fn keep(&self, err: crate::store::StoreError) -> std::io::Error {
+        let io = std::io::Error::other(err.to_string());
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(err);
+        io
+    }
+
+    fn check(&self) -> Result<(), crate::store::StoreError> {
+        match self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Where decoded SQL goes: a database being loaded, or an export file.

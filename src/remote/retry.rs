@@ -4,8 +4,9 @@
 //! Full jitter (sleep a random time between zero and the exponential delay) rather than backon's
 //! additive jitter, because it spreads many clients retrying after the same outage the most
 //! (AWS's "Exponential Backoff and Jitter"). The loop itself is backon's; this module supplies the
-//! delays; [`crate::http`] says what a failed HTTP answer means. S3 is the exception: the AWS
-//! SDK retries its own requests (configured in `store::s3`), not through this loop.
+//! delays; [`crate::remote::http`] says what a failed HTTP answer means. S3's requests are the
+//! exception: the AWS SDK retries them itself (configured in `store::s3`); the bodies of its
+//! reads, which nothing in the SDK retries, are resumed through this loop by `store::resume`.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};

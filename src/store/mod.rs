@@ -6,6 +6,7 @@
 //! `ObjectStore`/`MultipartUpload`, trimmed to what backups need.
 
 pub mod local;
+pub(crate) mod resume;
 pub mod s3;
 
 use crate::error::{Classify, Kind};
@@ -64,11 +65,33 @@ pub enum StoreError {
         key: String,
         message: String,
     },
+    /// The connection broke while the object's bytes were arriving. A store's stream says so for
+    /// each break, and [`Store::get`] reads on from where it stopped; the error that reaches a
+    /// caller is the last break, once reading again stopped helping.
+    #[error(
+        "reading {key} from {store} failed: the connection broke after {received} bytes, {attempts} attempts in all ({message}); a network failure, not a damaged backup: run it again"
+    )]
+    Interrupted {
+        store: String,
+        key: String,
+        /// Bytes of the object that arrived before the last break.
+        received: u64,
+        attempts: u32,
+        message: String,
+    },
+    /// The object was replaced while it was being read: its rest would belong to another object.
+    #[error("{key} in {store} was replaced while it was being read; run it again")]
+    Changed { store: String, key: String },
 }
 
 impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// Whether the connection broke mid-object, so that reading on may get the rest.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, StoreError::Interrupted { .. })
     }
 }
 
@@ -84,7 +107,9 @@ impl Classify for StoreError {
             StoreError::NotFound { .. }
             | StoreError::AlreadyExists { .. }
             | StoreError::Io { .. }
-            | StoreError::Remote { .. } => Kind::Failed,
+            | StoreError::Remote { .. }
+            | StoreError::Interrupted { .. }
+            | StoreError::Changed { .. } => Kind::Failed,
         }
     }
 }
@@ -104,7 +129,9 @@ pub trait Store: Send + Sync + fmt::Display {
     /// Starts a streamed write; the object appears under `key` only when the upload finishes.
     async fn put_stream(&self, key: &str) -> Result<Box<dyn Upload>, StoreError>;
 
-    /// Reads an object as a stream. A missing key is [`StoreError::NotFound`].
+    /// Reads an object as a stream. A missing key is [`StoreError::NotFound`]. A store across a
+    /// network reads on where a broken connection stopped (see `resume`), so the stream ends
+    /// with every byte of the object or with an error, never early.
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError>;
 
     /// The object's metadata, or `None` when it does not exist.
@@ -225,6 +252,23 @@ mod tests {
                     store: s("bucket"),
                     key: s("k"),
                     message: s("500"),
+                },
+                Failed,
+            ),
+            (
+                StoreError::Interrupted {
+                    store: s("bucket"),
+                    key: s("k"),
+                    received: 7,
+                    attempts: 3,
+                    message: s("connection reset"),
+                },
+                Failed,
+            ),
+            (
+                StoreError::Changed {
+                    store: s("bucket"),
+                    key: s("k"),
                 },
                 Failed,
             ),

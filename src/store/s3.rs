@@ -7,7 +7,8 @@
 //! a second time for the signature. Streams go up as multipart uploads of fixed-size parts (R2
 //! wants every part but the last the same size), one part in memory at a time; an upload that never
 //! reaches its first full part is a single `PutObject`. A failed or dropped upload is aborted, so
-//! no object appears under its key unless it was finished.
+//! no object appears under its key unless it was finished. A read whose body breaks is asked for
+//! again from the next byte, of the same ETag ([`super::resume`]).
 
 use std::fmt;
 
@@ -25,10 +26,13 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use super::resume::{Body, RESUME_POLICY, Reopen, Resume, parse_content_range, resuming};
 use super::{ByteStream, ObjectMeta, OwnedKey, PART_SIZE, Store, StoreError, Upload, check_key};
 
 /// Attempts per request (the SDK's standard retry mode: exponential backoff with jitter on
-/// throttling, 5xx and connection errors). S3 alone retries outside [`crate::retry`].
+/// throttling, 5xx and connection errors, and a response body that breaks before the SDK has read
+/// it whole: listings, metadata). Only a read's body, handed on as a stream, is the SDK's no more;
+/// [`super::resume`] reads it on.
 const MAX_ATTEMPTS: u32 = 6;
 
 /// Where and how to reach the bucket.
@@ -115,6 +119,7 @@ pub fn r2_endpoint(account: &str, jurisdiction: Option<&str>) -> Result<String, 
     }
 }
 
+#[derive(Clone)]
 pub struct S3Store {
     client: Client,
     config: S3Config,
@@ -189,9 +194,19 @@ impl S3Store {
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     {
         use aws_sdk_s3::error::ProvideErrorMetadata;
+        use aws_sdk_s3::error::SdkError;
         let message = match err.code() {
             Some(code) => format!("{code}: {}", err.message().unwrap_or("no message")),
             None => aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
+        };
+        // No answer, or one broken off, after every attempt: the network, not the store's data.
+        let message = match err {
+            SdkError::DispatchFailure(_)
+            | SdkError::TimeoutError(_)
+            | SdkError::ResponseError(_) => {
+                format!("{message} (a network failure, {MAX_ATTEMPTS} attempts; run it again)")
+            }
+            _ => message,
         };
         if err.code() == Some("NoSuchBucket") {
             return StoreError::MissingRoot {
@@ -199,6 +214,81 @@ impl S3Store {
             };
         }
         self.remote(op, key, message)
+    }
+
+    /// One `GetObject` of `key` (stored as `full`) from `from.offset` on, of version
+    /// `from.version` when given. Its body's errors are breaks ([`StoreError::Interrupted`]):
+    /// whatever fails once the answer has started is the connection.
+    async fn open(&self, key: &str, full: &str, from: Resume) -> Result<Body, StoreError> {
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(full);
+        if from.offset > 0 {
+            request = request.range(format!("bytes={}-", from.offset));
+        }
+        if let Some(version) = from.version {
+            request = request.if_match(version);
+        }
+        let out = request.send().await.map_err(|e| self.get_error(key, e))?;
+        let (start, size) = match out.content_range() {
+            Some(range) => parse_content_range(range).ok_or_else(|| {
+                self.remote(
+                    "reading",
+                    key,
+                    format!("unreadable Content-Range {range:?}"),
+                )
+            })?,
+            None => (0, out.content_length().and_then(|n| u64::try_from(n).ok())),
+        };
+        let version = out.e_tag().map(str::to_string);
+        let (store, key) = (self.to_string(), key.to_string());
+        let stream = futures::stream::unfold(Some(out.body), |body| async move {
+            let mut body = body?;
+            match body.try_next().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some(body))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+        .map(move |r| {
+            r.map_err(|e| StoreError::Interrupted {
+                store: store.clone(),
+                key: key.clone(),
+                received: 0,
+                attempts: 1,
+                message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+            })
+        });
+        Ok(Body {
+            stream: stream.boxed(),
+            version,
+            start,
+            size,
+        })
+    }
+
+    /// A failed `GetObject`: a missing key, an object replaced since the version asked for
+    /// (`412`), or the request's own failure once the SDK's retries are spent.
+    fn get_error(
+        &self,
+        key: &str,
+        err: aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError>,
+    ) -> StoreError {
+        if err.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+            return StoreError::NotFound {
+                store: self.to_string(),
+                key: key.to_string(),
+            };
+        }
+        if err.raw_response().map(|r| r.status().as_u16()) == Some(412) {
+            return StoreError::Changed {
+                store: self.to_string(),
+                key: key.to_string(),
+            };
+        }
+        self.sdk_error("reading", key, err)
     }
 
     /// One `PutObject` of `data`, checked by the service against `sha256` when given, or against
@@ -318,10 +408,7 @@ impl Store for S3Store {
     async fn put_stream(&self, key: &str) -> Result<Box<dyn Upload>, StoreError> {
         let full = self.full_key(key)?;
         Ok(Box::new(S3Upload {
-            store: S3Store {
-                client: self.client.clone(),
-                config: self.config.clone(),
-            },
+            store: self.clone(),
             key: key.to_string(),
             full,
             buffer: BytesMut::new(),
@@ -329,44 +416,27 @@ impl Store for S3Store {
         }))
     }
 
+    /// The object's first answer, then the rest asked for again wherever its connection breaks
+    /// (see [`super::resume`]): a `Range` from the first byte still wanted, `If-Match` its ETag.
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
         let full = self.full_key(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.config.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    StoreError::NotFound {
-                        store: self.to_string(),
-                        key: key.to_string(),
-                    }
-                } else {
-                    self.sdk_error("reading", key, e)
-                }
-            })?;
-        let store = self.to_string();
-        let key = key.to_string();
-        let body = futures::stream::unfold(Some(out.body), |body| async move {
-            let mut body = body?;
-            match body.try_next().await {
-                Ok(Some(chunk)) => Some((Ok(chunk), Some(body))),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), None)),
-            }
-        })
-        .map(move |r| {
-            r.map_err(|e| StoreError::Remote {
-                op: "reading",
-                store: store.clone(),
-                key: key.clone(),
-                message: e.to_string(),
-            })
+        let start = Resume {
+            offset: 0,
+            version: None,
+        };
+        let first = self.open(key, &full, start).await?;
+        let (store, name) = (self.clone(), key.to_string());
+        let reopen: Reopen = Box::new(move |from| {
+            let (store, key, full) = (store.clone(), name.clone(), full.clone());
+            Box::pin(async move { store.open(&key, &full, from).await })
         });
-        Ok(body.boxed())
+        Ok(resuming(
+            first,
+            reopen,
+            RESUME_POLICY,
+            self.to_string(),
+            key.to_string(),
+        ))
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {

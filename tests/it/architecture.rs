@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["error", "redact"],
     &["model"],
-    &["remote", "store"],
-    &["source"],
+    &["remote"],
+    &["source", "store"],
     &["format"],
     &["ops"],
     &["cli"],

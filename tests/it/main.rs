@@ -11,6 +11,7 @@ mod cli;
 mod d1;
 mod destinations;
 mod encryption;
+mod faults;
 mod firewall;
 mod prune;
 mod redaction;

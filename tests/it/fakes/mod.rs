@@ -1,6 +1,7 @@
 //! In-process fakes of the services d1r2 talks to, speaking their real wire protocols.
 
 pub mod d1;
+pub mod faults;
 pub mod github;
 pub mod lists;
 pub mod s3;

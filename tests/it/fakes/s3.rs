@@ -230,11 +230,29 @@ impl s3s::S3 for Uploads {
         self.fs.put_object(req).await
     }
 
+    /// `s3s-fs`'s, with `If-Match` honoured as S3 does (`s3s-fs` ignores it): an object whose
+    /// ETag is not the one asked for is `412 PreconditionFailed`.
     async fn get_object(
         &self,
         req: S3Request<dto::GetObjectInput>,
     ) -> S3Result<S3Response<dto::GetObjectOutput>> {
-        self.fs.get_object(req).await
+        let wanted = match &req.input.if_match {
+            Some(dto::ETagCondition::ETag(tag)) => Some(tag.value().to_string()),
+            _ => None,
+        };
+        let response = self.fs.get_object(req).await?;
+        let actual = response
+            .output
+            .e_tag
+            .as_ref()
+            .map(|t| t.value().to_string());
+        if wanted.is_some() && wanted != actual {
+            return Err(s3s::s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            ));
+        }
+        Ok(response)
     }
 
     async fn head_object(
