@@ -507,7 +507,7 @@ async fn a_corrupt_part_is_still_reported_as_corrupt() {
 }
 
 /// Uploads whose connection drops mid-body are sent again: the backup succeeds, holds exactly
-/// what its manifest names, and restores cell for cell. When the manifest's upload never gets
+/// what its manifest names (and its id claim), and restores cell for cell. When the manifest's upload never gets
 /// through, the backup fails with exit 1 and nothing of it stays visible: no manifest, no part.
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_through_dropped_connections_succeed_or_leave_nothing() {
@@ -532,6 +532,7 @@ async fn uploads_through_dropped_connections_succeed_or_leave_nothing() {
     let mut expected = w.parts();
     let id = expected[0].split('/').next().unwrap().to_string();
     expected.push(format!("{id}/manifest.json"));
+    expected.push(format!("{id}/claim.json"));
     expected.sort();
     let stored: Vec<String> = w
         .keys()
