@@ -413,6 +413,16 @@ mod tests {
             })
         }
 
+        /// The offsets the reader asked from, in order.
+        fn offsets(&self) -> Vec<u64> {
+            self.asked
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| r.offset)
+                .collect()
+        }
+
         fn answer(&self, from: Resume) -> Result<Body, StoreError> {
             if from.version.as_deref().is_some_and(|v| v != self.version) {
                 return Err(StoreError::Changed {
@@ -476,13 +486,7 @@ mod tests {
         let data: Vec<u8> = (0..100u8).collect();
         let flaky = Flaky::new(&data, "\"v1\"", vec![Some(10), Some(0), Some(31), None]);
         assert_eq!(flaky.read().await.unwrap(), data);
-        let asked: Vec<u64> = flaky
-            .asked
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| r.offset)
-            .collect();
+        let asked = flaky.offsets();
         assert_eq!(asked, [0, 10, 10, 41]);
         let versions = flaky.asked.lock().unwrap()[1..]
             .iter()
@@ -548,13 +552,7 @@ mod tests {
             asked: Mutex::new(Vec::new()),
         });
         assert_eq!(flaky.read().await.unwrap(), data);
-        let asked: Vec<u64> = flaky
-            .asked
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| r.offset)
-            .collect();
+        let asked = flaky.offsets();
         assert_eq!(asked, [0, 25, 45]);
     }
 

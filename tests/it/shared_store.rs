@@ -92,6 +92,20 @@ impl Bed {
         self.server.as_ref().map(FakeS3::log).unwrap_or_default()
     }
 
+    /// `times` backups of `db` into `prefix`, each of which must succeed.
+    async fn backups(&self, db: &Path, prefix: &str, times: usize) {
+        for _ in 0..times {
+            self.ok(&[
+                "backup",
+                "--source",
+                db.to_str().unwrap(),
+                "--dest",
+                &self.dest(prefix),
+            ])
+            .await;
+        }
+    }
+
     async fn ids(&self, prefix: &str) -> Vec<String> {
         let out = self
             .ok(&["list", "--from", &self.dest(prefix), "--json"])
@@ -215,26 +229,14 @@ async fn prune_and_list_leave_what_is_not_a_backup_alone(bed: Bed) {
     let prefix = format!("{}/{}", random_name(6), random_name(4));
     let dest = bed.dest(&prefix);
     let db = database(&bed, "app.db");
-    for _ in 0..3 {
-        bed.ok(&["backup", "--source", db.to_str().unwrap(), "--dest", &dest])
-            .await;
-    }
+    bed.backups(&db, &prefix, 3).await;
     let ids = bed.ids(&prefix).await;
     assert_eq!(ids.len(), 3, "{ids:?}");
     let (oldest, newest) = (&ids[0], &ids[2]);
 
     let nested = format!("{prefix}/{}", random_name(7));
     let other = database(&bed, "other.db");
-    for _ in 0..2 {
-        bed.ok(&[
-            "backup",
-            "--source",
-            other.to_str().unwrap(),
-            "--dest",
-            &bed.dest(&nested),
-        ])
-        .await;
-    }
+    bed.backups(&other, &nested, 2).await;
     let nested_ids = bed.ids(&nested).await;
 
     let app = random_name(5);
@@ -349,16 +351,7 @@ async fn prune_refuses_a_prefix_without_the_marker(bed: Bed) {
     let parent = random_name(6);
     let prefix = format!("{parent}/{}", random_name(5));
     let db = database(&bed, "app.db");
-    for _ in 0..2 {
-        bed.ok(&[
-            "backup",
-            "--source",
-            db.to_str().unwrap(),
-            "--dest",
-            &bed.dest(&prefix),
-        ])
-        .await;
-    }
+    bed.backups(&db, &prefix, 2).await;
     put_file(
         &bed,
         &format!("{parent}/{}/x", random_name(4)),
@@ -417,14 +410,7 @@ async fn a_claimed_id_is_never_written_into(bed: Bed) {
             claims.insert(PathBuf::from(key), bytes);
         }
     }
-    bed.ok(&[
-        "backup",
-        "--source",
-        db.to_str().unwrap(),
-        "--dest",
-        &bed.dest(&prefix),
-    ])
-    .await;
+    bed.backups(&db, &prefix, 1).await;
     let ids = bed.ids(&prefix).await;
     assert_eq!(ids.len(), 1);
     assert!(ids[0].ends_with("-2"), "{ids:?}");
@@ -611,10 +597,7 @@ async fn prune_removes_its_own_leftovers_only(bed: Bed) {
     let prefix = random_name(8);
     let dest = bed.dest(&prefix);
     let db = database(&bed, "app.db");
-    for _ in 0..2 {
-        bed.ok(&["backup", "--source", db.to_str().unwrap(), "--dest", &dest])
-            .await;
-    }
+    bed.backups(&db, &prefix, 2).await;
     let ids = bed.ids(&prefix).await;
     let dead = base_id(chrono::Utc::now() - chrono::TimeDelta::days(3));
     put_file(
