@@ -47,6 +47,9 @@ pub enum Command {
     /// Keep a Cloudflare IP list equal to GitHub's published ranges (for a WAF rule on
     /// `ip.src in $NAME`).
     Firewall(FirewallArgs),
+    /// Fail when the newest backup is older than --max-age: a freshness check for a schedule of
+    /// its own, so a backup job that stopped running is noticed.
+    Check(CheckArgs),
     /// Call the application's backup endpoint with a fresh TOTP bearer code per attempt,
     /// retrying with exponential backoff.
     Trigger(TriggerArgs),
@@ -177,6 +180,19 @@ pub struct ListArgs {
     /// Show the audit trail (every backup, restore, verify and prune) instead of the backups.
     #[arg(long)]
     pub audit: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Where the backups are.
+    #[arg(long, value_name = "DEST")]
+    pub from: String,
+    /// How old the newest backup may be: 26h, 90m, 2d, 1d 12h.
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: String,
+    /// Also verify the newest backup, as `d1r2 verify` does.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,8 +2,8 @@
 //! context an error message needs (what failed, on what).
 
 use crate::cli::args::{
-    BackupArgs, Command, DrillArgs, ExportArgs, KeepArgs, ListArgs, PruneArgs, RestoreArgs,
-    SelectArgs,
+    BackupArgs, CheckArgs, Command, DrillArgs, ExportArgs, KeepArgs, ListArgs, PruneArgs,
+    RestoreArgs, SelectArgs,
 };
 use crate::cli::location::{
     SourceLocation, StoreLocation, open_source, open_store, parse_source, parse_store,
@@ -93,6 +93,7 @@ async fn dispatch(command: Command) -> Result<Report> {
         Command::Export(args) => export(args).await,
         Command::Drill(args) => drill(args).await,
         Command::Prune(args) => prune(args).await,
+        Command::Check(args) => check(args).await,
         Command::Totp(args) => {
             crate::ops::totp::run(&args.into(), std::env::var("TOTP_SECRET").ok().as_deref())
         }
@@ -510,6 +511,69 @@ async fn export(args: ExportArgs) -> Result<Report> {
         .row("Backup", &manifest.id)
         .row("Written", args.out.display())
         .row("Size", human_bytes(bytes));
+    Ok(report)
+}
+
+/// `check`: the newest backup's id and age as outputs; a store whose newest backup is too old,
+/// or that has none, fails (exit 1) with those outputs still written. With `--verify` the newest
+/// backup is also verified, its figures added.
+async fn check(args: CheckArgs) -> Result<Report> {
+    use crate::ops::check::{self, Freshness};
+    let max_age = check::parse_max_age(&args.max_age).map_err(bad_input)?;
+    let store = open_store(&parse_store(&args.from)?, false).await?;
+    let freshness = check::check(store.as_ref(), max_age, chrono::Utc::now())
+        .await
+        .with_context(|| format!("checking {}", args.from))?;
+    let mut report = Report::new("check");
+    report
+        .row("Store", &args.from)
+        .row("Max age", check::human_age(max_age));
+    let (id, age, fresh) = match freshness {
+        Freshness::Empty => {
+            let message = format!(
+                "no backup in {}: the backup job has never written one here, or its backups were removed",
+                args.from
+            );
+            report.row("Newest backup", "none");
+            return Err(crate::model::report::Failure { report, message }.into());
+        }
+        Freshness::Fresh { id, age } => (id, age, true),
+        Freshness::Stale { id, age } => (id, age, false),
+    };
+    report
+        .output("newest-id", &id)
+        .output("age-seconds", age.as_secs())
+        .row("Newest backup", &id)
+        .row("Age", check::human_age(age));
+    if !fresh {
+        let message = format!(
+            "the newest backup in {}, {id}, is {} old, older than --max-age {}: the backup job has not succeeded since",
+            args.from,
+            check::human_age(age),
+            check::human_age(max_age)
+        );
+        return Err(crate::model::report::Failure { report, message }.into());
+    }
+    if args.verify {
+        let verified = verify(SelectArgs {
+            from: args.from.clone(),
+            backup: id.clone(),
+        })
+        .await
+        .with_context(|| format!("the newest backup in {}, {id}, is fresh", args.from))?;
+        report.sealed = verified.sealed;
+        for name in ["rows", "tables", "bytes"] {
+            if let Some(value) = verified.outputs.get(name) {
+                report.output(name, value);
+            }
+        }
+        report.rows.extend(
+            verified
+                .rows
+                .into_iter()
+                .filter(|(label, _)| label != "Backup"),
+        );
+    }
     Ok(report)
 }
 

@@ -146,6 +146,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Totp(_) => "totp",
         Command::Trigger(_) => "trigger",
         Command::Firewall(_) => "firewall",
+        Command::Check(_) => "check",
     }
 }
 

@@ -13,6 +13,7 @@ mod destinations;
 mod encryption;
 mod faults;
 mod firewall;
+mod freshness;
 mod prune;
 mod redaction;
 mod restore_target;
