@@ -20,6 +20,17 @@ pub struct Cli {
     /// More logging (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// A dead man's switch: POST to URL/start before the work, URL on success, URL/fail on
+    /// failure (healthchecks.io's convention). The URL is a secret and never printed; a ping that
+    /// fails is a warning, never the command's failure.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "D1R2_HEARTBEAT_URL",
+        hide_env_values = true
+    )]
+    pub heartbeat_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,6 +64,25 @@ pub enum Command {
     /// Call the application's backup endpoint with a fresh TOTP bearer code per attempt,
     /// retrying with exponential backoff.
     Trigger(TriggerArgs),
+}
+
+impl Command {
+    /// The command's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Backup(_) => "backup",
+            Command::Restore(_) => "restore",
+            Command::Verify(_) => "verify",
+            Command::List(_) => "list",
+            Command::Export(_) => "export",
+            Command::Drill(_) => "drill",
+            Command::Prune(_) => "prune",
+            Command::Totp(_) => "totp",
+            Command::Trigger(_) => "trigger",
+            Command::Firewall(_) => "firewall",
+            Command::Check(_) => "check",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -20,7 +20,39 @@ use crate::ops::backup::{self, BackupOptions};
 use crate::ops::prune::PruneOutcome;
 use crate::ops::retention::KeepPolicy;
 
-pub(crate) async fn run(command: Command) -> Result<Report> {
+/// Runs `command`, with heartbeat pings around it when `heartbeat` names a URL (refused, before
+/// anything is done, when it is not one d1r2 may ping).
+pub(crate) async fn run(command: Command, heartbeat: Option<String>) -> Result<Report> {
+    use crate::remote::heartbeat::{self, Signal};
+    let heartbeat = match heartbeat.as_deref().map(str::trim) {
+        Some(text) if !text.is_empty() => {
+            crate::redact::register(text);
+            Some(heartbeat::parse(text)?)
+        }
+        _ => None,
+    };
+    let name = command.name();
+    if let Some(url) = &heartbeat {
+        heartbeat::ping(
+            url,
+            Signal::Start,
+            heartbeat::body(name, Signal::Start, None),
+        )
+        .await;
+    }
+    let result = audited_run(command).await;
+    if let Some(url) = &heartbeat {
+        let (signal, outcome) = match &result {
+            Ok(report) => (Signal::Success, Ok(report)),
+            Err(e) => (Signal::Fail, Err(e.exit_code())),
+        };
+        heartbeat::ping(url, signal, heartbeat::body(name, signal, Some(outcome))).await;
+    }
+    result
+}
+
+/// Runs `command` and appends its audit record.
+async fn audited_run(command: Command) -> Result<Report> {
     let audited = audited(&command);
     let result = dispatch(command).await;
     // A refusal (bad input, exit 2) did nothing worth recording, and must not create files.

@@ -29,7 +29,7 @@ fn inputs_and_options_match() {
     let inputs = keys(&yml, "inputs");
     let cli = Cli::command();
     let mut options = BTreeSet::new();
-    for sub in cli.get_subcommands() {
+    for sub in cli.get_subcommands().chain([&cli]) {
         for arg in sub.get_arguments() {
             if let Some(long) = arg.get_long()
                 && !["help", "version", "verbose"].contains(&long)

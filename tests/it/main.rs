@@ -14,6 +14,7 @@ mod encryption;
 mod faults;
 mod firewall;
 mod freshness;
+mod heartbeat;
 mod prune;
 mod redaction;
 mod restore_target;
