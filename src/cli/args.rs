@@ -128,6 +128,23 @@ pub struct BackupArgs {
     /// who can read the destination (a plain backup's label always is).
     #[arg(long, requires = "label")]
     pub public_label: bool,
+    /// Only a backup that saw no write is kept: D1's Time Travel bookmark must not move between
+    /// the first read and the last. One that saw writes is discarded and the backup runs again
+    /// after a wait (full jitter, 2 s doubling to 30 s), up to --consistent-attempts; none quiet
+    /// fails. `prefer` keeps the last attempt, marked, instead. Without it a backup that saw
+    /// writes is kept and marked. A SQLite file is always one moment.
+    #[arg(
+        long,
+        value_enum,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "true|prefer"
+    )]
+    pub consistent: Option<ConsistentArg>,
+    /// Backups tried in all under --consistent, the first included; each reads the whole
+    /// database again (D1 bills the rows read).
+    #[arg(long, default_value_t = crate::ops::backup::consistency::ATTEMPTS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub consistent_attempts: u32,
     /// After a successful backup, prune each destination with the --keep-* rules.
     #[arg(long)]
     pub prune: bool,
@@ -241,6 +258,28 @@ pub struct DrillArgs {
     /// The migrations directory (wrangler's `migrations/`).
     #[arg(long, value_name = "DIR")]
     pub migrations: PathBuf,
+}
+
+/// `--consistent`: what a backup that saw writes is worth; `true` (the bare flag, or the action's
+/// `consistent: true`) requires one that saw none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsistentArg {
+    #[value(name = "true", alias = "require")]
+    Require,
+    Prefer,
+    #[value(name = "false")]
+    Mark,
+}
+
+impl From<Option<ConsistentArg>> for crate::ops::backup::Consistency {
+    fn from(arg: Option<ConsistentArg>) -> Self {
+        use crate::ops::backup::Consistency;
+        match arg {
+            Some(ConsistentArg::Require) => Consistency::Require,
+            Some(ConsistentArg::Prefer) => Consistency::Prefer,
+            Some(ConsistentArg::Mark) | None => Consistency::Mark,
+        }
+    }
 }
 
 /// `--compression`: the format's [`Compression`] spelled for the command line, so the format

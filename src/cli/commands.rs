@@ -296,6 +296,8 @@ async fn backup(args: BackupArgs) -> Result<Report> {
         table_readers: args.table_readers as usize,
         label: args.label.clone(),
         public_label: args.public_label,
+        consistency: args.consistent.into(),
+        consistent_attempts: args.consistent_attempts,
         ..BackupOptions::default()
     };
     let outcome = backup::run(source.as_ref(), &stores, &options)
@@ -314,7 +316,8 @@ async fn backup(args: BackupArgs) -> Result<Report> {
         .output("rows", m.total_rows())
         .output("tables", m.tables.len())
         .output("sha256", &outcome.manifest_sha256)
-        .output("duration-ms", outcome.duration.as_millis());
+        .output("duration-ms", outcome.duration.as_millis())
+        .output("consistent", consistent_output(m.source.consistent()));
     report
         .row("Backup", &m.id)
         .row("Source", &args.source)
@@ -325,7 +328,19 @@ async fn backup(args: BackupArgs) -> Result<Report> {
         .row(
             "Duration",
             format!("{:.1} s", outcome.duration.as_secs_f64()),
+        )
+        .row("Consistent", consistency_line(&m.source));
+    if outcome.attempts > 1 {
+        let discarded = outcome.attempts - 1;
+        report.row(
+            "Attempts",
+            format!(
+                "{} ({discarded} saw writes and {} discarded)",
+                outcome.attempts,
+                if discarded == 1 { "was" } else { "were" }
+            ),
         );
+    }
     if let Some(policy) = policy {
         let mut outcomes = Vec::new();
         for (dest, store) in args.dest.iter().zip(&stores) {
@@ -338,6 +353,33 @@ async fn backup(args: BackupArgs) -> Result<Report> {
         report_prune(&mut report, &outcomes);
     }
     Ok(report)
+}
+
+/// The `consistent` output: `true`, `false`, or `unknown` when the source gave no bookmark.
+fn consistent_output(consistent: Option<bool>) -> &'static str {
+    match consistent {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "unknown",
+    }
+}
+
+/// The summary's line on whether a backup is one moment of its source; for one that saw writes,
+/// the bookmark that restores the database, exactly, to the moment the backup started.
+fn consistency_line(source: &crate::model::SourceInfo) -> String {
+    match (source.consistent(), &source.bookmark) {
+        (Some(true), _) if source.kind == "sqlite" => {
+            "yes (read in one SQLite transaction)".to_string()
+        }
+        (Some(true), _) => {
+            "yes (no write while it read: the Time Travel bookmark did not move)".to_string()
+        }
+        (Some(false), Some(bookmark)) => format!(
+            "no: writes landed while it read, so tables may be of different moments; for the exact state at its start, `wrangler d1 time-travel restore {} --bookmark={bookmark}` (in place, within Time Travel's retention)",
+            source.name.as_deref().unwrap_or("DATABASE")
+        ),
+        (Some(false), None) | (None, _) => "unknown: D1 gave no Time Travel bookmark".to_string(),
+    }
 }
 
 async fn prune(args: PruneArgs) -> Result<Report> {
@@ -482,24 +524,30 @@ async fn list(args: ListArgs) -> Result<Report> {
                     "bytes": m.bytes,
                     "compression": m.compression,
                     "encrypted": m.encrypted,
+                    "consistent": m.source.consistent(),
                 })
             })
             .collect();
         report.detail = serde_json::to_string_pretty(&items)?;
     } else {
         let mut text = format!(
-            "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  LABEL\n",
-            "ID", "TABLES", "ROWS", "SIZE", "ENCRYPTED"
+            "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  {:<10}  LABEL\n",
+            "ID", "TABLES", "ROWS", "SIZE", "ENCRYPTED", "CONSISTENT"
         );
         let known = |n: Option<String>| n.unwrap_or_else(|| "-".to_string());
         for m in &summaries {
             text.push_str(&format!(
-                "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  {}\n",
+                "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  {:<10}  {}\n",
                 m.id,
                 known(m.tables.map(|n| n.to_string())),
                 known(m.rows.map(|n| n.to_string())),
                 human_bytes(m.bytes),
                 if m.encrypted { "yes" } else { "no" },
+                known(
+                    m.source
+                        .consistent()
+                        .map(|c| if c { "yes" } else { "no" }.to_string())
+                ),
                 m.label.as_deref().unwrap_or("")
             ));
         }

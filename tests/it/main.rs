@@ -8,6 +8,7 @@ mod action;
 mod architecture;
 mod checks;
 mod cli;
+mod consistency;
 mod d1;
 mod destinations;
 mod encryption;
