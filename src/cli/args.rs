@@ -199,6 +199,10 @@ pub struct SelectArgs {
     /// A backup id, or `latest`.
     #[arg(long, default_value = "latest", value_name = "ID")]
     pub backup: String,
+    /// The newest backup started at or before this time: RFC 3339 (2026-11-24T22:15:00Z, any
+    /// offset) or a date (2026-11-24, its start in UTC). Instead of --backup.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

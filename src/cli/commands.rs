@@ -165,6 +165,26 @@ fn open_manifest(stored: Stored) -> Result<(Manifest, Option<Key>)> {
     Ok((manifest, key))
 }
 
+/// The backup `--backup` or `--at` names. `--at` with an id is refused: they would disagree.
+/// `latest`, the default (which the action always passes), gives way to `--at`.
+async fn select(store: &dyn crate::store::Store, args: &SelectArgs) -> Result<Stored> {
+    let Some(at) = &args.at else {
+        return Ok(repo::resolve(store, &args.backup).await?);
+    };
+    let time = repo::parse_at(at).ok_or_else(|| {
+        bad_input(format!(
+            "--at {at:?}: expected an RFC 3339 time (2026-11-24T22:15:00Z) or a date (2026-11-24)"
+        ))
+    })?;
+    if args.backup != "latest" {
+        return Err(bad_input(format!(
+            "--at and --backup {} name a backup each; give one",
+            args.backup
+        )));
+    }
+    Ok(repo::resolve_at(store, time).await?)
+}
+
 /// The policy of the --keep-* flags; `None` when none is given, or only zeros (rules off).
 fn keep_policy(keep: &KeepArgs) -> Result<Option<KeepPolicy>> {
     let within = keep
@@ -405,7 +425,7 @@ async fn restore(args: RestoreArgs) -> Result<Report> {
         crate::ops::scratch::check_folder(path)?;
     }
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
-    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
+    let (manifest, key) = open_manifest(select(store.as_ref(), &args.select).await?)?;
     let started = std::time::Instant::now();
     let selection = Selection {
         tables: args.tables.clone(),
@@ -458,7 +478,7 @@ async fn restore(args: RestoreArgs) -> Result<Report> {
 
 async fn verify(args: SelectArgs) -> Result<Report> {
     let store = open_store(&parse_store(&args.from)?, false).await?;
-    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.backup).await?)?;
+    let (manifest, key) = open_manifest(select(store.as_ref(), &args).await?)?;
     let started = std::time::Instant::now();
     let outcome = crate::ops::verify::verify(store, &manifest, key.as_ref())
         .await
@@ -579,7 +599,7 @@ fn summarize(stored: Stored, key: Option<&Key>) -> Summary {
 async fn export(args: ExportArgs) -> Result<Report> {
     crate::ops::scratch::check_folder(&args.out)?;
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
-    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
+    let (manifest, key) = open_manifest(select(store.as_ref(), &args.select).await?)?;
     let bytes = crate::ops::export::export(store, &manifest, key.as_ref(), &args.out)
         .await
         .with_context(|| format!("exporting backup {} to {}", manifest.id, args.out.display()))?;
@@ -638,6 +658,7 @@ async fn check(args: CheckArgs) -> Result<Report> {
         let verified = verify(SelectArgs {
             from: args.from.clone(),
             backup: id.clone(),
+            at: None,
         })
         .await
         .with_context(|| format!("the newest backup in {}, {id}, is fresh", args.from))?;
@@ -659,7 +680,7 @@ async fn check(args: CheckArgs) -> Result<Report> {
 
 async fn drill(args: DrillArgs) -> Result<Report> {
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
-    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
+    let (manifest, key) = open_manifest(select(store.as_ref(), &args.select).await?)?;
     let started = std::time::Instant::now();
     let outcome =
         crate::ops::drill::drill(store, &manifest, key.as_ref(), &args.migrations).await?;

@@ -532,6 +532,7 @@ async fn uploads_through_dropped_connections_succeed_or_leave_nothing() {
     let mut expected = w.parts();
     let id = expected[0].split('/').next().unwrap().to_string();
     expected.push(format!("{id}/manifest.json"));
+    expected.push(format!("{id}/claim.json"));
     expected.sort();
     let stored: Vec<String> = w
         .keys()

@@ -16,6 +16,7 @@ mod faults;
 mod firewall;
 mod freshness;
 mod heartbeat;
+mod point_in_time;
 mod prune;
 mod redaction;
 mod restore_target;
