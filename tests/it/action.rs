@@ -94,6 +94,12 @@ fn action_mode_runs_write_only_declared_outputs() {
             ("INPUT_FORCE", "false".into()),
         ],
         vec![
+            ("INPUT_COMMAND", "check".into()),
+            ("INPUT_FROM", backups.display().to_string()),
+            ("INPUT_MAX-AGE", "1h".into()),
+            ("INPUT_VERIFY", "true".into()),
+        ],
+        vec![
             ("INPUT_COMMAND", "verify".into()),
             ("INPUT_FROM", d.join("nowhere").display().to_string()),
         ],
