@@ -309,3 +309,32 @@ fn value(outputs: &str, name: &str) -> String {
     }
     panic!("no output {name} in {outputs}")
 }
+
+/// A token without access to Time Travel: the backup is kept, of unknown consistency, unless
+/// `--consistent` asks for one known to be quiet, which then fails keeping nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_bookmark_consistency_is_unknown() {
+    let w = World::start(Bed::local().await).await;
+    w.d1.deny_time_travel();
+    let run = w.backup(&[]).await;
+    run.success();
+    assert!(
+        output_line(&run.stdout, "Consistent").starts_with("unknown"),
+        "{run}"
+    );
+    let id = output_line(&run.stdout, "Backup");
+    assert_eq!(w.listed().await[0]["consistent"], serde_json::Value::Null);
+
+    let run = w.backup(&["--consistent"]).await;
+    run.fails_with(1);
+    assert!(
+        run.stderr
+            .contains("cannot tell whether the backup saw writes"),
+        "{run}"
+    );
+    assert_eq!(w.folders(), [id]);
+
+    let run = w.backup(&["--consistent=prefer"]).await;
+    run.success();
+    assert_eq!(w.folders().len(), 2);
+}

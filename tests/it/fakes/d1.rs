@@ -136,6 +136,8 @@ pub struct Inner {
     uploads: Mutex<HashMap<String, Vec<u8>>>,
     imports: Mutex<HashMap<String, Import>>,
     writer: Mutex<Option<Writer>>,
+    /// The token may not use Time Travel: the bookmark endpoint answers 403.
+    time_travel_denied: std::sync::atomic::AtomicBool,
     pub counters: Counters,
     base: Mutex<String>,
     /// Each request's delay, in turn (empty: none).
@@ -183,6 +185,7 @@ impl FakeD1 {
             uploads: Mutex::new(HashMap::new()),
             imports: Mutex::new(HashMap::new()),
             writer: Mutex::new(None),
+            time_travel_denied: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),
             base: Mutex::new(String::new()),
             latencies: Mutex::new(Vec::new()),
@@ -301,6 +304,12 @@ impl FakeD1 {
             left: times,
             made: 0,
         });
+    }
+
+    /// From now on the bookmark endpoint refuses the token, as D1 refuses one without access to
+    /// Time Travel.
+    pub fn deny_time_travel(&self) {
+        self.inner.time_travel_denied.store(true, Ordering::SeqCst);
     }
 
     /// Stops the writer; returns how many writes it made.
@@ -518,6 +527,9 @@ async fn bookmark(
     State(inner): State<Arc<Inner>>,
     Path((_, id)): Path<(String, String)>,
 ) -> Response {
+    if inner.time_travel_denied.load(Ordering::SeqCst) {
+        return error(StatusCode::FORBIDDEN, 10000, "Authentication error");
+    }
     let dbs = inner.databases.lock().unwrap();
     match dbs.iter().find(|d| d.uuid == id) {
         Some(db) => envelope(StatusCode::OK, json!({"bookmark": bookmark_of(db)}), None),
