@@ -50,7 +50,7 @@ pub mod store;
 
 pub use cli::process::main;
 pub use error::{Classify, Error, Kind};
-pub use ops::backup::{BackupOptions, BackupOutcome, run as backup};
+pub use ops::backup::{BackupOptions, BackupOutcome, Consistency, run as backup};
 pub use ops::export::export;
 pub use ops::restore::{RestoreOutcome, restore_to_file};
 pub use ops::verify::{VerifyOutcome, verify};

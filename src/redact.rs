@@ -28,8 +28,10 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 /// What a redacted secret is replaced with.
 pub(crate) const REDACTED: &str = "[redacted]";
 
-/// The environment variables that hold secrets: the tool's own and the ones the AWS SDK reads.
-pub(crate) const SECRET_VARIABLES: [&str; 9] = [
+/// The environment variables that hold secrets: the tool's own and the ones the AWS SDK reads,
+/// and the heartbeat URL (anyone holding it can report a success), as a variable and as the
+/// action's input.
+pub(crate) const SECRET_VARIABLES: [&str; 11] = [
     "CLOUDFLARE_API_TOKEN",
     "R2_ACCESS_KEY_ID",
     "R2_SECRET_ACCESS_KEY",
@@ -39,6 +41,8 @@ pub(crate) const SECRET_VARIABLES: [&str; 9] = [
     "D1R2_ENCRYPTION_KEY",
     "TOTP_SECRET",
     "GITHUB_TOKEN",
+    "D1R2_HEARTBEAT_URL",
+    "INPUT_HEARTBEAT-URL",
 ];
 
 /// A value shorter than this is not redacted as it stands: a three-letter "secret" would cut

@@ -91,7 +91,8 @@ pub(crate) fn command_line(env: &BTreeMap<String, String>) -> Result<Vec<String>
                 .get_arguments()
                 .any(|a| a.get_long() == Some(input.as_str()))
         };
-        if !cli.get_subcommands().any(is_option) {
+        // The options every command has (`--heartbeat-url`) are the top level's.
+        if !cli.get_subcommands().any(is_option) && !is_option(&cli) {
             return Err(bad_input(format!(
                 "input {input} ({name}): d1r2 has no such input; the inputs are listed in action.yml"
             )));
@@ -101,6 +102,7 @@ pub(crate) fn command_line(env: &BTreeMap<String, String>) -> Result<Vec<String>
         }
         let Some(arg) = sub
             .get_arguments()
+            .chain(cli.get_arguments().filter(|a| a.is_global_set()))
             .find(|a| a.get_long() == Some(input.as_str()))
         else {
             continue;

@@ -20,6 +20,17 @@ pub struct Cli {
     /// More logging (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// A dead man's switch: POST to URL/start before the work, URL on success, URL/fail on
+    /// failure (healthchecks.io's convention). The URL is a secret and never printed; a ping that
+    /// fails is a warning, never the command's failure.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "D1R2_HEARTBEAT_URL",
+        hide_env_values = true
+    )]
+    pub heartbeat_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,9 +58,31 @@ pub enum Command {
     /// Keep a Cloudflare IP list equal to GitHub's published ranges (for a WAF rule on
     /// `ip.src in $NAME`).
     Firewall(FirewallArgs),
+    /// Fail when the newest backup is older than --max-age: a freshness check for a schedule of
+    /// its own, so a backup job that stopped running is noticed.
+    Check(CheckArgs),
     /// Call the application's backup endpoint with a fresh TOTP bearer code per attempt,
     /// retrying with exponential backoff.
     Trigger(TriggerArgs),
+}
+
+impl Command {
+    /// The command's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Backup(_) => "backup",
+            Command::Restore(_) => "restore",
+            Command::Verify(_) => "verify",
+            Command::List(_) => "list",
+            Command::Export(_) => "export",
+            Command::Drill(_) => "drill",
+            Command::Prune(_) => "prune",
+            Command::Totp(_) => "totp",
+            Command::Trigger(_) => "trigger",
+            Command::Firewall(_) => "firewall",
+            Command::Check(_) => "check",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -95,6 +128,23 @@ pub struct BackupArgs {
     /// who can read the destination (a plain backup's label always is).
     #[arg(long, requires = "label")]
     pub public_label: bool,
+    /// Only a backup that saw no write is kept: D1's Time Travel bookmark must not move between
+    /// the first read and the last. One that saw writes is discarded and the backup runs again
+    /// after a wait (full jitter, 2 s doubling to 30 s), up to --consistent-attempts; none quiet
+    /// fails. `prefer` keeps the last attempt, marked, instead. Without it a backup that saw
+    /// writes is kept and marked. A SQLite file is always one moment.
+    #[arg(
+        long,
+        value_enum,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "true|prefer"
+    )]
+    pub consistent: Option<ConsistentArg>,
+    /// Backups tried in all under --consistent, the first included; each reads the whole
+    /// database again (D1 bills the rows read).
+    #[arg(long, default_value_t = crate::ops::backup::consistency::ATTEMPTS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub consistent_attempts: u32,
     /// After a successful backup, prune each destination with the --keep-* rules.
     #[arg(long)]
     pub prune: bool,
@@ -149,6 +199,10 @@ pub struct SelectArgs {
     /// A backup id, or `latest`.
     #[arg(long, default_value = "latest", value_name = "ID")]
     pub backup: String,
+    /// The newest backup started at or before this time: RFC 3339 (2026-11-24T22:15:00Z, any
+    /// offset) or a date (2026-11-24, its start in UTC). Instead of --backup.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -180,6 +234,19 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Where the backups are.
+    #[arg(long, value_name = "DEST")]
+    pub from: String,
+    /// How old the newest backup may be: 26h, 90m, 2d, 1d 12h.
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: String,
+    /// Also verify the newest backup, as `d1r2 verify` does.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
     #[command(flatten)]
     pub select: SelectArgs,
@@ -195,6 +262,28 @@ pub struct DrillArgs {
     /// The migrations directory (wrangler's `migrations/`).
     #[arg(long, value_name = "DIR")]
     pub migrations: PathBuf,
+}
+
+/// `--consistent`: what a backup that saw writes is worth; `true` (the bare flag, or the action's
+/// `consistent: true`) requires one that saw none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsistentArg {
+    #[value(name = "true", alias = "require")]
+    Require,
+    Prefer,
+    #[value(name = "false")]
+    Mark,
+}
+
+impl From<Option<ConsistentArg>> for crate::ops::backup::Consistency {
+    fn from(arg: Option<ConsistentArg>) -> Self {
+        use crate::ops::backup::Consistency;
+        match arg {
+            Some(ConsistentArg::Require) => Consistency::Require,
+            Some(ConsistentArg::Prefer) => Consistency::Prefer,
+            Some(ConsistentArg::Mark) | None => Consistency::Mark,
+        }
+    }
 }
 
 /// `--compression`: the format's [`Compression`] spelled for the command line, so the format

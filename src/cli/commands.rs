@@ -2,8 +2,8 @@
 //! context an error message needs (what failed, on what).
 
 use crate::cli::args::{
-    BackupArgs, Command, DrillArgs, ExportArgs, KeepArgs, ListArgs, PruneArgs, RestoreArgs,
-    SelectArgs,
+    BackupArgs, CheckArgs, Command, DrillArgs, ExportArgs, KeepArgs, ListArgs, PruneArgs,
+    RestoreArgs, SelectArgs,
 };
 use crate::cli::location::{
     SourceLocation, StoreLocation, open_source, open_store, parse_source, parse_store,
@@ -20,7 +20,39 @@ use crate::ops::backup::{self, BackupOptions};
 use crate::ops::prune::PruneOutcome;
 use crate::ops::retention::KeepPolicy;
 
-pub(crate) async fn run(command: Command) -> Result<Report> {
+/// Runs `command`, with heartbeat pings around it when `heartbeat` names a URL (refused, before
+/// anything is done, when it is not one d1r2 may ping).
+pub(crate) async fn run(command: Command, heartbeat: Option<String>) -> Result<Report> {
+    use crate::remote::heartbeat::{self, Signal};
+    let heartbeat = match heartbeat.as_deref().map(str::trim) {
+        Some(text) if !text.is_empty() => {
+            crate::redact::register(text);
+            Some(heartbeat::parse(text)?)
+        }
+        _ => None,
+    };
+    let name = command.name();
+    if let Some(url) = &heartbeat {
+        heartbeat::ping(
+            url,
+            Signal::Start,
+            heartbeat::body(name, Signal::Start, None),
+        )
+        .await;
+    }
+    let result = audited_run(command).await;
+    if let Some(url) = &heartbeat {
+        let (signal, outcome) = match &result {
+            Ok(report) => (Signal::Success, Ok(report)),
+            Err(e) => (Signal::Fail, Err(e.exit_code())),
+        };
+        heartbeat::ping(url, signal, heartbeat::body(name, signal, Some(outcome))).await;
+    }
+    result
+}
+
+/// Runs `command` and appends its audit record.
+async fn audited_run(command: Command) -> Result<Report> {
     let audited = audited(&command);
     let result = dispatch(command).await;
     // A refusal (bad input, exit 2) did nothing worth recording, and must not create files.
@@ -93,6 +125,7 @@ async fn dispatch(command: Command) -> Result<Report> {
         Command::Export(args) => export(args).await,
         Command::Drill(args) => drill(args).await,
         Command::Prune(args) => prune(args).await,
+        Command::Check(args) => check(args).await,
         Command::Totp(args) => {
             crate::ops::totp::run(&args.into(), std::env::var("TOTP_SECRET").ok().as_deref())
         }
@@ -130,6 +163,26 @@ fn open_manifest(stored: Stored) -> Result<(Manifest, Option<Key>)> {
         crate::redact::withhold_names();
     }
     Ok((manifest, key))
+}
+
+/// The backup `--backup` or `--at` names. `--at` with an id is refused: they would disagree.
+/// `latest`, the default (which the action always passes), gives way to `--at`.
+async fn select(store: &dyn crate::store::Store, args: &SelectArgs) -> Result<Stored> {
+    let Some(at) = &args.at else {
+        return Ok(repo::resolve(store, &args.backup).await?);
+    };
+    let time = repo::parse_at(at).ok_or_else(|| {
+        bad_input(format!(
+            "--at {at:?}: expected an RFC 3339 time (2026-11-24T22:15:00Z) or a date (2026-11-24)"
+        ))
+    })?;
+    if args.backup != "latest" {
+        return Err(bad_input(format!(
+            "--at and --backup {} name a backup each; give one",
+            args.backup
+        )));
+    }
+    Ok(repo::resolve_at(store, time).await?)
 }
 
 /// The policy of the --keep-* flags; `None` when none is given, or only zeros (rules off).
@@ -263,6 +316,8 @@ async fn backup(args: BackupArgs) -> Result<Report> {
         table_readers: args.table_readers as usize,
         label: args.label.clone(),
         public_label: args.public_label,
+        consistency: args.consistent.into(),
+        consistent_attempts: args.consistent_attempts,
         ..BackupOptions::default()
     };
     let outcome = backup::run(source.as_ref(), &stores, &options)
@@ -281,7 +336,8 @@ async fn backup(args: BackupArgs) -> Result<Report> {
         .output("rows", m.total_rows())
         .output("tables", m.tables.len())
         .output("sha256", &outcome.manifest_sha256)
-        .output("duration-ms", outcome.duration.as_millis());
+        .output("duration-ms", outcome.duration.as_millis())
+        .output("consistent", consistent_output(m.source.consistent()));
     report
         .row("Backup", &m.id)
         .row("Source", &args.source)
@@ -292,7 +348,19 @@ async fn backup(args: BackupArgs) -> Result<Report> {
         .row(
             "Duration",
             format!("{:.1} s", outcome.duration.as_secs_f64()),
+        )
+        .row("Consistent", consistency_line(&m.source));
+    if outcome.attempts > 1 {
+        let discarded = outcome.attempts - 1;
+        report.row(
+            "Attempts",
+            format!(
+                "{} ({discarded} saw writes and {} discarded)",
+                outcome.attempts,
+                if discarded == 1 { "was" } else { "were" }
+            ),
         );
+    }
     if let Some(policy) = policy {
         let mut outcomes = Vec::new();
         for (dest, store) in args.dest.iter().zip(&stores) {
@@ -305,6 +373,33 @@ async fn backup(args: BackupArgs) -> Result<Report> {
         report_prune(&mut report, &outcomes);
     }
     Ok(report)
+}
+
+/// The `consistent` output: `true`, `false`, or `unknown` when the source gave no bookmark.
+fn consistent_output(consistent: Option<bool>) -> &'static str {
+    match consistent {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "unknown",
+    }
+}
+
+/// The summary's line on whether a backup is one moment of its source; for one that saw writes,
+/// the bookmark that restores the database, exactly, to the moment the backup started.
+fn consistency_line(source: &crate::model::SourceInfo) -> String {
+    match (source.consistent(), &source.bookmark) {
+        (Some(true), _) if source.kind == "sqlite" => {
+            "yes (read in one SQLite transaction)".to_string()
+        }
+        (Some(true), _) => {
+            "yes (no write while it read: the Time Travel bookmark did not move)".to_string()
+        }
+        (Some(false), Some(bookmark)) => format!(
+            "no: writes landed while it read, so tables may be of different moments; for the exact state at its start, `wrangler d1 time-travel restore {} --bookmark={bookmark}` (in place, within Time Travel's retention)",
+            source.name.as_deref().unwrap_or("DATABASE")
+        ),
+        (Some(false), None) | (None, _) => "unknown: D1 gave no Time Travel bookmark".to_string(),
+    }
 }
 
 async fn prune(args: PruneArgs) -> Result<Report> {
@@ -330,7 +425,7 @@ async fn restore(args: RestoreArgs) -> Result<Report> {
         crate::ops::scratch::check_folder(path)?;
     }
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
-    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
+    let (manifest, key) = open_manifest(select(store.as_ref(), &args.select).await?)?;
     let started = std::time::Instant::now();
     let selection = Selection {
         tables: args.tables.clone(),
@@ -383,7 +478,7 @@ async fn restore(args: RestoreArgs) -> Result<Report> {
 
 async fn verify(args: SelectArgs) -> Result<Report> {
     let store = open_store(&parse_store(&args.from)?, false).await?;
-    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.backup).await?)?;
+    let (manifest, key) = open_manifest(select(store.as_ref(), &args).await?)?;
     let started = std::time::Instant::now();
     let outcome = crate::ops::verify::verify(store, &manifest, key.as_ref())
         .await
@@ -449,24 +544,30 @@ async fn list(args: ListArgs) -> Result<Report> {
                     "bytes": m.bytes,
                     "compression": m.compression,
                     "encrypted": m.encrypted,
+                    "consistent": m.source.consistent(),
                 })
             })
             .collect();
         report.detail = serde_json::to_string_pretty(&items)?;
     } else {
         let mut text = format!(
-            "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  LABEL\n",
-            "ID", "TABLES", "ROWS", "SIZE", "ENCRYPTED"
+            "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  {:<10}  LABEL\n",
+            "ID", "TABLES", "ROWS", "SIZE", "ENCRYPTED", "CONSISTENT"
         );
         let known = |n: Option<String>| n.unwrap_or_else(|| "-".to_string());
         for m in &summaries {
             text.push_str(&format!(
-                "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  {}\n",
+                "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  {:<10}  {}\n",
                 m.id,
                 known(m.tables.map(|n| n.to_string())),
                 known(m.rows.map(|n| n.to_string())),
                 human_bytes(m.bytes),
                 if m.encrypted { "yes" } else { "no" },
+                known(
+                    m.source
+                        .consistent()
+                        .map(|c| if c { "yes" } else { "no" }.to_string())
+                ),
                 m.label.as_deref().unwrap_or("")
             ));
         }
@@ -498,7 +599,7 @@ fn summarize(stored: Stored, key: Option<&Key>) -> Summary {
 async fn export(args: ExportArgs) -> Result<Report> {
     crate::ops::scratch::check_folder(&args.out)?;
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
-    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
+    let (manifest, key) = open_manifest(select(store.as_ref(), &args.select).await?)?;
     let bytes = crate::ops::export::export(store, &manifest, key.as_ref(), &args.out)
         .await
         .with_context(|| format!("exporting backup {} to {}", manifest.id, args.out.display()))?;
@@ -513,9 +614,73 @@ async fn export(args: ExportArgs) -> Result<Report> {
     Ok(report)
 }
 
+/// `check`: the newest backup's id and age as outputs; a store whose newest backup is too old,
+/// or that has none, fails (exit 1) with those outputs still written. With `--verify` the newest
+/// backup is also verified, its figures added.
+async fn check(args: CheckArgs) -> Result<Report> {
+    use crate::ops::check::{self, Freshness};
+    let max_age = check::parse_max_age(&args.max_age).map_err(bad_input)?;
+    let store = open_store(&parse_store(&args.from)?, false).await?;
+    let freshness = check::check(store.as_ref(), max_age, chrono::Utc::now())
+        .await
+        .with_context(|| format!("checking {}", args.from))?;
+    let mut report = Report::new("check");
+    report
+        .row("Store", &args.from)
+        .row("Max age", check::human_age(max_age));
+    let (id, age, fresh) = match freshness {
+        Freshness::Empty => {
+            let message = format!(
+                "no backup in {}: the backup job has never written one here, or its backups were removed",
+                args.from
+            );
+            report.row("Newest backup", "none");
+            return Err(crate::model::report::Failure { report, message }.into());
+        }
+        Freshness::Fresh { id, age } => (id, age, true),
+        Freshness::Stale { id, age } => (id, age, false),
+    };
+    report
+        .output("newest-id", &id)
+        .output("age-seconds", age.as_secs())
+        .row("Newest backup", &id)
+        .row("Age", check::human_age(age));
+    if !fresh {
+        let message = format!(
+            "the newest backup in {}, {id}, is {} old, older than --max-age {}: the backup job has not succeeded since",
+            args.from,
+            check::human_age(age),
+            check::human_age(max_age)
+        );
+        return Err(crate::model::report::Failure { report, message }.into());
+    }
+    if args.verify {
+        let verified = verify(SelectArgs {
+            from: args.from.clone(),
+            backup: id.clone(),
+            at: None,
+        })
+        .await
+        .with_context(|| format!("the newest backup in {}, {id}, is fresh", args.from))?;
+        report.sealed = verified.sealed;
+        for name in ["rows", "tables", "bytes"] {
+            if let Some(value) = verified.outputs.get(name) {
+                report.output(name, value);
+            }
+        }
+        report.rows.extend(
+            verified
+                .rows
+                .into_iter()
+                .filter(|(label, _)| label != "Backup"),
+        );
+    }
+    Ok(report)
+}
+
 async fn drill(args: DrillArgs) -> Result<Report> {
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
-    let (manifest, key) = open_manifest(repo::resolve(store.as_ref(), &args.select.backup).await?)?;
+    let (manifest, key) = open_manifest(select(store.as_ref(), &args.select).await?)?;
     let started = std::time::Instant::now();
     let outcome =
         crate::ops::drill::drill(store, &manifest, key.as_ref(), &args.migrations).await?;

@@ -49,7 +49,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose, actions);
     let json = matches!(&cli.command, Command::List(args) if args.json);
     let totp = matches!(&cli.command, Command::Totp(_));
-    let name = command_name(&cli.command);
+    let name = cli.command.name();
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
     if in_action {
         println!("::group::d1r2 {name}");
@@ -61,7 +61,7 @@ pub fn main() -> ExitCode {
     );
     let progress = (long && !in_action && std::io::stderr().is_terminal())
         .then(|| crate::model::progress::show(name));
-    let result = runtime.block_on(crate::cli::commands::run(cli.command));
+    let result = runtime.block_on(crate::cli::commands::run(cli.command, cli.heartbeat_url));
     drop(progress);
     if in_action {
         println!("::endgroup::");
@@ -132,21 +132,6 @@ fn fail_action(
     println!("{}", action::error_annotation(&line));
     crate::remote::checks::publish_if_wanted(env, &report);
     ExitCode::from(err.exit_code())
-}
-
-fn command_name(command: &Command) -> &'static str {
-    match command {
-        Command::Backup(_) => "backup",
-        Command::Restore(_) => "restore",
-        Command::Verify(_) => "verify",
-        Command::List(_) => "list",
-        Command::Export(_) => "export",
-        Command::Drill(_) => "drill",
-        Command::Prune(_) => "prune",
-        Command::Totp(_) => "totp",
-        Command::Trigger(_) => "trigger",
-        Command::Firewall(_) => "firewall",
-    }
 }
 
 /// Log lines go to stderr through [`Sanitised`]; their level is not coloured, since an escape

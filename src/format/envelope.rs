@@ -333,6 +333,7 @@ mod tests {
                 database_id: Some("c3b1-patients-db".into()),
                 name: Some("patients".into()),
                 bookmark: Some("0000-bookmark".into()),
+                end_bookmark: Some("0001-bookmark".into()),
             },
             compression: Compression::Gzip,
             encryption: encrypted.then(|| EncryptionInfo {

@@ -801,6 +801,7 @@ mod tests {
                 database_id: None,
                 name: None,
                 bookmark: None,
+                end_bookmark: None,
             },
             compression: crate::format::codec::Compression::Gzip,
             encryption: None,

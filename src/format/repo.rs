@@ -41,6 +41,10 @@ pub enum RepoError {
     NoBackups { store: String },
     #[error("no backup {id} in {store} (see `d1r2 list --from {store}`)")]
     UnknownBackup { id: String, store: String },
+    #[error(
+        "no backup in {store} started at or before {at} (see `d1r2 list --from {store}`; ids are UTC start times)"
+    )]
+    NoneAtOrBefore { at: String, store: String },
     #[error("backup {id} in {store} is incomplete: it has no manifest, so it was never finished")]
     Incomplete { id: String, store: String },
     #[error(
@@ -62,6 +66,7 @@ impl Classify for RepoError {
         match self {
             RepoError::NoBackups { .. }
             | RepoError::UnknownBackup { .. }
+            | RepoError::NoneAtOrBefore { .. }
             | RepoError::Incomplete { .. }
             | RepoError::NotAStore { .. }
             | RepoError::BadMarker { .. } => Kind::BadInput,
@@ -99,6 +104,26 @@ pub fn parse_backup_id(s: &str) -> Option<(NaiveDateTime, u32)> {
         }
     };
     Some((time, n))
+}
+
+/// The time `--at` names: RFC 3339 (`2026-11-24T22:15:00Z`, any offset) or a date alone
+/// (`2026-11-24`), which means its start, 00:00 UTC. `None` for anything else.
+pub fn parse_at(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Some(time.with_timezone(&Utc));
+    }
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    Some(date.and_hms_opt(0, 0, 0)?.and_utc())
+}
+
+/// The newest of `ids` that started at or before `at` (an id is its backup's UTC start second).
+pub fn newest_at(ids: &[String], at: DateTime<Utc>) -> Option<&str> {
+    ids.iter()
+        .filter_map(|id| Some((parse_backup_id(id)?, id)))
+        .filter(|((time, _), _)| time.and_utc() <= at)
+        .max_by_key(|(key, _)| *key)
+        .map(|(_, id)| id.as_str())
 }
 
 /// Whether a folder name is a backup id, so the folder may be a backup's.
@@ -373,9 +398,66 @@ pub async fn resolve(store: &dyn Store, selector: &str) -> Result<Stored, RepoEr
     }
 }
 
+/// The manifest of the newest backup started at or before `at`.
+pub async fn resolve_at(store: &dyn Store, at: DateTime<Utc>) -> Result<Stored, RepoError> {
+    let ids = backup_ids(store).await?;
+    match newest_at(&ids, at) {
+        Some(id) => manifest(store, id).await,
+        None => Err(RepoError::NoneAtOrBefore {
+            at: at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            store: store.to_string(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn at_times_table() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        for (text, want) in [
+            ("2026-11-24T22:15:00Z", Some(t("2026-11-24T22:15:00Z"))),
+            ("2026-11-24T23:15:00+01:00", Some(t("2026-11-24T22:15:00Z"))),
+            (
+                " 2026-11-24T22:15:00.5Z ",
+                Some(t("2026-11-24T22:15:00.5Z")),
+            ),
+            ("2026-11-24", Some(t("2026-11-24T00:00:00Z"))),
+            ("2026-11-24T22:15:00", None),
+            ("2026-02-30", None),
+            ("yesterday", None),
+            ("20261124T221500Z", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_at(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn newest_at_table() {
+        let ids: Vec<String> = [
+            "20261122T010000Z",
+            "20261124T221500Z",
+            "20261124T221500Z-1",
+            "20261125T080000Z",
+        ]
+        .map(String::from)
+        .to_vec();
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        for (at, want) in [
+            ("2026-11-21T00:00:00Z", None),
+            ("2026-11-22T01:00:00Z", Some("20261122T010000Z")),
+            ("2026-11-24T22:14:59Z", Some("20261122T010000Z")),
+            ("2026-11-24T22:15:00Z", Some("20261124T221500Z-1")),
+            ("2026-11-25T07:59:59.9Z", Some("20261124T221500Z-1")),
+            ("2030-01-01T00:00:00Z", Some("20261125T080000Z")),
+        ] {
+            assert_eq!(newest_at(&ids, t(at)), want, "{at}");
+        }
+        assert_eq!(newest_at(&[], t("2030-01-01T00:00:00Z")), None);
+    }
 
     #[test]
     fn backup_ids_table() {
@@ -579,6 +661,13 @@ mod tests {
         let s = String::from;
         let cases = [
             (RepoError::NoBackups { store: s("dir") }, BadInput),
+            (
+                RepoError::NoneAtOrBefore {
+                    at: s("2026-11-24T00:00:00Z"),
+                    store: s("dir"),
+                },
+                BadInput,
+            ),
             (
                 RepoError::UnknownBackup {
                     id: s("1"),

@@ -33,7 +33,28 @@ pub struct SourceInfo {
     pub database_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// D1 Time Travel bookmark at the start of the backup.
+    /// D1 Time Travel bookmark before the backup's first read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bookmark: Option<String>,
+    /// D1 Time Travel bookmark after the backup's last read: `bookmark` again when no write
+    /// landed in between.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_bookmark: Option<String>,
+}
+
+impl SourceInfo {
+    /// Whether the backup is one moment of its source: a SQLite file is read in one read
+    /// transaction, always; a D1 database when its bookmark did not move between the first read
+    /// and the last (D1's bookmark moves with every write). `None` when that is not known: no
+    /// bookmark (a token without access to Time Travel), or a backup made before both were
+    /// recorded.
+    pub fn consistent(&self) -> Option<bool> {
+        if self.kind == "sqlite" {
+            return Some(true);
+        }
+        match (&self.bookmark, &self.end_bookmark) {
+            (Some(start), Some(end)) => Some(start == end),
+            _ => None,
+        }
+    }
 }

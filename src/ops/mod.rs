@@ -4,6 +4,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod backup;
+pub(crate) mod check;
 pub(crate) mod drill;
 pub(crate) mod export;
 pub(crate) mod firewall;

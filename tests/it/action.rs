@@ -29,7 +29,7 @@ fn inputs_and_options_match() {
     let inputs = keys(&yml, "inputs");
     let cli = Cli::command();
     let mut options = BTreeSet::new();
-    for sub in cli.get_subcommands() {
+    for sub in cli.get_subcommands().chain([&cli]) {
         for arg in sub.get_arguments() {
             if let Some(long) = arg.get_long()
                 && !["help", "version", "verbose"].contains(&long)
@@ -92,6 +92,12 @@ fn action_mode_runs_write_only_declared_outputs() {
             ("INPUT_FROM", backups.display().to_string()),
             ("INPUT_TO", d.join("r.db").display().to_string()),
             ("INPUT_FORCE", "false".into()),
+        ],
+        vec![
+            ("INPUT_COMMAND", "check".into()),
+            ("INPUT_FROM", backups.display().to_string()),
+            ("INPUT_MAX-AGE", "1h".into()),
+            ("INPUT_VERIFY", "true".into()),
         ],
         vec![
             ("INPUT_COMMAND", "verify".into()),

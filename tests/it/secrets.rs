@@ -20,6 +20,10 @@ const SECRETS: [(&str, &str); 7] = [
     ),
 ];
 
+/// A heartbeat URL (its path is the secret) on a port nothing listens on: given to a few runs
+/// only, each ping to it being tried three times.
+const HEARTBEAT: &str = "http://127.0.0.1:9/hb-SECRET-gggggggggggggggg";
+
 /// Runs `command` with `options` (a value of `true` is a switch) as CLI flags or as action
 /// inputs.
 fn run(dir: &Path, command: &str, options: &[(&str, &str)], action: bool) -> String {
@@ -85,12 +89,19 @@ fn no_command_prints_or_writes_a_secret() {
                     ("compression", "none"),
                 ],
             ),
-            ("list", vec![("from", b)]),
+            ("list", vec![("from", b), ("heartbeat-url", HEARTBEAT)]),
             ("verify", vec![("from", b)]),
+            (
+                "check",
+                vec![("from", b), ("max-age", "1h"), ("heartbeat-url", HEARTBEAT)],
+            ),
             ("export", vec![("from", b), ("out", sql)]),
             ("restore", vec![("from", b), ("to", db)]),
             ("restore", vec![("from", b), ("to", "app.db")]),
-            ("verify", vec![("from", "nowhere")]),
+            (
+                "verify",
+                vec![("from", "nowhere"), ("heartbeat-url", HEARTBEAT)],
+            ),
             ("prune", vec![("from", b), ("keep-last", "5")]),
             ("list", vec![("from", b), ("audit", "true")]),
             ("totp", vec![("digits", "8")]),
@@ -134,7 +145,8 @@ fn no_command_prints_or_writes_a_secret() {
             .unwrap()
             .contains("backup-id<<")
     );
-    for (name, value) in SECRETS {
+    let heartbeat = ("heartbeat-url", HEARTBEAT.rsplit('/').next().unwrap());
+    for (name, value) in SECRETS.into_iter().chain([heartbeat]) {
         assert!(!printed.contains(value), "{name} was printed:\n{printed}");
         for (file, bytes) in files_text(d) {
             let found = bytes.windows(value.len()).any(|w| w == value.as_bytes());

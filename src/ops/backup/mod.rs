@@ -14,7 +14,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::future::{join_all, try_join_all};
 use futures::stream::{FuturesOrdered, FuturesUnordered};
-use futures::{StreamExt, TryFutureExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Context, Error, Result};
 use crate::format::codec::{Compression, Encoded, Member, PartEncoder, Stored};
@@ -33,9 +33,12 @@ use crate::ops::backup::read_ahead::ReadAhead;
 use crate::ops::backup::rowid_windows::Windows;
 use crate::source::{FirstPage, Source, catalog, row_key};
 use crate::store::{Store, Upload};
+pub use consistency::Consistency;
+use consistency::{ConsistencyError, Decision};
 
 mod budget;
 mod claim;
+pub(crate) mod consistency;
 mod in_order;
 mod read_ahead;
 pub(crate) mod rowid_windows;
@@ -64,6 +67,10 @@ pub struct BackupOptions {
     /// Pages are sized to about this many bytes of literals; `None` takes the source's own
     /// preference.
     pub page_bytes: Option<usize>,
+    /// What a backup that saw writes is worth (see [`consistency`]).
+    pub consistency: Consistency,
+    /// Attempts in all under `Require` and `Prefer`, the first included.
+    pub consistent_attempts: u32,
 }
 
 impl Default for BackupOptions {
@@ -78,6 +85,8 @@ impl Default for BackupOptions {
             public_label: false,
             part_bytes: PART_BYTES,
             page_bytes: None,
+            consistency: Consistency::Mark,
+            consistent_attempts: consistency::ATTEMPTS,
         }
     }
 }
@@ -89,6 +98,9 @@ pub struct BackupOutcome {
     /// the whole backup.
     pub manifest_sha256: String,
     pub duration: std::time::Duration,
+    /// Backups made to get this one: more than one when `--consistent` discarded attempts that
+    /// saw writes.
+    pub attempts: u32,
 }
 
 const MAX_PAGE_ROWS: usize = 100_000;
@@ -187,20 +199,79 @@ fn window_limit(rows: usize) -> usize {
     rows + rows / 4
 }
 
-/// Runs a backup of `source` into every store in `stores`.
+/// Runs a backup of `source` into every store in `stores`: once, or under `--consistent` until
+/// an attempt saw no write (or the attempts run out), waiting with backoff between attempts.
 pub async fn run(
     source: &dyn Source,
     stores: &[Arc<dyn Store>],
     options: &BackupOptions,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
-    // Asked beside the catalog, the bookmark still marks the backup's start without a round
-    // trip of its own. The id is claimed once both are there, so a refused backup (a table
-    // filter that matches nothing) writes nothing.
-    let (schema, bookmark) = futures::try_join!(
-        catalog::load(source, &options.filter).err_into::<Error>(),
-        source.bookmark().err_into::<Error>(),
-    )?;
+    let attempts = match options.consistency {
+        Consistency::Mark => 1,
+        Consistency::Require | Consistency::Prefer => options.consistent_attempts.max(1),
+    };
+    let (result, made) = crate::remote::retry::run(
+        &consistency::policy(attempts),
+        |attempt| async move {
+            let decide = |consistent| {
+                consistency::decide(options.consistency, consistent, attempt, attempts)
+            };
+            match once(source, stores, options, decide).await {
+                Ok(Some(manifest)) => Ok(manifest),
+                Ok(None) => Err(Attempt::SawWrites),
+                Err(e) => Err(Attempt::Failed(e)),
+            }
+        },
+        |e| match e {
+            Attempt::SawWrites => crate::remote::retry::Verdict::Retry { after: None },
+            Attempt::Failed(_) => crate::remote::retry::Verdict::Fail,
+        },
+        |_, wait| {
+            tracing::info!(
+                "the backup saw writes and was discarded; trying again in {:.1} s",
+                wait.as_secs_f64()
+            )
+        },
+    )
+    .await;
+    let (manifest, manifest_sha256) = match result {
+        Ok(done) => done,
+        Err(Attempt::Failed(e)) => return Err(e),
+        Err(Attempt::SawWrites) => {
+            return Err(ConsistencyError::Writes { attempts: made }.into());
+        }
+    };
+    Ok(BackupOutcome {
+        manifest,
+        manifest_sha256,
+        duration: started.elapsed(),
+        attempts: made,
+    })
+}
+
+/// How one attempt ended short of a backup: it saw writes and was discarded (worth another), or
+/// it failed.
+enum Attempt {
+    SawWrites,
+    Failed(Error),
+}
+
+/// One backup: the bookmark before the first read, the catalog, every part, the bookmark after
+/// the last read; then `decide` says, from whether the two bookmarks agree, whether the manifest
+/// is written (the backup and its SHA-256) or the parts are discarded (`None`; an error when the
+/// source gave no bookmark, which another attempt cannot change).
+async fn once(
+    source: &dyn Source,
+    stores: &[Arc<dyn Store>],
+    options: &BackupOptions,
+    decide: impl Fn(Option<bool>) -> Decision,
+) -> Result<Option<(Manifest, String)>> {
+    // The bookmark comes before the catalog: a write between the two would otherwise go unseen.
+    // The id is claimed once the catalog is read, so a refused backup (a table filter that
+    // matches nothing) writes nothing.
+    let bookmark = source.bookmark().await?;
+    let schema = catalog::load(source, &options.filter).await?;
     let id = claim::claim_id(stores, Utc::now()).await?;
     let mut info = source.info();
     info.bookmark = bookmark;
@@ -223,14 +294,28 @@ pub async fn run(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
     };
-    let result = write_backup(source, &schema, &target, options).await;
-    let (objects, tables, schema_entries) = match result {
-        Ok(parts) => parts,
+    let read = async {
+        let parts = write_backup(source, &schema, &target, options).await?;
+        let end = source.bookmark().await?;
+        Ok::<_, Error>((parts, end))
+    };
+    let ((objects, tables, schema_entries), end_bookmark) = match read.await {
+        Ok(read) => read,
         Err(err) => {
             target.discard().await;
             return Err(err);
         }
     };
+    info.end_bookmark = end_bookmark;
+    let consistent = info.consistent();
+    if decide(consistent) == Decision::Discard {
+        target.discard().await;
+        if consistent.is_none() {
+            return Err(ConsistencyError::NoBookmark.into());
+        }
+        tracing::info!("backup {id} saw writes: {}", moved(&info));
+        return Ok(None);
+    }
     let manifest = Manifest {
         format: match options.encryption {
             Some(_) => FORMAT_VERSION,
@@ -267,11 +352,16 @@ pub async fn run(
         target.discard().await;
         return Err(err).context("writing the manifest");
     }
-    Ok(BackupOutcome {
-        manifest,
-        manifest_sha256,
-        duration: started.elapsed(),
-    })
+    Ok(Some((manifest, manifest_sha256)))
+}
+
+/// How the bookmark moved, for a log line.
+fn moved(info: &crate::model::SourceInfo) -> String {
+    format!(
+        "the Time Travel bookmark moved from {} to {}",
+        info.bookmark.as_deref().unwrap_or("-"),
+        info.end_bookmark.as_deref().unwrap_or("-")
+    )
 }
 
 type Written = (

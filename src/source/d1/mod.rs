@@ -306,7 +306,7 @@ impl Source for D1Source {
             kind: "d1".to_string(),
             database_id: Some(self.id.clone()),
             name: Some(self.name.clone()),
-            bookmark: None,
+            ..SourceInfo::default()
         }
     }
 

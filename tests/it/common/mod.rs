@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: building databases and comparing them exactly.
 
+pub mod bed;
 pub mod cmd;
 pub mod workerd;
 

@@ -18,7 +18,8 @@
 //! - the import API: `init` hands out an upload URL, the `PUT` answers the MD5 as `ETag`,
 //!   `ingest` applies the whole file as one transaction (foreign keys enforced at the end) and
 //!   reports `active`, `poll` then `complete` or `error`;
-//! - the Time Travel bookmark endpoint;
+//! - the Time Travel bookmark endpoint, the bookmark moving with every write (through the API,
+//!   an import, or [`FakeD1::execute`]), as D1's does;
 //! - injectable failures: 429 with `Retry-After`, 500, 502 and connections dropped mid-answer.
 
 use std::collections::{HashMap, VecDeque};
@@ -118,11 +119,25 @@ struct Import {
     polled: bool,
 }
 
+/// An application writing while d1r2 reads: `sql` run on database `id` before the answer to
+/// each of its query requests from the `from`-th on, `left` more times (`None`: on every one).
+struct Writer {
+    id: String,
+    sql: String,
+    seen: u64,
+    from: u64,
+    left: Option<u64>,
+    made: u64,
+}
+
 pub struct Inner {
     databases: Mutex<Vec<Database>>,
     faults: Mutex<Faults>,
     uploads: Mutex<HashMap<String, Vec<u8>>>,
     imports: Mutex<HashMap<String, Import>>,
+    writer: Mutex<Option<Writer>>,
+    /// The token may not use Time Travel: the bookmark endpoint answers 403.
+    time_travel_denied: std::sync::atomic::AtomicBool,
     pub counters: Counters,
     base: Mutex<String>,
     /// Each request's delay, in turn (empty: none).
@@ -169,6 +184,8 @@ impl FakeD1 {
             faults: Mutex::new(Faults::default()),
             uploads: Mutex::new(HashMap::new()),
             imports: Mutex::new(HashMap::new()),
+            writer: Mutex::new(None),
+            time_travel_denied: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),
             base: Mutex::new(String::new()),
             latencies: Mutex::new(Vec::new()),
@@ -271,13 +288,44 @@ impl FakeD1 {
 
     /// Runs SQL directly on a database (as the application would).
     pub fn execute(&self, id: &str, sql: &str) {
-        let dbs = self.inner.databases.lock().unwrap();
-        dbs.iter()
-            .find(|d| d.uuid == id)
+        let mut dbs = self.inner.databases.lock().unwrap();
+        write(dbs.iter_mut().find(|d| d.uuid == id).unwrap(), sql);
+    }
+
+    /// From now on, runs `sql` on database `id` (as the application would) before answering
+    /// its `from`-th query request and each one after, `times` times in all (`None`: until
+    /// [`FakeD1::stop_writing`]): writes landing between the pages of a backup.
+    pub fn write_during_queries(&self, id: &str, sql: &str, from: u64, times: Option<u64>) {
+        *self.inner.writer.lock().unwrap() = Some(Writer {
+            id: id.to_string(),
+            sql: sql.to_string(),
+            seen: 0,
+            from,
+            left: times,
+            made: 0,
+        });
+    }
+
+    /// From now on the bookmark endpoint refuses the token, as D1 refuses one without access to
+    /// Time Travel.
+    pub fn deny_time_travel(&self) {
+        self.inner.time_travel_denied.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops the writer; returns how many writes it made.
+    pub fn stop_writing(&self) -> u64 {
+        self.inner
+            .writer
+            .lock()
             .unwrap()
-            .conn
-            .execute_batch(sql)
-            .unwrap();
+            .take()
+            .map_or(0, |w| w.made)
+    }
+
+    /// The database's current Time Travel bookmark, as the API answers it.
+    pub fn bookmark(&self, id: &str) -> String {
+        let dbs = self.inner.databases.lock().unwrap();
+        bookmark_of(dbs.iter().find(|d| d.uuid == id).unwrap())
     }
 
     /// Delays every answer, as the distance to Cloudflare would.
@@ -479,11 +527,37 @@ async fn bookmark(
     State(inner): State<Arc<Inner>>,
     Path((_, id)): Path<(String, String)>,
 ) -> Response {
+    if inner.time_travel_denied.load(Ordering::SeqCst) {
+        return error(StatusCode::FORBIDDEN, 10000, "Authentication error");
+    }
     let dbs = inner.databases.lock().unwrap();
     match dbs.iter().find(|d| d.uuid == id) {
         Some(db) => envelope(StatusCode::OK, json!({"bookmark": bookmark_of(db)}), None),
         None => not_found(&id),
     }
+}
+
+/// Runs `sql` on `db` as the application would; a write moves the bookmark.
+fn write(db: &mut Database, sql: &str) {
+    let before = db.conn.total_changes();
+    db.conn.execute_batch(sql).unwrap();
+    if db.conn.total_changes() > before {
+        db.version += 1;
+    }
+}
+
+/// The writer's turn before a query request to database `db` is answered.
+fn writer_turn(writer: &mut Option<Writer>, db: &mut Database) {
+    let Some(w) = writer.as_mut().filter(|w| w.id == db.uuid) else {
+        return;
+    };
+    w.seen += 1;
+    if w.seen < w.from || w.left == Some(0) {
+        return;
+    }
+    write(db, &w.sql);
+    w.made += 1;
+    w.left = w.left.map(|n| n - 1);
 }
 
 fn bookmark_of(db: &Database) -> String {
@@ -716,6 +790,7 @@ fn answer(inner: &Inner, id: &str, body: Bytes, shape: fn(Executed, Value) -> Va
     let Some(db) = dbs.iter_mut().find(|d| d.uuid == id) else {
         return not_found(id);
     };
+    writer_turn(&mut inner.writer.lock().unwrap(), db);
     let mut results = Vec::new();
     for (sql, params) in statements {
         let total_before = db.conn.total_changes();

@@ -3,6 +3,7 @@
 pub mod d1;
 pub mod faults;
 pub mod github;
+pub mod heartbeat;
 pub mod lists;
 pub mod s3;
 
