@@ -104,8 +104,8 @@ fn unreadable_max_ages_are_refused_in_one_line() {
     let from = dir.path().join(random_name(6));
     for age in [
         random_name(5),
-        format!("{}", 1 + rand::random::<u16>()),
-        format!("-{}h", 1 + rand::random::<u8>()),
+        format!("{}", 1 + u32::from(rand::random::<u16>())),
+        format!("-{}h", 1 + u32::from(rand::random::<u8>())),
         "0m".to_string(),
         format!("{}q", rand::random::<u8>()),
     ] {
