@@ -293,3 +293,94 @@ fn workflows_are_hardened() {
         }
     }
 }
+
+/// release.yml's rewriting of action.yml (`scripts/pin-image`), run on a copy: the result is a
+/// Docker action whose image is the published one by digest (what the runner pulls, never a
+/// Dockerfile to build), with every input and output as before; a reference that is not
+/// `docker://ghcr.io/…@sha256:<64 hex>` (a mutable tag) is refused, leaving the file unchanged.
+#[test]
+fn release_pins_the_image_by_digest() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let original = std::fs::read_to_string(root.join("action.yml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("action.yml");
+    let pin = |image: &str| {
+        std::fs::write(&copy, &original).unwrap();
+        let status = std::process::Command::new(root.join("scripts/pin-image"))
+            .arg(image)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        (status, std::fs::read_to_string(&copy).unwrap())
+    };
+    let digest: String = (0..64)
+        .map(|_| char::from(b"0123456789abcdef"[rand::random_range(0..16)]))
+        .collect();
+    let owner = format!("o{}", rand::random_range(0..1_000_000u32));
+    let image = format!("docker://ghcr.io/{owner}/d1r2@sha256:{digest}");
+
+    let (status, text) = pin(&image);
+    assert!(status.success(), "{image}");
+    let pinned: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("parses");
+    let before = action_yml();
+    assert_eq!(pinned["runs"]["using"].as_str(), Some("docker"));
+    assert_eq!(pinned["runs"]["image"].as_str(), Some(image.as_str()));
+    assert_eq!(pinned["runs"].as_mapping().unwrap().len(), 2, "{text}");
+    for section in ["name", "description", "inputs", "outputs", "branding"] {
+        assert_eq!(pinned[section], before[section], "{section} changed");
+    }
+
+    for refused in [
+        format!("docker://ghcr.io/{owner}/d1r2:v1.2.3"),
+        format!("docker://ghcr.io/{owner}/d1r2@sha256:{}", &digest[1..]),
+        format!("ghcr.io/{owner}/d1r2@sha256:{digest}"),
+        format!("docker://ghcr.io/{owner}/d1r2@sha256:{digest}\n  using: node24"),
+    ] {
+        let (status, text) = pin(&refused);
+        assert_eq!(status.code(), Some(2), "{refused:?} was accepted");
+        assert_eq!(text, original, "{refused:?} changed action.yml");
+    }
+}
+
+/// Secrets reach only the steps that use them: never a workflow's or a job's `env:` (every step
+/// of it, upload-artifact included, would get them), never a d1r2 step's `with:` (inputs are
+/// logged and reach the container as INPUT_* without the runner's masking guarantees).
+#[test]
+fn secrets_only_in_the_steps_env() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let has_secret = |v: &serde_yaml_ng::Value| {
+        serde_yaml_ng::to_string(v)
+            .unwrap()
+            .replace(' ', "")
+            .contains("secrets.")
+    };
+    let mut d1r2_steps = 0;
+    for dir in [".github/workflows", "examples/workflows"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let yml: serde_yaml_ng::Value =
+                serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let name = path.display();
+            assert!(
+                !has_secret(&yml["env"]),
+                "{name}: a secret in the workflow's env"
+            );
+            for (id, job) in yml["jobs"].as_mapping().unwrap() {
+                assert!(
+                    !has_secret(&job["env"]),
+                    "{name}: a secret in job {id:?}'s env"
+                );
+                for step in job["steps"].as_sequence().into_iter().flatten() {
+                    if step["uses"].as_str().unwrap_or("").starts_with("d1r2/d1r2") {
+                        d1r2_steps += 1;
+                        assert!(
+                            !has_secret(&step["with"]),
+                            "{name}: a secret in with: {step:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(d1r2_steps >= 8, "only {d1r2_steps} d1r2 steps found");
+}
