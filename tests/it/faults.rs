@@ -582,6 +582,7 @@ async fn store_through(proxy: &FaultProxy, prefix: &str) -> d1r2::store::s3::S3S
         scheme: "s3://",
     })
     .await
+    .expect("the fake's keys")
 }
 
 /// A read cut short twice goes on each time from exactly the byte it stopped at, of the same
