@@ -132,6 +132,30 @@ fn bad_input_is_one_line_and_exit_2() {
     assert!(!d.join("b").join(&id).exists());
 }
 
+/// The usage line names each value for what it is: a restore reads from backups into a target,
+/// never "from DEST to SRC".
+#[test]
+fn the_usage_line_says_what_each_value_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = dir.path().join(format!("b{:08x}", rand::random::<u32>()));
+    let out = d1r2(&["restore", "--from", from.to_str().unwrap()]);
+    let err = out.stderr.clone();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--to <TARGET>"), "{err}");
+    let help = d1r2(&["restore", "--help"]);
+    help.success();
+    let usage = help
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Usage:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(usage.contains("--from <BACKUPS> --to <TARGET>"), "{usage}");
+    for wrong in ["<DEST>", "<SRC>"] {
+        assert!(!usage.contains(wrong), "{usage}");
+    }
+}
+
 /// A bucket is opened while the source is: a bucket that cannot be opened is still bad input on
 /// one line, and a local folder named after it is not made.
 #[test]
