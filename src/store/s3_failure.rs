@@ -85,6 +85,10 @@ impl Keys {
     }
 }
 
+/// How much of the service's message is quoted: S3's are a sentence; a proxy's may echo the
+/// request, and enough of it is kept to show what it was (redacted before it is cut).
+const MESSAGE_QUOTED: usize = 1000;
+
 /// Whose fault a failure is, which decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Blame {
@@ -148,7 +152,7 @@ fn service(
         (None, None) => "no status".to_string(),
     };
     let detail = message
-        .map(|m| crate::redact::remote_body(m, 200))
+        .map(|m| crate::redact::remote_body(m, MESSAGE_QUOTED))
         .filter(|m| !m.is_empty())
         .map(|m| format!(": {m}"))
         .unwrap_or_default();
