@@ -531,7 +531,9 @@ async fn uploads_through_dropped_connections_succeed_or_leave_nothing() {
     assert_eq!(dropped, 3, "{:#?}", w.proxy.log());
     let mut expected = w.parts();
     let id = expected[0].split('/').next().unwrap().to_string();
+    // A backup's keys: its parts, its manifest, and the claim that named it.
     expected.push(format!("{id}/manifest.json"));
+    expected.push(format!("{id}/claim.json"));
     expected.sort();
     let stored: Vec<String> = w
         .keys()
