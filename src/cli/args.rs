@@ -95,25 +95,26 @@ pub struct BackupArgs {
     #[arg(long, value_name = "DEST", required = true)]
     pub dest: Vec<String>,
     /// Only these tables.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_name = "TABLE,...")]
     pub tables: Vec<String>,
     /// Never these tables.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_name = "TABLE,...")]
     pub exclude_tables: Vec<String>,
     /// Never these columns (`table.column,...`): data minimisation. A primary key column, or a
     /// NOT NULL column without a DEFAULT, cannot be left out (the rows would not restore).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_name = "TABLE.COLUMN,...")]
     pub exclude_columns: Vec<String>,
-    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+    /// How parts are compressed.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip, value_name = "KIND")]
     pub compression: CompressionArg,
     /// Tables read at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
     /// Readers of one large table keyed by its rowid, over ranges of its rowids, each taking one
     /// of the `--concurrency` slots: one reader already keeps D1 busy, more add compression
     /// threads and upload streams where cores are many, and each holds its own pages and upload
     /// buffer (about 15 MiB).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=8))]
     pub table_readers: u16,
     /// Encrypt every part with AES-256-GCM, using the key in D1R2_ENCRYPTION_KEY (32 bytes, hex or
     /// base64), and seal the manifest: without the key it shows only the id, time, source kind,
@@ -122,7 +123,7 @@ pub struct BackupArgs {
     pub encrypt: bool,
     /// A note stored in the manifest and shown by `list`. An encrypted backup seals it with the
     /// rest of its manifest unless --public-label is given.
-    #[arg(long)]
+    #[arg(long, value_name = "TEXT")]
     pub label: Option<String>,
     /// Keep an encrypted backup's --label readable without the key, so `list` shows it to anyone
     /// who can read the destination (a plain backup's label always is).
@@ -181,8 +182,8 @@ pub struct KeepArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct PruneArgs {
-    /// Where the backups are.
-    #[arg(long, value_name = "DEST")]
+    /// Where the backups are: what a backup's --dest named.
+    #[arg(long, value_name = "BACKUPS")]
     pub from: String,
     #[command(flatten)]
     pub keep: KeepArgs,
@@ -193,8 +194,8 @@ pub struct PruneArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct SelectArgs {
-    /// Where the backups are.
-    #[arg(long, value_name = "DEST")]
+    /// Where the backups are: what a backup's --dest named.
+    #[arg(long, value_name = "BACKUPS")]
     pub from: String,
     /// A backup id, or `latest`.
     #[arg(long, default_value = "latest", value_name = "ID")]
@@ -211,10 +212,10 @@ pub struct RestoreArgs {
     pub select: SelectArgs,
     /// The database to restore into: d1://DATABASE (applied as one unit through D1's import
     /// API), sqlite:PATH or a path.
-    #[arg(long, value_name = "SRC")]
+    #[arg(long, value_name = "TARGET")]
     pub to: String,
     /// Only these tables (the target's other tables are kept).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_name = "TABLE,...")]
     pub tables: Vec<String>,
     /// Replace a target that already holds data.
     #[arg(long)]
@@ -223,7 +224,8 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
-    #[arg(long, value_name = "DEST")]
+    /// Where the backups are: what a backup's --dest named.
+    #[arg(long, value_name = "BACKUPS")]
     pub from: String,
     /// Machine-readable output.
     #[arg(long)]
@@ -315,13 +317,13 @@ pub enum AlgorithmArg {
 #[derive(Debug, Clone, Default, Args)]
 pub struct TotpShapeArgs {
     /// Digits in the code (default 6, or the URI's).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(6..=10))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(6..=10))]
     pub digits: Option<u8>,
     /// Seconds a code is valid (default 30, or the URI's).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub period: Option<u64>,
     /// HMAC algorithm (default sha1, or the URI's).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, value_name = "HASH")]
     pub algorithm: Option<AlgorithmArg>,
 }
 
@@ -337,10 +339,10 @@ pub struct TotpArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TriggerArgs {
     /// The endpoint to call, e.g. https://app.example.com/api/backup.
-    #[arg(long)]
+    #[arg(long, value_name = "URL")]
     pub url: String,
     /// HTTP method.
-    #[arg(long, default_value = "POST")]
+    #[arg(long, default_value = "POST", value_name = "METHOD")]
     pub method: String,
     /// A JSON body, sent as application/json.
     #[arg(long, value_name = "JSON")]
@@ -349,7 +351,7 @@ pub struct TriggerArgs {
     #[arg(long = "header", value_name = "NAME: VALUE", value_delimiter = '\n')]
     pub headers: Vec<String>,
     /// Attempts in all, the first included.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
     /// Ceiling of the first retry's delay, in seconds; each later one doubles (full jitter).
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
@@ -377,7 +379,12 @@ pub struct FirewallArgs {
     pub list: String,
     /// GitHub /meta sections to allow: hooks, web, api, git, packages, pages, importer, actions,
     /// actions_macos, dependabot, copilot.
-    #[arg(long, value_delimiter = ',', default_value = "actions")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "actions",
+        value_name = "SECTION,..."
+    )]
     pub sections: Vec<String>,
     /// Leave IPv6 ranges out.
     #[arg(long)]
@@ -401,7 +408,11 @@ pub struct FirewallArgs {
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max_items: usize,
     /// The comment stored with every item.
-    #[arg(long, default_value = "GitHub ranges, kept by d1r2")]
+    #[arg(
+        long,
+        default_value = "GitHub ranges, kept by d1r2",
+        value_name = "TEXT"
+    )]
     pub comment: String,
     /// Also keep a WAF custom rule with this expression, which must use `$NAME` (for example
     /// `(http.request.uri.path eq "/api/backup" and not ip.src in $github_actions)`), in the
@@ -412,7 +423,7 @@ pub struct FirewallArgs {
     #[arg(long, value_name = "ZONE_ID")]
     pub zone: Option<String>,
     /// The rule's action.
-    #[arg(long, default_value = "block", value_parser = ["block", "managed_challenge", "js_challenge", "challenge", "log"])]
+    #[arg(long, default_value = "block", value_name = "ACTION", value_parser = ["block", "managed_challenge", "js_challenge", "challenge", "log"])]
     pub rule_action: String,
 }
 
@@ -478,6 +489,59 @@ impl From<FirewallArgs> for FirewallOptions {
             rule: args.rule,
             zone: args.zone,
             rule_action: args.rule_action,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every value a flag takes is named for what it is (`<N>`, `<TABLE,...>`), not left to
+    /// clap's spelling of the field (`<CONCURRENCY>`, `<EXCLUDE_TABLES>`) unless that is what it
+    /// is; the locations say which side of a backup they are.
+    #[test]
+    fn every_value_is_named() {
+        let cli = Cli::command();
+        let field_named_well = ["url", "method", "dest"];
+        for command in cli.get_subcommands() {
+            for arg in command.get_arguments() {
+                if !arg.get_action().takes_values() {
+                    continue;
+                }
+                let id = arg.get_id().as_str();
+                let clap_default = id.to_uppercase();
+                let names = arg.get_value_names().unwrap_or_default();
+                assert!(
+                    names.iter().all(|n| *n != clap_default.as_str())
+                        || field_named_well.contains(&id),
+                    "{} --{id}: <{clap_default}> says nothing the flag does not",
+                    command.get_name(),
+                );
+            }
+        }
+        for (command, flag, want) in [
+            ("backup", "source", "SRC"),
+            ("backup", "dest", "DEST"),
+            ("restore", "from", "BACKUPS"),
+            ("restore", "to", "TARGET"),
+            ("verify", "from", "BACKUPS"),
+            ("list", "from", "BACKUPS"),
+            ("export", "from", "BACKUPS"),
+            ("prune", "from", "BACKUPS"),
+            ("drill", "from", "BACKUPS"),
+        ] {
+            let sub = cli.find_subcommand(command).expect(command);
+            let arg = sub
+                .get_arguments()
+                .find(|a| a.get_id() == flag)
+                .expect(flag);
+            assert_eq!(
+                arg.get_value_names().unwrap_or_default(),
+                [want],
+                "{command} --{flag}"
+            );
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::format::load::{Selection, check_key_of};
 use crate::format::manifest::Manifest;
 use crate::format::repo;
 use crate::model::TableFilter;
-use crate::model::report::{Report, human_bytes};
+use crate::model::report::{Report, count, human_bytes};
 use crate::ops::backup::{self, BackupOptions};
 use crate::ops::prune::PruneOutcome;
 use crate::ops::retention::KeepPolicy;
@@ -342,8 +342,8 @@ async fn backup(args: BackupArgs) -> Result<Report> {
         .row("Backup", &m.id)
         .row("Source", &args.source)
         .row("Destinations", args.dest.join(", "))
-        .row("Tables", m.tables.len())
-        .row("Rows", m.total_rows())
+        .row("Tables", count(m.tables.len() as u64))
+        .row("Rows", count(m.total_rows()))
         .row("Stored", human_bytes(m.total_bytes()))
         .row(
             "Duration",
@@ -471,8 +471,8 @@ async fn restore(args: RestoreArgs) -> Result<Report> {
     report
         .row("Backup", &manifest.id)
         .row("Restored into", &args.to)
-        .row("Tables", outcome.tables)
-        .row("Rows", outcome.rows);
+        .row("Tables", count(outcome.tables as u64))
+        .row("Rows", count(outcome.rows));
     Ok(report)
 }
 
@@ -497,8 +497,8 @@ async fn verify(args: SelectArgs) -> Result<Report> {
             "Result",
             "ok: digests, integrity check and row counts match",
         )
-        .row("Tables", outcome.tables)
-        .row("Rows", outcome.rows)
+        .row("Tables", count(outcome.tables as u64))
+        .row("Rows", count(outcome.rows))
         .row("Stored", human_bytes(outcome.bytes));
     if outcome.foreign_key_violations > 0 {
         report.row("Foreign key violations", outcome.foreign_key_violations);
@@ -559,8 +559,8 @@ async fn list(args: ListArgs) -> Result<Report> {
             text.push_str(&format!(
                 "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  {:<10}  {}\n",
                 m.id,
-                known(m.tables.map(|n| n.to_string())),
-                known(m.rows.map(|n| n.to_string())),
+                known(m.tables.map(|n| count(n as u64))),
+                known(m.rows.map(count)),
                 human_bytes(m.bytes),
                 if m.encrypted { "yes" } else { "no" },
                 known(

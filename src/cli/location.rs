@@ -227,10 +227,10 @@ pub(crate) async fn open_store(location: &StoreLocation, create: bool) -> Result
         StoreLocation::Local(path) => Ok(Arc::new(LocalStore::open(path)?)),
         StoreLocation::R2 { bucket, prefix } => {
             let config = S3Config::r2(bucket, prefix, env_var).map_err(bad_input)?;
-            Ok(Arc::new(S3Store::connect(config).await))
+            Ok(Arc::new(S3Store::connect(config).await?))
         }
         StoreLocation::S3 { bucket, prefix } => Ok(Arc::new(
-            S3Store::connect(S3Config::s3(bucket, prefix)).await,
+            S3Store::connect(S3Config::s3(bucket, prefix)).await?,
         )),
     }
 }

@@ -59,8 +59,13 @@ pub fn main() -> ExitCode {
         &cli.command,
         Command::Backup(_) | Command::Restore(_) | Command::Verify(_) | Command::Export(_)
     );
+    let bytes = if matches!(&cli.command, Command::Backup(_)) {
+        crate::model::progress::Bytes::Stored
+    } else {
+        crate::model::progress::Bytes::Sql
+    };
     let progress = (long && !in_action && std::io::stderr().is_terminal())
-        .then(|| crate::model::progress::show(name));
+        .then(|| crate::model::progress::show(name, bytes));
     let result = runtime.block_on(crate::cli::commands::run(cli.command, cli.heartbeat_url));
     drop(progress);
     if in_action {
@@ -155,7 +160,7 @@ fn init_logging(verbose: u8, actions: bool) {
 }
 
 /// stderr for log lines, each made safe by [`redact::printed`] as it is written (the log layer
-/// writes one whole line at a time).
+/// writes one whole line at a time), and on a line of its own when a progress line is shown.
 struct Sanitised {
     actions: bool,
 }
@@ -163,7 +168,7 @@ struct Sanitised {
 impl std::io::Write for Sanitised {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        std::io::stderr().write_all(redact::printed(&text, self.actions).as_bytes())?;
+        crate::model::progress::log(redact::printed(&text, self.actions).as_bytes())?;
         Ok(buf.len())
     }
 

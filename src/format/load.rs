@@ -233,6 +233,7 @@ pub async fn stream_sql<S: SqlSink>(
                 return Ok(());
             }
             decoded.map_err(|e| corrupt(format!("cannot decode: {e}")))?;
+            crate::model::progress::add(object.rows, 0);
             if send.send((index, None)).is_err() {
                 return Ok(());
             }

@@ -107,6 +107,25 @@ impl Report {
     }
 }
 
+/// A count as people read it, in the one format every human-facing line uses: thousands
+/// separated by commas (`1,234,567`). Machine outputs (job outputs, JSON) keep plain numbers.
+pub(crate) fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `n` things, counted and spelled for the number: `1 row`, `0 rows`, `1,234 rows`.
+pub(crate) fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", count(n), if n == 1 { one } else { many })
+}
+
 /// Human-readable byte count (`1.2 MiB`).
 pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -170,6 +189,27 @@ fn cell(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_table() {
+        for (n, want, rows) in [
+            (0, "0", "0 rows"),
+            (1, "1", "1 row"),
+            (2, "2", "2 rows"),
+            (999, "999", "999 rows"),
+            (1000, "1,000", "1,000 rows"),
+            (1_234_567, "1,234,567", "1,234,567 rows"),
+            (
+                u64::MAX,
+                "18,446,744,073,709,551,615",
+                "18,446,744,073,709,551,615 rows",
+            ),
+        ] {
+            assert_eq!(count(n), want);
+            assert_eq!(counted(n, "row", "rows"), rows);
+        }
+        assert_eq!(counted(1, "table", "tables"), "1 table");
+    }
 
     #[test]
     fn human_bytes_table() {

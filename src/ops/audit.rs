@@ -133,7 +133,7 @@ pub(crate) fn table(records: &[Record]) -> String {
             r.operation,
             r.backup_id.as_deref().unwrap_or("-"),
             r.outcome,
-            r.rows.map_or("-".to_string(), |n| n.to_string()),
+            r.rows.map_or("-".to_string(), crate::model::report::count),
             r.actor.as_deref().unwrap_or("-"),
             detail
         ));

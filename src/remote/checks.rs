@@ -136,8 +136,11 @@ pub(crate) fn title(report: &Report) -> String {
     let mut title = format!("d1r2 {}: {status}", report.command);
     if let Some(error) = report.outputs.get("error") {
         title.push_str(&format!(": {error}"));
-    } else if let Some(rows) = report.outputs.get("rows") {
-        title.push_str(&format!(", {rows} rows"));
+    } else if let Some(rows) = report.outputs.get("rows").and_then(|r| r.parse().ok()) {
+        title.push_str(&format!(
+            ", {}",
+            crate::model::report::counted(rows, "row", "rows")
+        ));
     }
     // Redacted before the cut, which could leave half a secret no rule recognises.
     redact::text(&title).chars().take(240).collect()

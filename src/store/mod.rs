@@ -8,6 +8,7 @@
 pub mod local;
 pub(crate) mod resume;
 pub mod s3;
+pub(crate) mod s3_failure;
 
 use crate::error::{Classify, Kind};
 use std::fmt;
@@ -58,13 +59,27 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{op} {key} in {store}: {message}")]
+    #[error("{}: {message}", place(op, key, store))]
     Remote {
         op: &'static str,
         store: String,
         key: String,
         message: String,
     },
+    /// A bucket store found no credentials to sign its requests with (the caller names the
+    /// store it was opening).
+    #[error("no credentials found: {hint}")]
+    NoCredentials { hint: String },
+    /// The service refused the keys, or what they may do: the user's to fix.
+    #[error("{}: {message}", place(op, key, store))]
+    Refused {
+        op: &'static str,
+        store: String,
+        key: String,
+        message: String,
+    },
+    #[error("{store}: the bucket {bucket} does not exist; create it or correct its name")]
+    NoBucket { store: String, bucket: String },
     /// The connection broke while the object's bytes were arriving. A store's stream says so for
     /// each break, and [`Store::get`] reads on from where it stopped; the error that reaches a
     /// caller is the last break, once reading again stopped helping.
@@ -84,6 +99,15 @@ pub enum StoreError {
     Changed { store: String, key: String },
 }
 
+/// `reading KEY in STORE`, or `listing in STORE` when the request names no key.
+fn place(op: &str, key: &str, store: &str) -> String {
+    if key.is_empty() {
+        format!("{op} in {store}")
+    } else {
+        format!("{op} {key} in {store}")
+    }
+}
+
 impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
@@ -95,7 +119,7 @@ impl StoreError {
     }
 }
 
-/// The user pointed at the wrong place; a missing object or a failed request is a failure, and so
+/// The user pointed at the wrong place or gave keys that do not work; a missing object or a failed request is a failure, and so
 /// is a key found taken: the callers that expect it (an id claim, the store marker) handle it, and
 /// anywhere else it means another writer got there first.
 impl Classify for StoreError {
@@ -103,6 +127,9 @@ impl Classify for StoreError {
         match self {
             StoreError::MissingRoot { .. }
             | StoreError::NotAFolder { .. }
+            | StoreError::NoCredentials { .. }
+            | StoreError::Refused { .. }
+            | StoreError::NoBucket { .. }
             | StoreError::InvalidKey(_) => Kind::BadInput,
             StoreError::NotFound { .. }
             | StoreError::AlreadyExists { .. }
@@ -216,6 +243,16 @@ mod tests {
     }
 
     #[test]
+    fn places_table() {
+        for (op, key, want) in [
+            ("listing", "", "listing in s3://b"),
+            ("reading", "k/m.json", "reading k/m.json in s3://b"),
+        ] {
+            assert_eq!(super::place(op, key, "s3://b"), want);
+        }
+    }
+
+    #[test]
     fn every_error_has_its_kind() {
         use crate::error::{Classify, Kind::*};
         let s = String::from;
@@ -223,6 +260,28 @@ mod tests {
             (StoreError::MissingRoot { store: s("dir") }, BadInput),
             (StoreError::NotAFolder { store: s("file") }, BadInput),
             (StoreError::InvalidKey(s("../x")), BadInput),
+            (
+                StoreError::NoCredentials {
+                    hint: s("set them"),
+                },
+                BadInput,
+            ),
+            (
+                StoreError::Refused {
+                    op: "listing",
+                    store: s("r2://b"),
+                    key: s(""),
+                    message: s("access denied"),
+                },
+                BadInput,
+            ),
+            (
+                StoreError::NoBucket {
+                    store: s("s3://b/p"),
+                    bucket: s("b"),
+                },
+                BadInput,
+            ),
             (
                 StoreError::NotFound {
                     store: s("dir"),

@@ -27,13 +27,15 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::resume::{Body, RESUME_POLICY, Reopen, Resume, parse_content_range, resuming};
+use super::s3_failure::{
+    Blame, CONNECT_TIMEOUT, Failure, INITIAL_BACKOFF, Keys, MAX_ATTEMPTS, MAX_BACKOFF,
+};
 use super::{ByteStream, ObjectMeta, OwnedKey, PART_SIZE, Store, StoreError, Upload, check_key};
 
-/// Attempts per request (the SDK's standard retry mode: exponential backoff with jitter on
-/// throttling, 5xx and connection errors, and a response body that breaks before the SDK has read
-/// it whole: listings, metadata). Only a read's body, handed on as a stream, is the SDK's no more;
-/// [`super::resume`] reads it on.
-const MAX_ATTEMPTS: u32 = 6;
+// Attempts per request (`s3_failure::MAX_ATTEMPTS`): the SDK's standard retry mode, exponential
+// backoff with jitter on throttling, 5xx and connection errors, and a response body that breaks
+// before the SDK has read it whole (listings, metadata). Only a read's body, handed on as a
+// stream, is the SDK's no more; [`super::resume`] reads it on.
 
 /// Where and how to reach the bucket.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +56,7 @@ pub struct S3Config {
 impl S3Config {
     /// The configuration of `r2://BUCKET/PREFIX`: the account's R2 endpoint (in a jurisdiction
     /// when `R2_JURISDICTION` is `eu` or `fedramp`; `R2_ENDPOINT_URL` overrides it), region `auto`,
-    /// keys from `R2_ACCESS_KEY_ID`/`R2_SECRET_ACCESS_KEY` or else the AWS chain.
+    /// keys from `R2_ACCESS_KEY_ID`/`R2_SECRET_ACCESS_KEY`, else from `AWS_*` or an AWS profile.
     pub fn r2(
         bucket: &str,
         prefix: &str,
@@ -123,20 +125,195 @@ pub fn r2_endpoint(account: &str, jurisdiction: Option<&str>) -> Result<String, 
 pub struct S3Store {
     client: Client,
     config: S3Config,
+    /// The variables its keys come from, for messages.
+    keys: Keys,
+    /// `host:port` of a custom endpoint, for messages.
+    endpoint: Option<String>,
 }
 
 impl fmt::Display for S3Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.config.scheme, self.config.bucket)?;
-        if !self.config.prefix.is_empty() {
-            write!(f, "/{}", self.config.prefix)?;
+        f.write_str(&store_name(&self.config))
+    }
+}
+
+/// `r2://BUCKET/PREFIX`, as messages name a store.
+fn store_name(config: &S3Config) -> String {
+    let mut name = format!("{}{}", config.scheme, config.bucket);
+    if !config.prefix.is_empty() {
+        name.push('/');
+        name.push_str(&config.prefix);
+    }
+    name
+}
+
+/// An endpoint URL's `host:port`, without anything else it may carry.
+fn endpoint_host(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            _ => "the endpoint".to_string(),
+        },
+        Err(_) => "the endpoint".to_string(),
+    }
+}
+
+/// Loads the credentials once before any request. A chain that finds none, or whose last
+/// resort (an instance role's endpoint) fails, is bad input naming what to set, with what the
+/// chain said when it said more than "none".
+async fn check_credentials(shared: &aws_config::SdkConfig, keys: Keys) -> Result<(), StoreError> {
+    use aws_credential_types::provider::ProvideCredentials;
+    use aws_credential_types::provider::error::CredentialsError;
+    let missing = |hint: String| StoreError::NoCredentials { hint };
+    let provider = shared
+        .credentials_provider()
+        .ok_or_else(|| missing(keys.hint()))?;
+    match provider.provide_credentials().await {
+        Ok(_) => Ok(()),
+        Err(CredentialsError::CredentialsNotLoaded(_)) => Err(missing(keys.hint())),
+        Err(err) => Err(missing(format!(
+            "{} (loading them failed: {})",
+            keys.hint(),
+            innermost(&err)
+        ))),
+    }
+}
+
+/// An error and its sources as one line, each said once: the SDK's wrappers repeat their
+/// sources' words.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
         }
+        next = e.source();
+    }
+    crate::redact::remote_body(&line, 300)
+}
+
+/// The last of an error's sources: the operating system's or the server's own words.
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = err;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    crate::redact::remote_body(&last.to_string(), 200)
+}
+
+/// What a failed request was, read from the SDK's error: its kind, the status, and the error
+/// metadata (code, message), never its `Debug`.
+fn failure_of<E>(err: &aws_sdk_s3::error::SdkError<E>) -> Failure
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+    let credentials = || {
+        let mut next = std::error::Error::source(err);
+        while let Some(e) = next {
+            if e.downcast_ref::<CredentialsError>().is_some() {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    };
+    match err {
+        SdkError::TimeoutError(_) => Failure::Timeout,
+        SdkError::DispatchFailure(d) if d.is_timeout() => Failure::Timeout,
+        SdkError::DispatchFailure(_) if credentials() => Failure::Credentials {
+            cause: innermost(err),
+        },
+        SdkError::DispatchFailure(d) if d.is_io() => Failure::Connect {
+            cause: innermost(err),
+        },
+        SdkError::ResponseError(_) => Failure::Broken {
+            cause: innermost(err),
+        },
+        SdkError::ServiceError(_) => Failure::Service {
+            status: status_of(err),
+            code: err.code().map(str::to_string),
+            message: err.message().map(str::to_string),
+        },
+        _ => Failure::Other { cause: causes(err) },
+    }
+}
+
+/// Says, once a request, that a failed request is being tried again and how long that may take
+/// (see [`super::s3_failure::announce`]), at most once every few seconds for the whole process,
+/// so that many requests failing together make one line, not a screenful.
+#[derive(Debug)]
+struct Announce {
+    store: String,
+    endpoint: Option<String>,
+}
+
+/// When the last announcement was made.
+static ANNOUNCED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+impl aws_sdk_s3::config::Intercept for Announce {
+    fn name(&self) -> &'static str {
+        "d1r2 retry announcements"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::FinalizerInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let Some(Err(err)) = context.output_or_error() else {
+            return Ok(());
+        };
+        let attempt = cfg
+            .load::<aws_smithy_runtime_api::client::retries::RequestAttempts>()
+            .map_or(0, |a| a.attempts());
+        let status = context.response().map(|r| r.status().as_u16());
+        let network = err.is_timeout_error() || err.is_connector_error();
+        let what = if let Some(c) = err.as_connector_error() {
+            if c.is_timeout() {
+                "no answer in time".to_string()
+            } else {
+                let at = self.endpoint.as_deref().unwrap_or("the endpoint");
+                format!("could not connect to {at} ({})", innermost(c))
+            }
+        } else if err.is_timeout_error() {
+            "no answer in time".to_string()
+        } else if err.is_response_error() {
+            "the answer broke off".to_string()
+        } else {
+            match status {
+                Some(s) if s == 429 || s >= 500 => format!("the service answered HTTP {s}"),
+                _ => return Ok(()),
+            }
+        };
+        if !super::s3_failure::announce(attempt, network) {
+            return Ok(());
+        }
+        let mut last = ANNOUNCED.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10)) {
+            return Ok(());
+        }
+        *last = Some(std::time::Instant::now());
+        tracing::warn!(
+            "{}",
+            super::s3_failure::announcement(&self.store, &what, attempt)
+        );
         Ok(())
     }
 }
 
 impl S3Store {
-    pub async fn connect(config: S3Config) -> Self {
+    /// A client for the bucket, once its credentials are found: a store without any is refused
+    /// here, before any request, naming the variables to set.
+    pub async fn connect(config: S3Config) -> Result<Self, StoreError> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(region) = &config.region {
             loader = loader.region(Region::new(region.clone()));
@@ -146,12 +323,49 @@ impl S3Store {
         }
         if let Some((id, secret)) = &config.credentials {
             loader = loader.credentials_provider(Credentials::new(id, secret, None, None, "d1r2"));
+        } else if config.scheme == "r2://" {
+            // R2's keys are an API token's: in the environment or a profile, never from an AWS
+            // instance or container role, whose endpoints would only be waited for.
+            loader = loader.credentials_provider(
+                aws_config::meta::credentials::CredentialsProviderChain::first_try(
+                    "environment",
+                    aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+                )
+                .or_else(
+                    "profile",
+                    aws_config::profile::ProfileFileCredentialsProvider::builder().build(),
+                ),
+            );
         }
         let shared = loader.load().await;
+        let keys = Keys::of(config.scheme);
+        let name = store_name(&config);
+        check_credentials(&shared, keys).await?;
+        // For messages: the endpoint given, else the SDK's S3-only variable (which it reads
+        // into the S3 client's configuration, not the shared one).
+        let endpoint = shared
+            .endpoint_url()
+            .map(str::to_string)
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+            .map(|url| endpoint_host(&url));
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(INITIAL_BACKOFF)
+                    .with_max_backoff(MAX_BACKOFF),
+            )
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .build(),
+            )
+            .interceptor(Announce {
+                store: name,
+                endpoint: endpoint.clone(),
+            });
         if shared.endpoint_url().is_some() {
             // Custom endpoints (R2, MinIO, test servers) are reached by path, not by a bucket
             // subdomain that may not resolve.
@@ -160,10 +374,12 @@ impl S3Store {
         if shared.region().is_none() {
             builder = builder.region(Region::new("us-east-1"));
         }
-        S3Store {
+        Ok(S3Store {
             client: Client::from_conf(builder.build()),
             config,
-        }
+            keys,
+            endpoint,
+        })
     }
 
     fn full_key(&self, key: &str) -> Result<String, StoreError> {
@@ -184,6 +400,8 @@ impl S3Store {
         }
     }
 
+    /// A failed request, said in one line: a missing bucket and refused keys are the user's to
+    /// fix (exit 2), anything else a failure (exit 1).
     fn sdk_error<E>(
         &self,
         op: &'static str,
@@ -193,27 +411,28 @@ impl S3Store {
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     {
-        use aws_sdk_s3::error::ProvideErrorMetadata;
-        use aws_sdk_s3::error::SdkError;
-        let message = match err.code() {
-            Some(code) => format!("{code}: {}", err.message().unwrap_or("no message")),
-            None => aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
-        };
-        // No answer, or one broken off, after every attempt: the network, not the store's data.
-        let message = match err {
-            SdkError::DispatchFailure(_)
-            | SdkError::TimeoutError(_)
-            | SdkError::ResponseError(_) => {
-                format!("{message} (a network failure, {MAX_ATTEMPTS} attempts; run it again)")
-            }
-            _ => message,
-        };
-        if err.code() == Some("NoSuchBucket") {
-            return StoreError::MissingRoot {
-                store: self.to_string(),
-            };
+        let failure = failure_of(&err);
+        let (blame, message) =
+            super::s3_failure::describe(&failure, self.keys, self.endpoint.as_deref());
+        let (store, key) = (self.to_string(), key.to_string());
+        match blame {
+            Blame::NoBucket => StoreError::NoBucket {
+                store,
+                bucket: self.config.bucket.clone(),
+            },
+            Blame::Keys => StoreError::Refused {
+                op,
+                store,
+                key,
+                message,
+            },
+            Blame::Failed => StoreError::Remote {
+                op,
+                store,
+                key,
+                message,
+            },
         }
-        self.remote(op, key, message)
     }
 
     /// One `GetObject` of `key` (stored as `full`) from `from.offset` on, of version
@@ -258,7 +477,7 @@ impl S3Store {
                 key: key.clone(),
                 received: 0,
                 attempts: 1,
-                message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                message: causes(&e),
             })
         });
         Ok(Body {
@@ -512,7 +731,7 @@ impl Store for S3Store {
                 .set_upload_id_marker(id_marker.clone())
                 .send()
                 .await
-                .map_err(|e| self.sdk_error("listing unfinished uploads in", "", e))?;
+                .map_err(|e| self.sdk_error("listing unfinished uploads", "", e))?;
             for upload in page.uploads() {
                 let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
                     continue;

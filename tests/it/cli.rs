@@ -132,6 +132,78 @@ fn bad_input_is_one_line_and_exit_2() {
     assert!(!d.join("b").join(&id).exists());
 }
 
+/// The usage line names each value for what it is: a restore reads from backups into a target,
+/// never "from DEST to SRC".
+#[test]
+fn the_usage_line_says_what_each_value_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = dir.path().join(format!("b{:08x}", rand::random::<u32>()));
+    let out = d1r2(&["restore", "--from", from.to_str().unwrap()]);
+    let err = out.stderr.clone();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--to <TARGET>"), "{err}");
+    let help = d1r2(&["restore", "--help"]);
+    help.success();
+    let usage = help
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Usage:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(usage.contains("--from <BACKUPS> --to <TARGET>"), "{usage}");
+    for wrong in ["<DEST>", "<SRC>"] {
+        assert!(!usage.contains(wrong), "{usage}");
+    }
+}
+
+/// Counts read as people say them, in one format: `1 row`, thousands separated by commas, in
+/// the log lines and in the report alike.
+#[test]
+fn counts_are_spelled_for_their_number_in_one_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, many) = (
+        format!("one_{:08x}", rand::random::<u32>()),
+        format!("many_{:08x}", rand::random::<u32>()),
+    );
+    let rows = 1000 + u64::from(rand::random::<u16>()) % 9000;
+    let db = dir.path().join("c.db");
+    create_db(
+        &db,
+        &format!(
+            "CREATE TABLE {one}(a); INSERT INTO {one} VALUES (1);
+             CREATE TABLE {many}(a);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+             INSERT INTO {many} SELECT i FROM n;"
+        ),
+    );
+    let out = d1r2(&[
+        "backup",
+        "--source",
+        db.to_str().unwrap(),
+        "--dest",
+        dir.path().join("b").to_str().unwrap(),
+    ]);
+    out.success();
+    let commas = |n: u64| format!("{},{:03}", n / 1000, n % 1000);
+    for want in [
+        format!("table {one}: 1 row\n"),
+        format!("table {many}: {} rows\n", commas(rows)),
+        ": 2 tables from".to_string(),
+    ] {
+        assert!(out.stderr.contains(&want), "{want:?} in {out}");
+    }
+    let total = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Rows"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        total.ends_with(&format!(" {}", commas(rows + 1))),
+        "{total}"
+    );
+}
+
 /// A bucket is opened while the source is: a bucket that cannot be opened is still bad input on
 /// one line, and a local folder named after it is not made.
 #[test]

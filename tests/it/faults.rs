@@ -531,6 +531,7 @@ async fn uploads_through_dropped_connections_succeed_or_leave_nothing() {
     assert_eq!(dropped, 3, "{:#?}", w.proxy.log());
     let mut expected = w.parts();
     let id = expected[0].split('/').next().unwrap().to_string();
+    // A backup's keys: its parts, its manifest, and the claim that named it.
     expected.push(format!("{id}/manifest.json"));
     expected.push(format!("{id}/claim.json"));
     expected.sort();
@@ -583,6 +584,7 @@ async fn store_through(proxy: &FaultProxy, prefix: &str) -> d1r2::store::s3::S3S
         scheme: "s3://",
     })
     .await
+    .expect("the fake's keys")
 }
 
 /// A read cut short twice goes on each time from exactly the byte it stopped at, of the same

@@ -6,6 +6,7 @@ mod fakes;
 
 mod action;
 mod architecture;
+mod bucket_errors;
 mod checks;
 mod cli;
 mod consistency;

@@ -644,7 +644,8 @@ async fn prune_removes_its_own_leftovers_only(bed: Bed) {
                 )),
                 scheme: "s3://",
             })
-            .await;
+            .await
+            .expect("the fake's keys");
             let keys = [
                 format!("{dead}/data/0000.sql.gz"),
                 format!("{app}/{}.bin", random_name(5)),

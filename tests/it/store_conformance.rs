@@ -26,6 +26,7 @@ async fn s3_store(server: &FakeS3, bucket: &str, prefix: &str) -> S3Store {
         scheme: "s3://",
     })
     .await
+    .expect("the fake's keys")
 }
 
 fn pattern(len: usize, seed: u8) -> Bytes {

@@ -276,8 +276,8 @@ async fn once(
     let mut info = source.info();
     info.bookmark = bookmark;
     tracing::info!(
-        "backup {id}: {} tables from {}",
-        schema.tables.len(),
+        "backup {id}: {} from {}",
+        crate::model::report::counted(schema.tables.len() as u64, "table", "tables"),
         info.name.as_deref().unwrap_or(&info.kind)
     );
     for (name, reason) in &schema.skipped {
@@ -406,7 +406,11 @@ async fn write_backup(
         objects.extend(parts);
     }
     for table in &tables {
-        tracing::info!("table {}: {} rows", table.name, table.rows);
+        tracing::info!(
+            "table {}: {}",
+            table.name,
+            crate::model::report::counted(table.rows, "row", "rows")
+        );
     }
     objects.push(post_object);
     Ok((objects, tables, entries))
