@@ -1,7 +1,7 @@
 //! Running as a GitHub Action: inputs in, outputs and a step summary out.
 //!
-//! The container runs the binary with no arguments; with `GITHUB_ACTIONS=true` and
-//! `INPUT_COMMAND` set, the `INPUT_*` variables are turned into a command line and parsed by the
+//! The container runs the binary with no arguments; with `GITHUB_ACTIONS=true` and any
+//! `INPUT_*` variable set (the runner sets one for every input action.yml declares), they are turned into a command line and parsed by the
 //! same clap definitions as the CLI, so an input means exactly what the flag of the same name
 //! means. Results go to `$GITHUB_OUTPUT` (heredoc syntax with a random delimiter, so no value can
 //! end its own entry early) and `$GITHUB_STEP_SUMMARY`; secrets are masked before anything else
@@ -50,11 +50,11 @@ fn add_mask(value: &str, out: &mut impl Write) -> std::io::Result<()> {
 }
 
 /// Whether the process was started by the runner as an action step.
+/// A step without `command` is still one: it gets an `::error::` and `status=failure`, not
+/// the command line's usage text.
 pub(crate) fn is_action_mode(env: &BTreeMap<String, String>) -> bool {
     env.get("GITHUB_ACTIONS").is_some_and(|v| v == "true")
-        && env
-            .get("INPUT_COMMAND")
-            .is_some_and(|v| !v.trim().is_empty())
+        && env.keys().any(|k| k.starts_with("INPUT_"))
 }
 
 /// The command line for the action's inputs: `d1r2 COMMAND --input value ...`. Inputs the
@@ -67,11 +67,20 @@ pub(crate) fn command_line(env: &BTreeMap<String, String>) -> Result<Vec<String>
         .map(|c| c.trim().to_string())
         .unwrap_or_default();
     let cli = Cli::command();
+    let known = || {
+        let names: Vec<&str> = cli.get_subcommands().map(|s| s.get_name()).collect();
+        names.join(", ")
+    };
+    if command.is_empty() {
+        return Err(bad_input(format!(
+            "input command is missing: set it to one of {}",
+            known()
+        )));
+    }
     let Some(sub) = cli.find_subcommand(&command) else {
-        let known: Vec<&str> = cli.get_subcommands().map(|s| s.get_name()).collect();
         return Err(bad_input(format!(
             "input command: unknown command {command:?}; one of {}",
-            known.join(", ")
+            known()
         )));
     };
     let mut args = vec!["d1r2".to_string(), command.clone()];
@@ -139,6 +148,44 @@ pub(crate) fn command_line(env: &BTreeMap<String, String>) -> Result<Vec<String>
         }
     }
     Ok(args)
+}
+
+/// A message in the step's terms: a step sets inputs, not flags, so each `--flag` that is an
+/// input is named as one (`force: true` for a switch, `keep-within` for an option).
+pub(crate) fn in_input_terms(line: &str) -> String {
+    let cli = Cli::command();
+    let switch = |name: &str| {
+        cli.get_subcommands()
+            .flat_map(|c| c.get_arguments())
+            .chain(cli.get_arguments())
+            .find(|a| a.get_long() == Some(name))
+            .map(|a| !a.get_action().takes_values())
+    };
+    with_flags_as_inputs(line, switch)
+}
+
+/// [`in_input_terms`] with the flags' kinds given: `Some(true)` a switch, `Some(false)` an
+/// option, `None` not a flag (left as written).
+fn with_flags_as_inputs(line: &str, switch: impl Fn(&str) -> Option<bool>) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find("--") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let len = after
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+            .unwrap_or(after.len());
+        let name = after[..len].trim_end_matches('-');
+        let starts_word = out.is_empty() || out.ends_with(|c: char| c.is_whitespace() || c == '(');
+        match switch(name).filter(|_| starts_word && !name.is_empty()) {
+            Some(true) => out.push_str(&format!("{name}: true")),
+            Some(false) => out.push_str(name),
+            None => out.push_str(&rest[at..at + 2 + name.len()]),
+        }
+        rest = &rest[at + 2 + name.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Masks every secret output, so the runner hides it in all later log lines.
@@ -383,6 +430,11 @@ mod tests {
         let cases: &[Refusal] = &[
             (&[("INPUT_COMMAND", "nope")], "unknown command \"nope\""),
             (
+                &[("INPUT_COMMAND", " ")],
+                "input command is missing: set it to one of backup",
+            ),
+            (&[("INPUT_FROM", "b")], "input command is missing"),
+            (
                 &[("INPUT_COMMAND", "restore"), ("INPUT_FORCE", "yes")],
                 "input force: expected true or false, got \"yes\"",
             ),
@@ -400,6 +452,37 @@ mod tests {
             assert_eq!(err.exit_code(), 2, "{vars:?}");
             let line = err.one_line();
             assert!(line.contains(want), "{vars:?}: {line}");
+        }
+    }
+
+    #[test]
+    fn flags_are_named_as_inputs() {
+        let kinds = |name: &str| match name {
+            "force" | "dry-run" => Some(true),
+            "keep-within" | "max-age" => Some(false),
+            _ => None,
+        };
+        for (line, want) in [
+            (
+                "x already holds data; pass --force to replace it",
+                "x already holds data; pass force: true to replace it",
+            ),
+            (
+                "--keep-within \"q\": expected a span",
+                "keep-within \"q\": expected a span",
+            ),
+            (
+                "older than --max-age 26h (--dry-run shows it)",
+                "older than max-age 26h (dry-run: true shows it)",
+            ),
+            (
+                "add --keep-* rules, or --nosuch",
+                "add --keep-* rules, or --nosuch",
+            ),
+            ("a--force b -- c --", "a--force b -- c --"),
+            ("no flag at all", "no flag at all"),
+        ] {
+            assert_eq!(with_flags_as_inputs(line, kinds), want, "{line}");
         }
     }
 

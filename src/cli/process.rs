@@ -126,7 +126,7 @@ fn fail_action(
     command: &str,
     err: &Error,
 ) -> ExitCode {
-    let line = error_line(err);
+    let line = action::in_input_terms(&error_line(err));
     let mut report = err
         .downcast_ref::<crate::model::report::Failure>()
         .map(|f| f.report.redacted())

@@ -144,11 +144,11 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
 
 /// The step summary: a heading and a two-column Markdown table, secrets left out.
 pub(crate) fn summary_markdown(report: &Report) -> String {
-    let mut md = format!(
-        "### d1r2 {}: {}\n\n| | |\n|---|---|\n",
-        report.command,
-        status(report)
-    );
+    let mut md = format!("### d1r2 {}: {}\n", report.command, status(report));
+    // A report without rows (list's is all detail) gets no table rather than an empty one.
+    if !report.rows.is_empty() {
+        md.push_str("\n| | |\n|---|---|\n");
+    }
     for (label, value) in &report.rows {
         md.push_str(&format!("| {} | {} |\n", cell(label), cell(value)));
     }
@@ -240,6 +240,20 @@ mod tests {
         );
         r.detail = "plain".into();
         assert!(summary_markdown(&r).ends_with("\n```\nplain\n```\n"));
+    }
+
+    #[test]
+    fn a_summary_has_a_table_only_for_rows() {
+        let mut r = Report::new("list");
+        r.detail = "ID  CREATED".into();
+        let md = summary_markdown(&r);
+        assert_eq!(md, "### d1r2 list: success\n\n```\nID  CREATED\n```\n");
+        r.row("Backups", 2);
+        let md = summary_markdown(&r);
+        assert!(
+            md.starts_with("### d1r2 list: success\n\n| | |\n|---|---|\n| Backups | 2 |\n"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -410,3 +410,57 @@ fn a_runner_file_that_cannot_be_written_fails_before_the_command_runs() {
         assert!(!runner.workspace.join("backups").exists(), "{variable}");
     }
 }
+
+/// A step without a command, or with one d1r2 does not have, fails as any refused step does:
+/// one `::error::` naming the input, `status=failure`, exit 2, and no usage text.
+#[test]
+fn a_missing_or_unknown_command_is_one_error() {
+    let unknown = common::bed::random_name(7);
+    for command in [None, Some(""), Some(unknown.as_str())] {
+        let mut runner = Runner::new();
+        runner.with(&[("from", "backups")]);
+        match command {
+            None => {
+                runner.env.remove("INPUT_COMMAND");
+            }
+            Some(command) => {
+                runner.with(&[("command", command)]);
+            }
+        }
+        let run = runner.run();
+        let line = the_error_line(&run);
+        assert_eq!(run.status.code(), Some(2), "{command:?}: {line}");
+        assert!(line.contains("input command"), "{command:?}: {line}");
+        let text = format!("{}{}", run.stdout, run.stderr);
+        assert!(!text.contains("Usage"), "{command:?}: {text}");
+        assert_eq!(output(&runner.outputs(), "status"), Some("failure"));
+    }
+}
+
+/// A refusal in a step names the input to set, since a step has no command line to add a flag
+/// to: a restore over a database that holds data asks for `force: true`, not `--force`.
+#[test]
+fn refusals_name_the_input_not_the_flag() {
+    let mut runner = Runner::new();
+    runner.with(&[
+        ("command", "backup"),
+        ("source", "data/app.db"),
+        ("dest", "backups"),
+    ]);
+    assert_success(&runner.run());
+    runner.with(&[
+        ("command", "restore"),
+        ("from", "backups"),
+        ("to", "data/app.db"),
+    ]);
+    let run = runner.run();
+    let line = the_error_line(&run);
+    assert_eq!(run.status.code(), Some(2), "{line}");
+    assert!(line.contains("force: true"), "{line}");
+    assert!(!line.contains("--"), "{line}");
+    assert!(
+        output(&runner.outputs(), "error").is_some_and(|e| e.contains("force: true")),
+        "{:?}",
+        runner.outputs()
+    );
+}
