@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: building databases and comparing them exactly.
 
 pub mod cmd;
+pub mod fixture;
 pub mod workerd;
 
 use std::path::Path;
