@@ -821,3 +821,88 @@ async fn an_export_applied_with_wrangler_d1_execute_is_the_same_in_workerd() {
         .unwrap();
     assert_same_database(&source, &copy);
 }
+
+/// Notes that quote SQL transactions (`BEGIN TRANSACTION;`, `COMMIT;` in varied case and spacing,
+/// made at random) in text cells and a text key: an export applied with the stock
+/// `wrangler d1 execute --local --file`, which strips the first of each anywhere in a file holding
+/// `BEGIN TRANSACTION` and refuses one holding it twice, and with the stock `sqlite3` shell holds
+/// every cell of the source exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_of_text_quoting_transactions_applies_exactly_with_wrangler_and_the_shell() {
+    let w = World::start().await;
+    let source = w.path("notes.db");
+    let conn = Connection::open(&source).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT, extra);
+         CREATE TABLE tags(tag TEXT PRIMARY KEY, n) WITHOUT ROWID;",
+    )
+    .unwrap();
+    let mut rng = fixture::Rng::new();
+    let mut texts: Vec<String> = (0..60).map(|_| rng.sql_quoting_text()).collect();
+    texts.push("run COMMIT; then BEGIN TRANSACTION; and again BEGIN TRANSACTION".to_string());
+    for (i, text) in texts.iter().enumerate() {
+        let extra = rng.sql_quoting_text();
+        conn.execute(
+            "INSERT INTO notes VALUES (?1, ?2, ?3)",
+            rusqlite::params![i as i64, text, extra],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT OR IGNORE INTO tags VALUES (?1, ?2)",
+            rusqlite::params![text, i as i64],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let holding = texts
+        .iter()
+        .filter(|t| t.contains(d1r2::model::value::WRANGLER_TRANSACTION))
+        .count();
+    assert!(holding >= 2, "{holding} texts hold what wrangler strips");
+    let local = w.path("b");
+    w.ok(&[
+        "backup",
+        "--source",
+        source.to_str().unwrap(),
+        "--dest",
+        local.to_str().unwrap(),
+    ])
+    .await;
+    let sql = w.path("dump.sql");
+    w.ok(&[
+        "export",
+        "--from",
+        local.to_str().unwrap(),
+        "--out",
+        sql.to_str().unwrap(),
+    ])
+    .await;
+    let by_hand = Workerd::configure(&["copy"]);
+    let out = by_hand.execute_file("copy", &sql);
+    assert!(
+        out.status.success(),
+        "wrangler d1 execute: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = w.path("copy.db");
+    by_hand.save("copy", &copy);
+    Connection::open(&copy)
+        .unwrap()
+        .execute_batch("DROP TABLE _cf_METADATA")
+        .unwrap();
+    assert_same_database(&source, &copy);
+    let shell = w.path("shell.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg("-bail")
+        .arg(&shell)
+        .stdin(std::fs::File::open(&sql).unwrap())
+        .output()
+        .expect("the stock sqlite3 shell must be installed");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_database(&source, &shell);
+}

@@ -1,6 +1,6 @@
 //! Fixture data the tests make at random, of the shapes real applications hold and d1r2 must
 //! carry exactly: reals of every kind SQLite stores (zeros of either sign, subnormals, infinities,
-//! any bits). Each generator is seeded, its seed printed, so a failure can be
+//! any bits) and text that quotes SQL transactions, as notes about SQL do. Each generator is seeded, its seed printed, so a failure can be
 //! replayed with `D1R2_TEST_SEED`.
 
 /// A seeded generator (splitmix64).
@@ -27,6 +27,40 @@ impl Rng {
 
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    /// Text that quotes SQL transactions among other words: `BEGIN TRANSACTION`, `COMMIT` and
+    /// their kin in varied case and spacing, with or without their semicolons, quotes, CRs and
+    /// line ends around them.
+    pub fn sql_quoting_text(&mut self) -> String {
+        const WORDS: &[&str] = &["begin", "transaction", "commit", "end", "rollback"];
+        const GLUE: &[&str] = &[
+            " ", "  ", "\t", "\n", "\r\n", ";", "; ", "'", "\"", "", "--",
+        ];
+        let mut text = String::new();
+        for _ in 0..=self.below(12) {
+            let phrase = match self.below(4) {
+                0 => "BEGIN TRANSACTION;".to_string(),
+                1 => "COMMIT;".to_string(),
+                _ => (*self.pick(WORDS)).to_string(),
+            };
+            let vary = self.below(2) == 0;
+            for c in phrase.chars() {
+                match self.below(5) {
+                    0 if vary => text.extend(c.to_lowercase()),
+                    1 if vary => text.extend(c.to_uppercase()),
+                    _ => text.push(c),
+                }
+            }
+            let glue = *self.pick(GLUE);
+            text.push_str(glue);
+        }
+        text
     }
 
     /// A real SQLite can store (NaN it stores as NULL): often a zero of either sign, a subnormal
