@@ -528,6 +528,13 @@ async fn drill(args: DrillArgs) -> Result<Report> {
         .row("Backup", &manifest.id)
         .row("Already applied", outcome.already.len())
         .row("Applied", outcome.applied.join(", "));
+    if let Some(f) = outcome.failure.as_ref().filter(|f| f.statement == 0) {
+        return Err(DrillFailed(format!(
+            "migration {} is not applied: {}",
+            f.migration, f.error
+        ))
+        .into());
+    }
     if let Some(f) = &outcome.failure {
         let statement: String = f.sql.split_whitespace().collect::<Vec<_>>().join(" ");
         let statement: String = statement.chars().take(160).collect();

@@ -12,6 +12,7 @@ use crate::format::crypto::Key;
 use crate::format::dump::split::split_all;
 use crate::format::load::{Selection, load_into};
 use crate::format::manifest::Manifest;
+use crate::model::value::WRANGLER_TRANSACTION;
 use crate::ops::scratch::{Purpose, Scratch, sweep};
 use crate::store::Store;
 
@@ -36,16 +37,67 @@ pub(crate) struct DrillFailure {
     pub error: String,
 }
 
-/// The `.sql` files of a migrations directory in the order wrangler applies them: by file name.
+/// The migrations of a directory in the order `wrangler d1 migrations apply` applies them: every
+/// entry whose name ends in `.sql` (case exact), see [`wrangler_order`].
 pub(crate) fn migration_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| bad_input(format!("migrations directory {}: {e}", dir.display())))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "sql"))
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".sql"))
         .collect();
-    files.sort();
-    Ok(files)
+    Ok(wrangler_order(names)
+        .into_iter()
+        .map(|name| dir.join(name))
+        .collect())
+}
+
+/// wrangler's order: names sorted as JavaScript sorts strings (by UTF-16 code units), then,
+/// stably, by the number before the first `_` as `parseInt` reads it. A name without one is
+/// placed as if numbered 0 (JavaScript's comparison of `NaN` orders nothing).
+fn wrangler_order(mut names: Vec<String>) -> Vec<String> {
+    names.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+    names.sort_by_key(|name| parse_int(name.split('_').next().unwrap_or_default()).unwrap_or(0));
+    names
+}
+
+/// JavaScript's `parseInt(text)` (base 10) for the numbers a file name starts with: leading
+/// white space, a sign, then digits, as far as they go; `None` (NaN) without a digit.
+fn parse_int(text: &str) -> Option<i128> {
+    let text = text.trim_start();
+    let (negative, rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let digits: String = rest
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .take(30)
+        .collect();
+    let n: i128 = digits.parse().ok()?;
+    Some(if negative { -n } else { n })
+}
+
+/// What wrangler does to a migration's SQL before D1 runs it (its `trimSqlQuery`): a text holding
+/// [`WRANGLER_TRANSACTION`] (case and spacing exact) loses its first `BEGIN TRANSACTION;` and its
+/// first `COMMIT;`, wherever they stand, string literals included; one still holding it is
+/// refused. Other text is left alone.
+fn wrangler_trim(sql: &str) -> std::result::Result<String, &'static str> {
+    if !sql.contains(WRANGLER_TRANSACTION) {
+        return Ok(sql.to_string());
+    }
+    let trimmed = sql
+        .replacen("BEGIN TRANSACTION;", "", 1)
+        .replacen("COMMIT;", "", 1);
+    if trimmed.contains(WRANGLER_TRANSACTION) {
+        return Err(
+            "wrangler could not process it, as it contains several transactions (wrangler refuses a file holding `BEGIN TRANSACTION` more than once)",
+        );
+    }
+    Ok(trimmed)
 }
 
 /// Restores `manifest` into a scratch database and applies the migrations in `dir` that the
@@ -65,8 +117,9 @@ pub(crate) async fn drill(
     apply_migrations(&conn, &files)
 }
 
-/// Applies migration files to `conn`, each in its own savepoint, recording them in
-/// `d1_migrations` as wrangler does; stops at the first failure.
+/// Applies migration files to `conn` as `wrangler d1 migrations apply` does: each file's SQL as
+/// wrangler changes it ([`wrangler_trim`]), all of it or nothing (a savepoint, where wrangler sends
+/// one batch), recorded in `d1_migrations`; stops at the first failure.
 pub(crate) fn apply_migrations(conn: &Connection, files: &[PathBuf]) -> Result<DrillOutcome> {
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL)"
@@ -92,6 +145,18 @@ pub(crate) fn apply_migrations(conn: &Connection, files: &[PathBuf]) -> Result<D
         }
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let text = match wrangler_trim(&text) {
+            Ok(text) => text,
+            Err(refused) => {
+                outcome.failure = Some(DrillFailure {
+                    migration: name,
+                    statement: 0,
+                    sql: String::new(),
+                    error: refused.to_string(),
+                });
+                return Ok(outcome);
+            }
+        };
         let (mut statements, rest) = split_all(&text);
         statements.extend(rest);
         conn.execute_batch("SAVEPOINT migration")?;
@@ -185,6 +250,95 @@ mod tests {
             )
             .unwrap();
         assert_eq!(has_name, 0, "a failed migration is rolled back whole");
+    }
+
+    #[test]
+    fn wrangler_order_table() {
+        for (names, want) in [
+            (
+                vec!["0002_b.sql", "0010_a.sql", "0001_c.sql"],
+                vec!["0001_c.sql", "0002_b.sql", "0010_a.sql"],
+            ),
+            // By number, not by text: 10 after 9.
+            (
+                vec!["10_x.sql", "9_y.sql", "09_a.sql"],
+                vec!["09_a.sql", "9_y.sql", "10_x.sql"],
+            ),
+            // The same number: by name.
+            (
+                vec!["1_b.sql", "01_a.sql", "1_a.sql"],
+                vec!["01_a.sql", "1_a.sql", "1_b.sql"],
+            ),
+            // No number counts as 0.
+            (vec!["2_x.sql", "init.sql"], vec!["init.sql", "2_x.sql"]),
+        ] {
+            let names: Vec<String> = names.into_iter().map(String::from).collect();
+            assert_eq!(wrangler_order(names.clone()), want, "{names:?}");
+        }
+    }
+
+    #[test]
+    fn parse_int_table() {
+        for (text, want) in [
+            ("0001", Some(1)),
+            ("12abc", Some(12)),
+            (" 7", Some(7)),
+            ("-3", Some(-3)),
+            ("+4", Some(4)),
+            ("x1", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_int(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn wrangler_trim_table() {
+        for (sql, want) in [
+            ("CREATE TABLE t(a);", Ok("CREATE TABLE t(a);")),
+            // COMMIT; alone is left alone.
+            (
+                "SELECT 'run COMMIT; then';",
+                Ok("SELECT 'run COMMIT; then';"),
+            ),
+            (
+                "BEGIN TRANSACTION;\nCREATE TABLE t(a);\nCOMMIT;\n",
+                Ok("\nCREATE TABLE t(a);\n\n"),
+            ),
+            // The first of each, wherever it stands, string literals included.
+            (
+                "INSERT INTO t VALUES ('COMMIT;');\nBEGIN TRANSACTION;\nCOMMIT;",
+                Ok("INSERT INTO t VALUES ('');\n\nCOMMIT;"),
+            ),
+            // Case and spacing exact.
+            (
+                "begin transaction;\nBEGIN  TRANSACTION;",
+                Ok("begin transaction;\nBEGIN  TRANSACTION;"),
+            ),
+            ("BEGIN TRANSACTION", Err(())),
+            (
+                "BEGIN TRANSACTION;BEGIN TRANSACTION;COMMIT;COMMIT;",
+                Err(()),
+            ),
+        ] {
+            let got = wrangler_trim(sql).map_err(|_| ());
+            assert_eq!(got, want.map(String::from), "{sql}");
+        }
+    }
+
+    /// A migration wrapped in `BEGIN TRANSACTION; … COMMIT;` applies, as wrangler applies it.
+    #[test]
+    fn transaction_wrapped_migrations_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        let file = write(
+            dir.path(),
+            "0001_wrapped.sql",
+            "BEGIN TRANSACTION;\nCREATE TABLE t(a);\nINSERT INTO t VALUES (1);\nCOMMIT;\n",
+        );
+        let outcome = apply_migrations(&conn, &[file]).unwrap();
+        assert_eq!(outcome.failure, None);
+        assert_eq!(outcome.applied, vec!["0001_wrapped.sql"]);
     }
 
     #[test]
