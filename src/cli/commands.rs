@@ -528,6 +528,15 @@ async fn drill(args: DrillArgs) -> Result<Report> {
         .row("Backup", &manifest.id)
         .row("Already applied", outcome.already.len())
         .row("Applied", outcome.applied.join(", "));
+    if outcome.old_violations > 0 {
+        report.row(
+            "Warning",
+            format!(
+                "{} rows of the backup already violate foreign keys (D1 keeps them; no migration is blamed for them)",
+                outcome.old_violations
+            ),
+        );
+    }
     if let Some(f) = outcome.failure.as_ref().filter(|f| f.statement == 0) {
         return Err(DrillFailed(format!(
             "migration {} is not applied: {}",
@@ -536,10 +545,8 @@ async fn drill(args: DrillArgs) -> Result<Report> {
         .into());
     }
     if let Some(f) = &outcome.failure {
-        let statement: String = f.sql.split_whitespace().collect::<Vec<_>>().join(" ");
-        let statement: String = statement.chars().take(160).collect();
         return Err(DrillFailed(format!(
-            "migration {} fails at statement {} on the data of backup {}: {} (statement: {statement})",
+            "migration {} fails at statement {} on the data of backup {}: {}",
             f.migration, f.statement, manifest.id, f.error
         ))
         .into());

@@ -25,7 +25,11 @@ pub(crate) struct DrillOutcome {
     pub applied: Vec<String>,
     /// Migrations the backup already had.
     pub already: Vec<String>,
-    /// The first failure: migration file, statement number (1-based), statement, SQLite error.
+    /// Rows that violated foreign keys before any migration ran (D1 keeps such rows; a
+    /// migration is blamed only for violations it adds).
+    pub old_violations: usize,
+    /// The first failure: migration file, statement number (1-based, 0 for a file wrangler
+    /// refuses), the error (which never quotes the statement).
     pub failure: Option<DrillFailure>,
 }
 
@@ -33,7 +37,6 @@ pub(crate) struct DrillOutcome {
 pub(crate) struct DrillFailure {
     pub migration: String,
     pub statement: usize,
-    pub sql: String,
     pub error: String,
 }
 
@@ -114,19 +117,42 @@ pub(crate) async fn drill(
     let scratch = Scratch::create(&temp, "backup", Purpose::Drill)?;
     let conn = load_into(store, manifest, &Selection::default(), key, scratch.path()).await?;
     conn.execute_batch("PRAGMA foreign_keys=ON")?;
-    apply_migrations(&conn, &files)
+    apply_migrations(&conn, &files, key.is_none())
+}
+
+/// A row violating a foreign key: its table, rowid, the parent table and the key's number.
+type Violation = (String, i64, String, i64);
+
+/// Every row violating a foreign key now (`PRAGMA foreign_key_check`).
+fn violations(conn: &Connection) -> Result<std::collections::BTreeSet<Violation>> {
+    let mut check = conn.prepare("PRAGMA foreign_key_check")?;
+    let rows = check.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+            r.get(2)?,
+            r.get(3)?,
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Applies migration files to `conn` as `wrangler d1 migrations apply` does: each file's SQL as
 /// wrangler changes it ([`wrangler_trim`]), all of it or nothing (a savepoint, where wrangler sends
 /// one batch), recorded in `d1_migrations`; stops at the first failure.
-pub(crate) fn apply_migrations(conn: &Connection, files: &[PathBuf]) -> Result<DrillOutcome> {
+pub(crate) fn apply_migrations(
+    conn: &Connection,
+    files: &[PathBuf],
+    named: bool,
+) -> Result<DrillOutcome> {
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL)"
     ))?;
+    let known = violations(conn)?;
     let mut outcome = DrillOutcome {
         applied: Vec::new(),
         already: Vec::new(),
+        old_violations: known.len(),
         failure: None,
     };
     for file in files {
@@ -151,7 +177,6 @@ pub(crate) fn apply_migrations(conn: &Connection, files: &[PathBuf]) -> Result<D
                 outcome.failure = Some(DrillFailure {
                     migration: name,
                     statement: 0,
-                    sql: String::new(),
                     error: refused.to_string(),
                 });
                 return Ok(outcome);
@@ -161,32 +186,33 @@ pub(crate) fn apply_migrations(conn: &Connection, files: &[PathBuf]) -> Result<D
         statements.extend(rest);
         conn.execute_batch("SAVEPOINT migration")?;
         for (i, sql) in statements.iter().enumerate() {
-            if let Err(e) = conn.execute_batch(sql) {
+            let failed = match conn.execute_batch(sql) {
+                Err(e) => Some(e.to_string()),
+                Ok(()) => {
+                    let now = violations(conn)?;
+                    let new: Vec<&Violation> = now.difference(&known).collect();
+                    new.first().map(|sample| {
+                        format!(
+                            "it leaves {} rows violating foreign keys (D1 refuses them), the first {}",
+                            new.len(),
+                            if named {
+                                format!("row {} of table {}", sample.1, sample.0)
+                            } else {
+                                "unnamed in an encrypted backup".to_string()
+                            }
+                        )
+                    })
+                }
+            };
+            if let Some(error) = failed {
                 conn.execute_batch("ROLLBACK TO migration; RELEASE migration")?;
                 outcome.failure = Some(DrillFailure {
                     migration: name,
                     statement: i + 1,
-                    sql: sql.trim().to_string(),
-                    error: e.to_string(),
+                    error,
                 });
                 return Ok(outcome);
             }
-        }
-        let violations = conn
-            .prepare("PRAGMA foreign_key_check")?
-            .query_map([], |_| Ok(()))?
-            .count();
-        if violations > 0 {
-            conn.execute_batch("ROLLBACK TO migration; RELEASE migration")?;
-            outcome.failure = Some(DrillFailure {
-                migration: name,
-                statement: statements.len(),
-                sql: String::new(),
-                error: format!(
-                    "{violations} rows violate foreign keys after this migration (D1 enforces them)"
-                ),
-            });
-            return Ok(outcome);
         }
         conn.execute(
             &format!("INSERT INTO {MIGRATIONS_TABLE}(name) VALUES (?1)"),
@@ -233,7 +259,7 @@ mod tests {
         conn.execute_batch("CREATE TABLE d1_migrations(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL); INSERT INTO d1_migrations(name) VALUES ('0001_init.sql');").unwrap();
         let files = migration_files(dir.path()).unwrap();
         assert_eq!(files.len(), 4);
-        let outcome = apply_migrations(&conn, &files).unwrap();
+        let outcome = apply_migrations(&conn, &files, true).unwrap();
         assert_eq!(outcome.already, vec!["0001_init.sql"]);
         assert_eq!(outcome.applied, vec!["0002_posts.sql"]);
         let failure = outcome.failure.unwrap();
@@ -336,18 +362,45 @@ mod tests {
             "0001_wrapped.sql",
             "BEGIN TRANSACTION;\nCREATE TABLE t(a);\nINSERT INTO t VALUES (1);\nCOMMIT;\n",
         );
-        let outcome = apply_migrations(&conn, &[file]).unwrap();
+        let outcome = apply_migrations(&conn, &[file], true).unwrap();
         assert_eq!(outcome.failure, None);
         assert_eq!(outcome.applied, vec!["0001_wrapped.sql"]);
     }
 
+    /// A row that already violated a foreign key is no migration's fault (D1 keeps such rows and
+    /// wrangler applies the migration); a migration that adds one fails at its statement, named
+    /// with a sample row in a plain backup, not in an encrypted one.
     #[test]
-    fn foreign_key_violations_fail_the_migration() {
+    fn only_new_foreign_key_violations_fail_a_migration() {
         let dir = tempfile::tempdir().unwrap();
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("PRAGMA foreign_keys=OFF; CREATE TABLE users(id INTEGER PRIMARY KEY); CREATE TABLE posts(id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id)); INSERT INTO posts VALUES (1, 99); PRAGMA foreign_keys=ON;").unwrap();
-        let file = write(dir.path(), "0001_x.sql", "CREATE TABLE x(a);");
-        let outcome = apply_migrations(&conn, &[file]).unwrap();
-        assert!(outcome.failure.unwrap().error.contains("foreign keys"));
+        let select = write(dir.path(), "0001_select.sql", "SELECT 1;");
+        let outcome = apply_migrations(&conn, &[select], true).unwrap();
+        assert_eq!(outcome.failure, None);
+        assert_eq!(outcome.old_violations, 1);
+        let adds = write(
+            dir.path(),
+            "0002_adds.sql",
+            "CREATE TABLE x(a);\nPRAGMA defer_foreign_keys=ON;\nINSERT INTO posts VALUES (7, 42);\nINSERT INTO x VALUES (1);",
+        );
+        for (named, want) in [
+            (true, "the first row 7 of table posts"),
+            (false, "unnamed in an encrypted backup"),
+        ] {
+            let outcome = apply_migrations(&conn, std::slice::from_ref(&adds), named).unwrap();
+            let failure = outcome.failure.unwrap();
+            assert_eq!(
+                (failure.migration.as_str(), failure.statement),
+                ("0002_adds.sql", 3)
+            );
+            assert!(
+                failure.error.contains("1 rows violating"),
+                "{}",
+                failure.error
+            );
+            assert!(failure.error.contains(want), "{}", failure.error);
+            assert!(!failure.error.contains("42"), "{}", failure.error);
+        }
     }
 }
