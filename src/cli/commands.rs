@@ -693,11 +693,25 @@ async fn drill(args: DrillArgs) -> Result<Report> {
         .row("Backup", &manifest.id)
         .row("Already applied", outcome.already.len())
         .row("Applied", outcome.applied.join(", "));
-    if let Some(f) = &outcome.failure {
-        let statement: String = f.sql.split_whitespace().collect::<Vec<_>>().join(" ");
-        let statement: String = statement.chars().take(160).collect();
+    if outcome.old_violations > 0 {
+        report.row(
+            "Warning",
+            format!(
+                "{} rows of the backup already violate foreign keys (D1 keeps them; no migration is blamed for them)",
+                outcome.old_violations
+            ),
+        );
+    }
+    if let Some(f) = outcome.failure.as_ref().filter(|f| f.statement == 0) {
         return Err(DrillFailed(format!(
-            "migration {} fails at statement {} on the data of backup {}: {} (statement: {statement})",
+            "migration {} is not applied: {}",
+            f.migration, f.error
+        ))
+        .into());
+    }
+    if let Some(f) = &outcome.failure {
+        return Err(DrillFailed(format!(
+            "migration {} fails at statement {} on the data of backup {}: {}",
             f.migration, f.statement, manifest.id, f.error
         ))
         .into());

@@ -49,9 +49,22 @@ pub fn render(value: ValueRef<'_>, out: &mut String) {
     }
 }
 
+/// What `wrangler d1 execute --file` and `wrangler d1 migrations apply` look for, as they look
+/// for it: case and spacing exact, anywhere in the file, string literals included. A file holding
+/// it loses its first `BEGIN TRANSACTION;` and first `COMMIT;`, wherever they are, and one holding
+/// it twice is refused; a file without it is left alone.
+pub const WRANGLER_TRANSACTION: &str = "BEGIN TRANSACTION";
+
 /// Appends the literal for a text value already known to be UTF-8 (as D1's JSON carries it): one
-/// scan for `'`, NUL and CR, which most text holds none of.
+/// scan for `'`, NUL and CR, which most text holds none of, and one for
+/// [`WRANGLER_TRANSACTION`]: a text holding it is written as its bytes, so no export or import
+/// file holds it for wrangler to change the text or refuse the file.
 pub fn render_str(text: &str, out: &mut String) {
+    static WRANGLER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(WRANGLER_TRANSACTION));
+    if WRANGLER.find(text.as_bytes()).is_some() {
+        return render_text_bytes(text.as_bytes(), out);
+    }
     match memchr::memchr3(b'\'', 0, b'\r', text.as_bytes()) {
         None => {
             out.reserve(text.len() + 2);
@@ -241,6 +254,24 @@ mod tests {
             (ValueRef::Text(b"\xff"), "CAST(X'FF' AS TEXT)"),
             (ValueRef::Blob(b""), "X''"),
             (ValueRef::Blob(&[0, 1, 0xab, 0xff]), "X'0001ABFF'"),
+            // What wrangler strips or refuses, case and spacing exact, goes as bytes.
+            (
+                ValueRef::Text(b"BEGIN TRANSACTION"),
+                "CAST(X'424547494E205452414E53414354494F4E' AS TEXT)",
+            ),
+            (
+                ValueRef::Text(b"a\rBEGIN TRANSACTION;"),
+                "CAST(X'610D424547494E205452414E53414354494F4E3B' AS TEXT)",
+            ),
+            (
+                ValueRef::Text(b"begin transaction;"),
+                "'begin transaction;'",
+            ),
+            (
+                ValueRef::Text(b"BEGIN  TRANSACTION"),
+                "'BEGIN  TRANSACTION'",
+            ),
+            (ValueRef::Text(b"run COMMIT; then"), "'run COMMIT; then'"),
         ];
         for (value, want) in cases {
             assert_eq!(literal(value), want, "{value:?}");

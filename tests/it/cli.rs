@@ -1045,3 +1045,66 @@ fn a_restore_of_some_tables_keeps_exactly_what_belongs_to_them() {
         );
     }
 }
+
+/// A backup whose rows already violate a foreign key (written with foreign keys off, say) is no
+/// migration's fault: drill applies the migrations and warns. A migration that adds a violation
+/// fails, named with its statement and a sample row, never a value.
+#[test]
+fn drill_blames_a_migration_only_for_violations_it_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let missing: i64 = 1000 + rand::random::<u16>() as i64;
+    create_db(
+        &d.join("app.db"),
+        &format!(
+            "PRAGMA foreign_keys=OFF;
+             CREATE TABLE p(id INTEGER PRIMARY KEY);
+             CREATE TABLE c(id INTEGER PRIMARY KEY, p INTEGER REFERENCES p(id));
+             INSERT INTO p VALUES (1); INSERT INTO c VALUES (1, 1), (2, {missing});"
+        ),
+    );
+    let backups = d.join("backups");
+    d1r2(&[
+        "backup",
+        "--source",
+        d.join("app.db").to_str().unwrap(),
+        "--dest",
+        backups.to_str().unwrap(),
+    ])
+    .success();
+    let migrations = d.join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    std::fs::write(migrations.join("0001_noop.sql"), "SELECT 1;").unwrap();
+    let drill = || {
+        d1r2(&[
+            "drill",
+            "--from",
+            backups.to_str().unwrap(),
+            "--migrations",
+            migrations.to_str().unwrap(),
+        ])
+    };
+    let ok = drill();
+    ok.success();
+    assert!(
+        ok.stdout.contains("0001_noop.sql") && ok.stdout.contains("1 rows of the backup already"),
+        "{}",
+        ok.stdout
+    );
+    let orphan = missing + 1;
+    std::fs::write(
+        migrations.join("0002_orphan.sql"),
+        format!("PRAGMA defer_foreign_keys=ON;\nINSERT INTO c VALUES (3, {orphan});\n"),
+    )
+    .unwrap();
+    let bad = drill();
+    bad.fails_with(1);
+    let err = &bad.stderr;
+    assert!(
+        err.contains("0002_orphan.sql")
+            && err.contains("statement 2")
+            && err.contains("row 3 of table c")
+            && !err.contains(&orphan.to_string()),
+        "{err}"
+    );
+}

@@ -821,3 +821,217 @@ async fn an_export_applied_with_wrangler_d1_execute_is_the_same_in_workerd() {
         .unwrap();
     assert_same_database(&source, &copy);
 }
+
+/// Notes that quote SQL transactions (`BEGIN TRANSACTION;`, `COMMIT;` in varied case and spacing,
+/// made at random) in text cells and a text key: an export applied with the stock
+/// `wrangler d1 execute --local --file`, which strips the first of each anywhere in a file holding
+/// `BEGIN TRANSACTION` and refuses one holding it twice, and with the stock `sqlite3` shell holds
+/// every cell of the source exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_of_text_quoting_transactions_applies_exactly_with_wrangler_and_the_shell() {
+    let w = World::start().await;
+    let source = w.path("notes.db");
+    let conn = Connection::open(&source).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT, extra);
+         CREATE TABLE tags(tag TEXT PRIMARY KEY, n) WITHOUT ROWID;",
+    )
+    .unwrap();
+    let mut rng = fixture::Rng::new();
+    let mut texts: Vec<String> = (0..60).map(|_| rng.sql_quoting_text()).collect();
+    texts.push("run COMMIT; then BEGIN TRANSACTION; and again BEGIN TRANSACTION".to_string());
+    for (i, text) in texts.iter().enumerate() {
+        let extra = rng.sql_quoting_text();
+        conn.execute(
+            "INSERT INTO notes VALUES (?1, ?2, ?3)",
+            rusqlite::params![i as i64, text, extra],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT OR IGNORE INTO tags VALUES (?1, ?2)",
+            rusqlite::params![text, i as i64],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let holding = texts
+        .iter()
+        .filter(|t| t.contains(d1r2::model::value::WRANGLER_TRANSACTION))
+        .count();
+    assert!(holding >= 2, "{holding} texts hold what wrangler strips");
+    let local = w.path("b");
+    w.ok(&[
+        "backup",
+        "--source",
+        source.to_str().unwrap(),
+        "--dest",
+        local.to_str().unwrap(),
+    ])
+    .await;
+    let sql = w.path("dump.sql");
+    w.ok(&[
+        "export",
+        "--from",
+        local.to_str().unwrap(),
+        "--out",
+        sql.to_str().unwrap(),
+    ])
+    .await;
+    let by_hand = Workerd::configure(&["copy"]);
+    let out = by_hand.execute_file("copy", &sql);
+    assert!(
+        out.status.success(),
+        "wrangler d1 execute: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = w.path("copy.db");
+    by_hand.save("copy", &copy);
+    Connection::open(&copy)
+        .unwrap()
+        .execute_batch("DROP TABLE _cf_METADATA")
+        .unwrap();
+    assert_same_database(&source, &copy);
+    let shell = w.path("shell.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg("-bail")
+        .arg(&shell)
+        .stdin(std::fs::File::open(&sql).unwrap())
+        .output()
+        .expect("the stock sqlite3 shell must be installed");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_database(&source, &shell);
+}
+
+/// What `wrangler d1 migrations apply --local` does with `folder` on the data of backup `local`
+/// (exported, applied with `wrangler d1 execute`): whether it succeeds, and the migrations
+/// `d1_migrations` then records.
+fn wrangler_applies(w: &World, local: &Path, folder: &Path, tag: &str) -> (bool, Vec<String>) {
+    let sql = w.path(&format!("{tag}.sql"));
+    let _ = std::fs::remove_file(&sql);
+    let by_hand = Workerd::configure(&["copy"]);
+    let export = D1r2::new()
+        .args([
+            "export",
+            "--from",
+            local.to_str().unwrap(),
+            "--out",
+            sql.to_str().unwrap(),
+        ])
+        .run();
+    export.success();
+    let out = by_hand.execute_file("copy", &sql);
+    assert!(out.status.success(), "{out:?}");
+    let out = by_hand.migrations_apply("copy", folder);
+    let copy = w.path(&format!("{tag}.db"));
+    by_hand.save("copy", &copy);
+    let recorded = Connection::open(&copy)
+        .unwrap()
+        .prepare("SELECT name FROM d1_migrations ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    (out.status.success(), recorded)
+}
+
+/// drill applies a migrations folder as the pinned `wrangler d1 migrations apply --local` does,
+/// with the same verdict: files wrapped in `BEGIN TRANSACTION; … COMMIT;` (the wrapping in
+/// generated case and spacing around it), numbered out of text order, a database that already
+/// records some migrations (whose files would fail if run again), and a migration that breaks on
+/// the data, named by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_applies_migrations_as_wrangler_does() {
+    let w = World::start().await;
+    let source = w.path("app.db");
+    let mut rng = fixture::Rng::new();
+    create_db(
+        &source,
+        &format!(
+            "CREATE TABLE d1_migrations(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL);
+             INSERT INTO d1_migrations(name) VALUES ('1_init.sql'), ('2_users.sql');
+             CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT);
+             INSERT INTO users(email) VALUES ('a'), ('a'), ({});",
+            d1r2::model::value::literal(d1r2::model::value::ValueRef::Text(
+                rng.sql_quoting_text().as_bytes()
+            ))
+        ),
+    );
+    let local = w.path("b");
+    w.ok(&[
+        "backup",
+        "--source",
+        source.to_str().unwrap(),
+        "--dest",
+        local.to_str().unwrap(),
+    ])
+    .await;
+    let folder = w.path("migrations");
+    std::fs::create_dir_all(&folder).unwrap();
+    let put = |name: &str, sql: &str| std::fs::write(folder.join(name), sql).unwrap();
+    put("1_init.sql", "this was applied and never runs again;");
+    put("2_users.sql", "CREATE TABLE users(id INTEGER PRIMARY KEY);");
+    let glue = ["\n", " ", "\n\n", "\r\n"];
+    let g = |rng: &mut fixture::Rng| *rng.pick(&glue);
+    put(
+        "10_notes.sql",
+        &format!(
+            "-- notes{}BEGIN TRANSACTION;{}CREATE TABLE notes(id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id), body TEXT);{}INSERT INTO notes VALUES (1, 1, 'x');{}COMMIT;{}",
+            g(&mut rng),
+            g(&mut rng),
+            g(&mut rng),
+            g(&mut rng),
+            g(&mut rng)
+        ),
+    );
+    put(
+        "9_name.sql",
+        "BEGIN TRANSACTION;\nALTER TABLE users ADD COLUMN name TEXT;\nCOMMIT;\n",
+    );
+    put("README.md", "not a migration");
+    let drill = |folder: &Path| {
+        D1r2::new()
+            .args([
+                "drill",
+                "--from",
+                local.to_str().unwrap(),
+                "--migrations",
+                folder.to_str().unwrap(),
+            ])
+            .run()
+    };
+    let (ok, recorded) = wrangler_applies(&w, &local, &folder, "good");
+    assert!(ok, "wrangler refused the migrations");
+    assert_eq!(
+        recorded,
+        ["1_init.sql", "2_users.sql", "9_name.sql", "10_notes.sql"]
+    );
+    let run = drill(&folder);
+    run.success();
+    assert!(
+        run.stdout.contains("9_name.sql, 10_notes.sql"),
+        "{}",
+        run.stdout
+    );
+    // A migration that breaks on the data: both stop at it, the ones before applied.
+    put(
+        "11_unique.sql",
+        "BEGIN TRANSACTION;\nCREATE UNIQUE INDEX one_email ON users(email);\nCOMMIT;\n",
+    );
+    put("12_after.sql", "CREATE TABLE after(a);");
+    let (ok, recorded) = wrangler_applies(&w, &local, &folder, "bad");
+    assert!(!ok, "wrangler applied a failing migration");
+    assert_eq!(recorded.last().map(String::as_str), Some("10_notes.sql"));
+    let run = drill(&folder);
+    run.fails_with(1);
+    assert!(
+        run.stderr.contains("11_unique.sql") && run.stderr.contains("UNIQUE"),
+        "{}",
+        run.stderr
+    );
+}

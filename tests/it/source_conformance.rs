@@ -38,20 +38,17 @@ pub fn api(fake: &FakeD1) -> Api {
     Api::new(&fake.url, TOKEN, ACCOUNT, quick())
 }
 
-/// What a literal means: its storage class and its exact value.
-fn meaning(conn: &Connection, literal: &str) -> (String, String) {
-    conn.query_row(
-        &format!(
-            "SELECT typeof(x), CASE typeof(x) WHEN 'real' THEN printf('%!.17g', x) ELSE hex(x) END FROM (SELECT {literal} AS x)"
-        ),
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+/// What a literal means: its storage class and its exact value (a real by its bits: `IS`, `=`
+/// and SQLite's text of a real take `-0.0` for `0.0`).
+fn meaning(conn: &Connection, literal: &str) -> common::Exact {
+    conn.query_row(&format!("SELECT {literal}"), [], |r| {
+        Ok(common::exact(r.get_ref(0)?))
+    })
     .unwrap_or_else(|e| panic!("{literal}: {e}"))
 }
 
 /// Every row of `table`, read in keyset pages of `limit` rows, as meanings.
-async fn all_rows(source: &dyn Source, table: &Table, limit: usize) -> Vec<Vec<(String, String)>> {
+async fn all_rows(source: &dyn Source, table: &Table, limit: usize) -> Vec<Vec<common::Exact>> {
     let conn = Connection::open_in_memory().unwrap();
     let mut after: Option<Vec<String>> = None;
     let mut rows = Vec::new();
@@ -184,11 +181,12 @@ pub async fn workerd_d1(db: PathBuf, sql: String) -> Served {
 macro_rules! conformance {
     ($name:ident, $serve:ident) => {
         conformance!(@tests $name, $serve, plans_and_reads_the_same, large_values_read_the_same,
-            pages_stop_at_the_last_rowid);
+            pages_stop_at_the_last_rowid, reals_read_the_same);
     };
     ($name:ident, $serve:ident, d1) => {
         conformance!(@tests $name, $serve, plans_and_reads_the_same, large_values_read_the_same,
-            pages_stop_at_the_last_rowid, a_key_too_long_is_one_clear_error, foreign_keys_stay_on);
+            pages_stop_at_the_last_rowid, reals_read_the_same, a_key_too_long_is_one_clear_error,
+            foreign_keys_stay_on);
     };
     (@tests $name:ident, $serve:ident, $($check:ident),+) => {
         mod $name {
@@ -555,6 +553,75 @@ pub async fn large_values_read_the_same(serve: impl Serve) {
         let batched = source.first_pages(&[many], 1000).await.unwrap();
         assert_eq!(batched[0].page, first, "{name}");
         assert_eq!(batched[0].largest_rowid, Some(12), "{name}");
+    }
+}
+
+/// Reals made at random (zeros of either sign, subnormals, infinities, any bits) read the same, bit
+/// for bit, from every source, in every column kind: one without affinity and STRICT `ANY` keep
+/// `-0.0`, which `quote()` writes as `0.0`; REAL, NUMERIC and INTEGER columns store a zero as the
+/// integer 0 (read back as `0.0` from REAL), TEXT ones as text.
+pub async fn reals_read_the_same(serve: impl Serve) {
+    let (_dir, db) = scratch("reals.db");
+    let mut rng = common::fixture::Rng::new();
+    let mut reals: Vec<f64> = vec![-0.0, 0.0, -5e-324];
+    reals.extend((0..200).map(|_| rng.real()));
+    let rows: Vec<String> = reals
+        .iter()
+        .map(|f| {
+            let v = common::fixture::real_literal(*f);
+            format!("({v},{v},{v},{v},{v})")
+        })
+        .collect();
+    let strict: Vec<String> = reals
+        .iter()
+        .map(|f| {
+            let v = common::fixture::real_literal(*f);
+            format!("({v},{v})")
+        })
+        .collect();
+    let sql = format!(
+        "CREATE TABLE r(plain, real REAL, numeric NUMERIC, integer INTEGER, text TEXT);
+         INSERT INTO r VALUES {};
+         CREATE TABLE s(id INTEGER PRIMARY KEY, any ANY, real REAL) STRICT;
+         INSERT INTO s(any, real) VALUES {};",
+        rows.join(","),
+        strict.join(",")
+    );
+    let Served {
+        implementation: engine,
+        sources,
+        schema,
+        _server,
+    } = serve(db.clone(), sql).await;
+    // The file holds what SQLite made of them: the sign of zero kept without affinity, dropped in
+    // a REAL column.
+    let file = Connection::open(&db).unwrap();
+    let bits = |sql: &str| -> Vec<u64> {
+        file.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get::<_, f64>(0))
+            .unwrap()
+            .map(|f| f.unwrap().to_bits())
+            .collect()
+    };
+    let negative_zero = (-0.0f64).to_bits();
+    assert_eq!(bits("SELECT plain FROM r WHERE rowid=1"), [negative_zero]);
+    assert_eq!(bits("SELECT any FROM s WHERE id=1"), [negative_zero]);
+    assert_eq!(bits("SELECT real FROM r WHERE rowid=1"), [0]);
+    for table in &schema.tables {
+        let want = all_rows(sources[0].1.as_ref(), table, 1000).await;
+        assert_eq!(want.len(), reals.len(), "table {}", table.name);
+        for (name, source) in &sources {
+            for limit in [7, 1000] {
+                let got = all_rows(source.as_ref(), table, limit).await;
+                let differ = got.iter().zip(&want).find(|(g, w)| g != w);
+                assert!(
+                    got.len() == want.len() && differ.is_none(),
+                    "{engine} {name}: table {} with pages of {limit}: {differ:?}",
+                    table.name
+                );
+            }
+        }
     }
 }
 

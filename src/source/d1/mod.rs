@@ -218,10 +218,17 @@ impl D1Source {
         upto: Option<i64>,
         limit: usize,
     ) -> Result<Page, SourceError> {
+        if !page.is_garbled() {
+            return Ok(page);
+        }
+        let page = self
+            .literal_page(table, after, upto, limit, hex_text_cell)
+            .await?;
         if page.is_garbled() {
-            return self
-                .literal_page(table, after, upto, limit, hex_text_cell)
-                .await;
+            return Err(SourceError::Other(format!(
+                "D1 answered rows of table {} of d1://{} that d1r2 cannot read exactly",
+                table.name, self.name
+            )));
         }
         Ok(page)
     }

@@ -6,10 +6,11 @@
 //! bytes, so no table value travels as a JSON value. A row comes as one string, its cells joined
 //! by commas ([`quoted_cell`]): a text as itself behind its byte count, `T<bytes>:<text>` (D1
 //! neither escapes it nor scans it for NUL; d1r2 writes its literal), an integer as
-//! `CAST(.. AS TEXT)`, a real, a BLOB or NULL as `quote()` writes it. [`split_row`] splits the
-//! string back as the JSON is parsed. D1's JSON carries bytes that are not UTF-8 as U+FFFD, so a
-//! page in which a text did not arrive as counted, or holds U+FFFD, is read again with every text
-//! as its bytes in hex ([`hex_text_cell`]). Catalog answers (names, small integers) are the only
+//! `CAST(.. AS TEXT)`, a BLOB or NULL as `quote()` writes it, a real too but for the sign of a
+//! zero, which `quote()` drops ([`real_cell`]). [`split_row`] splits the string back as the JSON
+//! is parsed. D1's JSON carries bytes that are not UTF-8 as U+FFFD, so a page in which a text did
+//! not arrive as counted, or holds U+FFFD, is read again with every text as its bytes in hex
+//! ([`hex_text_cell`]). Catalog answers (names, small integers) are the only
 //! JSON values read ([`cell`]).
 //!
 //! D1's limits decide the rest:
@@ -54,8 +55,8 @@ const CHUNK_ANSWER_BYTES: usize = 2 * CHUNKS_PER_REQUEST * CHUNK_BYTES;
 /// The page query's cell. D1 answers one query at a time, so the less it does a cell the sooner
 /// a page comes: text travels as itself behind its byte count, `T<bytes>:<text>` (no escaping,
 /// no scan for NUL: [`split_row`] finds its end and the literal is written here), integers as
-/// `CAST(.. AS TEXT)` (the same digits without `quote()`'s printf), reals, BLOBs and NULL as
-/// `quote()` writes them. Text or a BLOB over `inline` bytes comes as a placeholder (see
+/// `CAST(.. AS TEXT)` (the same digits without `quote()`'s printf), reals as [`real_cell`] writes
+/// them, BLOBs and NULL as `quote()` does. Text or a BLOB over `inline` bytes comes as a placeholder (see
 /// [`large_cell`]).
 pub(super) fn quoted_cell(column: &str, affinity: Affinity, inline: usize) -> String {
     let bytes = format!("length(CAST({column} AS BLOB))");
@@ -81,9 +82,9 @@ pub(super) fn hex_text_cell(column: &str, affinity: Affinity, inline: usize) -> 
 }
 
 /// `CASE typeof(column) WHEN ..`: `text` for a text and `integer` for an integer, a text or BLOB
-/// over `inline` bytes as its placeholder, a BLOB or a real as `quote()` writes it, NULL as
-/// `NULL`; the storage classes tried in the order the column's affinity makes likely, since D1
-/// compares type names for every cell until one matches.
+/// over `inline` bytes as its placeholder, a BLOB as `quote()` writes it, a real as [`real_cell`]
+/// does, NULL as `NULL`; the storage classes tried in the order the column's affinity makes likely,
+/// since D1 compares type names for every cell until one matches.
 fn by_type(
     column: &str,
     affinity: Affinity,
@@ -94,7 +95,7 @@ fn by_type(
     let bytes = format!("length(CAST({column} AS BLOB))");
     let text = format!("CASE WHEN {bytes}>{inline} THEN '?t'||{bytes} ELSE {text} END");
     let blob = format!("CASE WHEN {bytes}>{inline} THEN '?b'||{bytes} ELSE quote({column}) END");
-    let real = format!("quote({column})");
+    let real = real_cell(column);
     let branches = match affinity {
         Affinity::Integer | Affinity::Numeric => [
             ("integer", integer),
@@ -126,6 +127,59 @@ fn by_type(
         .map(|(class, cell)| format!("WHEN '{class}' THEN {cell}"))
         .collect();
     format!("CASE typeof({column}) {} ELSE 'NULL' END", whens.join(" "))
+}
+
+/// A real, exactly. D1's SQLite (3.47 in workerd) turns reals into text and back inexactly: about
+/// one random double in five comes out of `quote()` as text that reads back one unit in the last
+/// place off, and `quote(-0.0)` is `0.0`. Multiplying by a power of two is exact, so a finite
+/// nonzero real comes as `quote()`'s text, `~`, and its bits as an integer: the real times
+/// `2^(54-2t)`, `t = floor(log2(abs(x))/2)`, at most 2^56 and whole whatever the rounding of
+/// `log2` ([`exact_real`] finds the power from the text and rebuilds the real). A zero's sign
+/// is read with `atan2` (`-π` for `-0.0`); infinities come from `quote()` alone (their integer
+/// is NULL). `atan2`, `log2`, `pow` and `floor` are math functions D1's SQLite has. Only a column
+/// without affinity (or STRICT `ANY`) keeps `-0.0`, but a STRICT `ANY` column's declared type
+/// reads as NUMERIC, so every real is asked this way.
+fn real_cell(column: &str) -> String {
+    let half = format!("pow(2,27-floor(log2(abs({column}))/2))");
+    format!(
+        "iif({column}=0 AND atan2({column},-1)<0,'-0.0',ifnull(quote({column})||'~'||CAST({column}*{half}*{half} AS INTEGER),quote({column})))"
+    )
+}
+
+/// The real a cell of [`real_cell`] stands for, as a literal: `text~bits` becomes `bits × 2^-k`,
+/// the power `k` the one that brings `bits` to `text`'s value (which is within a few units in the
+/// last place of it); any other literal is kept (infinity made one SQLite reads). False when the
+/// two do not agree.
+fn exact_real(literal: &str, out: &mut String) -> bool {
+    let Some((text, bits)) = literal.split_once('~') else {
+        out.push_str(normalize_literal(literal));
+        return true;
+    };
+    let (Ok(approx), Ok(bits)) = (text.parse::<f64>(), bits.parse::<i64>()) else {
+        return false;
+    };
+    // The largest doubles' 15 digits round up past them.
+    let approx = approx.clamp(f64::MIN, f64::MAX);
+    let scale = (bits.unsigned_abs() as f64).log2() - approx.abs().log2();
+    let k = scale.round();
+    if bits as f64 as i64 != bits
+        || !approx.is_finite()
+        || bits == 0
+        || (scale - k).abs() > 0.01
+        || k.abs() > 1200.0
+    {
+        return false;
+    }
+    // `bits` has at most 53 significant bits, so it is a double exactly; two halvings of the
+    // power keep each product exact on the way to a subnormal.
+    let k = k as i32;
+    let real = bits as f64 * 2f64.powi(-(k / 2)) * 2f64.powi(-(k - k / 2));
+    let unit = approx.abs() * 1e-14;
+    if (real - approx).abs() > unit {
+        return false;
+    }
+    crate::model::value::render(ValueRef::Real(real), out);
+    true
 }
 
 /// The largest text or BLOB, in bytes, a page of a table `width` columns wide reads inline. D1
@@ -306,7 +360,13 @@ fn split_row(row: &str) -> impl Iterator<Item = RowCell<'_>> {
 fn push_row(page: &mut Page, row: &str) -> bool {
     for cell in split_row(row) {
         match cell {
-            RowCell::Literal(literal) => page.push(normalize_literal(literal)),
+            RowCell::Literal(literal) => {
+                let mut exact = true;
+                page.push_with(|out| exact = exact_real(literal, out));
+                if !exact {
+                    return false;
+                }
+            }
             RowCell::Text(text) if !holds_replacement(text) => {
                 page.push_with(|out| render_str(text, out))
             }
@@ -529,6 +589,46 @@ mod tests {
     }
 
     #[test]
+    fn exact_reals_table() {
+        let third = 1.0f64 / 3.0;
+        // A third's bits times 2^55 (t = -1: 54 - 2t = 56, the mantissa times 4).
+        let bits = (third * 2f64.powi(56)) as i64;
+        for (literal, want) in [
+            ("1.5", Some("1.5")),
+            ("-0.0", Some("-0.0")),
+            ("Inf", Some("9.0e999")),
+            ("NULL", Some("NULL")),
+            ("1.5~216172782113783808", Some("1.5")),
+            ("-1.5~-216172782113783808", Some("-1.5")),
+            // The text one unit off, the bits exact: the bits win.
+            (
+                &format!("0.33333333333333331~{bits}"),
+                Some("0.3333333333333333"),
+            ),
+            (
+                &format!("0.3333333333333334~{bits}"),
+                Some("0.3333333333333333"),
+            ),
+            // The smallest subnormal and the largest double.
+            ("4.94065645841247e-324~9007199254740992", Some("5e-324")),
+            (
+                "1.79769313486232e+308~72057594037927928",
+                Some("1.7976931348623157e308"),
+            ),
+            // Text and bits that disagree, or are not numbers.
+            ("1.5~216172782113783809", None),
+            ("2.0~216172782113783808", None),
+            ("1.5~x", None),
+            ("x~1", None),
+            ("1.5~0", None),
+        ] {
+            let mut out = String::new();
+            let got = exact_real(literal, &mut out).then_some(out);
+            assert_eq!(got.as_deref(), want, "{literal}");
+        }
+    }
+
+    #[test]
     fn split_rows_table() {
         use RowCell::{Garbled, Literal as L, Text as T};
         for (row, want) in [
@@ -693,13 +793,68 @@ mod tests {
         assert!(err.to_string().contains("too large"), "{err}");
     }
 
-    #[test]
-    fn cell_expressions_read_back_in_sqlite() {
+    /// A math function over its arguments.
+    type Math = fn(&[f64]) -> f64;
+
+    /// An in-memory SQLite as D1's: with the math functions d1r2 asks D1 for, which the bundled
+    /// SQLite leaves out.
+    fn d1_like() -> rusqlite::Connection {
+        use rusqlite::functions::FunctionFlags;
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE t(v); INSERT INTO t VALUES (NULL),(1),(1.5),('it''s'),(X'00ff'),(CAST(X'610062' AS TEXT)),(9e999),(-9223372036854775808),(9223372036854775807),(-0.0),(''),('a,''b'),('T3:x,'),(CAST(X'00' AS TEXT)),('日本'),(-9e999),(1e-300),(X'');",
-        )
-        .unwrap();
+        let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+        let functions: [(&str, i32, Math); 4] = [
+            ("atan2", 2, |a| a[0].atan2(a[1])),
+            ("pow", 2, |a| a[0].powf(a[1])),
+            ("log2", 1, |a| a[0].log2()),
+            ("floor", 1, |a| a[0].floor()),
+        ];
+        for (name, arity, f) in functions {
+            conn.create_scalar_function(name, arity, flags, move |ctx| {
+                let args = (0..ctx.len())
+                    .map(|i| ctx.get::<Option<f64>>(i))
+                    .collect::<rusqlite::Result<Option<Vec<f64>>>>()?;
+                // SQLite's math functions answer NULL for NULL arguments and for NaN.
+                Ok(args.map(|a| f(&a)).filter(|r| !r.is_nan()))
+            })
+            .unwrap();
+        }
+        conn
+    }
+
+    /// A value exactly: its storage class and its bytes, a real's by its bits (`IS` and `=` take
+    /// `-0.0` for `0.0`).
+    fn exact(value: rusqlite::types::ValueRef<'_>) -> (u8, Vec<u8>) {
+        use rusqlite::types::ValueRef as V;
+        match value {
+            V::Null => (0, vec![]),
+            V::Integer(i) => (1, i.to_be_bytes().to_vec()),
+            V::Real(f) => (2, f.to_bits().to_be_bytes().to_vec()),
+            V::Text(t) => (3, t.to_vec()),
+            V::Blob(b) => (4, b.to_vec()),
+        }
+    }
+
+    /// Every value of column `v` of table `t`, exactly, in rowid order.
+    fn values_of_t(conn: &rusqlite::Connection) -> Vec<(u8, Vec<u8>)> {
+        let mut statement = conn.prepare("SELECT v FROM t ORDER BY rowid").unwrap();
+        statement
+            .query_map([], |r| Ok(exact(r.get_ref(0)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// What `literal` reads back as, exactly.
+    fn read_back(conn: &rusqlite::Connection, literal: &str) -> (u8, Vec<u8>) {
+        conn.query_row(&format!("SELECT {literal}"), [], |r| {
+            Ok(exact(r.get_ref(0)?))
+        })
+        .unwrap_or_else(|e| panic!("{literal}: {e}"))
+    }
+
+    /// Every cell expression, for every affinity's order of storage classes, reads column `v` of
+    /// `t` as literals that read back as the same values, bit for bit.
+    fn assert_cells_read_back(conn: &rusqlite::Connection) {
         let affinities = [
             Affinity::Integer,
             Affinity::Text,
@@ -707,23 +862,101 @@ mod tests {
             Affinity::Real,
             Affinity::Numeric,
         ];
+        let want = values_of_t(conn);
         let wraps = [quoted_cell as Wrap, hex_text_cell];
         for (wrap, affinity) in wraps.into_iter().flat_map(|w| affinities.map(|a| (w, a))) {
-            let literals = cells_of_t(&conn, |c, inline| wrap(c, affinity, inline), 1000);
-            assert_eq!(literals.len(), 18);
-            for (i, literal) in literals.iter().enumerate() {
-                let same: bool = conn
-                    .query_row(
-                        &format!(
-                            "SELECT typeof(v)=typeof({literal}) AND (v IS {literal} OR CAST(v AS BLOB)=CAST({literal} AS BLOB)) FROM t WHERE rowid={}",
-                            i + 1
-                        ),
-                        [],
-                        |r| r.get(0),
-                    )
-                    .unwrap();
-                assert!(same, "{literal}");
+            let literals = cells_of_t(conn, |c, inline| wrap(c, affinity, inline), 1000);
+            assert_eq!(literals.len(), want.len());
+            for (literal, want) in literals.iter().zip(&want) {
+                assert_eq!(&read_back(conn, literal), want, "{literal} ({affinity:?})");
             }
+        }
+    }
+
+    /// A row of SQLite's most columns, every cell a different kind of value, is read whole
+    /// within D1's expression depth, and each literal reads back bit for bit.
+    #[test]
+    fn a_row_of_the_most_columns_reads_back_within_d1s_depth() {
+        let conn = d1_like();
+        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_EXPR_DEPTH, 100)
+            .unwrap();
+        let values = ["-0.0", "0.0", "NULL", "'x,y'", "X'00'", "-5", "4.9e-324"];
+        let columns: Vec<String> = (0..2000).map(|i| format!("c{i}")).collect();
+        conn.execute_batch(&format!(
+            "CREATE TABLE t({}); INSERT INTO t VALUES ({});",
+            columns.join(","),
+            (0..2000)
+                .map(|i| values[i % values.len()])
+                .collect::<Vec<_>>()
+                .join(",")
+        ))
+        .unwrap();
+        let table = Table {
+            name: "t".into(),
+            create_sql: String::new(),
+            module: None,
+            without_rowid: true,
+            columns,
+            affinities: vec![Affinity::Blob; 2000],
+            key: vec![0],
+            data: crate::model::DataMode::Rows,
+            sequence: None,
+        };
+        let sql = row_query(&table, None, None, 10, quoted_cell);
+        let sent: String = conn
+            .query_row(&sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut page = Page::new(2000);
+        assert!(push_row(&mut page, &sent));
+        for (i, literal) in page.row(0).iter().enumerate() {
+            let stored = conn
+                .query_row(&format!("SELECT c{i} FROM t"), [], |r| {
+                    Ok(exact(r.get_ref(0)?))
+                })
+                .unwrap();
+            assert_eq!(read_back(&conn, literal), stored, "column {i}: {literal}");
+        }
+    }
+
+    #[test]
+    fn cell_expressions_read_back_in_sqlite() {
+        let conn = d1_like();
+        conn.execute_batch(
+            "CREATE TABLE t(v); INSERT INTO t VALUES (NULL),(1),(1.5),('it''s'),(X'00ff'),(CAST(X'610062' AS TEXT)),(9e999),(-9223372036854775808),(9223372036854775807),(-0.0),(0.0),(''),('a,''b'),('T3:x,'),(CAST(X'00' AS TEXT)),('日本'),(-9e999),(1e-300),(X''),(-4.9e-324),(-1e-320);",
+        )
+        .unwrap();
+        assert_cells_read_back(&conn);
+        // D1's `quote()` drops the sign the cell keeps.
+        let quoted: String = conn
+            .query_row("SELECT quote(v) FROM t WHERE rowid=10", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(quoted, "0.0");
+    }
+
+    proptest::proptest! {
+        /// Any real SQLite can hold (NaN it stores as NULL), zeros of either sign and subnormals
+        /// among them, reads back with its bits, in a column without affinity (which keeps
+        /// `-0.0`) and in a REAL one (which keeps what SQLite made of it, `0.0`).
+        #[test]
+        fn reals_read_back_bit_for_bit(
+            bits in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<u64>(),
+                    proptest::prelude::Just((-0.0f64).to_bits()),
+                    proptest::prelude::Just(0),
+                    0u64..(1 << 52),
+                    (1u64 << 63)..((1 << 63) + (1 << 52)),
+                ],
+                1..20,
+            ),
+            declared in proptest::sample::select(vec!["", "REAL", "ANY", "BLOB"]),
+        ) {
+            let conn = d1_like();
+            conn.execute_batch(&format!("CREATE TABLE t(v {declared})")).unwrap();
+            for f in bits.iter().map(|b| f64::from_bits(*b)).filter(|f| !f.is_nan()) {
+                conn.execute("INSERT INTO t VALUES (?1)", [f]).unwrap();
+            }
+            assert_cells_read_back(&conn);
         }
     }
 
@@ -843,7 +1076,7 @@ mod tests {
 
     #[test]
     fn large_values_come_as_placeholders_in_sqlite() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let conn = d1_like();
         conn.execute_batch(
             "CREATE TABLE t(v); INSERT INTO t VALUES (zeroblob(11)),(zeroblob(10)),(replace(hex(zeroblob(3)),'0','é')),(CAST(zeroblob(11) AS TEXT)),('x'),(12345678901234);",
         )

@@ -2,6 +2,7 @@
 
 pub mod bed;
 pub mod cmd;
+pub mod fixture;
 pub mod workerd;
 
 use std::path::Path;

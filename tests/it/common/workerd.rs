@@ -268,6 +268,22 @@ impl Workerd {
         .expect("running wrangler d1 execute")
     }
 
+    /// Applies the migrations in `folder` to database `name` with the stock
+    /// `wrangler d1 migrations apply --local` (the folder copied to where the configuration says
+    /// migrations are, its default `migrations/`).
+    pub fn migrations_apply(&self, name: &str, folder: &Path) -> std::process::Output {
+        let to = self.dir.path().join("migrations");
+        let _ = std::fs::remove_dir_all(&to);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+        self.wrangler_command(&["d1", "migrations", "apply", name, "--local"])
+            .output()
+            .expect("running wrangler d1 migrations apply")
+    }
+
     /// Copies database `name` (or id) as D1 holds it into the SQLite file `to`, to compare cell
     /// by cell.
     /// D1 keeps it in a SQLite file in WAL mode, which a second reader may read while workerd

@@ -10,6 +10,8 @@
 //! - `_cf_KV` is listed in the catalog but reading it is refused (`SQLITE_AUTH`), as are
 //!   transaction statements and `writable_schema`; `PRAGMA foreign_keys=OFF` is accepted and
 //!   changes nothing, as in workerd's D1;
+//! - `quote(-0.0)` is `0.0`, as D1's SQLite writes it, and the math functions d1r2 asks D1 for
+//!   (`atan2`, `log2`, `pow`, `floor`) are there;
 //! - the 100,000-byte statement and 100-parameter limits, the 2,000,000-byte limit on any
 //!   string, BLOB or row (`SQLITE_LIMIT_LENGTH`): a `quote()` that would be longer fails, and
 //!   expressions at most 100 deep, as workerd's D1 answers;
@@ -253,6 +255,7 @@ impl FakeD1 {
     }
 
     fn add_connection(&self, name: &str, conn: Connection) -> String {
+        with_math(&conn);
         conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, MAX_LENGTH)
             .unwrap();
         conn.set_limit(
@@ -587,6 +590,32 @@ fn json_value(v: ValueRef<'_>) -> Value {
 
 /// D1's guard: D1-internal tables cannot be read, and the dump must not manage transactions or
 /// the schema table itself.
+/// A math function over its arguments.
+type Math = fn(&[f64]) -> f64;
+
+/// The math functions d1r2 asks D1 for (to read reals exactly, see `source::d1::wire`): D1's
+/// SQLite has SQLite's math functions, the bundled one is built without them.
+fn with_math(conn: &Connection) {
+    use rusqlite::functions::FunctionFlags;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    let functions: [(&str, i32, Math); 4] = [
+        ("atan2", 2, |a| a[0].atan2(a[1])),
+        ("pow", 2, |a| a[0].powf(a[1])),
+        ("log2", 1, |a| a[0].log2()),
+        ("floor", 1, |a| a[0].floor()),
+    ];
+    for (name, arity, f) in functions {
+        conn.create_scalar_function(name, arity, flags, move |ctx| {
+            let args = (0..ctx.len())
+                .map(|i| ctx.get::<Option<f64>>(i))
+                .collect::<rusqlite::Result<Option<Vec<f64>>>>()?;
+            // SQLite's math functions answer NULL for NULL arguments and for NaN.
+            Ok(args.map(|a| f(&a)).filter(|r| !r.is_nan()))
+        })
+        .unwrap();
+    }
+}
+
 fn d1_authorizer(ctx: AuthContext<'_>) -> Authorization {
     match ctx.action {
         AuthAction::Read { table_name, .. } if table_name.starts_with("_cf_") => {
