@@ -2,6 +2,7 @@
 //! manifest and its sealed envelope, the repository of backups in a store, and reading parts
 //! back into SQLite.
 
+pub mod chunk;
 pub mod codec;
 pub mod crypto;
 pub mod dump;
