@@ -95,6 +95,15 @@ pub struct BackupArgs {
     /// who can read the destination (a plain backup's label always is).
     #[arg(long, requires = "label")]
     pub public_label: bool,
+    /// Cut every table's rows into content-defined chunks stored once under `chunks/` and shared
+    /// with the destination's later backups, so a backup uploads only the chunks that changed.
+    #[arg(long)]
+    pub chunked: bool,
+    /// The SQL a chunk of a --chunked backup holds on average, in bytes (at least a quarter,
+    /// at most four times as much).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, requires = "chunked",
+          value_parser = clap::value_parser!(u32).range(4096..=(64 << 20)))]
+    pub chunk_size: u32,
     /// After a successful backup, prune each destination with the --keep-* rules.
     #[arg(long)]
     pub prune: bool,

@@ -263,6 +263,7 @@ async fn backup(args: BackupArgs) -> Result<Report> {
         table_readers: args.table_readers as usize,
         label: args.label.clone(),
         public_label: args.public_label,
+        chunk_bytes: args.chunked.then_some(args.chunk_size as usize),
         ..BackupOptions::default()
     };
     let outcome = backup::run(source.as_ref(), &stores, &options)

@@ -7,6 +7,7 @@ mod fakes;
 mod action;
 mod architecture;
 mod checks;
+mod chunks;
 mod cli;
 mod d1;
 mod destinations;
