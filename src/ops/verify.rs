@@ -100,10 +100,12 @@ pub async fn verify(
     for object in &manifest.objects {
         match present.get(&manifest.key(object)) {
             None => problems.push(format!("part {} is missing", object.key)),
-            Some(size) if *size != object.bytes && object.chunk.is_none() => problems.push(format!(
-                "part {} is {size} bytes, the manifest says {} (truncated or replaced)",
-                object.key, object.bytes
-            )),
+            Some(size) if *size != object.bytes && object.chunk.is_none() => {
+                problems.push(format!(
+                    "part {} is {size} bytes, the manifest says {} (truncated or replaced)",
+                    object.key, object.bytes
+                ))
+            }
             Some(_) => {}
         }
     }

@@ -4,12 +4,13 @@
 //! restoring; a chunk substituted or removed is refused by name with nothing written.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::{Connection, params};
 
 use crate::common::assert_same_database;
 use crate::common::cmd::{D1r2, Run};
-use crate::fakes::s3::FakeS3;
+use crate::fakes::s3::{FakeS3, S3State};
 
 const KEY_ENV: &str = "D1R2_ENCRYPTION_KEY";
 
@@ -19,6 +20,8 @@ struct Dest {
     root: PathBuf,
     env: Vec<(&'static str, String)>,
     key: Option<String>,
+    /// The S3 server's request log, when the destination is one.
+    log: Option<Arc<S3State>>,
 }
 
 impl Dest {
@@ -53,7 +56,15 @@ impl Dest {
     }
 
     fn restore(&self, id: &str, to: &Path) -> Run {
-        self.run(&["restore", "--from", &self.arg, "--backup", id, "--to", p(to)])
+        self.run(&[
+            "restore",
+            "--from",
+            &self.arg,
+            "--backup",
+            id,
+            "--to",
+            p(to),
+        ])
     }
 
     fn chunks(&self) -> Vec<PathBuf> {
@@ -169,7 +180,9 @@ fn chunked_scenario(dest: Dest, work: &Path) {
     // Nothing of the rows is in the backup's folder: its data is all in chunks.
     let folder = files(&dest.root.join(&first_id));
     assert!(
-        folder.iter().all(|f| !f.to_str().unwrap().contains("/data/")),
+        folder
+            .iter()
+            .all(|f| !f.to_str().unwrap().contains("/data/")),
         "{folder:?}"
     );
     let restored = work.join("first.db");
@@ -186,9 +199,20 @@ fn chunked_scenario(dest: Dest, work: &Path) {
     drop(conn);
     assert_same_database(&db, &exported);
 
-    // Unchanged: not one chunk more, and the same ones named.
+    // Unchanged: not one chunk more, and the same ones named, learnt from the manifests without
+    // a request about any chunk.
+    let requests = |log: &Option<Arc<S3State>>| log.as_ref().map(|l| l.log.lock().unwrap().len());
+    let before = requests(&dest.log);
     let second = dest.backup(&db);
     assert_eq!(dest.chunks(), stored, "an unchanged backup stored chunks");
+    if let (Some(log), Some(before)) = (&dest.log, before) {
+        let log = log.log.lock().unwrap();
+        let asked: Vec<&String> = log[before..]
+            .iter()
+            .filter(|l| l.contains("/chunks/"))
+            .collect();
+        assert!(asked.is_empty(), "{asked:?}");
+    }
     let chunks_of = |m: &serde_json::Value| -> Vec<String> {
         match m.get("chunks") {
             Some(c) => serde_json::from_value(c.clone()).unwrap(),
@@ -246,6 +270,7 @@ fn chunked_backups_restore_and_share_chunks_in_a_folder() {
             root,
             env: Vec::new(),
             key,
+            log: None,
         };
         chunked_scenario(dest, dir.path());
     }
@@ -261,6 +286,7 @@ async fn chunked_backups_restore_and_share_chunks_in_s3() {
             root: server.root.path().join("backups").join(&prefix),
             env: server.env(),
             key,
+            log: Some(server.state.clone()),
         };
         tokio::task::spawn_blocking(move || {
             let dir = tempfile::tempdir().unwrap();
@@ -321,6 +347,7 @@ fn a_substituted_or_missing_chunk_is_refused_by_name_in_a_folder() {
             root,
             env: Vec::new(),
             key,
+            log: None,
         };
         substituted_scenario(dest, dir.path());
     }
@@ -336,6 +363,7 @@ async fn a_substituted_or_missing_chunk_is_refused_by_name_in_s3() {
             root: server.root.path().join("backups").join(&prefix),
             env: server.env(),
             key,
+            log: Some(server.state.clone()),
         };
         tokio::task::spawn_blocking(move || {
             let dir = tempfile::tempdir().unwrap();
