@@ -100,8 +100,8 @@ pub struct BackupArgs {
     #[arg(long)]
     pub chunked: bool,
     /// The SQL a chunk of a --chunked backup holds on average, in bytes (at least a quarter,
-    /// at most four times as much).
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, requires = "chunked",
+    /// at most four times as much); without --chunked it changes nothing.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20,
           value_parser = clap::value_parser!(u32).range(4096..=(64 << 20)))]
     pub chunk_size: u32,
     /// After a successful backup, prune each destination with the --keep-* rules.
