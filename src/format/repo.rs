@@ -15,6 +15,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Classify, Kind};
+use crate::format::chunk::is_chunk_key;
 use crate::format::envelope::{EnvelopeError, Stored};
 use crate::format::manifest::MANIFEST_NAME;
 use crate::store::{Store, StoreError, read_all};
@@ -170,10 +171,11 @@ pub fn is_audit_key(key: &str) -> bool {
     })
 }
 
-/// Whether d1r2 wrote `key` (relative to the store's prefix): the marker, an audit record, or a
-/// key of a backup folder. Nothing else is ever deleted, aborted or read as a backup.
+/// Whether d1r2 wrote `key` (relative to the store's prefix): the marker, an audit record, a
+/// key of a backup folder, or a chunk ([`is_chunk_key`]). Nothing else is ever deleted, aborted
+/// or read as a backup.
 pub fn is_owned_key(key: &str) -> bool {
-    key == STORE_MARKER || is_audit_key(key) || backup_key(key).is_some()
+    key == STORE_MARKER || is_audit_key(key) || backup_key(key).is_some() || is_chunk_key(key)
 }
 
 /// Whether `key` names a folder of a backup as a store with folders holds it: `<id>/` or
@@ -479,6 +481,12 @@ mod tests {
             ("audit/notes.txt", false),
             ("d1r2-store.json/", false),
             ("photos/cat.jpg", false),
+            (&format!("chunks/ab/ab{}.sql.gz", "0".repeat(62)), true),
+            (&format!("chunks/ab/ab{}.sql", "0".repeat(62)), true),
+            (&format!("chunks/ab/ac{}.sql.gz", "0".repeat(62)), false),
+            (&format!("chunks/ab/ab{}.sql.gz.tmp", "0".repeat(62)), false),
+            ("chunks/ab/notes.txt", false),
+            ("chunks/", false),
         ] {
             assert_eq!(is_owned_key(key), want, "{key:?}");
         }
