@@ -9,5 +9,6 @@ pub mod dump;
 pub mod envelope;
 pub(crate) mod huffman;
 pub mod load;
+pub mod lock;
 pub mod manifest;
 pub mod repo;

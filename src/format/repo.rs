@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Classify, Kind};
 use crate::format::chunk::is_chunk_key;
 use crate::format::envelope::{EnvelopeError, Stored};
+use crate::format::lock::lock_kind;
 use crate::format::manifest::MANIFEST_NAME;
 use crate::store::{Store, StoreError, read_all};
 
@@ -172,10 +173,14 @@ pub fn is_audit_key(key: &str) -> bool {
 }
 
 /// Whether d1r2 wrote `key` (relative to the store's prefix): the marker, an audit record, a
-/// key of a backup folder, or a chunk ([`is_chunk_key`]). Nothing else is ever deleted, aborted
+/// key of a backup folder, a chunk ([`is_chunk_key`]) or a lock ([`lock_kind`]). Nothing else is ever deleted, aborted
 /// or read as a backup.
 pub fn is_owned_key(key: &str) -> bool {
-    key == STORE_MARKER || is_audit_key(key) || backup_key(key).is_some() || is_chunk_key(key)
+    key == STORE_MARKER
+        || is_audit_key(key)
+        || backup_key(key).is_some()
+        || is_chunk_key(key)
+        || lock_kind(key).is_some()
 }
 
 /// Whether `key` names a folder of a backup as a store with folders holds it: `<id>/` or
@@ -486,6 +491,8 @@ mod tests {
             (&format!("chunks/ab/ac{}.sql.gz", "0".repeat(62)), false),
             (&format!("chunks/ab/ab{}.sql.gz.tmp", "0".repeat(62)), false),
             ("chunks/ab/notes.txt", false),
+            ("locks/backup-0123456789abcdef.json", true),
+            ("locks/notes.json", false),
             ("chunks/", false),
         ] {
             assert_eq!(is_owned_key(key), want, "{key:?}");

@@ -373,3 +373,166 @@ async fn a_substituted_or_missing_chunk_is_refused_by_name_in_s3() {
         .unwrap();
     }
 }
+
+/// The addresses of the chunk files in the store.
+fn addresses(dest: &Dest) -> Vec<String> {
+    dest.chunks()
+        .iter()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?;
+            let address = name.strip_suffix(".sql.gz")?;
+            let folder = p.parent()?.file_name()?.to_str()?;
+            (address.len() == 64 && address.starts_with(folder)).then(|| address.to_string())
+        })
+        .collect()
+}
+
+fn plant(dest: &Dest, key: &str, bytes: &[u8]) -> PathBuf {
+    let path = dest.root.join(key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn stale(path: &Path) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let file = std::fs::File::open(path).unwrap();
+    file.set_times(std::fs::FileTimes::new().set_modified(then))
+        .unwrap();
+}
+
+/// Prune collects the chunks no kept backup names, a crashed backup's included, and never while
+/// a backup holds a live lock; a dry run counts them; foreign keys under `chunks/` stay.
+fn collection_scenario(dest: Dest, work: &Path) {
+    let db = work.join("source.db");
+    database(&db);
+    let first = dest.backup(&db);
+    let table = mixed_table(&db);
+    let conn = Connection::open(&db).unwrap();
+    conn.execute(&format!("DELETE FROM \"{table}\" WHERE id % 3 = 0"), [])
+        .unwrap();
+    drop(conn);
+    let second = dest.backup(&db);
+    let second_id = second["id"].as_str().unwrap();
+    let named = |m: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        match m.get("chunks") {
+            Some(c) => serde_json::from_value(c.clone()).unwrap(),
+            None => m["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|o| o["chunk"].as_str().map(String::from))
+                .collect(),
+        }
+    };
+    let (a, b) = (named(&first), named(&second));
+    assert!(a.difference(&b).count() > 0);
+    // A chunk a crashed backup stored, and keys that are not chunks though they sit among them.
+    let crashed = hex::encode(rand::random::<[u8; 32]>());
+    plant(
+        &dest,
+        &format!("chunks/{}/{crashed}.sql.gz", &crashed[..2]),
+        b"x",
+    );
+    let foreign: Vec<PathBuf> = [
+        "chunks/notes.txt".to_string(),
+        format!("chunks/{}/{}.sql.gz.bak", &crashed[..2], crashed),
+        format!(
+            "chunks/zz/{}.sql.gz",
+            hex::encode(rand::random::<[u8; 32]>())
+        ),
+        "locks/backup-readme.json".to_string(),
+    ]
+    .iter()
+    .map(|k| plant(&dest, k, &rand::random::<[u8; 16]>()))
+    .collect();
+    let all = addresses(&dest);
+    let garbage = all.iter().filter(|x| !b.contains(*x)).count();
+    assert_eq!(garbage, a.difference(&b).count() + 1);
+
+    let out = dest.run(&[
+        "prune",
+        "--from",
+        &dest.arg,
+        "--keep-last",
+        "1",
+        "--dry-run",
+    ]);
+    out.success();
+    assert!(
+        out.stdout.contains(&format!("{garbage} would be removed")),
+        "{out}"
+    );
+    assert_eq!(addresses(&dest), all);
+
+    // A backup running (its lock live): the policy is applied, the chunks are left.
+    let lock = plant(
+        &dest,
+        &format!("locks/backup-{:016x}.json", rand::random::<u64>()),
+        b"{}",
+    );
+    let out = dest.run(&["prune", "--from", &dest.arg, "--keep-last", "1"]);
+    out.success();
+    assert!(out.stdout.contains("a backup is running"), "{out}");
+    assert_eq!(addresses(&dest), all);
+    assert!(
+        !dest
+            .root
+            .join(first["id"].as_str().unwrap())
+            .join("manifest.json")
+            .exists()
+    );
+
+    // The backup crashed: its lock goes stale, and the next prune collects.
+    stale(&lock);
+    let out = dest.run(&["prune", "--from", &dest.arg, "--keep-last", "1"]);
+    out.success();
+    assert!(out.stdout.contains(&format!("{garbage} removed")), "{out}");
+    let left: std::collections::BTreeSet<String> = addresses(&dest).into_iter().collect();
+    assert_eq!(left, b);
+    assert!(!lock.exists());
+    for path in &foreign {
+        assert!(path.exists(), "{}", path.display());
+    }
+    let restored = work.join("restored.db");
+    dest.restore(second_id, &restored).success();
+    assert_same_database(&db, &restored);
+}
+
+#[test]
+fn prune_collects_unnamed_chunks_unless_a_backup_runs_in_a_folder() {
+    for key in [None, Some(key())] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        std::fs::create_dir(&root).unwrap();
+        let dest = Dest {
+            arg: p(&root).to_string(),
+            root,
+            env: Vec::new(),
+            key,
+            log: None,
+        };
+        collection_scenario(dest, dir.path());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_collects_unnamed_chunks_unless_a_backup_runs_in_s3() {
+    let server = FakeS3::start(&["backups"]).await;
+    for (n, key) in [None, Some(key())].into_iter().enumerate() {
+        let prefix = format!("p{n}");
+        let dest = Dest {
+            arg: format!("s3://backups/{prefix}"),
+            root: server.root.path().join("backups").join(&prefix),
+            env: server.env(),
+            key,
+            log: Some(server.state.clone()),
+        };
+        tokio::task::spawn_blocking(move || {
+            let dir = tempfile::tempdir().unwrap();
+            collection_scenario(dest, dir.path());
+        })
+        .await
+        .unwrap();
+    }
+}

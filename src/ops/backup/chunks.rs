@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::future::try_join_all;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, failed};
 use crate::format::chunk::{ChunkKeys, ChunkSizes, chunk_key};
 use crate::format::codec::{Compression, PartEncoder};
 use crate::format::crypto::{Key, PartKey};
+use crate::format::lock::{self, LockKind};
 use crate::format::manifest::{CHUNKED_FORMAT, ObjectEntry, ObjectKind};
 use crate::format::repo;
 use crate::store::{Store, StoreError};
@@ -160,4 +161,95 @@ async fn known_chunks(
     }
     tracing::debug!("{store} holds {} chunks already", known.len());
     Ok(known)
+}
+
+/// How long a chunked backup waits for a prune collecting chunks to finish.
+const PRUNE_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// A chunked backup's locks, one in every store ([`crate::format::lock`]), rewritten while the
+/// backup runs.
+pub(crate) struct Held {
+    stores: Vec<Arc<dyn Store>>,
+    keys: Vec<String>,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl Held {
+    /// Creates the backup's lock in every store, then waits while any holds a live prune lock:
+    /// from then on no prune deletes a chunk the backup finds named or stored.
+    pub(crate) async fn acquire(stores: &[Arc<dyn Store>]) -> Result<Held> {
+        let mut keys = Vec::new();
+        for store in stores {
+            match lock::create(store.as_ref(), LockKind::Backup).await {
+                Ok(key) => keys.push(key),
+                Err(e) => {
+                    release(stores, &keys).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        let stores = stores.to_vec();
+        let refresher = tokio::spawn({
+            let (stores, keys) = (stores.clone(), keys.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(lock::REFRESH_EVERY).await;
+                    for (store, key) in stores.iter().zip(&keys) {
+                        if let Err(e) = lock::refresh(store.as_ref(), key).await {
+                            tracing::warn!("could not refresh the backup's lock in {store}: {e}");
+                        }
+                    }
+                }
+            }
+        });
+        let held = Held {
+            stores,
+            keys,
+            refresher,
+        };
+        if let Err(e) = held.wait_for_prunes().await {
+            held.release().await;
+            return Err(e);
+        }
+        Ok(held)
+    }
+
+    async fn wait_for_prunes(&self) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_secs(1);
+        for store in &self.stores {
+            loop {
+                let (live, _) =
+                    lock::locks(store.as_ref(), LockKind::Prune, None, chrono::Utc::now()).await?;
+                if live.is_empty() {
+                    break;
+                }
+                if started.elapsed() > PRUNE_WAIT {
+                    return Err(failed(format!(
+                        "a prune has been collecting chunks in {store} for over {} minutes ({}); run the backup again once it is done",
+                        PRUNE_WAIT.as_secs() / 60,
+                        live[0].key
+                    )));
+                }
+                tracing::info!("waiting for the prune collecting chunks in {store} to finish");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(15));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops refreshing and deletes the locks (a lock left behind goes stale).
+    pub(crate) async fn release(self) {
+        self.refresher.abort();
+        release(&self.stores, &self.keys).await;
+    }
+}
+
+async fn release(stores: &[Arc<dyn Store>], keys: &[String]) {
+    for (store, key) in stores.iter().zip(keys) {
+        if let Err(e) = store.delete(key).await {
+            tracing::warn!("leaving the backup's lock {key} in {store} to go stale: {e}");
+        }
+    }
 }

@@ -195,13 +195,31 @@ fn window_limit(rows: usize) -> usize {
     rows + rows / 4
 }
 
-/// Runs a backup of `source` into every store in `stores`.
+/// Runs a backup of `source` into every store in `stores`. A chunked one holds a lock in every
+/// store while it runs ([`crate::format::lock`]), so no prune deletes the chunks it names.
 pub async fn run(
     source: &dyn Source,
     stores: &[Arc<dyn Store>],
     options: &BackupOptions,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
+    let held = match options.chunk_bytes {
+        Some(_) => Some(chunks::Held::acquire(stores).await?),
+        None => None,
+    };
+    let result = run_held(source, stores, options, started).await;
+    if let Some(held) = held {
+        held.release().await;
+    }
+    result
+}
+
+async fn run_held(
+    source: &dyn Source,
+    stores: &[Arc<dyn Store>],
+    options: &BackupOptions,
+    started: Instant,
+) -> Result<BackupOutcome> {
     // Asked beside the catalog, the bookmark still marks the backup's start without a round
     // trip of its own. The id is claimed once both are there, so a refused backup (a table
     // filter that matches nothing) writes nothing.
