@@ -536,3 +536,91 @@ async fn prune_collects_unnamed_chunks_unless_a_backup_runs_in_s3() {
         .unwrap();
     }
 }
+
+/// The race prune's locks exist for, played out: a chunked backup that decided to reuse the
+/// chunks of a backup prune then drops is held just before its manifest (the S3 server's answer
+/// delayed); prune runs meanwhile and leaves the chunks, saying why; the backup resumes and
+/// restores, and so it does after the next prune.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_paused_while_prune_runs_keeps_its_chunks() {
+    use crate::fakes::faults::{Fault, FaultProxy, Rule};
+    let server = FakeS3::start(&["backups"]).await;
+    let proxy = FaultProxy::start(&server.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().to_path_buf();
+    let prefix = format!("p{:06x}", rand::random::<u32>() % 0xffffff);
+    let direct = Dest {
+        arg: format!("s3://backups/{prefix}"),
+        root: server.root.path().join("backups").join(&prefix),
+        env: server.env(),
+        key: None,
+        log: None,
+    };
+    let (v1, v2) = (work.join("v1.db"), work.join("v2.db"));
+    database(&v1);
+    std::fs::copy(&v1, &v2).unwrap();
+    let conn = Connection::open(&v2).unwrap();
+    let table = mixed_table(&v2);
+    conn.execute(&format!("DELETE FROM \"{table}\" WHERE id % 2 = 0"), [])
+        .unwrap();
+    drop(conn);
+    let (direct, first) = tokio::task::spawn_blocking(move || {
+        let first = direct.backup(&v1);
+        direct.backup(&v2);
+        (direct, first)
+    })
+    .await
+    .unwrap();
+
+    // The backup of v1 again, through the proxy: its manifest's PUT waits.
+    proxy.inject(
+        Rule::new(Fault::Delay(std::time::Duration::from_secs(15)))
+            .method("PUT")
+            .target("/manifest.json")
+            .times(1),
+    );
+    let mut env = server.env();
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_S3");
+    env.push(("AWS_ENDPOINT_URL_S3", proxy.url.clone()));
+    let paused = Dest {
+        arg: direct.arg.clone(),
+        root: direct.root.clone(),
+        env,
+        key: None,
+        log: None,
+    };
+    let v1 = work.join("v1.db");
+    let backing_up = tokio::task::spawn_blocking(move || paused.backup(&v1));
+    while !proxy
+        .log()
+        .iter()
+        .any(|e| e.method == "PUT" && e.target.contains("/manifest.json"))
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pruned = tokio::task::spawn_blocking(move || {
+        let out = direct.run(&["prune", "--from", &direct.arg, "--keep-last", "1"]);
+        out.success();
+        (direct, out)
+    });
+    let (direct, out) = pruned.await.unwrap();
+    assert!(out.stdout.contains("a backup is running"), "{out}");
+    let first_id = first["id"].as_str().unwrap();
+    assert!(!direct.root.join(first_id).join("manifest.json").exists());
+    let resumed = backing_up.await.unwrap();
+    let resumed_id = resumed["id"].as_str().unwrap().to_string();
+    assert_ne!(resumed_id, first_id);
+    tokio::task::spawn_blocking(move || {
+        let restored = work.join("restored.db");
+        direct.restore(&resumed_id, &restored).success();
+        assert_same_database(&work.join("v1.db"), &restored);
+        direct
+            .run(&["prune", "--from", &direct.arg, "--keep-last", "1"])
+            .success();
+        let again = work.join("again.db");
+        direct.restore(&resumed_id, &again).success();
+        assert_same_database(&work.join("v1.db"), &again);
+    })
+    .await
+    .unwrap();
+}
