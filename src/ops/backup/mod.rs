@@ -764,7 +764,7 @@ async fn chunk_table(
 ) -> Result<Vec<ObjectEntry>> {
     let mut chunker = Some(chunker);
     let mut objects = Vec::new();
-    let mut step: Option<futures::future::BoxFuture<Result<(Chunker, Vec<ObjectEntry>)>>> = None;
+    let mut step: Option<ChunkStep> = None;
     loop {
         pages.ask_ahead(usize::from(step.is_some()));
         if step.is_none()
@@ -802,6 +802,9 @@ async fn chunk_table(
     }
     Ok(objects)
 }
+
+/// A page being cut and its chunks stored: the chunker back, and the chunks' entries.
+type ChunkStep<'a> = futures::future::BoxFuture<'a, Result<(Chunker, Vec<ObjectEntry>)>>;
 
 /// Cuts a page's rows into the chunks they end (hashing each into its address) on a blocking
 /// thread, then stores those; gives back the chunker, holding the rows of the chunk still open.
