@@ -174,6 +174,15 @@ pub fn is_chunk_key(key: &str) -> bool {
     address.is_some_and(|a| is_address(a) && a.starts_with(folder) && folder.len() == 2)
 }
 
+/// The address of the chunk stored at `key`, when `key` is a chunk as [`chunk_key`] names them.
+pub fn chunk_address(key: &str) -> Option<&str> {
+    if !is_chunk_key(key) {
+        return None;
+    }
+    let name = key.rsplit('/').next()?;
+    name.split('.').next()
+}
+
 /// One chunk's SQL, complete statements, and the rows it holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkSql {
@@ -426,6 +435,11 @@ mod tests {
             format!("chunks/ab/{a}.sql.gz")
         );
         assert!(is_chunk_key(&chunk_key(&a, Compression::Gzip)));
+        assert_eq!(
+            chunk_address(&chunk_key(&a, Compression::None)),
+            Some(a.as_str())
+        );
+        assert_eq!(chunk_address(&format!("chunks/ac/{a}.sql")), None);
         assert!(is_chunk_key(&chunk_key(&a, Compression::None)));
         for key in [
             format!("chunks/ac/{a}.sql.gz"),

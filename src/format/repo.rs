@@ -15,11 +15,11 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Classify, Kind};
-use crate::format::chunk::is_chunk_key;
+use crate::format::chunk::{chunk_address, is_chunk_key};
 use crate::format::envelope::{EnvelopeError, Stored};
 use crate::format::lock::lock_kind;
 use crate::format::manifest::MANIFEST_NAME;
-use crate::store::{Store, StoreError, read_all};
+use crate::store::{ObjectMeta, Store, StoreError, read_all};
 
 /// The object that says "this prefix is a d1r2 store" (restic's `config`): written by every
 /// backup, checked by prune before it deletes anything.
@@ -357,6 +357,39 @@ pub async fn manifests(store: &dyn Store) -> Result<Vec<Stored>, RepoError> {
         out.push(manifest(store, &id).await?);
     }
     Ok(out)
+}
+
+/// The bytes each of `backups` alone holds in a store listed as `listing` (restic's "raw data
+/// added"): the objects in its folder, and the chunks no other of `backups` names. What
+/// removing it and collecting its chunks would free.
+pub fn own_bytes(backups: &[Stored], listing: &[ObjectMeta]) -> Vec<u64> {
+    use std::collections::HashMap;
+    let named: Vec<Vec<String>> = backups.iter().map(Stored::chunk_addresses).collect();
+    let mut namers: HashMap<&str, usize> = HashMap::new();
+    for address in named.iter().flatten() {
+        *namers.entry(address).or_default() += 1;
+    }
+    let mut chunks: HashMap<&str, u64> = HashMap::new();
+    let mut folders: HashMap<&str, u64> = HashMap::new();
+    for object in listing {
+        if let Some(address) = chunk_address(&object.key) {
+            *chunks.entry(address).or_default() += object.size;
+        } else if let Some((id, _)) = backup_key(&object.key) {
+            *folders.entry(id).or_default() += object.size;
+        }
+    }
+    backups
+        .iter()
+        .zip(&named)
+        .map(|(backup, addresses)| {
+            let alone = addresses
+                .iter()
+                .filter(|a| namers.get(a.as_str()) == Some(&1))
+                .filter_map(|a| chunks.get(a.as_str()))
+                .sum::<u64>();
+            folders.get(backup.id()).copied().unwrap_or_default() + alone
+        })
+        .collect()
 }
 
 /// Resolves `latest` or an id to a manifest.

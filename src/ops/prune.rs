@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::error::{Result, bad_input};
-use crate::format::chunk::{CHUNKS_PREFIX, is_chunk_key};
+use crate::format::chunk::{CHUNKS_PREFIX, chunk_address};
 use crate::format::lock::{self, LockKind};
 use crate::format::manifest::MANIFEST_NAME;
 use crate::format::repo;
@@ -215,12 +215,7 @@ async fn collect_locked(store: &dyn Store, mine: &str) -> Result<Chunks> {
 fn garbage(listed: &[ObjectMeta], named: &BTreeSet<String>) -> Vec<ObjectMeta> {
     listed
         .iter()
-        .filter(|o| is_chunk_key(&o.key))
-        .filter(|o| {
-            let name = o.key.rsplit('/').next().unwrap_or_default();
-            let address = name.split('.').next().unwrap_or_default();
-            !named.contains(address)
-        })
+        .filter(|o| chunk_address(&o.key).is_some_and(|a| !named.contains(a)))
         .cloned()
         .collect()
 }

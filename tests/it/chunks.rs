@@ -450,6 +450,27 @@ fn collection_scenario(dest: Dest, work: &Path) {
     let garbage = all.iter().filter(|x| !b.contains(*x)).count();
     assert_eq!(garbage, a.difference(&b).count() + 1);
 
+    // `list --json` tells each backup's own bytes: its folder, and the chunks only it names.
+    let out = dest.run(&["list", "--from", &dest.arg, "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&out.success().stdout).unwrap();
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let chunk_size = |address: &String| -> u64 {
+        dest.chunks()
+            .iter()
+            .filter(|p| p.file_name().unwrap().to_str().unwrap() == format!("{address}.sql.gz"))
+            .map(|p| size(p))
+            .sum()
+    };
+    for (manifest, mine, theirs, item) in
+        [(&first, &a, &b, &listed[0]), (&second, &b, &a, &listed[1])]
+    {
+        let id = manifest["id"].as_str().unwrap();
+        assert_eq!(item["id"], id);
+        let folder: u64 = files(&dest.root.join(id)).iter().map(|p| size(p)).sum();
+        let alone: u64 = mine.difference(theirs).map(chunk_size).sum();
+        assert!(alone > 0);
+        assert_eq!(item["own_bytes"], folder + alone, "{item}");
+    }
     let out = dest.run(&[
         "prune",
         "--from",
