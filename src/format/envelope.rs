@@ -509,7 +509,13 @@ mod tests {
                 "missing field `sealed`",
             ),
             ("format 2", set("format", 2.into()), "unreadable"),
-            ("format 4", set("format", 4.into()), "newer than this d1r2"),
+            ("format 4", set("format", 4.into()), "public format differs"),
+            ("format 5", set("format", 5.into()), "newer than this d1r2"),
+            (
+                "a chunk listed",
+                set("chunks", serde_json::json!(["0".repeat(64)])),
+                "public chunks differs",
+            ),
         ];
         for (name, value, expected) in cases {
             let err = reopen(ID, &value).expect_err(name).to_string();
