@@ -831,10 +831,11 @@ async fn chunk_page<'a>(
     })
     .await??;
     // The page's chunks are compressed and stored at once, each on a core of its own.
-    let stored = try_join_all(done.into_iter().map(|(c, address)| {
-        chunking.store(&target.stores, &table.name, c.sql, address, c.rows)
-    }))
-    .await?;
+    let stored =
+        try_join_all(done.into_iter().map(|(c, address)| {
+            chunking.store(&target.stores, &table.name, c.sql, address, c.rows)
+        }))
+        .await?;
     crate::model::progress::add(rows, stored.iter().map(|o| o.bytes).sum());
     Ok((chunker, stored))
 }
