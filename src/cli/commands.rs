@@ -318,6 +318,7 @@ async fn backup(args: BackupArgs) -> Result<Report> {
         public_label: args.public_label,
         consistency: args.consistent.into(),
         consistent_attempts: args.consistent_attempts,
+        chunk_bytes: args.chunked.then_some(args.chunk_size as usize),
         ..BackupOptions::default()
     };
     let outcome = backup::run(source.as_ref(), &stores, &options)
@@ -520,8 +521,12 @@ async fn list(args: ListArgs) -> Result<Report> {
         return Ok(report);
     }
     let key = key_from_env()?;
-    let summaries: Vec<Summary> = repo::manifests(store.as_ref())
-        .await?
+    let stored = repo::manifests(store.as_ref()).await?;
+    let own = match args.json {
+        true => repo::own_bytes(&stored, &store.list("").await?),
+        false => Vec::new(),
+    };
+    let summaries: Vec<Summary> = stored
         .into_iter()
         .map(|stored| summarize(stored, key.as_ref()))
         .collect();
@@ -533,7 +538,8 @@ async fn list(args: ListArgs) -> Result<Report> {
     if args.json {
         let items: Vec<serde_json::Value> = summaries
             .iter()
-            .map(|m| {
+            .zip(&own)
+            .map(|(m, own)| {
                 serde_json::json!({
                     "id": m.id,
                     "created": m.created,
@@ -542,6 +548,7 @@ async fn list(args: ListArgs) -> Result<Report> {
                     "tables": m.tables,
                     "rows": m.rows,
                     "bytes": m.bytes,
+                    "own_bytes": own,
                     "compression": m.compression,
                     "encrypted": m.encrypted,
                     "consistent": m.source.consistent(),

@@ -49,6 +49,11 @@ const VERSION_BOUND: u8 = 2;
 /// HKDF-SHA256 `info` of the subkeys: one per use, so no nonce of one can meet the other's.
 const PART_CONTEXT: &[u8] = b"d1r2 part v2";
 const MANIFEST_CONTEXT: &[u8] = b"d1r2 manifest v1";
+/// A chunk's encryption, its address and where a table's rows are cut into chunks: three
+/// subkeys more, so the keyed hashes say nothing of the key that encrypts.
+const CHUNK_CONTEXT: &[u8] = b"d1r2 chunk v1";
+const CHUNK_ADDRESS_CONTEXT: &[u8] = b"d1r2 chunk address v1";
+const CHUNK_BOUNDARY_CONTEXT: &[u8] = b"d1r2 chunk boundary v1";
 const NONCE_LEN: usize = 12;
 const PREFIX_LEN: usize = 7;
 const HEADER_LEN: usize = MAGIC.len() + 1 + 4 + PREFIX_LEN;
@@ -103,6 +108,16 @@ impl Key {
         hex::encode(sha.finalize())[..16].to_string()
     }
 
+    /// The HMAC-SHA256 key an encrypted backup's chunks are addressed under.
+    pub fn chunk_address_key(&self) -> [u8; 32] {
+        self.subkey(CHUNK_ADDRESS_CONTEXT).0
+    }
+
+    /// The HMAC-SHA256 key that chooses where an encrypted backup's tables are cut into chunks.
+    pub fn chunk_boundary_key(&self) -> [u8; 32] {
+        self.subkey(CHUNK_BOUNDARY_CONTEXT).0
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(&self.0.into())
     }
@@ -144,6 +159,15 @@ impl PartKey {
         PartKey {
             cipher: key.subkey(PART_CONTEXT).cipher(),
             place: Some(place(id, object_key)),
+        }
+    }
+
+    /// The key of the chunk stored at `address`: bound to its address, not to a backup, so every
+    /// backup that names the chunk reads the one stored object.
+    pub fn chunk(key: &Key, address: &str) -> Self {
+        PartKey {
+            cipher: key.subkey(CHUNK_CONTEXT).cipher(),
+            place: Some(place("chunk", address)),
         }
     }
 

@@ -74,6 +74,11 @@ pub struct Header {
     /// Stored bytes of all the backup's objects.
     pub bytes: u64,
     pub encryption: EncryptionInfo,
+    /// The addresses of the chunks a chunked backup names (format 4), sorted, each once: what
+    /// prune keeps without the key. They are keyed hashes, and a listing of `chunks/` shows them
+    /// anyway; which of them a backup names is what this tells.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<String>,
     /// Base64 of `nonce | ciphertext | tag` of the whole manifest's JSON.
     pub sealed: String,
 }
@@ -137,6 +142,14 @@ impl Stored {
         match self {
             Stored::Open(m) => m.created,
             Stored::Sealed(h) => h.created,
+        }
+    }
+
+    /// The addresses of the chunks the backup names, known without the key.
+    pub fn chunk_addresses(&self) -> Vec<String> {
+        match self {
+            Stored::Open(m) => m.chunk_addresses(),
+            Stored::Sealed(h) => h.chunks.clone(),
         }
     }
 
@@ -214,6 +227,7 @@ fn public_header(manifest: &Manifest, sealed: &str) -> Option<Header> {
         },
         bytes: manifest.total_bytes(),
         encryption: manifest.encryption.clone()?,
+        chunks: manifest.chunk_addresses(),
         sealed: sealed.to_string(),
     })
 }
@@ -223,7 +237,7 @@ fn differing_field(stored: &Header, implied: &Option<Header>) -> Option<&'static
     let Some(implied) = implied else {
         return Some("encryption");
     };
-    let fields: [(&'static str, bool); 8] = [
+    let fields: [(&'static str, bool); 9] = [
         ("format", stored.format == implied.format),
         ("id", stored.id == implied.id),
         ("tool", stored.tool == implied.tool),
@@ -232,6 +246,7 @@ fn differing_field(stored: &Header, implied: &Option<Header>) -> Option<&'static
         ("source", stored.source == implied.source),
         ("bytes", stored.bytes == implied.bytes),
         ("encryption", stored.encryption == implied.encryption),
+        ("chunks", stored.chunks == implied.chunks),
     ];
     fields.into_iter().find(|(_, same)| !same).map(|(f, _)| f)
 }
@@ -272,7 +287,11 @@ pub fn parse(folder: &str, bytes: &[u8]) -> Result<Stored, EnvelopeError> {
             format,
         });
     }
-    let stored = if format >= 3 {
+    // Format 3 manifests are all sealed; from format 4 on a plain backup's is not, and one with
+    // the `sealed` field is read as sealed (an open one that says it is encrypted is refused
+    // below, so an encrypted backup's manifest cannot pass for a plain one).
+    let sealed = format == 3 || (format >= 4 && value.get("sealed").is_some());
+    let stored = if sealed {
         let header: Header = serde_json::from_value(value)
             .map_err(|e| unreadable(format!("a format {format} manifest is sealed: {e}")))?;
         if header.encryption.algorithm != crypto::ALGORITHM
@@ -289,6 +308,11 @@ pub fn parse(folder: &str, bytes: &[u8]) -> Result<Stored, EnvelopeError> {
     } else {
         let manifest: Manifest =
             serde_json::from_value(value).map_err(|e| unreadable(e.to_string()))?;
+        if format >= 4 && manifest.encryption.is_some() {
+            return Err(unreadable(format!(
+                "a format {format} encrypted backup's manifest must be sealed"
+            )));
+        }
         if let Some(info) = &manifest.encryption
             && (info.algorithm != crypto::ALGORITHM_V1 || info.manifest.is_some())
         {
@@ -355,6 +379,7 @@ mod tests {
                 bytes: 345,
                 sha256: "ab".repeat(32),
                 sql_bytes: 999,
+                chunk: None,
             }],
         }
     }
@@ -485,7 +510,13 @@ mod tests {
                 "missing field `sealed`",
             ),
             ("format 2", set("format", 2.into()), "unreadable"),
-            ("format 4", set("format", 4.into()), "newer than this d1r2"),
+            ("format 4", set("format", 4.into()), "public format differs"),
+            ("format 5", set("format", 5.into()), "newer than this d1r2"),
+            (
+                "a chunk listed",
+                set("chunks", serde_json::json!(["0".repeat(64)])),
+                "public chunks differs",
+            ),
         ];
         for (name, value, expected) in cases {
             let err = reopen(ID, &value).expect_err(name).to_string();

@@ -11,6 +11,7 @@ use rusqlite::Connection;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::error::{Classify, Error, Kind, Result};
+use crate::format::chunk::ChunkKeys;
 use crate::format::codec::{HashingReader, decoder};
 use crate::format::crypto::Key;
 use crate::format::dump::shape::{check_creates, is_backup_statement, is_prelude};
@@ -140,6 +141,7 @@ pub async fn stream_sql<S: SqlSink>(
     mut sink: S,
 ) -> Result<S> {
     let decryption: Option<Key> = check_key(manifest, key)?.cloned();
+    let chunk_keys = ChunkKeys::new(decryption.as_ref());
     let handle = tokio::runtime::Handle::current();
     let manifest = manifest.clone();
     let objects = Arc::new(objects);
@@ -162,13 +164,12 @@ pub async fn stream_sql<S: SqlSink>(
         };
         let mut next = objects.first().map(get);
         for (index, object) in objects.iter().enumerate() {
-            let key = manifest.key(object);
             let asked = std::mem::replace(&mut next, objects.get(index + 1).map(get));
             let got = handle.block_on(asked.expect("asked with the object before"))?;
             let stream = got.map_err(|e| {
                 if e.is_not_found() {
                     Error::from(LoadError::Missing {
-                        key: key.clone(),
+                        key: object_name(&manifest, object),
                         store: store.to_string(),
                     })
                 } else {
@@ -179,10 +180,14 @@ pub async fn stream_sql<S: SqlSink>(
             let reader = StreamReader::new(stream.map_err(|e| failure.keep(e)));
             let mut hashing =
                 HashingReader::new(SyncIoBridge::new_with_handle(reader, handle.clone()));
+            let name = object_name(&manifest, object);
             let corrupt = |reason: String| LoadError::Corrupt {
-                key: key.clone(),
+                key: name.clone(),
                 reason,
             };
+            // A chunk is checked by its address, the hash of its SQL, rather than by the bytes
+            // stored, which differ from one writer of it to the next.
+            let mut address = object.chunk.as_ref().map(|_| chunk_keys.hasher());
             // Whether the sink stopped taking this part's SQL: it failed on what it was handed.
             let mut stopped = false;
             let decoded = {
@@ -194,9 +199,16 @@ pub async fn stream_sql<S: SqlSink>(
                         Ok(0) => break Ok(()),
                         Ok(n) => {
                             crate::model::progress::add(0, n as u64);
-                            if send.send((index, Some(buf[..n].to_vec()))).is_err() {
+                            if let Some(hasher) = address.as_mut() {
+                                hasher.update(&buf[..n]);
+                            }
+                            // A chunk is decoded to its end even when the sink stopped: its
+                            // address is what tells a corrupt chunk from a bad statement.
+                            if !stopped && send.send((index, Some(buf[..n].to_vec()))).is_err() {
                                 stopped = true;
-                                break Ok(());
+                                if address.is_none() {
+                                    break Ok(());
+                                }
                             }
                         }
                         Err(e) => break Err(e),
@@ -214,6 +226,20 @@ pub async fn stream_sql<S: SqlSink>(
             // A read that failed left a short part behind it: the failure is what to report.
             read?;
             let (bytes, sha256) = finished.map_err(|e| corrupt(e.to_string()))?;
+            if let (Some(hasher), Some(want)) = (address, &object.chunk) {
+                decoded.map_err(|e| corrupt(format!("cannot decode: {e}")))?;
+                let got = hasher.finish();
+                if &got != want {
+                    return Err(corrupt(format!(
+                        "its SQL hashes to {got}, not to the address it is stored under (substituted or corrupt)"
+                    ))
+                    .into());
+                }
+                if stopped || send.send((index, None)).is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
             if bytes != object.bytes {
                 return Err(corrupt(format!(
                     "{bytes} bytes stored, the manifest says {} (truncated or replaced)",
@@ -614,6 +640,18 @@ impl<E: Execute> SqlSink for Applier<E> {
     }
 }
 
+/// How errors name an object: its key, and for a chunk of a plain backup the table it holds
+/// (an encrypted backup's errors name no table).
+fn object_name(manifest: &Manifest, object: &ObjectEntry) -> String {
+    match (&object.chunk, &object.table) {
+        (Some(_), Some(table)) if manifest.encryption.is_none() => {
+            format!("chunk {} of table {table:?}", object.key)
+        }
+        (Some(_), _) => format!("chunk {}", object.key),
+        _ => object.key.clone(),
+    }
+}
+
 fn corrupt(object: &ObjectEntry, reason: String) -> LoadError {
     LoadError::Corrupt {
         key: object.key.clone(),
@@ -764,6 +802,7 @@ mod tests {
             rows: 0,
             bytes: 0,
             sha256: String::new(),
+            chunk: None,
             sql_bytes: 0,
         }
     }

@@ -13,12 +13,17 @@ use crate::format::codec::Compression;
 use crate::format::crypto::{Key, PartKey};
 use crate::model::SourceInfo;
 
-/// The newest format this d1r2 reads, and the one it writes encrypted backups in. Bumped when a
+/// The newest format this d1r2 reads, and the one it writes chunked backups in. Bumped when a
 /// reader of an older version could misread a newer backup: format 2 parts are several gzip
 /// members (one a page), which format 1 readers stop reading after the first; format 3 seals an
 /// encrypted backup's manifest and binds its parts to their places, which format 2 readers
-/// cannot open.
-pub const FORMAT_VERSION: u32 = 3;
+/// cannot open; format 4 keeps a table's rows in chunks shared between backups
+/// ([`crate::format::chunk`]), outside the backup's folder, which older readers cannot find.
+pub const FORMAT_VERSION: u32 = 4;
+/// The format encrypted backups that share nothing are written in.
+pub const SEALED_FORMAT: u32 = 3;
+/// The format of chunked backups, plain or encrypted.
+pub const CHUNKED_FORMAT: u32 = 4;
 /// The format plain backups are written in: their layout did not change with format 3, so a
 /// d1r2 that reads format 2 still reads them.
 pub const PLAIN_FORMAT: u32 = 2;
@@ -163,10 +168,17 @@ pub struct ObjectEntry {
     pub rows: u64,
     /// Stored (compressed, encrypted) size.
     pub bytes: u64,
-    /// SHA-256 of the stored bytes, hex.
+    /// SHA-256 of the stored bytes, hex. Empty for a chunk, which its address checks instead:
+    /// an encrypted chunk's bytes differ each time one is written, and the chunk may have been
+    /// written by another backup.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
     /// Size of the SQL before compression.
     pub sql_bytes: u64,
+    /// The address of a chunk ([`crate::format::chunk`]), whose `key` is then relative to the
+    /// store's prefix (`chunks/...`), not to the backup's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<String>,
 }
 
 impl Manifest {
@@ -178,9 +190,24 @@ impl Manifest {
         self.objects.iter().map(|o| o.bytes).sum()
     }
 
-    /// The store key of an object of this backup.
+    /// The store key of an object of this backup: in its folder, or for a chunk in `chunks/`.
     pub fn key(&self, object: &ObjectEntry) -> String {
-        format!("{}/{}", self.id, object.key)
+        match object.chunk {
+            Some(_) => object.key.clone(),
+            None => format!("{}/{}", self.id, object.key),
+        }
+    }
+
+    /// The addresses of the chunks this backup names, each once, sorted.
+    pub fn chunk_addresses(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .objects
+            .iter()
+            .filter_map(|o| o.chunk.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Whether the backup's manifest is stored sealed (an encrypted backup from format 3 on).
@@ -190,7 +217,9 @@ impl Manifest {
 
     /// What `object` is encrypted under: bound to its place from format 3 on.
     pub fn part_key(&self, key: &Key, object: &ObjectEntry) -> PartKey {
-        if self.format >= 3 {
+        if let Some(address) = &object.chunk {
+            PartKey::chunk(key, address)
+        } else if self.format >= 3 {
             PartKey::bound(key, &self.id, &object.key)
         } else {
             PartKey::unbound(key)

@@ -2,11 +2,13 @@
 //! manifest and its sealed envelope, the repository of backups in a store, and reading parts
 //! back into SQLite.
 
+pub mod chunk;
 pub mod codec;
 pub mod crypto;
 pub mod dump;
 pub mod envelope;
 pub(crate) mod huffman;
 pub mod load;
+pub mod lock;
 pub mod manifest;
 pub mod repo;

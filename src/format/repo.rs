@@ -15,9 +15,11 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Classify, Kind};
+use crate::format::chunk::{chunk_address, is_chunk_key};
 use crate::format::envelope::{EnvelopeError, Stored};
+use crate::format::lock::lock_kind;
 use crate::format::manifest::MANIFEST_NAME;
-use crate::store::{Store, StoreError, read_all};
+use crate::store::{ObjectMeta, Store, StoreError, read_all};
 
 /// The object that says "this prefix is a d1r2 store" (restic's `config`): written by every
 /// backup, checked by prune before it deletes anything.
@@ -195,10 +197,15 @@ pub fn is_audit_key(key: &str) -> bool {
     })
 }
 
-/// Whether d1r2 wrote `key` (relative to the store's prefix): the marker, an audit record, or a
-/// key of a backup folder. Nothing else is ever deleted, aborted or read as a backup.
+/// Whether d1r2 wrote `key` (relative to the store's prefix): the marker, an audit record, a
+/// key of a backup folder, a chunk ([`is_chunk_key`]) or a lock ([`lock_kind`]). Nothing else is ever deleted, aborted
+/// or read as a backup.
 pub fn is_owned_key(key: &str) -> bool {
-    key == STORE_MARKER || is_audit_key(key) || backup_key(key).is_some()
+    key == STORE_MARKER
+        || is_audit_key(key)
+        || backup_key(key).is_some()
+        || is_chunk_key(key)
+        || lock_kind(key).is_some()
 }
 
 /// Whether `key` names a folder of a backup as a store with folders holds it: `<id>/` or
@@ -375,6 +382,39 @@ pub async fn manifests(store: &dyn Store) -> Result<Vec<Stored>, RepoError> {
         out.push(manifest(store, &id).await?);
     }
     Ok(out)
+}
+
+/// The bytes each of `backups` alone holds in a store listed as `listing` (restic's "raw data
+/// added"): the objects in its folder, and the chunks no other of `backups` names. What
+/// removing it and collecting its chunks would free.
+pub fn own_bytes(backups: &[Stored], listing: &[ObjectMeta]) -> Vec<u64> {
+    use std::collections::HashMap;
+    let named: Vec<Vec<String>> = backups.iter().map(Stored::chunk_addresses).collect();
+    let mut namers: HashMap<&str, usize> = HashMap::new();
+    for address in named.iter().flatten() {
+        *namers.entry(address).or_default() += 1;
+    }
+    let mut chunks: HashMap<&str, u64> = HashMap::new();
+    let mut folders: HashMap<&str, u64> = HashMap::new();
+    for object in listing {
+        if let Some(address) = chunk_address(&object.key) {
+            *chunks.entry(address).or_default() += object.size;
+        } else if let Some((id, _)) = backup_key(&object.key) {
+            *folders.entry(id).or_default() += object.size;
+        }
+    }
+    backups
+        .iter()
+        .zip(&named)
+        .map(|(backup, addresses)| {
+            let alone = addresses
+                .iter()
+                .filter(|a| namers.get(a.as_str()) == Some(&1))
+                .filter_map(|a| chunks.get(a.as_str()))
+                .sum::<u64>();
+            folders.get(backup.id()).copied().unwrap_or_default() + alone
+        })
+        .collect()
 }
 
 /// Resolves `latest` or an id to a manifest.
@@ -561,6 +601,14 @@ mod tests {
             ("audit/notes.txt", false),
             ("d1r2-store.json/", false),
             ("photos/cat.jpg", false),
+            (&format!("chunks/ab/ab{}.sql.gz", "0".repeat(62)), true),
+            (&format!("chunks/ab/ab{}.sql", "0".repeat(62)), true),
+            (&format!("chunks/ab/ac{}.sql.gz", "0".repeat(62)), false),
+            (&format!("chunks/ab/ab{}.sql.gz.tmp", "0".repeat(62)), false),
+            ("chunks/ab/notes.txt", false),
+            ("locks/backup-0123456789abcdef.json", true),
+            ("locks/notes.json", false),
+            ("chunks/", false),
         ] {
             assert_eq!(is_owned_key(key), want, "{key:?}");
         }

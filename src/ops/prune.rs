@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::error::{Result, bad_input};
+use crate::format::chunk::{CHUNKS_PREFIX, chunk_address};
+use crate::format::lock::{self, LockKind};
 use crate::format::manifest::MANIFEST_NAME;
 use crate::format::repo;
 use crate::ops::retention::{self, Decision, KeepPolicy};
@@ -31,6 +33,29 @@ pub(crate) struct PruneOutcome {
     /// Unfinished uploads aborted.
     pub aborted_uploads: usize,
     pub dry_run: bool,
+    /// What became of the chunks no backup kept names.
+    pub chunks: Chunks,
+}
+
+/// The chunks no remaining backup names: collected, left because a backup was running, or (a
+/// dry run) what collecting them would free.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum Chunks {
+    /// The store holds no chunk.
+    #[default]
+    None,
+    Freed {
+        chunks: usize,
+        bytes: u64,
+    },
+    WouldFree {
+        chunks: usize,
+        bytes: u64,
+    },
+    /// A backup holds a live lock: it may name chunks no manifest names yet.
+    Left {
+        lock: String,
+    },
 }
 
 impl PruneOutcome {
@@ -56,6 +81,18 @@ impl PruneOutcome {
                 if d.keep { "keep" } else { "remove" },
                 d.reasons.join(", ")
             ));
+        }
+        match &self.chunks {
+            Chunks::None => {}
+            Chunks::Freed { chunks, bytes } => text.push_str(&format!(
+                "chunks no backup names: {chunks} removed ({bytes} bytes freed)\n"
+            )),
+            Chunks::WouldFree { chunks, bytes } => text.push_str(&format!(
+                "chunks no kept backup names: {chunks} would be removed ({bytes} bytes freed)\n"
+            )),
+            Chunks::Left { lock } => text.push_str(&format!(
+                "chunks not collected this time: a backup is running ({lock})\n"
+            )),
         }
         for o in &self.orphans {
             text.push_str(&format!(
@@ -91,8 +128,22 @@ pub(crate) async fn prune(
         orphans,
         aborted_uploads: 0,
         dry_run,
+        chunks: Chunks::None,
     };
     if dry_run {
+        let kept: BTreeSet<&str> = outcome.kept().map(|d| d.id.as_str()).collect();
+        let named = manifests
+            .iter()
+            .filter(|m| kept.contains(m.id()))
+            .flat_map(|m| m.chunk_addresses())
+            .collect();
+        let garbage = garbage(&store.list(CHUNKS_PREFIX).await?, &named);
+        if !garbage.is_empty() || !named.is_empty() {
+            outcome.chunks = Chunks::WouldFree {
+                chunks: garbage.len(),
+                bytes: garbage.iter().map(|o| o.size).sum(),
+            };
+        }
         return Ok(outcome);
     }
     for decision in outcome.plan.iter().filter(|d| !d.keep) {
@@ -106,7 +157,67 @@ pub(crate) async fn prune(
     outcome.aborted_uploads = store
         .abort_stale_uploads(now - ORPHAN_AGE, repo::is_owned_upload)
         .await?;
+    outcome.chunks = collect_chunks(store).await?;
     Ok(outcome)
+}
+
+/// Deletes the chunks no backup names, under a prune lock, unless a backup holds a live lock
+/// ([`crate::format::lock`]); stale locks are removed. The manifests are read after the lock is
+/// taken, so a backup that finished meanwhile keeps its chunks.
+async fn collect_chunks(store: &dyn Store) -> Result<Chunks> {
+    if store.list(CHUNKS_PREFIX).await?.is_empty() {
+        return Ok(Chunks::None);
+    }
+    let mine = lock::create(store, LockKind::Prune).await?;
+    let result = collect_locked(store, &mine).await;
+    if let Err(e) = store.delete(&mine).await {
+        tracing::warn!("leaving prune's lock {mine} to go stale: {e}");
+    }
+    result
+}
+
+async fn collect_locked(store: &dyn Store, mine: &str) -> Result<Chunks> {
+    let (live, stale) = lock::locks(store, LockKind::Backup, None, Utc::now()).await?;
+    let (_, stale_prunes) = lock::locks(store, LockKind::Prune, Some(mine), Utc::now()).await?;
+    for old in stale.iter().chain(&stale_prunes) {
+        store.delete(&old.key).await?;
+        tracing::info!("removed the stale lock {}", old.key);
+    }
+    if let Some(running) = live.first() {
+        tracing::info!(
+            "not collecting chunks: a backup is running ({})",
+            running.key
+        );
+        return Ok(Chunks::Left {
+            lock: running.key.clone(),
+        });
+    }
+    let named: BTreeSet<String> = repo::manifests(store)
+        .await?
+        .iter()
+        .flat_map(|m| m.chunk_addresses())
+        .collect();
+    let garbage = garbage(&store.list(CHUNKS_PREFIX).await?, &named);
+    let mut bytes = 0;
+    for chunk in &garbage {
+        store.delete(&chunk.key).await?;
+        bytes += chunk.size;
+    }
+    tracing::info!("removed {} chunks no backup names", garbage.len());
+    Ok(Chunks::Freed {
+        chunks: garbage.len(),
+        bytes,
+    })
+}
+
+/// The chunks among `listed` whose address no backup names: only keys that are chunks as d1r2
+/// names them, so a foreign object under `chunks/` is never one.
+fn garbage(listed: &[ObjectMeta], named: &BTreeSet<String>) -> Vec<ObjectMeta> {
+    listed
+        .iter()
+        .filter(|o| chunk_address(&o.key).is_some_and(|a| !named.contains(a)))
+        .cloned()
+        .collect()
 }
 
 /// A backup folder as listed: the keys d1r2 writes there (relative to the folder) and when the

@@ -298,6 +298,18 @@ async fn restore_through_the_import_api(engine: Engine) {
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
     assert!(text(&again).contains("--force"), "{}", text(&again));
 
+    // The latest backup is a chunked one: the import reads its rows from the chunks.
+    w.ok(&[
+        "backup",
+        "--source",
+        "d1://prod",
+        "--dest",
+        "s3://backups/p",
+        "--chunked",
+        "--chunk-size",
+        "4096",
+    ])
+    .await;
     w.execute(
         &target,
         "INSERT INTO kv VALUES ('new', 1, 'changed since');",

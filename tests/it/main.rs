@@ -8,6 +8,7 @@ mod action;
 mod architecture;
 mod bucket_errors;
 mod checks;
+mod chunks;
 mod cli;
 mod consistency;
 mod d1;

@@ -229,7 +229,14 @@ async fn prune_and_list_leave_what_is_not_a_backup_alone(bed: Bed) {
     let prefix = format!("{}/{}", random_name(6), random_name(4));
     let dest = bed.dest(&prefix);
     let db = database(&bed, "app.db");
-    bed.backups(&db, &prefix, 3).await;
+    // Full backups and chunked ones, whose chunks share the prefix with the foreign keys.
+    for chunked in [false, true, true] {
+        let mut args = vec!["backup", "--source", db.to_str().unwrap(), "--dest", &dest];
+        if chunked {
+            args.push("--chunked");
+        }
+        bed.ok(&args).await;
+    }
     let ids = bed.ids(&prefix).await;
     assert_eq!(ids.len(), 3, "{ids:?}");
     let (oldest, newest) = (&ids[0], &ids[2]);
@@ -252,6 +259,20 @@ async fn prune_and_list_leave_what_is_not_a_backup_alone(bed: Bed) {
         format!("{prefix}/{oldest}/data/0000.sql.gz.{}", random_name(3)),
         format!("{prefix}/{empty_id}/{}.jpg", random_name(6)),
         format!("{prefix}/{}", random_name(10)),
+        format!("{prefix}/chunks/{}", random_name(8)),
+        format!("{prefix}/chunks/ab/{}.sql.gz", random_name(12)),
+        format!(
+            "{prefix}/chunks/{}.sql.gz",
+            hex::encode(rand::random::<[u8; 32]>())
+        ),
+        format!(
+            "{prefix}/chunks/zz/{}.sql.gz",
+            hex::encode(rand::random::<[u8; 32]>())
+        ),
+        format!(
+            "{prefix}/chunks/ab/ab{}.sql.gz.bak",
+            &hex::encode(rand::random::<[u8; 32]>())[2..]
+        ),
         format!(
             "{prefix}/{}\\manifest.json",
             base_id(chrono::Utc::now() + chrono::TimeDelta::days(1))

@@ -106,6 +106,16 @@ impl InsertWriter {
         Ok(())
     }
 
+    /// The cells that identify a row.
+    pub(crate) fn key(&self) -> &[usize] {
+        &self.key
+    }
+
+    /// The bytes of the statement still pending, which [`InsertWriter::flush`] will write.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Ends the pending statement, if any.
     pub(crate) fn flush(&mut self, out: &mut String) {
         if !self.pending.is_empty() {

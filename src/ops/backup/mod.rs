@@ -17,17 +17,19 @@ use futures::stream::{FuturesOrdered, FuturesUnordered};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Context, Error, Result};
+use crate::format::chunk::Chunker;
 use crate::format::codec::{Compression, Encoded, Member, PartEncoder, Stored};
 use crate::format::crypto::Key;
 use crate::format::crypto::PartKey;
 use crate::format::dump::insert::InsertWriter;
 use crate::format::dump::{part_sql, post_statements, schema_statements, sequence_sql};
 use crate::format::manifest::{
-    EncryptionInfo, FORMAT_VERSION, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, PLAIN_FORMAT,
-    TableEntry, slug,
+    CHUNKED_FORMAT, EncryptionInfo, MANIFEST_NAME, Manifest, ObjectEntry, ObjectKind, PLAIN_FORMAT,
+    SEALED_FORMAT, TableEntry, slug,
 };
 use crate::format::repo::{CLAIM_NAME, deletion_order};
 use crate::model::{DataMode, Page, Row, Table, TableFilter};
+use crate::ops::backup::chunks::Chunking;
 use crate::ops::backup::in_order::InOrder;
 use crate::ops::backup::read_ahead::ReadAhead;
 use crate::ops::backup::rowid_windows::Windows;
@@ -37,6 +39,7 @@ pub use consistency::Consistency;
 use consistency::{ConsistencyError, Decision};
 
 mod budget;
+mod chunks;
 mod claim;
 pub(crate) mod consistency;
 mod in_order;
@@ -71,6 +74,10 @@ pub struct BackupOptions {
     pub consistency: Consistency,
     /// Attempts in all under `Require` and `Prefer`, the first included.
     pub consistent_attempts: u32,
+    /// Cuts every table's rows into chunks of about this many bytes of SQL, stored once in
+    /// `chunks/` and shared with the store's other backups ([`crate::format::chunk`]); `None`
+    /// writes a backup that shares nothing.
+    pub chunk_bytes: Option<usize>,
 }
 
 impl Default for BackupOptions {
@@ -87,6 +94,7 @@ impl Default for BackupOptions {
             page_bytes: None,
             consistency: Consistency::Mark,
             consistent_attempts: consistency::ATTEMPTS,
+            chunk_bytes: None,
         }
     }
 }
@@ -200,18 +208,49 @@ fn window_limit(rows: usize) -> usize {
 }
 
 /// Runs a backup of `source` into every store in `stores`: once, or under `--consistent` until
-/// an attempt saw no write (or the attempts run out), waiting with backoff between attempts.
+/// an attempt saw no write (or the attempts run out), waiting with backoff between attempts. A
+/// chunked one holds a lock in every store while it runs ([`crate::format::lock`]), so no prune
+/// deletes the chunks it names.
 pub async fn run(
     source: &dyn Source,
     stores: &[Arc<dyn Store>],
     options: &BackupOptions,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
+    let held = match options.chunk_bytes {
+        Some(_) => Some(chunks::Held::acquire(stores).await?),
+        None => None,
+    };
+    let (result, made) = attempts(source, stores, options).await;
+    if let Some(held) = held {
+        held.release().await;
+    }
+    let (manifest, manifest_sha256) = match result {
+        Ok(done) => done,
+        Err(Attempt::Failed(e)) => return Err(e),
+        Err(Attempt::SawWrites) => {
+            return Err(ConsistencyError::Writes { attempts: made }.into());
+        }
+    };
+    Ok(BackupOutcome {
+        manifest,
+        manifest_sha256,
+        duration: started.elapsed(),
+        attempts: made,
+    })
+}
+
+/// The attempts a backup makes (one, or more under `--consistent`), and how many it made.
+async fn attempts(
+    source: &dyn Source,
+    stores: &[Arc<dyn Store>],
+    options: &BackupOptions,
+) -> (std::result::Result<(Manifest, String), Attempt>, u32) {
     let attempts = match options.consistency {
         Consistency::Mark => 1,
         Consistency::Require | Consistency::Prefer => options.consistent_attempts.max(1),
     };
-    let (result, made) = crate::remote::retry::run(
+    crate::remote::retry::run(
         &consistency::policy(attempts),
         |attempt| async move {
             let decide = |consistent| {
@@ -234,20 +273,7 @@ pub async fn run(
             )
         },
     )
-    .await;
-    let (manifest, manifest_sha256) = match result {
-        Ok(done) => done,
-        Err(Attempt::Failed(e)) => return Err(e),
-        Err(Attempt::SawWrites) => {
-            return Err(ConsistencyError::Writes { attempts: made }.into());
-        }
-    };
-    Ok(BackupOutcome {
-        manifest,
-        manifest_sha256,
-        duration: started.elapsed(),
-        attempts: made,
-    })
+    .await
 }
 
 /// How one attempt ended short of a backup: it saw writes and was discarded (worth another), or
@@ -272,6 +298,20 @@ async fn once(
     // matches nothing) writes nothing.
     let bookmark = source.bookmark().await?;
     let schema = catalog::load(source, &options.filter).await?;
+    // A chunked backup learns which chunks each store holds before it writes anything.
+    let chunking = match options.chunk_bytes {
+        Some(target) => Some(
+            Chunking::new(
+                stores,
+                options.compression,
+                options.encryption.clone(),
+                target,
+            )
+            .await
+            .context("reading the latest backups' chunks")?,
+        ),
+        None => None,
+    };
     let id = claim::claim_id(stores, Utc::now()).await?;
     let mut info = source.info();
     info.bookmark = bookmark;
@@ -284,6 +324,7 @@ async fn once(
         tracing::debug!("skipping {name}: {reason}");
     }
     let target = Target {
+        chunking,
         stores: stores.to_vec(),
         id: id.clone(),
         compression: options.compression,
@@ -317,9 +358,10 @@ async fn once(
         return Ok(None);
     }
     let manifest = Manifest {
-        format: match options.encryption {
-            Some(_) => FORMAT_VERSION,
-            None => PLAIN_FORMAT,
+        format: match (&options.chunk_bytes, &options.encryption) {
+            (Some(_), _) => CHUNKED_FORMAT,
+            (None, Some(_)) => SEALED_FORMAT,
+            (None, None) => PLAIN_FORMAT,
         },
         tool: format!("d1r2 {}", env!("CARGO_PKG_VERSION")),
         id: id.clone(),
@@ -703,6 +745,20 @@ async fn backup_table(
         Start::After(limit) => pages.limit = limit,
         Start::Nothing => {}
     }
+    // The table's `sqlite_sequence` value follows all of its rows: it goes with the last reader.
+    let seq = reader.upto.is_none().then(|| sequence_sql(table)).flatten();
+    if let Some(chunking) = &target.chunking {
+        let writer = InsertWriter::new(&table.name, &table.columns, table.key.clone());
+        let chunker = Chunker::new(chunking.keys.clone(), chunking.sizes, writer);
+        let objects = chunk_table(target, chunking, table, &mut pages, chunker, seq).await?;
+        let rows = objects.iter().map(|o| o.rows).sum();
+        let entry = TableEntry {
+            name: table.name.clone(),
+            rows,
+            note,
+        };
+        return Ok((index, entry, objects));
+    }
     let mut part: Option<OpenPart> = None;
     let writer = InsertWriter::new(&table.name, &table.columns, table.key.clone());
     let mut encoding: FuturesOrdered<EncodeFuture> = FuturesOrdered::new();
@@ -770,8 +826,6 @@ async fn backup_table(
             else => break,
         }
     }
-    // The table's `sqlite_sequence` value follows all of its rows: it goes with the last reader.
-    let seq = reader.upto.is_none().then(|| sequence_sql(table)).flatten();
     if let Some(seq) = seq {
         let open = target
             .reuse_or_open(part.take(), table, index, part_name(parts_opened))
@@ -789,6 +843,95 @@ async fn backup_table(
         },
         objects,
     ))
+}
+
+/// One reader's rows of a table cut into chunks ([`Chunker`]) and stored: pages are asked for
+/// ahead as for parts, and cut one at a time in order (where a chunk ends depends on the rows
+/// before it), on a blocking thread; a chunk every store holds already is only hashed.
+async fn chunk_table(
+    target: &Target,
+    chunking: &Chunking,
+    table: &Table,
+    pages: &mut Pages<'_>,
+    chunker: Chunker,
+    tail: Option<String>,
+) -> Result<Vec<ObjectEntry>> {
+    let mut chunker = Some(chunker);
+    let mut objects = Vec::new();
+    let mut step: Option<ChunkStep> = None;
+    loop {
+        pages.ask_ahead(usize::from(step.is_some()));
+        if step.is_none()
+            && let Some(page) = pages.ready.pop_front()
+        {
+            let cutting = chunker.take().expect("the chunker is back between pages");
+            step = Some(Box::pin(chunk_page(target, chunking, table, cutting, page)));
+        }
+        tokio::select! {
+            arrived = pages.inflight.next(), if !pages.inflight.is_empty() => {
+                let (page, request) = arrived.expect("a page is in flight")?;
+                pages.arrived(page, request);
+            }
+            done = async { step.as_mut().expect("a page is being cut").await }, if step.is_some() => {
+                step = None;
+                let (back, stored) = done?;
+                chunker = Some(back);
+                objects.extend(stored);
+            }
+            else => break,
+        }
+    }
+    let chunker = chunker.expect("the chunker is back after the last page");
+    let keys = chunking.keys.clone();
+    let last = tokio::task::spawn_blocking(move || {
+        chunker.finish(tail.as_deref()).map(|c| {
+            let address = keys.address(c.sql.as_bytes());
+            (c, address)
+        })
+    })
+    .await?;
+    if let Some((c, address)) = last {
+        let stored = chunking.store(&target.stores, &table.name, c.sql, address, c.rows);
+        objects.push(stored.await?);
+    }
+    Ok(objects)
+}
+
+/// A page being cut and its chunks stored: the chunker back, and the chunks' entries.
+type ChunkStep<'a> = futures::future::BoxFuture<'a, Result<(Chunker, Vec<ObjectEntry>)>>;
+
+/// Cuts a page's rows into the chunks they end (hashing each into its address) on a blocking
+/// thread, then stores those; gives back the chunker, holding the rows of the chunk still open.
+async fn chunk_page<'a>(
+    target: &'a Target,
+    chunking: &'a Chunking,
+    table: &'a Table,
+    mut chunker: Chunker,
+    page: Page,
+) -> Result<(Chunker, Vec<ObjectEntry>)> {
+    let keys = chunking.keys.clone();
+    let rows = page.len() as u64;
+    let (chunker, done) = tokio::task::spawn_blocking(move || {
+        let mut done = Vec::new();
+        let mut cells = Vec::with_capacity(page.width());
+        for r in 0..page.len() {
+            page.row(r).cells_into(&mut cells);
+            if let Some(c) = chunker.push_row(&cells)? {
+                let address = keys.address(c.sql.as_bytes());
+                done.push((c, address));
+            }
+        }
+        Ok::<_, Error>((chunker, done))
+    })
+    .await??;
+    // The page's chunks are compressed and stored at once, each on a core of its own.
+    let stored =
+        try_join_all(done.into_iter().map(|(c, address)| {
+            chunking.store(&target.stores, &table.name, c.sql, address, c.rows)
+        }))
+        .await?;
+    crate::model::progress::add(rows, stored.iter().map(|o| o.bytes).sum());
+    Ok((chunker, stored))
 }
 
 /// A member sent: the part it went to (still open), its rows, and the part finished before it
@@ -973,6 +1116,8 @@ impl<'a> Pages<'a> {
 /// Where a backup's objects go: the same bytes to every store.
 struct Target {
     stores: Vec<Arc<dyn Store>>,
+    /// How a chunked backup cuts and stores its tables' rows; `None` for parts of its own.
+    chunking: Option<Chunking>,
     id: String,
     compression: Compression,
     /// Pages compressing at once across all readers, one a core: more would only contend for
@@ -1149,6 +1294,7 @@ fn entry(
         bytes: stored.bytes,
         sha256: hex::encode(stored.sha256),
         sql_bytes: stored.sql_bytes,
+        chunk: None,
     }
 }
 
