@@ -259,8 +259,8 @@ fn key() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-#[test]
-fn chunked_backups_restore_and_share_chunks_in_a_folder() {
+/// Runs `scenario` on a local folder, plain and then encrypted.
+fn in_a_folder(scenario: fn(Dest, &Path)) {
     for key in [None, Some(key())] {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
@@ -272,12 +272,12 @@ fn chunked_backups_restore_and_share_chunks_in_a_folder() {
             key,
             log: None,
         };
-        chunked_scenario(dest, dir.path());
+        scenario(dest, dir.path());
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn chunked_backups_restore_and_share_chunks_in_s3() {
+/// Runs `scenario` on the S3 server, plain and then encrypted, each in a prefix of its own.
+async fn in_s3(scenario: fn(Dest, &Path)) {
     let server = FakeS3::start(&["backups"]).await;
     for (n, key) in [None, Some(key())].into_iter().enumerate() {
         let prefix = format!("p{n}");
@@ -290,11 +290,21 @@ async fn chunked_backups_restore_and_share_chunks_in_s3() {
         };
         tokio::task::spawn_blocking(move || {
             let dir = tempfile::tempdir().unwrap();
-            chunked_scenario(dest, dir.path());
+            scenario(dest, dir.path());
         })
         .await
         .unwrap();
     }
+}
+
+#[test]
+fn chunked_backups_restore_and_share_chunks_in_a_folder() {
+    in_a_folder(chunked_scenario);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_backups_restore_and_share_chunks_in_s3() {
+    in_s3(chunked_scenario).await;
 }
 
 /// A chunk swapped for another, or gone: the restore fails (exit 1) naming the chunk, and, in a
@@ -338,40 +348,12 @@ fn substituted_scenario(dest: Dest, work: &Path) {
 
 #[test]
 fn a_substituted_or_missing_chunk_is_refused_by_name_in_a_folder() {
-    for key in [None, Some(key())] {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("store");
-        std::fs::create_dir(&root).unwrap();
-        let dest = Dest {
-            arg: p(&root).to_string(),
-            root,
-            env: Vec::new(),
-            key,
-            log: None,
-        };
-        substituted_scenario(dest, dir.path());
-    }
+    in_a_folder(substituted_scenario);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_substituted_or_missing_chunk_is_refused_by_name_in_s3() {
-    let server = FakeS3::start(&["backups"]).await;
-    for (n, key) in [None, Some(key())].into_iter().enumerate() {
-        let prefix = format!("p{n}");
-        let dest = Dest {
-            arg: format!("s3://backups/{prefix}"),
-            root: server.root.path().join("backups").join(&prefix),
-            env: server.env(),
-            key,
-            log: Some(server.state.clone()),
-        };
-        tokio::task::spawn_blocking(move || {
-            let dir = tempfile::tempdir().unwrap();
-            substituted_scenario(dest, dir.path());
-        })
-        .await
-        .unwrap();
-    }
+    in_s3(substituted_scenario).await;
 }
 
 /// The addresses of the chunk files in the store.
@@ -522,40 +504,12 @@ fn collection_scenario(dest: Dest, work: &Path) {
 
 #[test]
 fn prune_collects_unnamed_chunks_unless_a_backup_runs_in_a_folder() {
-    for key in [None, Some(key())] {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("store");
-        std::fs::create_dir(&root).unwrap();
-        let dest = Dest {
-            arg: p(&root).to_string(),
-            root,
-            env: Vec::new(),
-            key,
-            log: None,
-        };
-        collection_scenario(dest, dir.path());
-    }
+    in_a_folder(collection_scenario);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prune_collects_unnamed_chunks_unless_a_backup_runs_in_s3() {
-    let server = FakeS3::start(&["backups"]).await;
-    for (n, key) in [None, Some(key())].into_iter().enumerate() {
-        let prefix = format!("p{n}");
-        let dest = Dest {
-            arg: format!("s3://backups/{prefix}"),
-            root: server.root.path().join("backups").join(&prefix),
-            env: server.env(),
-            key,
-            log: Some(server.state.clone()),
-        };
-        tokio::task::spawn_blocking(move || {
-            let dir = tempfile::tempdir().unwrap();
-            collection_scenario(dest, dir.path());
-        })
-        .await
-        .unwrap();
-    }
+    in_s3(collection_scenario).await;
 }
 
 /// The race prune's locks exist for, played out: a chunked backup that decided to reuse the
