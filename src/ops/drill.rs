@@ -28,6 +28,8 @@ pub(crate) struct DrillOutcome {
     /// Rows that violated foreign keys before any migration ran (D1 keeps such rows; a
     /// migration is blamed only for violations it adds).
     pub old_violations: usize,
+    /// The first of those rows, as [`describe`] names it.
+    pub old_sample: Option<String>,
     /// The first failure: migration file, statement number (1-based, 0 for a file wrangler
     /// refuses), the error (which never quotes the statement).
     pub failure: Option<DrillFailure>,
@@ -123,6 +125,16 @@ pub(crate) async fn drill(
 /// A row violating a foreign key: its table, rowid, the parent table and the key's number.
 type Violation = (String, i64, String, i64);
 
+/// A violating row for a message: its rowid, table and parent table (names of the schema, never
+/// a stored value), or no name at all for an encrypted backup, whose names are secret too.
+fn describe(v: &Violation, named: bool) -> String {
+    if named {
+        format!("row {} of table {} (parent table {})", v.1, v.0, v.2)
+    } else {
+        "unnamed in an encrypted backup".to_string()
+    }
+}
+
 /// Every row violating a foreign key now (`PRAGMA foreign_key_check`).
 fn violations(conn: &Connection) -> Result<std::collections::BTreeSet<Violation>> {
     let mut check = conn.prepare("PRAGMA foreign_key_check")?;
@@ -153,6 +165,7 @@ pub(crate) fn apply_migrations(
         applied: Vec::new(),
         already: Vec::new(),
         old_violations: known.len(),
+        old_sample: known.first().map(|v| describe(v, named)),
         failure: None,
     };
     for file in files {
@@ -195,11 +208,7 @@ pub(crate) fn apply_migrations(
                         format!(
                             "it leaves {} rows violating foreign keys (D1 refuses them), the first {}",
                             new.len(),
-                            if named {
-                                format!("row {} of table {}", sample.1, sample.0)
-                            } else {
-                                "unnamed in an encrypted backup".to_string()
-                            }
+                            describe(sample, named)
                         )
                     })
                 }
@@ -379,6 +388,10 @@ mod tests {
         let outcome = apply_migrations(&conn, &[select], true).unwrap();
         assert_eq!(outcome.failure, None);
         assert_eq!(outcome.old_violations, 1);
+        assert_eq!(
+            outcome.old_sample.as_deref(),
+            Some("row 1 of table posts (parent table users)")
+        );
         let adds = write(
             dir.path(),
             "0002_adds.sql",
