@@ -135,10 +135,31 @@ fn describe(v: &Violation, named: bool) -> String {
     }
 }
 
-/// Every row violating a foreign key now (`PRAGMA foreign_key_check`).
+/// Every row violating a foreign key now (`PRAGMA foreign_key_check`, table by table). A table
+/// whose foreign key no longer resolves (its parent lost the unique index the key names: `foreign
+/// key mismatch`) counts none: D1 keeps such a table and refuses writes to it, and wrangler
+/// applies migrations that leave it alone, where one check of the whole database fails.
 fn violations(conn: &Connection) -> Result<std::collections::BTreeSet<Violation>> {
-    let mut check = conn.prepare("PRAGMA foreign_key_check")?;
-    let rows = check.query_map([], |r| {
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut found = std::collections::BTreeSet::new();
+    for table in &tables {
+        match table_violations(conn, table) {
+            Ok(rows) => found.extend(rows),
+            Err(e) if is_mismatch(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(found)
+}
+
+/// The rows of `table` violating its foreign keys.
+fn table_violations(conn: &Connection, table: &str) -> rusqlite::Result<Vec<Violation>> {
+    let mut check =
+        conn.prepare("SELECT \"table\", rowid, parent, fkid FROM pragma_foreign_key_check(?1)")?;
+    let rows = check.query_map([table], |r| {
         Ok((
             r.get(0)?,
             r.get::<_, Option<i64>>(1)?.unwrap_or(0),
@@ -146,7 +167,12 @@ fn violations(conn: &Connection) -> Result<std::collections::BTreeSet<Violation>
             r.get(3)?,
         ))
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    rows.collect()
+}
+
+/// SQLite's error for a foreign key whose parent key has no unique index (or is gone as a column).
+fn is_mismatch(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(_, Some(message)) if message.starts_with("foreign key mismatch"))
 }
 
 /// Applies migration files to `conn` as `wrangler d1 migrations apply` does: each file's SQL as
@@ -392,6 +418,12 @@ mod tests {
             outcome.old_sample.as_deref(),
             Some("row 1 of table posts (parent table users)")
         );
+        // A foreign key whose parent lost its unique index counts no rows, as D1 keeps it.
+        conn.execute_batch("CREATE TABLE tags(k INTEGER); CREATE UNIQUE INDEX tags_k ON tags(k); INSERT INTO tags VALUES (5); CREATE TABLE labels(k INTEGER REFERENCES tags(k)); INSERT INTO labels VALUES (5); DROP INDEX tags_k;").unwrap();
+        let other = write(dir.path(), "0003_other.sql", "CREATE TABLE y(a);");
+        let outcome = apply_migrations(&conn, &[other], true).unwrap();
+        assert_eq!(outcome.failure, None);
+        assert_eq!(outcome.old_violations, 1);
         let adds = write(
             dir.path(),
             "0002_adds.sql",

@@ -1068,11 +1068,13 @@ async fn drill_and_wrangler_agree_on_data_already_violating_foreign_keys() {
     let w = World::with(Engine::Workerd, &["app"]).await;
     let mut rng = fixture::Rng::new();
     let n = rng.below(1_000_000);
-    let (parent, child, users, posts) = (
+    let (parent, child, users, posts, kept, unresolved) = (
         format!("p{n}"),
         format!("c{n}"),
         format!("u{n}"),
         format!("s{n}"),
+        format!("k{n}"),
+        format!("r{n}"),
     );
     let key = 1 + rng.below(1 << 40);
     let orphans = 1 + rng.below(5);
@@ -1090,19 +1092,34 @@ DROP TABLE {parent};
 CREATE TABLE {users}(id INTEGER PRIMARY KEY);
 INSERT INTO {users} VALUES (1);
 CREATE TABLE {posts}(id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES {users}(id));
+CREATE TABLE {kept}(k INTEGER);
+CREATE UNIQUE INDEX {kept}_k ON {kept}(k);
+INSERT INTO {kept} VALUES ({key});
+CREATE TABLE {unresolved}(k INTEGER REFERENCES {kept}(k));
+INSERT INTO {unresolved} VALUES ({key});
+DROP INDEX {kept}_k;
 ",
         rows.join(", ")
     );
     let id = w.empty_database("app");
     w.execute(&id, &recipe).await;
     let held = w.saved(&id, "held.db");
-    let violating: i64 = Connection::open(&held)
-        .unwrap()
-        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
-            r.get(0)
-        })
+    let held = Connection::open(&held).unwrap();
+    let violating: i64 = held
+        .query_row(
+            "SELECT count(*) FROM pragma_foreign_key_check(?1)",
+            [&child],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(violating as u64, orphans, "D1 keeps every orphan");
+    let whole = held.prepare("PRAGMA foreign_key_check").map(|_| ());
+    assert!(
+        whole
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("foreign key mismatch")),
+        "{whole:?}"
+    );
     let local = w.backup_d1("app", "b").await;
     let sql = w.path("recipe.sql");
     std::fs::write(&sql, &recipe).unwrap();
