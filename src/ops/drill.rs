@@ -2,6 +2,7 @@
 //! apply the pull request's migrations to it, as `wrangler d1 migrations apply` would, so a
 //! migration that breaks on production data fails the PR instead of the deploy.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -135,20 +136,32 @@ fn describe(v: &Violation, named: bool) -> String {
     }
 }
 
-/// Every row violating a foreign key now (`PRAGMA foreign_key_check`, table by table). A table
-/// whose foreign key no longer resolves (its parent lost the unique index the key names: `foreign
-/// key mismatch`) counts none: D1 keeps such a table and refuses writes to it, and wrangler
-/// applies migrations that leave it alone, where one check of the whole database fails.
-fn violations(conn: &Connection) -> Result<std::collections::BTreeSet<Violation>> {
+/// What `PRAGMA foreign_key_check` finds now, table by table.
+struct Check {
+    /// Every row violating a foreign key.
+    rows: BTreeSet<Violation>,
+    /// Tables with a foreign key that no longer resolves (its parent lost the unique index the
+    /// key names: `foreign key mismatch`). D1 keeps such a table, refuses writes to it and checks
+    /// nothing through that key, so dropping its parent table, or giving it back its index,
+    /// leaves violations D1 accepts; wrangler applies migrations doing either.
+    unresolved: BTreeSet<String>,
+}
+
+fn check(conn: &Connection) -> Result<Check> {
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut found = std::collections::BTreeSet::new();
-    for table in &tables {
-        match table_violations(conn, table) {
-            Ok(rows) => found.extend(rows),
-            Err(e) if is_mismatch(&e) => {}
+    let mut found = Check {
+        rows: BTreeSet::new(),
+        unresolved: BTreeSet::new(),
+    };
+    for table in tables {
+        match table_violations(conn, &table) {
+            Ok(rows) => found.rows.extend(rows),
+            Err(e) if is_mismatch(&e) => {
+                found.unresolved.insert(table);
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -186,7 +199,10 @@ pub(crate) fn apply_migrations(
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL)"
     ))?;
-    let known = violations(conn)?;
+    let Check {
+        rows: mut known,
+        mut unresolved,
+    } = check(conn)?;
     let mut outcome = DrillOutcome {
         applied: Vec::new(),
         already: Vec::new(),
@@ -228,8 +244,15 @@ pub(crate) fn apply_migrations(
             let failed = match conn.execute_batch(sql) {
                 Err(e) => Some(e.to_string()),
                 Ok(()) => {
-                    let now = violations(conn)?;
-                    let new: Vec<&Violation> = now.difference(&known).collect();
+                    let now = check(conn)?;
+                    // Rows of a table D1 checked nothing on are not this statement's fault.
+                    let (unchecked, new): (Vec<Violation>, Vec<Violation>) = now
+                        .rows
+                        .difference(&known)
+                        .cloned()
+                        .partition(|v| unresolved.contains(&v.0));
+                    known.extend(unchecked);
+                    unresolved = now.unresolved;
                     new.first().map(|sample| {
                         format!(
                             "it leaves {} rows violating foreign keys (D1 refuses them), the first {}",
@@ -418,11 +441,14 @@ mod tests {
             outcome.old_sample.as_deref(),
             Some("row 1 of table posts (parent table users)")
         );
-        // A foreign key whose parent lost its unique index counts no rows, as D1 keeps it.
+        // A foreign key whose parent lost its unique index is no migration's fault, as D1 keeps it.
         conn.execute_batch("CREATE TABLE tags(k INTEGER); CREATE UNIQUE INDEX tags_k ON tags(k); INSERT INTO tags VALUES (5); CREATE TABLE labels(k INTEGER REFERENCES tags(k)); INSERT INTO labels VALUES (5); DROP INDEX tags_k;").unwrap();
+        // Nor are the rows left when its parent table is then dropped (D1 drops it).
         let other = write(dir.path(), "0003_other.sql", "CREATE TABLE y(a);");
-        let outcome = apply_migrations(&conn, &[other], true).unwrap();
+        let drop = write(dir.path(), "0004_drop.sql", "DROP TABLE tags;");
+        let outcome = apply_migrations(&conn, &[other, drop], true).unwrap();
         assert_eq!(outcome.failure, None);
+        assert_eq!(outcome.applied, ["0003_other.sql", "0004_drop.sql"]);
         assert_eq!(outcome.old_violations, 1);
         let adds = write(
             dir.path(),

@@ -1147,13 +1147,14 @@ DROP INDEX {kept}_k;
             ])
             .run()
     };
+    put("3_unkept.sql", &format!("DROP TABLE {kept};\n"));
     let (ok, recorded) = wrangler_migrates(&w, &sql, &folder, "old");
     assert!(ok, "wrangler refused the migrations");
-    assert_eq!(recorded, ["1_tags.sql", "2_notes.sql"]);
+    assert_eq!(recorded, ["1_tags.sql", "2_notes.sql", "3_unkept.sql"]);
     let run = drill();
     run.success();
     assert!(
-        run.stdout.contains("1_tags.sql, 2_notes.sql")
+        run.stdout.contains("1_tags.sql, 2_notes.sql, 3_unkept.sql")
             && run.stdout.contains(&format!(
                 "{orphans} rows of the backup already violate foreign keys, the first row 1 of table {child} (parent table {parent})"
             )),
@@ -1163,17 +1164,17 @@ DROP INDEX {kept}_k;
     // A migration that adds a violation, deferred to the end of the migration.
     let missing = 2 + rng.below(1 << 40);
     put(
-        "3_orphan.sql",
+        "4_orphan.sql",
         &format!("PRAGMA defer_foreign_keys=ON;\nINSERT INTO {posts} VALUES (1, {missing});\n"),
     );
-    put("4_after.sql", "CREATE TABLE after(a);");
+    put("5_after.sql", "CREATE TABLE after(a);");
     let (ok, recorded) = wrangler_migrates(&w, &sql, &folder, "new");
     assert!(!ok, "wrangler applied a migration adding a violation");
-    assert_eq!(recorded.last().map(String::as_str), Some("2_notes.sql"));
+    assert_eq!(recorded.last().map(String::as_str), Some("3_unkept.sql"));
     let run = drill();
     run.fails_with(1);
     assert!(
-        run.stderr.contains("3_orphan.sql")
+        run.stderr.contains("4_orphan.sql")
             && run.stderr.contains("statement 2")
             && run.stderr.contains(&format!("row 1 of table {posts}"))
             && !run.stderr.contains(&missing.to_string()),
