@@ -1060,9 +1060,11 @@ async fn drill_applies_migrations_as_wrangler_does() {
 /// parent's unique index is dropped its foreign key no longer resolves, so dropping the parent
 /// table then deletes nothing through it and leaves the child's rows pointing at a table that is
 /// gone. A drill over a backup of such a D1 (backed up from workerd's D1) reaches the pinned
-/// `wrangler d1 migrations apply --local`'s verdict on the same data: a folder wrangler applies,
-/// one migration writing to the child table, is applied, with a warning naming the old row; a
-/// migration that adds a violation fails in both, and drill names it.
+/// `wrangler d1 migrations apply --local`'s verdict on the same data (built alike in both, as an
+/// export of it cannot be loaded: its child rows name a table that is gone): a folder wrangler
+/// applies, one migration writing to the child table and one dropping a parent whose index is
+/// already gone, is applied, with a warning naming the old row; a migration that adds a
+/// violation fails in both, and drill names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_and_wrangler_agree_on_data_already_violating_foreign_keys() {
     let w = World::with(Engine::Workerd, &["app"]).await;
