@@ -142,8 +142,8 @@ struct Check {
     rows: BTreeSet<Violation>,
     /// Tables with a foreign key that no longer resolves (its parent lost the unique index the
     /// key names: `foreign key mismatch`). D1 keeps such a table, refuses writes to it and checks
-    /// nothing through that key, so dropping its parent table, or giving it back its index,
-    /// leaves violations D1 accepts; wrangler applies migrations doing either.
+    /// nothing through that key, so dropping its parent table leaves violations D1 accepts;
+    /// wrangler applies such a migration.
     unresolved: BTreeSet<String>,
 }
 
