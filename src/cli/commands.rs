@@ -704,8 +704,9 @@ async fn drill(args: DrillArgs) -> Result<Report> {
         report.row(
             "Warning",
             format!(
-                "{} rows of the backup already violate foreign keys (D1 keeps them; no migration is blamed for them)",
-                outcome.old_violations
+                "{} rows of the backup already violate foreign keys, the first {} (D1 keeps them; no migration is blamed for them)",
+                outcome.old_violations,
+                outcome.old_sample.as_deref().unwrap_or_default()
             ),
         );
     }

@@ -2,6 +2,7 @@
 //! apply the pull request's migrations to it, as `wrangler d1 migrations apply` would, so a
 //! migration that breaks on production data fails the PR instead of the deploy.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub(crate) struct DrillOutcome {
     /// Rows that violated foreign keys before any migration ran (D1 keeps such rows; a
     /// migration is blamed only for violations it adds).
     pub old_violations: usize,
+    /// The first of those rows, as [`describe`] names it.
+    pub old_sample: Option<String>,
     /// The first failure: migration file, statement number (1-based, 0 for a file wrangler
     /// refuses), the error (which never quotes the statement).
     pub failure: Option<DrillFailure>,
@@ -123,10 +126,53 @@ pub(crate) async fn drill(
 /// A row violating a foreign key: its table, rowid, the parent table and the key's number.
 type Violation = (String, i64, String, i64);
 
-/// Every row violating a foreign key now (`PRAGMA foreign_key_check`).
-fn violations(conn: &Connection) -> Result<std::collections::BTreeSet<Violation>> {
-    let mut check = conn.prepare("PRAGMA foreign_key_check")?;
-    let rows = check.query_map([], |r| {
+/// A violating row for a message: its rowid, table and parent table (names of the schema, never
+/// a stored value), or no name at all for an encrypted backup, whose names are secret too.
+fn describe(v: &Violation, named: bool) -> String {
+    if named {
+        format!("row {} of table {} (parent table {})", v.1, v.0, v.2)
+    } else {
+        "unnamed in an encrypted backup".to_string()
+    }
+}
+
+/// What `PRAGMA foreign_key_check` finds now, table by table.
+struct Check {
+    /// Every row violating a foreign key.
+    rows: BTreeSet<Violation>,
+    /// Tables with a foreign key that no longer resolves (its parent lost the unique index the
+    /// key names: `foreign key mismatch`). D1 keeps such a table, refuses writes to it and checks
+    /// nothing through that key, so dropping its parent table leaves violations D1 accepts;
+    /// wrangler applies such a migration.
+    unresolved: BTreeSet<String>,
+}
+
+fn check(conn: &Connection) -> Result<Check> {
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut found = Check {
+        rows: BTreeSet::new(),
+        unresolved: BTreeSet::new(),
+    };
+    for table in tables {
+        match table_violations(conn, &table) {
+            Ok(rows) => found.rows.extend(rows),
+            Err(e) if is_mismatch(&e) => {
+                found.unresolved.insert(table);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(found)
+}
+
+/// The rows of `table` violating its foreign keys.
+fn table_violations(conn: &Connection, table: &str) -> rusqlite::Result<Vec<Violation>> {
+    let mut check =
+        conn.prepare("SELECT \"table\", rowid, parent, fkid FROM pragma_foreign_key_check(?1)")?;
+    let rows = check.query_map([table], |r| {
         Ok((
             r.get(0)?,
             r.get::<_, Option<i64>>(1)?.unwrap_or(0),
@@ -134,7 +180,12 @@ fn violations(conn: &Connection) -> Result<std::collections::BTreeSet<Violation>
             r.get(3)?,
         ))
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    rows.collect()
+}
+
+/// SQLite's error for a foreign key whose parent key has no unique index (or is gone as a column).
+fn is_mismatch(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(_, Some(message)) if message.starts_with("foreign key mismatch"))
 }
 
 /// Applies migration files to `conn` as `wrangler d1 migrations apply` does: each file's SQL as
@@ -148,11 +199,15 @@ pub(crate) fn apply_migrations(
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL)"
     ))?;
-    let known = violations(conn)?;
+    let Check {
+        rows: mut known,
+        mut unresolved,
+    } = check(conn)?;
     let mut outcome = DrillOutcome {
         applied: Vec::new(),
         already: Vec::new(),
         old_violations: known.len(),
+        old_sample: known.first().map(|v| describe(v, named)),
         failure: None,
     };
     for file in files {
@@ -189,17 +244,20 @@ pub(crate) fn apply_migrations(
             let failed = match conn.execute_batch(sql) {
                 Err(e) => Some(e.to_string()),
                 Ok(()) => {
-                    let now = violations(conn)?;
-                    let new: Vec<&Violation> = now.difference(&known).collect();
+                    let now = check(conn)?;
+                    // Rows of a table D1 checked nothing on are not this statement's fault.
+                    let (unchecked, new): (Vec<Violation>, Vec<Violation>) = now
+                        .rows
+                        .difference(&known)
+                        .cloned()
+                        .partition(|v| unresolved.contains(&v.0));
+                    known.extend(unchecked);
+                    unresolved = now.unresolved;
                     new.first().map(|sample| {
                         format!(
                             "it leaves {} rows violating foreign keys (D1 refuses them), the first {}",
                             new.len(),
-                            if named {
-                                format!("row {} of table {}", sample.1, sample.0)
-                            } else {
-                                "unnamed in an encrypted backup".to_string()
-                            }
+                            describe(sample, named)
                         )
                     })
                 }
@@ -378,6 +436,19 @@ mod tests {
         let select = write(dir.path(), "0001_select.sql", "SELECT 1;");
         let outcome = apply_migrations(&conn, &[select], true).unwrap();
         assert_eq!(outcome.failure, None);
+        assert_eq!(outcome.old_violations, 1);
+        assert_eq!(
+            outcome.old_sample.as_deref(),
+            Some("row 1 of table posts (parent table users)")
+        );
+        // A foreign key whose parent lost its unique index is no migration's fault, as D1 keeps it.
+        conn.execute_batch("CREATE TABLE tags(k INTEGER); CREATE UNIQUE INDEX tags_k ON tags(k); INSERT INTO tags VALUES (5); CREATE TABLE labels(k INTEGER REFERENCES tags(k)); INSERT INTO labels VALUES (5); DROP INDEX tags_k;").unwrap();
+        // Nor are the rows left when its parent table is then dropped (D1 drops it).
+        let other = write(dir.path(), "0003_other.sql", "CREATE TABLE y(a);");
+        let drop = write(dir.path(), "0004_drop.sql", "DROP TABLE tags;");
+        let outcome = apply_migrations(&conn, &[other, drop], true).unwrap();
+        assert_eq!(outcome.failure, None);
+        assert_eq!(outcome.applied, ["0003_other.sql", "0004_drop.sql"]);
         assert_eq!(outcome.old_violations, 1);
         let adds = write(
             dir.path(),

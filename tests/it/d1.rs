@@ -925,7 +925,6 @@ async fn an_export_of_text_quoting_transactions_applies_exactly_with_wrangler_an
 fn wrangler_applies(w: &World, local: &Path, folder: &Path, tag: &str) -> (bool, Vec<String>) {
     let sql = w.path(&format!("{tag}.sql"));
     let _ = std::fs::remove_file(&sql);
-    let by_hand = Workerd::configure(&["copy"]);
     let export = D1r2::new()
         .args([
             "export",
@@ -936,10 +935,19 @@ fn wrangler_applies(w: &World, local: &Path, folder: &Path, tag: &str) -> (bool,
         ])
         .run();
     export.success();
-    let out = by_hand.execute_file("copy", &sql);
+    wrangler_migrates(w, &sql, folder, tag)
+}
+
+/// What `wrangler d1 migrations apply --local` does with `folder` on a database that the SQL
+/// file `sql` builds with `wrangler d1 execute --local --file`: whether it succeeds, and the
+/// migrations `d1_migrations` then records.
+fn wrangler_migrates(w: &World, sql: &Path, folder: &Path, tag: &str) -> (bool, Vec<String>) {
+    let by_hand = Workerd::configure(&["copy"]);
+    let out = by_hand.execute_file("copy", sql);
     assert!(out.status.success(), "{out:?}");
     let out = by_hand.migrations_apply("copy", folder);
     let copy = w.path(&format!("{tag}.db"));
+    let _ = std::fs::remove_file(&copy);
     by_hand.save("copy", &copy);
     let recorded = Connection::open(&copy)
         .unwrap()
@@ -1043,6 +1051,135 @@ async fn drill_applies_migrations_as_wrangler_does() {
     run.fails_with(1);
     assert!(
         run.stderr.contains("11_unique.sql") && run.stderr.contains("UNIQUE"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// D1 keeps rows that `PRAGMA foreign_key_check` reports: D1 checks every write, but once a
+/// parent's unique index is dropped its foreign key no longer resolves, so dropping the parent
+/// table then deletes nothing through it and leaves the child's rows pointing at a table that is
+/// gone. A drill over a backup of such a D1 (backed up from workerd's D1) reaches the pinned
+/// `wrangler d1 migrations apply --local`'s verdict on the same data (built alike in both, as an
+/// export of it cannot be loaded: its child rows name a table that is gone): a folder wrangler
+/// applies, one migration writing to the child table and one dropping a parent whose index is
+/// already gone, is applied, with a warning naming the old row; a migration that adds a
+/// violation fails in both, and drill names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_and_wrangler_agree_on_data_already_violating_foreign_keys() {
+    let w = World::with(Engine::Workerd, &["app"]).await;
+    let mut rng = fixture::Rng::new();
+    let n = rng.below(1_000_000);
+    let (parent, child, users, posts, kept, unresolved) = (
+        format!("p{n}"),
+        format!("c{n}"),
+        format!("u{n}"),
+        format!("s{n}"),
+        format!("k{n}"),
+        format!("r{n}"),
+    );
+    let key = 1 + rng.below(1 << 40);
+    let orphans = 1 + rng.below(5);
+    let rows: Vec<String> = (0..orphans)
+        .map(|_| format!("({key}, '{}')", rng.below(1000)))
+        .collect();
+    let recipe = format!(
+        "CREATE TABLE {parent}(k INTEGER);
+CREATE UNIQUE INDEX {parent}_k ON {parent}(k);
+INSERT INTO {parent} VALUES ({key});
+CREATE TABLE {child}(id INTEGER PRIMARY KEY, k INTEGER REFERENCES {parent}(k), note TEXT);
+INSERT INTO {child}(k, note) VALUES {};
+DROP INDEX {parent}_k;
+DROP TABLE {parent};
+CREATE TABLE {users}(id INTEGER PRIMARY KEY);
+INSERT INTO {users} VALUES (1);
+CREATE TABLE {posts}(id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES {users}(id));
+CREATE TABLE {kept}(k INTEGER);
+CREATE UNIQUE INDEX {kept}_k ON {kept}(k);
+INSERT INTO {kept} VALUES ({key});
+CREATE TABLE {unresolved}(k INTEGER REFERENCES {kept}(k));
+INSERT INTO {unresolved} VALUES ({key});
+DROP INDEX {kept}_k;
+",
+        rows.join(", ")
+    );
+    let id = w.empty_database("app");
+    w.execute(&id, &recipe).await;
+    let held = w.saved(&id, "held.db");
+    let held = Connection::open(&held).unwrap();
+    let violating: i64 = held
+        .query_row(
+            "SELECT count(*) FROM pragma_foreign_key_check(?1)",
+            [&child],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(violating as u64, orphans, "D1 keeps every orphan");
+    let whole = held.prepare("PRAGMA foreign_key_check").map(|_| ());
+    assert!(
+        whole
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("foreign key mismatch")),
+        "{whole:?}"
+    );
+    let local = w.backup_d1("app", "b").await;
+    let sql = w.path("recipe.sql");
+    std::fs::write(&sql, &recipe).unwrap();
+    let folder = w.path("migrations");
+    std::fs::create_dir_all(&folder).unwrap();
+    let put = |name: &str, sql: &str| std::fs::write(folder.join(name), sql).unwrap();
+    put(
+        "1_tags.sql",
+        &format!(
+            "CREATE TABLE tags{n}(id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES {users}(id));\nINSERT INTO tags{n} VALUES (1, 1);\n"
+        ),
+    );
+    put(
+        "2_notes.sql",
+        &format!("UPDATE {child} SET note = note || '!';\n"),
+    );
+    let drill = || {
+        D1r2::new()
+            .args([
+                "drill",
+                "--from",
+                local.to_str().unwrap(),
+                "--migrations",
+                folder.to_str().unwrap(),
+            ])
+            .run()
+    };
+    put("3_unkept.sql", &format!("DROP TABLE {kept};\n"));
+    let (ok, recorded) = wrangler_migrates(&w, &sql, &folder, "old");
+    assert!(ok, "wrangler refused the migrations");
+    assert_eq!(recorded, ["1_tags.sql", "2_notes.sql", "3_unkept.sql"]);
+    let run = drill();
+    run.success();
+    assert!(
+        run.stdout.contains("1_tags.sql, 2_notes.sql, 3_unkept.sql")
+            && run.stdout.contains(&format!(
+                "{orphans} rows of the backup already violate foreign keys, the first row 1 of table {child} (parent table {parent})"
+            )),
+        "{}",
+        run.stdout
+    );
+    // A migration that adds a violation, deferred to the end of the migration.
+    let missing = 2 + rng.below(1 << 40);
+    put(
+        "4_orphan.sql",
+        &format!("PRAGMA defer_foreign_keys=ON;\nINSERT INTO {posts} VALUES (1, {missing});\n"),
+    );
+    put("5_after.sql", "CREATE TABLE after(a);");
+    let (ok, recorded) = wrangler_migrates(&w, &sql, &folder, "new");
+    assert!(!ok, "wrangler applied a migration adding a violation");
+    assert_eq!(recorded.last().map(String::as_str), Some("3_unkept.sql"));
+    let run = drill();
+    run.fails_with(1);
+    assert!(
+        run.stderr.contains("4_orphan.sql")
+            && run.stderr.contains("statement 2")
+            && run.stderr.contains(&format!("row 1 of table {posts}"))
+            && !run.stderr.contains(&missing.to_string()),
         "{}",
         run.stderr
     );
