@@ -231,7 +231,7 @@ fn create_events(conn: &Connection, name: &str) -> rusqlite::Result<()> {
 }
 
 /// `count` event rows into `table`, ids continuing from `id`.
-fn insert_events(
+pub fn insert_events(
     conn: &Connection,
     table: &str,
     rng: &mut Rng,
