@@ -10,6 +10,7 @@ use rusqlite::{Connection, params};
 
 use crate::common::assert_same_database;
 use crate::common::cmd::{D1r2, Run};
+use crate::fakes::d1::{ACCOUNT, FakeD1, TOKEN};
 use crate::fakes::s3::{FakeS3, S3State};
 
 const KEY_ENV: &str = "D1R2_ENCRYPTION_KEY";
@@ -37,7 +38,12 @@ impl Dest {
     }
 
     fn backup(&self, db: &Path) -> serde_json::Value {
-        let mut args = vec!["backup", "--source", p(db), "--dest", &self.arg];
+        self.backup_from(p(db))
+    }
+
+    /// A chunked backup of `source` (a file or `d1://` name); its manifest as stored.
+    fn backup_from(&self, source: &str) -> serde_json::Value {
+        let mut args = vec!["backup", "--source", source, "--dest", &self.arg];
         args.extend(["--chunked", "--chunk-size", "4096"]);
         if self.key.is_some() {
             args.push("--encrypt");
@@ -512,90 +518,98 @@ async fn prune_collects_unnamed_chunks_unless_a_backup_runs_in_s3() {
     in_s3(collection_scenario).await;
 }
 
-/// The race prune's locks exist for, played out: a chunked backup that decided to reuse the
-/// chunks of a backup prune then drops is held just before its manifest (the S3 server's answer
-/// delayed); prune runs meanwhile and leaves the chunks, saying why; the backup resumes and
-/// restores, and so it does after the next prune.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_backup_paused_while_prune_runs_keeps_its_chunks() {
-    use crate::fakes::faults::{Fault, FaultProxy, Rule};
-    let server = FakeS3::start(&["backups"]).await;
-    let proxy = FaultProxy::start(&server.url).await;
+/// The race prune's locks exist for, played out: a chunked backup of D1 that learnt the chunks
+/// of a backup prune then drops is held at its last request to D1 (the closing bookmark), after
+/// it decided which chunks to reuse and stored the others; prune runs meanwhile and leaves the
+/// chunks, saying why; the backup resumes and restores, and so it does after the next prune.
+async fn paused_backup_scenario(dest: Dest) {
+    let d1 = FakeD1::start().await;
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().to_path_buf();
-    let prefix = format!("p{:06x}", rand::random::<u32>() % 0xffffff);
-    let direct = Dest {
-        arg: format!("s3://backups/{prefix}"),
-        root: server.root.path().join("backups").join(&prefix),
-        env: server.env(),
-        key: None,
-        log: None,
-    };
     let (v1, v2) = (work.join("v1.db"), work.join("v2.db"));
     database(&v1);
     std::fs::copy(&v1, &v2).unwrap();
-    let conn = Connection::open(&v2).unwrap();
     let table = mixed_table(&v2);
-    conn.execute(&format!("DELETE FROM \"{table}\" WHERE id % 2 = 0"), [])
+    Connection::open(&v2)
+        .unwrap()
+        .execute(&format!("DELETE FROM \"{table}\" WHERE id % 2 = 0"), [])
         .unwrap();
-    drop(conn);
-    let (direct, first) = tokio::task::spawn_blocking(move || {
-        let first = direct.backup(&v1);
-        direct.backup(&v2);
-        (direct, first)
+    d1.add_database_from_file("v1", &v1);
+    d1.add_database_from_file("v2", &v2);
+    let mut env = dest.env.clone();
+    env.extend([
+        ("CLOUDFLARE_API_BASE_URL", d1.url.clone()),
+        ("CLOUDFLARE_API_TOKEN", TOKEN.to_string()),
+        ("CLOUDFLARE_ACCOUNT_ID", ACCOUNT.to_string()),
+    ]);
+    let dest = Arc::new(Dest { env, ..dest });
+    let backup = |name: &'static str| {
+        let dest = dest.clone();
+        tokio::task::spawn_blocking(move || dest.backup_from(&format!("d1://{name}")))
+    };
+    let first = backup("v1").await.unwrap();
+    backup("v2").await.unwrap();
+
+    let held = d1.hold("/time_travel/bookmark", 1);
+    let backing_up = backup("v1");
+    held.arrived().await;
+    let pruning = dest.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let out = pruning.run(&["prune", "--from", &pruning.arg, "--keep-last", "1"]);
+        out.success();
+        out
     })
     .await
     .unwrap();
-
-    // The backup of v1 again, through the proxy: its manifest's PUT waits.
-    proxy.inject(
-        Rule::new(Fault::Delay(std::time::Duration::from_secs(15)))
-            .method("PUT")
-            .target("/manifest.json")
-            .times(1),
-    );
-    let mut env = server.env();
-    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_S3");
-    env.push(("AWS_ENDPOINT_URL_S3", proxy.url.clone()));
-    let paused = Dest {
-        arg: direct.arg.clone(),
-        root: direct.root.clone(),
-        env,
-        key: None,
-        log: None,
-    };
-    let v1 = work.join("v1.db");
-    let backing_up = tokio::task::spawn_blocking(move || paused.backup(&v1));
-    while !proxy
-        .log()
-        .iter()
-        .any(|e| e.method == "PUT" && e.target.contains("/manifest.json"))
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let pruned = tokio::task::spawn_blocking(move || {
-        let out = direct.run(&["prune", "--from", &direct.arg, "--keep-last", "1"]);
-        out.success();
-        (direct, out)
-    });
-    let (direct, out) = pruned.await.unwrap();
-    let first_id = first["id"].as_str().unwrap();
-    assert!(!direct.root.join(first_id).join("manifest.json").exists());
+    let first_id = first["id"].as_str().unwrap().to_string();
+    assert!(!dest.root.join(&first_id).join("manifest.json").exists());
+    held.release();
     let resumed = backing_up.await.unwrap();
     let resumed_id = resumed["id"].as_str().unwrap().to_string();
     assert_ne!(resumed_id, first_id);
     tokio::task::spawn_blocking(move || {
         let restored = work.join("restored.db");
-        direct.restore(&resumed_id, &restored).success();
-        assert_same_database(&work.join("v1.db"), &restored);
+        dest.restore(&resumed_id, &restored).success();
+        assert_same_database(&v1, &restored);
         assert!(out.stdout.contains("a backup is running"), "{out}");
-        direct
-            .run(&["prune", "--from", &direct.arg, "--keep-last", "1"])
+        dest.run(&["prune", "--from", &dest.arg, "--keep-last", "1"])
             .success();
         let again = work.join("again.db");
-        direct.restore(&resumed_id, &again).success();
-        assert_same_database(&work.join("v1.db"), &again);
+        dest.restore(&resumed_id, &again).success();
+        assert_same_database(&v1, &again);
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_paused_while_prune_runs_keeps_its_chunks_in_a_folder() {
+    for key in [None, Some(key())] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let dest = Dest {
+            arg: p(&root).to_string(),
+            root,
+            env: Vec::new(),
+            key,
+            log: None,
+        };
+        paused_backup_scenario(dest).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_paused_while_prune_runs_keeps_its_chunks_in_s3() {
+    let server = FakeS3::start(&["backups"]).await;
+    for (n, key) in [None, Some(key())].into_iter().enumerate() {
+        let prefix = format!("p{n}");
+        let dest = Dest {
+            arg: format!("s3://backups/{prefix}"),
+            root: server.root.path().join("backups").join(&prefix),
+            env: server.env(),
+            key,
+            log: Some(server.state.clone()),
+        };
+        paused_backup_scenario(dest).await;
+    }
 }

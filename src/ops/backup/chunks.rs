@@ -30,6 +30,9 @@ pub(crate) struct Chunking {
     encryption: Option<Key>,
     /// Per store, the chunks it holds (address → stored bytes), as far as this run knows.
     known: Vec<Mutex<HashMap<String, u64>>>,
+    /// Chunks compressing at once, one a core: a page cut into small chunks would otherwise
+    /// start a blocking thread for each, and every such thread keeps a compressor of its own.
+    compressing: tokio::sync::Semaphore,
 }
 
 impl Chunking {
@@ -52,6 +55,9 @@ impl Chunking {
             compression,
             encryption,
             known: known.into_iter().map(Mutex::new).collect(),
+            compressing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         })
     }
 
@@ -82,6 +88,7 @@ impl Chunking {
                     .as_ref()
                     .map(|k| PartKey::chunk(k, &address)),
             );
+            let permit = self.compressing.acquire().await.expect("never closed");
             let stored = tokio::task::spawn_blocking(move || {
                 let mut encoder = PartEncoder::new(compression, part_key.as_ref())?;
                 encoder.write(sql.as_bytes())?;
@@ -90,6 +97,7 @@ impl Chunking {
                 Ok::<_, Error>(Bytes::from([first, last].concat()))
             })
             .await??;
+            drop(permit);
             let len = stored.len() as u64;
             try_join_all(missing.iter().map(|i| {
                 let (store, stored, key) = (&stores[*i], stored.clone(), &key);

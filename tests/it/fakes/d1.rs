@@ -146,6 +146,8 @@ pub struct Inner {
     latencies: Mutex<Vec<std::time::Duration>>,
     /// Query requests held now.
     queries_held: AtomicU64,
+    /// A request to hold until the test lets it go ([`FakeD1::hold`]).
+    hold: Mutex<Option<Hold>>,
     /// Requests arrived so far, and those not yet answered (by arrival).
     arrivals: AtomicU64,
     unanswered: Mutex<std::collections::BTreeSet<u64>>,
@@ -192,6 +194,7 @@ impl FakeD1 {
             base: Mutex::new(String::new()),
             latencies: Mutex::new(Vec::new()),
             queries_held: AtomicU64::new(0),
+            hold: Mutex::new(None),
             arrivals: AtomicU64::new(0),
             unanswered: Mutex::new(std::collections::BTreeSet::new()),
             queries: query_thread(),
@@ -342,6 +345,21 @@ impl FakeD1 {
         *self.inner.latencies.lock().unwrap() = latencies.to_vec();
     }
 
+    /// Holds the request whose path contains `path` after `skip` such requests went through,
+    /// until the test lets it go: a client paused at a chosen step, deterministically.
+    pub fn hold(&self, path: &str, skip: u64) -> Paused {
+        let paused = Paused {
+            arrived: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            go: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        *self.inner.hold.lock().unwrap() = Some(Hold {
+            path: path.to_string(),
+            skip,
+            paused: paused.clone(),
+        });
+        paused
+    }
+
     /// Answers the next requests with these failures, in order.
     pub fn script_faults(&self, faults: &[Fault]) {
         self.inner.faults.lock().unwrap().scripted.extend(faults);
@@ -375,6 +393,50 @@ impl FakeD1 {
     }
 }
 
+/// A request to hold: which, and how the test sees it arrive and lets it go.
+struct Hold {
+    path: String,
+    skip: u64,
+    paused: Paused,
+}
+
+/// The test's side of a held request.
+#[derive(Clone)]
+pub struct Paused {
+    arrived: Arc<std::sync::atomic::AtomicBool>,
+    go: Arc<tokio::sync::Semaphore>,
+}
+
+impl Paused {
+    /// Waits until the held request has arrived (a minute at most).
+    pub async fn arrived(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !self.arrived.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the held request never came"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Lets the held request be answered.
+    pub fn release(&self) {
+        self.go.add_permits(1);
+    }
+}
+
+/// The held request, if `path` is the one to hold now.
+fn take_hold(inner: &Inner, path: &str) -> Option<Paused> {
+    let mut hold = inner.hold.lock().unwrap();
+    let h = hold.as_mut().filter(|h| path.contains(&h.path))?;
+    if h.skip > 0 {
+        h.skip -= 1;
+        return None;
+    }
+    hold.take().map(|h| h.paused)
+}
+
 fn envelope(status: StatusCode, result: Value, result_info: Option<Value>) -> Response {
     let mut body = json!({"success": true, "errors": [], "messages": [], "result": result});
     if let Some(info) = result_info {
@@ -401,6 +463,10 @@ async fn inject(State(inner): State<Arc<Inner>>, request: Request, next: Next) -
     let arrival = inner.arrivals.fetch_add(1, Ordering::SeqCst);
     inner.unanswered.lock().unwrap().insert(arrival);
     let _answered = Answered(inner.clone(), arrival);
+    if let Some(paused) = take_hold(&inner, request.uri().path()) {
+        paused.arrived.store(true, Ordering::SeqCst);
+        let _ = paused.go.acquire().await;
+    }
     let latency = {
         let latencies = inner.latencies.lock().unwrap();
         (!latencies.is_empty()).then(|| latencies[arrival as usize % latencies.len()])
