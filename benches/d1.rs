@@ -18,7 +18,8 @@
 //!   their time ratio is the median of the pairs' ratios, so the machine's drift weighs on both.
 //! - `D1R2_BENCH_PERF`: a directory; every run is then recorded there by `perf record -g`.
 //! - `D1R2_BENCH_OPS`: the operations to run, any of `backup`, `readers` (the backup with
-//!   `--table-readers 2`), `restore`, `verify`, `import`, `naive`, comma separated; default all
+//!   `--table-readers 2`), `restore`, `verify`, `import`, `naive`, `chunked` (a first
+//!   `--chunked` backup and its restore), comma separated; default all but `chunked`
 //!   (`restore`, `verify` and `import` read what `backup` stored).
 //!
 //! Every operation runs as a child process (the straightforward approach is this benchmark
@@ -45,7 +46,9 @@ use fakes::s3::FakeS3;
 use support::*;
 
 const NAIVE_MODE: &str = "D1R2_BENCH_NAIVE";
-const OPS: [&str; 6] = ["backup", "readers", "restore", "verify", "import", "naive"];
+const OPS: [&str; 7] = [
+    "backup", "readers", "restore", "verify", "import", "naive", "chunked",
+];
 const BUCKET: &str = "bench";
 
 fn main() {
@@ -316,10 +319,10 @@ async fn bench_one(
         line("d1r2 backup --table-readers 2", &split);
     }
 
-    if wants("restore") {
-        let restored = work.path().join("restored.db");
-        let restore = median_of(runs, &label, "d1r2 restore (to a file)", |_| {
-            let args = strings(&["restore", "--from", "s3://bench/d1r2", "--to"]);
+    let restore = |from: &'static str| {
+        let (env, restored) = (env.clone(), work.path().join("restored.db"));
+        move |_: usize| {
+            let args = strings(&["restore", "--from", from, "--to"]);
             let (env, restored) = (env.clone(), restored.clone());
             async move {
                 let _ = fs::remove_file(&restored);
@@ -330,9 +333,21 @@ async fn bench_one(
                 assert_eq!(count_rows(&restored), rows, "restored rows differ");
                 figures(done, d1, fs::metadata(&restored).unwrap().len())
             }
-        })
-        .await;
-        line("d1r2 restore (to a file)", &restore);
+        }
+    };
+    if wants("restore") {
+        let name = "d1r2 restore (to a file)";
+        let restored = median_of(runs, &label, name, restore("s3://bench/d1r2")).await;
+        line(name, &restored);
+    }
+    // A first chunked backup, to a prefix of its own each run, and its restore.
+    if wants("chunked") {
+        let name = "d1r2 backup --chunked (first)";
+        let chunked = median_of(runs, &label, name, backup("d1r2-chunked", &["--chunked"])).await;
+        line(name, &chunked);
+        let name = "d1r2 restore --chunked backup (to a file)";
+        let restored = median_of(runs, &label, name, restore("s3://bench/d1r2-chunked")).await;
+        line(name, &restored);
     }
 
     if wants("verify") {

@@ -239,6 +239,9 @@ pub struct ListArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Also show what each backup alone holds (what removing it would free), and the totals.
+    #[arg(long)]
+    pub stats: bool,
     /// Show the audit trail (every backup, restore, verify and prune) instead of the backups.
     #[arg(long)]
     pub audit: bool,

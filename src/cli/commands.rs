@@ -522,10 +522,11 @@ async fn list(args: ListArgs) -> Result<Report> {
     }
     let key = key_from_env()?;
     let stored = repo::manifests(store.as_ref()).await?;
-    let own = match args.json {
-        true => repo::own_bytes(&stored, &store.list("").await?),
+    let listing = match args.json || args.stats {
+        true => store.list("").await?,
         false => Vec::new(),
     };
+    let own = repo::own_bytes(&stored, &listing);
     let summaries: Vec<Summary> = stored
         .into_iter()
         .map(|stored| summarize(stored, key.as_ref()))
@@ -557,18 +558,30 @@ async fn list(args: ListArgs) -> Result<Report> {
             .collect();
         report.detail = serde_json::to_string_pretty(&items)?;
     } else {
+        let own_column = |bytes: Option<&u64>| match (args.stats, bytes) {
+            (true, Some(b)) => format!("{:>10}  ", human_bytes(*b)),
+            (true, None) => format!("{:>10}  ", "OWN"),
+            (false, _) => String::new(),
+        };
         let mut text = format!(
-            "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  {:<10}  LABEL\n",
-            "ID", "TABLES", "ROWS", "SIZE", "ENCRYPTED", "CONSISTENT"
+            "{:<20}  {:>6}  {:>12}  {:>10}  {}{:<9}  {:<10}  LABEL\n",
+            "ID",
+            "TABLES",
+            "ROWS",
+            "SIZE",
+            own_column(None),
+            "ENCRYPTED",
+            "CONSISTENT"
         );
         let known = |n: Option<String>| n.unwrap_or_else(|| "-".to_string());
-        for m in &summaries {
+        for (i, m) in summaries.iter().enumerate() {
             text.push_str(&format!(
-                "{:<20}  {:>6}  {:>12}  {:>10}  {:<9}  {:<10}  {}\n",
+                "{:<20}  {:>6}  {:>12}  {:>10}  {}{:<9}  {:<10}  {}\n",
                 m.id,
                 known(m.tables.map(|n| count(n as u64))),
                 known(m.rows.map(count)),
                 human_bytes(m.bytes),
+                own_column(own.get(i)),
                 if m.encrypted { "yes" } else { "no" },
                 known(
                     m.source
@@ -578,9 +591,31 @@ async fn list(args: ListArgs) -> Result<Report> {
                 m.label.as_deref().unwrap_or("")
             ));
         }
+        if args.stats {
+            text.push_str(&stored_totals(
+                summaries.iter().map(|m| m.bytes).sum(),
+                &listing,
+            ));
+        }
         report.detail = text;
     }
     Ok(report)
+}
+
+/// The line under `list --stats`: what the backups name in all, against what the store holds,
+/// chunks stored once for every backup that names them.
+fn stored_totals(named: u64, listing: &[crate::store::ObjectMeta]) -> String {
+    use crate::format::chunk::chunk_address;
+    let stored: u64 = listing
+        .iter()
+        .filter(|o| chunk_address(&o.key).is_some() || repo::backup_key(&o.key).is_some())
+        .map(|o| o.size)
+        .sum();
+    format!(
+        "\n{} named by the backups, {} stored\n",
+        human_bytes(named),
+        human_bytes(stored)
+    )
 }
 
 /// What `list` shows of a backup: its sealed details too when `key` is the backup's key and

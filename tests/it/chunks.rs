@@ -261,6 +261,15 @@ fn chunked_scenario(dest: Dest, work: &Path) {
     assert_same_database(&snapshot, &again);
 }
 
+/// A size as d1r2 prints it.
+fn human(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1048576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1048576.0),
+    }
+}
+
 fn key() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
@@ -459,6 +468,42 @@ fn collection_scenario(dest: Dest, work: &Path) {
         assert!(alone > 0);
         assert_eq!(item["own_bytes"], folder + alone, "{item}");
     }
+    // `list --stats` shows the same as a column, and the totals: what the backups name (chunks
+    // they share counted for each), against what the store holds of theirs, the planted objects
+    // left out.
+    let stats = dest.run(&["list", "--from", &dest.arg, "--stats"]);
+    let text = &stats.success().stdout;
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("OWN"), "{text}");
+    for item in listed.as_array().unwrap() {
+        let row = lines
+            .iter()
+            .find(|l| l.starts_with(item["id"].as_str().unwrap()))
+            .unwrap();
+        let own = human(item["own_bytes"].as_u64().unwrap());
+        assert!(row.contains(&format!(" {own} ")), "{own} not in {row:?}");
+    }
+    let named: u64 = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["bytes"].as_u64().unwrap())
+        .sum();
+    let held: u64 = [
+        first["id"].as_str().unwrap(),
+        second["id"].as_str().unwrap(),
+    ]
+    .iter()
+    .flat_map(|id| files(&dest.root.join(id)))
+    .chain(dest.chunks().into_iter().filter(|c| !foreign.contains(c)))
+    .map(|p| size(&p))
+    .sum();
+    let totals = format!(
+        "{} named by the backups, {} stored",
+        human(named),
+        human(held)
+    );
+    assert!(text.contains(&totals), "{totals:?} not in {text}");
     let out = dest.run(&[
         "prune",
         "--from",
