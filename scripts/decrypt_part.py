@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
-"""Decrypts an encrypted d1r2 backup without d1r2: one part (gunzipped when it is gzip'd), or
-with --manifest the manifest, checked and printed whole as JSON.
+"""Decrypts an encrypted d1r2 backup without d1r2: one part or chunk (gunzipped when it is
+gzip'd), or with --manifest the manifest, checked and printed whole as JSON.
 
 Usage: D1R2_ENCRYPTION_KEY=... python3 scripts/decrypt_part.py PART [OUT]
+       D1R2_ENCRYPTION_KEY=... python3 scripts/decrypt_part.py PREFIX/chunks/aa/ADDRESS.sql.gz [OUT]
        D1R2_ENCRYPTION_KEY=... python3 scripts/decrypt_part.py --manifest BACKUP/manifest.json
 Writes to OUT, or to stdout. Needs the `cryptography` package (pip install cryptography).
 The format is described in docs/format.md ("Encryption"). A part of a format 3 backup is bound to its
 backup and key: the script finds the backup's manifest.json above the part, checks it, and
-refuses a part that is not the one the manifest names there. Every chunk is authenticated
-before its plaintext is written; a part cut short, reordered, extended or moved is refused.
+refuses a part that is not the one the manifest names there. A chunk of a chunked backup
+(format 4) is bound to its address, its file name: it opens under that address only, and its SQL
+must hash to it. Every record is authenticated before its plaintext is written; a part cut short,
+reordered, extended or moved is refused.
 """
 import base64
 import binascii
 import hashlib
+import hmac
+import re
 import json
 import os
 import struct
@@ -28,7 +33,7 @@ MAGIC = b"D1R2ENC\0"
 HEADER_LEN = 20
 TAG_LEN = 16
 # The public fields of a format 3 manifest; everything else is sealed.
-PUBLIC = {"format", "tool", "id", "created", "label", "source", "bytes", "encryption", "sealed"}
+PUBLIC = {"format", "tool", "id", "created", "label", "source", "bytes", "encryption", "sealed", "chunks"}
 
 
 def parse_key(text):
@@ -85,6 +90,9 @@ def open_manifest(path, key):
     }
     if whole.get("public_label") and whole.get("label") is not None:
         implied["label"] = whole["label"]
+    addresses = sorted({o["chunk"] for o in whole["objects"] if o.get("chunk")})
+    if addresses:
+        implied["chunks"] = addresses
     if implied != stored:
         sys.exit(f"the manifest of backup {folder} was altered: its public fields differ from the sealed ones")
     return whole
@@ -113,8 +121,22 @@ def part_binding(part_path, key):
     return subkey(key, b"d1r2 part v2"), place(manifest["id"], object_key)
 
 
+# A chunk's place in a store: chunks/<first two hex of its address>/<address>.sql[.gz].
+CHUNK_PATH = re.compile(r"(?:^|/)chunks/([0-9a-f]{2})/(\1[0-9a-f]{62})\.sql(?:\.gz)?$")
+
+
+def chunk_address(path):
+    """The address a chunk's path names, or None when the path is not a chunk's."""
+    found = CHUNK_PATH.search(os.path.abspath(path).replace(os.sep, "/"))
+    return found.group(2) if found else None
+
+
+def chunk_binding(address, key):
+    return subkey(key, b"d1r2 chunk v1"), place("chunk", address)
+
+
 def chunks(stream, key, part_path):
-    """Yields the plaintext of each chunk, in order, after checking it."""
+    """Yields the plaintext of each record, in order, after checking it."""
     header = stream.read(HEADER_LEN)
     if header[:8] != MAGIC:
         sys.exit("not an encrypted d1r2 part (bad magic)")
@@ -123,7 +145,11 @@ def chunks(stream, key, part_path):
     if header[8] == 1:
         cipher_key, aad = key, header
     elif header[8] == 2:
-        cipher_key, bound = part_binding(part_path, key)
+        address = chunk_address(part_path)
+        if address:
+            cipher_key, bound = chunk_binding(address, key)
+        else:
+            cipher_key, bound = part_binding(part_path, key)
         aad = header + bound
     else:
         sys.exit(f"unsupported encryption format version {header[8]}")
@@ -154,7 +180,11 @@ def main():
         return
     if len(args) not in (1, 2):
         sys.exit(__doc__)
+    address = chunk_address(args[0])
+    # A chunk's SQL is checked against its address before any of it is written out.
+    held = [] if address else None
     out = open(args[1], "wb") if len(args) == 2 else sys.stdout.buffer
+    write = held.append if held is not None else out.write
     gunzip = None
     with open(args[0], "rb") as stream:
         for plain in chunks(stream, key, args[0]):
@@ -162,19 +192,25 @@ def main():
                 gzipped = args[0].endswith(".gz") or plain[:2] == b"\x1f\x8b"
                 gunzip = zlib.decompressobj(wbits=31) if gzipped else False
             if not gunzip:
-                out.write(plain)
+                write(plain)
                 continue
             # A part is several gzip members back to back (one a page): each one that ends
             # hands what follows it to a fresh decompressor.
             while plain:
-                out.write(gunzip.decompress(plain))
+                write(gunzip.decompress(plain))
                 plain = gunzip.unused_data if gunzip.eof else b""
                 if plain:
                     gunzip = zlib.decompressobj(wbits=31)
         if gunzip:
-            out.write(gunzip.flush())
+            write(gunzip.flush())
             if not gunzip.eof:
                 sys.exit("the gzip stream inside the part is incomplete")
+    if held is not None:
+        sql = b"".join(held)
+        mac = hmac.new(subkey(key, b"d1r2 chunk address v1"), sql, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(mac, address):
+            sys.exit(f"chunk {address} does not hash to its address: it was altered or misnamed")
+        out.write(sql)
     out.flush()
 
 
