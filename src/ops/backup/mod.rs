@@ -17,7 +17,7 @@ use futures::stream::{FuturesOrdered, FuturesUnordered};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Context, Error, Result};
-use crate::format::chunk::Chunker;
+use crate::format::chunk::{ChunkKeys, ChunkSql, Chunker};
 use crate::format::codec::{Compression, Encoded, Member, PartEncoder, Stored};
 use crate::format::crypto::Key;
 use crate::format::crypto::PartKey;
@@ -847,7 +847,9 @@ async fn backup_table(
 
 /// One reader's rows of a table cut into chunks ([`Chunker`]) and stored: pages are asked for
 /// ahead as for parts, and cut one at a time in order (where a chunk ends depends on the rows
-/// before it), on a blocking thread; a chunk every store holds already is only hashed.
+/// before it), on a blocking thread; a chunk every store holds already is only hashed. Chunks
+/// are stored while the next page is cut, up to [`CHUNKS_STORING`] bytes of their SQL, so the
+/// round trips to the stores overlap the reading as a part's upload does.
 async fn chunk_table(
     target: &Target,
     chunking: &Chunking,
@@ -858,25 +860,41 @@ async fn chunk_table(
 ) -> Result<Vec<ObjectEntry>> {
     let mut chunker = Some(chunker);
     let mut objects = Vec::new();
-    let mut step: Option<ChunkStep> = None;
+    let mut cutting: Option<CutStep> = None;
+    let mut storing = FuturesOrdered::new();
+    let mut storing_bytes = 0usize;
+    let store = |c: ChunkSql, address: String| {
+        let stored = chunking.store(&target.stores, &table.name, c.sql, address, c.rows);
+        Box::pin(stored) as futures::future::BoxFuture<'_, Result<ObjectEntry>>
+    };
     loop {
-        pages.ask_ahead(usize::from(step.is_some()));
-        if step.is_none()
+        pages.ask_ahead(usize::from(cutting.is_some()));
+        if cutting.is_none()
+            && storing_bytes < CHUNKS_STORING
             && let Some(page) = pages.ready.pop_front()
         {
-            let cutting = chunker.take().expect("the chunker is back between pages");
-            step = Some(Box::pin(chunk_page(target, chunking, table, cutting, page)));
+            let chunker = chunker.take().expect("the chunker is back between pages");
+            cutting = Some(Box::pin(cut_page(chunking.keys.clone(), chunker, page)));
         }
         tokio::select! {
             arrived = pages.inflight.next(), if !pages.inflight.is_empty() => {
                 let (page, request) = arrived.expect("a page is in flight")?;
                 pages.arrived(page, request);
             }
-            done = async { step.as_mut().expect("a page is being cut").await }, if step.is_some() => {
-                step = None;
-                let (back, stored) = done?;
+            done = async { cutting.as_mut().expect("a page is being cut").await }, if cutting.is_some() => {
+                cutting = None;
+                let (back, cut) = done?;
                 chunker = Some(back);
-                objects.extend(stored);
+                for (c, address) in cut {
+                    storing_bytes += c.sql.len();
+                    storing.push_back(store(c, address));
+                }
+            }
+            stored = storing.next(), if !storing.is_empty() => {
+                let entry = stored.expect("a chunk is being stored")?;
+                storing_bytes -= entry.sql_bytes as usize;
+                crate::model::progress::add(0, entry.bytes);
+                objects.push(entry);
             }
             else => break,
         }
@@ -891,27 +909,29 @@ async fn chunk_table(
     })
     .await?;
     if let Some((c, address)) = last {
-        let stored = chunking.store(&target.stores, &table.name, c.sql, address, c.rows);
-        objects.push(stored.await?);
+        let entry = store(c, address).await?;
+        crate::model::progress::add(0, entry.bytes);
+        objects.push(entry);
     }
     Ok(objects)
 }
 
-/// A page being cut and its chunks stored: the chunker back, and the chunks' entries.
-type ChunkStep<'a> = futures::future::BoxFuture<'a, Result<(Chunker, Vec<ObjectEntry>)>>;
+/// The SQL of a reader's chunks being stored, at most, before it cuts another page: about
+/// eight chunks of the default size in flight to the stores.
+const CHUNKS_STORING: usize = 8 << 20;
 
-/// Cuts a page's rows into the chunks they end (hashing each into its address) on a blocking
-/// thread, then stores those; gives back the chunker, holding the rows of the chunk still open.
-async fn chunk_page<'a>(
-    target: &'a Target,
-    chunking: &'a Chunking,
-    table: &'a Table,
+/// A page being cut: the chunker back, and the chunks the page ended with their addresses.
+type CutStep = futures::future::BoxFuture<'static, Result<(Chunker, Vec<(ChunkSql, String)>)>>;
+
+/// Cuts a page's rows into the chunks they end, hashing each into its address, on a blocking
+/// thread; gives back the chunker, holding the rows of the chunk still open.
+async fn cut_page(
+    keys: ChunkKeys,
     mut chunker: Chunker,
     page: Page,
-) -> Result<(Chunker, Vec<ObjectEntry>)> {
-    let keys = chunking.keys.clone();
+) -> Result<(Chunker, Vec<(ChunkSql, String)>)> {
     let rows = page.len() as u64;
-    let (chunker, done) = tokio::task::spawn_blocking(move || {
+    let cut = tokio::task::spawn_blocking(move || {
         let mut done = Vec::new();
         let mut cells = Vec::with_capacity(page.width());
         for r in 0..page.len() {
@@ -924,14 +944,8 @@ async fn chunk_page<'a>(
         Ok::<_, Error>((chunker, done))
     })
     .await??;
-    // The page's chunks are compressed and stored at once, each on a core of its own.
-    let stored =
-        try_join_all(done.into_iter().map(|(c, address)| {
-            chunking.store(&target.stores, &table.name, c.sql, address, c.rows)
-        }))
-        .await?;
-    crate::model::progress::add(rows, stored.iter().map(|o| o.bytes).sum());
-    Ok((chunker, stored))
+    crate::model::progress::add(rows, 0);
+    Ok(cut)
 }
 
 /// A member sent: the part it went to (still open), its rows, and the part finished before it
