@@ -265,6 +265,31 @@ pub fn to_json(manifest: &Manifest, key: Option<&Key>) -> serde_json::Result<Vec
     }
 }
 
+/// What a stored manifest is read as first: its format number (`None` when it is not a
+/// number) and whether it has a `sealed` field.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(default, deserialize_with = "number")]
+    format: Option<u64>,
+    #[serde(default)]
+    sealed: Present,
+}
+
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(serde_json::Value::deserialize(d)?.as_u64())
+}
+
+/// Whether a field is there, whatever its value (`null` included), read without keeping it.
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Present(true))
+    }
+}
+
 /// Parses the manifest stored in backup folder `folder`. A manifest that names another backup is
 /// refused: it was copied over this one's. A format 3 manifest must be sealed and a format 2 one
 /// must not be, so an encrypted backup's manifest cannot pass for an older, unauthenticated one
@@ -274,11 +299,11 @@ pub fn parse(folder: &str, bytes: &[u8]) -> Result<Stored, EnvelopeError> {
         id: folder.to_string(),
         reason,
     };
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))?;
-    let format = value
-        .get("format")
-        .and_then(serde_json::Value::as_u64)
+    // Only the format and whether the manifest is sealed are read first, into no tree of the
+    // whole: a chunked backup's manifest lists every chunk.
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))?;
+    let format = probe
+        .format
         .ok_or_else(|| unreadable("it has no format number".into()))?;
     let format = u32::try_from(format).unwrap_or(u32::MAX);
     if format > FORMAT_VERSION {
@@ -290,9 +315,9 @@ pub fn parse(folder: &str, bytes: &[u8]) -> Result<Stored, EnvelopeError> {
     // Format 3 manifests are all sealed; from format 4 on a plain backup's is not, and one with
     // the `sealed` field is read as sealed (an open one that says it is encrypted is refused
     // below, so an encrypted backup's manifest cannot pass for a plain one).
-    let sealed = format == 3 || (format >= 4 && value.get("sealed").is_some());
+    let sealed = format == 3 || (format >= 4 && probe.sealed.0);
     let stored = if sealed {
-        let header: Header = serde_json::from_value(value)
+        let header: Header = serde_json::from_slice(bytes)
             .map_err(|e| unreadable(format!("a format {format} manifest is sealed: {e}")))?;
         if header.encryption.algorithm != crypto::ALGORITHM
             || header.encryption.manifest.as_deref() != Some(crypto::SEALING)
@@ -307,7 +332,7 @@ pub fn parse(folder: &str, bytes: &[u8]) -> Result<Stored, EnvelopeError> {
         Stored::Sealed(header)
     } else {
         let manifest: Manifest =
-            serde_json::from_value(value).map_err(|e| unreadable(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))?;
         if format >= 4 && manifest.encryption.is_some() {
             return Err(unreadable(format!(
                 "a format {format} encrypted backup's manifest must be sealed"

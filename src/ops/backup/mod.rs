@@ -384,12 +384,8 @@ async fn once(
     let manifest_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json));
     let key = format!("{id}/{MANIFEST_NAME}");
     target.wrote(MANIFEST_NAME);
-    let written = try_join_all(
-        stores
-            .iter()
-            .map(|s| s.put(&key, Bytes::from(json.clone()))),
-    )
-    .await;
+    let json = Bytes::from(json);
+    let written = try_join_all(stores.iter().map(|s| s.put(&key, json.clone()))).await;
     if let Err(err) = written {
         target.discard().await;
         return Err(err).context("writing the manifest");
@@ -435,7 +431,8 @@ async fn write_backup(
         read_tables(source, schema, target, options),
         target.write_whole(&post_key, ObjectKind::Post, post_part),
     )?;
-    let mut objects = vec![schema_object];
+    let mut objects = Vec::with_capacity(results.iter().map(|r| r.2.len()).sum::<usize>() + 2);
+    objects.push(schema_object);
     // A table read by several readers is one entry: its rows summed, its parts in reader order.
     let mut tables: Vec<TableEntry> = Vec::new();
     let mut last = None;
