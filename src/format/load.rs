@@ -125,6 +125,11 @@ pub fn check_key_of<'k>(
 /// reading, checking and decompressing parts runs beside splitting and applying their SQL, each
 /// on a core of its own, in a megabyte of memory.
 const CHUNKS_AHEAD: usize = 4;
+/// Objects asked for ahead of the one being read, at most: chunks of a chunked backup are a few
+/// hundred KiB each, and one round trip each in turn would bound a restore by the latency.
+const OBJECTS_AHEAD: usize = 16;
+/// Stored bytes asked for ahead, at most, beyond the next object.
+const BYTES_AHEAD: u64 = 8 << 20;
 /// The decoded SQL read at a time, and handed to the sink's thread as one chunk.
 const CHUNK: usize = 256 * 1024;
 
@@ -171,16 +176,27 @@ pub async fn stream_sql<S: SqlSink>(
         })
     };
     let reading = tokio::task::spawn_blocking(move || -> Result<()> {
-        // The next object is asked for while this one is read: parts are a few MiB each, and a
-        // round trip to the store between two of them would idle the load.
+        // The next objects are asked for while this one is read, so no round trip to the store
+        // idles the load between two: the next part (a few MiB), or the next chunks, up to
+        // [`OBJECTS_AHEAD`] of them and [`BYTES_AHEAD`] stored.
         let get = |object: &ObjectEntry| {
             let (store, key) = (store.clone(), manifest.key(object));
             handle.spawn(async move { store.get(&key).await })
         };
-        let mut next = objects.first().map(get);
+        let mut asked = std::collections::VecDeque::new();
+        let mut asked_bytes = 0u64;
+        let mut next_to_ask = 0;
         for (index, object) in objects.iter().enumerate() {
-            let asked = std::mem::replace(&mut next, objects.get(index + 1).map(get));
-            let got = handle.block_on(asked.expect("asked with the object before"))?;
+            while next_to_ask < objects.len()
+                && (next_to_ask <= index + 1
+                    || (asked.len() < OBJECTS_AHEAD && asked_bytes < BYTES_AHEAD))
+            {
+                asked_bytes += objects[next_to_ask].bytes;
+                asked.push_back(get(&objects[next_to_ask]));
+                next_to_ask += 1;
+            }
+            asked_bytes -= object.bytes;
+            let got = handle.block_on(asked.pop_front().expect("asked ahead of its turn"))?;
             let stream = got.map_err(|e| {
                 if e.is_not_found() {
                     Error::from(LoadError::Missing {
