@@ -5,6 +5,7 @@ mod common;
 mod fakes;
 
 mod action;
+mod app_endpoint;
 mod architecture;
 mod bucket_errors;
 mod checks;
