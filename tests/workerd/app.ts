@@ -2,10 +2,12 @@
 // the Worker example at /api/backup, the SvelteKit route at /sveltekit/api/backup (called as
 // SvelteKit would, with its own database as `platform.env.DB`), and what only the tests need:
 // `POST /setup` applies the example's migration to both databases, `GET /health` answers when
-// up, and a request with `X-Test-Fail-Once` that the example accepts is answered 503 the first
-// time, as when the backup fails after the code was used up.
+// up, `POST /code` answers the code the example makes for a secret (`{secret, at}`, seconds) to
+// compare with d1r2's, and a request with `X-Test-Fail-Once` that the example accepts is
+// answered 503 the first time, as when the backup fails after the code was used up.
 
 import app from "../../examples/app/src/worker";
+import { totpFor } from "../../examples/app/src/lib/server/verify";
 import { POST } from "../../examples/app/src/routes/api/backup/+server";
 import migration from "../../examples/app/migrations/0001_d1r2_totp.sql";
 
@@ -29,6 +31,10 @@ export default {
         await db.batch(statements.map((s: string) => db.prepare(s)));
       }
       return new Response("migrated\n");
+    }
+    if (url.pathname === "/code") {
+      const { secret, at } = (await request.json()) as { secret: string; at: number };
+      return new Response(totpFor(secret).generate({ timestamp: at * 1000 }));
     }
     if (url.pathname === "/sveltekit/api/backup") {
       const platform = { env: { DB: env.SVELTEKIT_DB, TOTP_SECRET: env.TOTP_SECRET } };
