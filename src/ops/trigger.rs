@@ -6,9 +6,10 @@
 //! computes one code and reuses it across retry delays gets 401s once the first delay outlasts
 //! the code. Nor is a code ever sent twice: an endpoint accepts each code once (RFC 6238 §5.2),
 //! and one that answered 5xx may have used it up before failing, so a retry within the period of
-//! the code before waits for the next period. 408, 429 (honouring `Retry-After`), 5xx, timeouts and connection failures are
-//! retried; any other 4xx fails at once. Neither the secret nor a code is ever printed, and the
-//! URL is shown without its query and credentials, which may carry tokens too.
+//! the code before waits for the next period. 408, 429 (honouring `Retry-After`), 5xx, timeouts
+//! and connection failures are retried; any other 4xx fails at once. Neither the secret nor a
+//! code is ever printed, and the URL is shown without its query and credentials, which may carry
+//! tokens too.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
