@@ -4,9 +4,12 @@
 //! Every attempt gets a fresh code, made just before it is sent, and never one with less than
 //! `--min-validity` seconds left (it would expire on the way): the hand-written workflow that
 //! computes one code and reuses it across retry delays gets 401s once the first delay outlasts
-//! the code. 408, 429 (honouring `Retry-After`), 5xx, timeouts and connection failures are
-//! retried; any other 4xx fails at once. Neither the secret nor a code is ever printed, and the
-//! URL is shown without its query and credentials, which may carry tokens too.
+//! the code. Nor is a code ever sent twice: an endpoint accepts each code once (RFC 6238 §5.2),
+//! and one that answered 5xx may have used it up before failing, so a retry within the period of
+//! the code before waits for the next period. 408, 429 (honouring `Retry-After`), 5xx, timeouts
+//! and connection failures are retried; any other 4xx fails at once. Neither the secret nor a
+//! code is ever printed, and the URL is shown without its query and credentials, which may carry
+//! tokens too.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,10 +42,23 @@ pub(crate) struct TriggerOptions {
 }
 
 /// How long to wait at unix time `now` (seconds, fractional) before a code has at least
-/// `min_validity` seconds left in its `period`. A `min_validity` of half the period or more is
-/// treated as half, so there is always a time that satisfies it.
-pub(crate) fn wait_for_fresh_code(now: f64, period: u64, min_validity: u64) -> Duration {
+/// `min_validity` seconds left in its `period` and is of a later period than `last_sent`, the
+/// period (counter) of the code the attempt before sent. A `min_validity` of half the period or
+/// more is treated as half, so there is always a time that satisfies it.
+pub(crate) fn wait_for_fresh_code(
+    now: f64,
+    period: u64,
+    min_validity: u64,
+    last_sent: Option<u64>,
+) -> Duration {
     let period_f = period as f64;
+    if let Some(last) = last_sent {
+        let next = (last + 1) as f64 * period_f;
+        if now < next {
+            // The next period's code, sent at its start, has the whole period left.
+            return Duration::from_secs_f64(next - now + 0.01);
+        }
+    }
     let left = period_f - now.rem_euclid(period_f);
     let needed = (min_validity as f64).min(period_f / 2.0);
     if left < needed {
@@ -206,11 +222,14 @@ pub(crate) async fn run(args: &TriggerOptions, secret: Option<&str>) -> Result<R
     let max = args.max_attempts;
     let started = Instant::now();
 
+    // The period of the code the attempt before sent: no later attempt sends it again.
+    let last_sent = std::sync::Mutex::new(None::<u64>);
     let attempt = |n: u32| {
-        let (client, generator, url, method, headers) =
-            (&client, &generator, &url, &method, &headers);
+        let (client, generator, url, method, headers, last_sent) =
+            (&client, &generator, &url, &method, &headers, &last_sent);
         async move {
-            let wait = wait_for_fresh_code(unix_now(), generator.period, args.min_validity);
+            let before = *last_sent.lock().unwrap_or_else(|e| e.into_inner());
+            let wait = wait_for_fresh_code(unix_now(), generator.period, args.min_validity, before);
             if !wait.is_zero() {
                 tracing::info!(
                     "attempt {n}/{max}: waiting {:.1} s for a fresh code",
@@ -218,7 +237,9 @@ pub(crate) async fn run(args: &TriggerOptions, secret: Option<&str>) -> Result<R
                 );
                 tokio::time::sleep(wait).await;
             }
-            let code = generator.code(unix_now() as u64);
+            let at = unix_now() as u64;
+            let code = generator.code(at);
+            *last_sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(at / generator.period);
             // An endpoint that echoes the request gives the code back; it is redacted as the
             // secret it is made from.
             crate::redact::register(&code);
@@ -339,20 +360,32 @@ mod tests {
 
     #[test]
     fn fresh_code_waits_table() {
-        for (now, period, min, want_ms) in [
-            (0.0, 30, 2, 0),
-            (27.5, 30, 2, 0),
-            (28.0, 30, 2, 0),
-            (28.5, 30, 2, 1510),
-            (29.99, 30, 2, 20),
-            (59.0, 30, 2, 1010),
-            (1_700_000_009.0, 10, 2, 1010),
-            (4.0, 10, 9, 0),
-            (6.0, 10, 9, 4010),
-            (1.0, 10, 0, 0),
+        for (now, period, min, last, want_ms) in [
+            (0.0, 30, 2, None, 0),
+            (27.5, 30, 2, None, 0),
+            (28.0, 30, 2, None, 0),
+            (28.5, 30, 2, None, 1510),
+            (29.99, 30, 2, None, 20),
+            (59.0, 30, 2, None, 1010),
+            (1_700_000_009.0, 10, 2, None, 1010),
+            (4.0, 10, 9, None, 0),
+            (6.0, 10, 9, None, 4010),
+            (1.0, 10, 0, None, 0),
+            // A retry in the period of the code sent before waits for the next period.
+            (5.0, 30, 2, Some(0), 25010),
+            (29.0, 30, 2, Some(0), 1010),
+            (1_700_000_001.5, 10, 2, Some(170_000_000), 8510),
+            // A later period's code is sent at once, unless about to expire.
+            (30.0, 30, 2, Some(0), 0),
+            (45.0, 30, 2, Some(0), 0),
+            (59.0, 30, 2, Some(0), 1010),
+            (95.0, 30, 2, Some(1), 0),
         ] {
-            let got = wait_for_fresh_code(now, period, min).as_millis();
-            assert!(got.abs_diff(want_ms) <= 1, "{now} {period} {min}: {got}");
+            let got = wait_for_fresh_code(now, period, min, last).as_millis();
+            assert!(
+                got.abs_diff(want_ms) <= 1,
+                "{now} {period} {min} {last:?}: {got}"
+            );
         }
     }
 

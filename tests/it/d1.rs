@@ -1001,7 +1001,7 @@ async fn drill_applies_migrations_as_wrangler_does() {
     put(
         "10_notes.sql",
         &format!(
-            "-- notes{}BEGIN TRANSACTION;{}CREATE TABLE notes(id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id), body TEXT);{}INSERT INTO notes VALUES (1, 1, 'x');{}COMMIT;{}",
+            "-- notes\n{}BEGIN TRANSACTION;{}CREATE TABLE notes(id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id), body TEXT);{}INSERT INTO notes VALUES (1, 1, 'x');{}COMMIT;{}",
             g(&mut rng),
             g(&mut rng),
             g(&mut rng),

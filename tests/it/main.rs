@@ -1,10 +1,14 @@
 //! The integration tests, in one binary: the tree is linked once, not once per file, and the
 //! helpers in `common` and the fakes in `fakes` are shared modules rather than copies.
 
+/// The local cloud of examples/local_cloud, which `local_cloud` starts in-process.
+#[path = "../../examples/local_cloud/cloud.rs"]
+mod cloud;
 mod common;
 mod fakes;
 
 mod action;
+mod app_endpoint;
 mod architecture;
 mod bucket_errors;
 mod checks;
@@ -18,6 +22,7 @@ mod faults;
 mod firewall;
 mod freshness;
 mod heartbeat;
+mod local_cloud;
 mod point_in_time;
 mod prune;
 mod redaction;

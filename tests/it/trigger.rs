@@ -1,5 +1,7 @@
 //! `d1r2 trigger` against a local HTTP server that checks the TOTP code of every request (the
-//! current period only, as an app would) and answers a scripted sequence.
+//! current period only, each code accepted once, as an app would) and answers a scripted
+//! sequence. A code is used up when it arrives, whatever the answer, as at an endpoint whose
+//! backup fails after the check: every retry needs a code of a later period.
 
 use crate::common::cmd::{D1r2, Run};
 use std::collections::BTreeMap;
@@ -35,6 +37,8 @@ struct App {
     period: u64,
     script: Arc<Vec<Reply>>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// The periods whose code was accepted.
+    used: Arc<Mutex<std::collections::BTreeSet<u64>>>,
 }
 
 fn expected_code(now: u64, period: u64) -> String {
@@ -59,7 +63,8 @@ async fn handle(app: App, method: Method, headers: HeaderMap, body: Bytes) -> Re
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .to_string();
-    let valid = code == expected_code(now, app.period);
+    let valid =
+        code == expected_code(now, app.period) && app.used.lock().unwrap().insert(now / app.period);
     let n = {
         let mut seen = app.seen.lock().unwrap();
         seen.push(Seen {
@@ -97,6 +102,7 @@ async fn serve_with_period(script: Vec<Reply>, period: u64) -> (String, App) {
         period,
         script: Arc::new(script),
         seen: Arc::default(),
+        used: Arc::default(),
     };
     let state = app.clone();
     let router = Router::new().fallback(move |method: Method, headers: HeaderMap, body: Bytes| {
@@ -147,12 +153,15 @@ fn outputs(path: &std::path::Path) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_with_a_fresh_valid_code_each_time() {
-    let (url, app) = serve(vec![
-        Reply::Status(503, "warming up", None),
-        Reply::Status(503, "warming up", None),
-        Reply::Status(429, "slow down", Some(1)),
-        Reply::Status(200, "{\"ok\":true,\"backup\":\"b-42\"}", None),
-    ])
+    let (url, app) = serve_with_period(
+        vec![
+            Reply::Status(503, "warming up", None),
+            Reply::Status(503, "warming up", None),
+            Reply::Status(429, "slow down", Some(1)),
+            Reply::Status(200, "{\"ok\":true,\"backup\":\"b-42\"}", None),
+        ],
+        2,
+    )
     .await;
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("output");
@@ -170,6 +179,7 @@ async fn retries_with_a_fresh_valid_code_each_time() {
             ("INPUT_HEADER", "X-Backup-Reason: nightly, scheduled"),
             ("INPUT_INITIAL-DELAY", "0.01"),
             ("INPUT_MAX-DELAY", "3"),
+            ("INPUT_PERIOD", "2"),
         ],
     )
     .await;
@@ -245,7 +255,8 @@ async fn codes_are_made_per_attempt_not_reused_across_periods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausting_the_retries_fails_with_the_last_status() {
-    let (url, app) = serve(vec![Reply::Status(500, "database is locked", None)]).await;
+    let (url, app) =
+        serve_with_period(vec![Reply::Status(500, "database is locked", None)], 2).await;
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("output");
     let out = d1r2(
@@ -257,6 +268,7 @@ async fn exhausting_the_retries_fails_with_the_last_status() {
             ("INPUT_URL", &url),
             ("INPUT_MAX-ATTEMPTS", "3"),
             ("INPUT_INITIAL-DELAY", "0.01"),
+            ("INPUT_PERIOD", "2"),
         ],
     )
     .await;
@@ -329,6 +341,9 @@ async fn dropped_connections_and_timeouts_are_retried() {
             "0.01",
             "--timeout",
             "0.5",
+            // Short periods: a retry waits for the next one.
+            "--period",
+            "2",
         ],
         &[],
     )

@@ -25,13 +25,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(90);
 pub struct Workerd {
     /// The API base, as `CLOUDFLARE_API_BASE_URL`.
     pub url: String,
+    /// `http://127.0.0.1:<port>`, where the Worker answers.
+    pub origin: String,
     dir: tempfile::TempDir,
     databases: Vec<(String, String)>,
     child: Option<Child>,
 }
 
-/// The folder of the locked wrangler and the Worker.
-fn package() -> PathBuf {
+/// The folder of the locked wrangler and the Workers.
+pub fn package() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workerd")
 }
 
@@ -85,6 +87,11 @@ fn object_file(state: &Path, database_id: &str) -> PathBuf {
     state.join(format!("v3/d1/miniflare-D1DatabaseObject/{id}.sqlite"))
 }
 
+/// A string as TOML writes it (JSON's escapes are TOML's).
+pub fn toml_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
 /// SQL as a D1 database can hold it: the lines naming `_cf_` tables (D1's own, which D1 refuses
 /// to let anyone create or write) left out.
 pub fn as_d1_holds(sql: &str) -> String {
@@ -123,6 +130,7 @@ impl Workerd {
         std::fs::write(dir.path().join("wrangler.toml"), config).unwrap();
         Workerd {
             url: String::new(),
+            origin: String::new(),
             dir,
             databases,
             child: None,
@@ -132,13 +140,37 @@ impl Workerd {
     /// `wrangler dev --local` serving databases `names` (empty), answering once this returns.
     pub fn start(names: &[&str]) -> Workerd {
         let mut w = Workerd::configure(names);
+        w.launch();
+        w.url = format!("{}/client/v4", w.origin);
+        w
+    }
+
+    /// `wrangler dev --local` with the configuration `config` (TOML, its `main` an absolute
+    /// path), whose Worker must answer `GET /health` with 200; answering once this returns.
+    pub fn start_with(config: &str) -> Workerd {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("wrangler.toml"), config).unwrap();
+        let mut w = Workerd {
+            url: String::new(),
+            origin: String::new(),
+            dir,
+            databases: Vec::new(),
+            child: None,
+        };
+        w.launch();
+        w
+    }
+
+    /// Starts `wrangler dev` with this folder's configuration on a free port and waits for
+    /// `GET /health` to answer 200.
+    fn launch(&mut self) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let log = std::fs::File::create(w.dir.path().join("wrangler.log")).unwrap();
-        let mut command = w.wrangler_command(&[
+        let log = std::fs::File::create(self.dir.path().join("wrangler.log")).unwrap();
+        let mut command = self.wrangler_command(&[
             "dev",
             "--local",
             "--ip",
@@ -154,25 +186,24 @@ impl Workerd {
             .stderr(log);
         // Its own process group, so that dropping it ends workerd too.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        w.child = Some(
+        self.child = Some(
             command
                 .spawn()
                 .expect("starting wrangler dev (is node installed?)"),
         );
         let started = Instant::now();
         while !healthy(port) {
-            if let Some(status) = w.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("wrangler dev ended ({status}):\n{}", w.log());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("wrangler dev ended ({status}):\n{}", self.log());
             }
             assert!(
                 started.elapsed() < START_TIMEOUT,
                 "wrangler dev did not answer:\n{}",
-                w.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        w.url = format!("http://127.0.0.1:{port}/client/v4");
-        w
+        self.origin = format!("http://127.0.0.1:{port}");
     }
 
     /// Wrangler with the configuration and state of this folder, offline: no metrics, no update
@@ -318,10 +349,6 @@ impl Drop for Workerd {
             let _ = child.wait();
         }
     }
-}
-
-fn toml_string(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
 }
 
 /// Whether the Worker answers on `port`.

@@ -46,6 +46,11 @@ pub struct FakeGitHub {
 
 impl FakeGitHub {
     pub async fn start() -> FakeGitHub {
+        FakeGitHub::start_at(0).await
+    }
+
+    /// [`FakeGitHub::start`] on loopback port `port` (0: a free one).
+    pub async fn start_at(port: u16) -> FakeGitHub {
         let shared = Shared {
             seen: Arc::new(Mutex::new(Vec::new())),
             meta: Arc::new(Mutex::new(json!({}))),
@@ -58,7 +63,7 @@ impl FakeGitHub {
             .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
             .route("/meta", get(meta))
             .with_state(shared.clone());
-        let addr = super::serve(app).await;
+        let addr = super::serve_at(app, port).await;
         FakeGitHub {
             url: format!("http://{addr}"),
             seen: shared.seen,

@@ -11,8 +11,15 @@ pub mod s3;
 /// real API's are: without it every small answer waits out the client's delayed ACK (40 ms on
 /// Linux), which would swamp what the benchmarks measure.
 pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    serve_at(app, 0).await
+}
+
+/// [`serve`] on loopback port `port` (0: a free one), for the local cloud's fixed ports.
+pub async fn serve_at(app: axum::Router, port: u16) -> std::net::SocketAddr {
     use axum::serve::ListenerExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("listening on 127.0.0.1:{port}: {e}"));
     let addr = listener.local_addr().unwrap();
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

@@ -58,6 +58,11 @@ pub struct FakeS3 {
 impl FakeS3 {
     /// Starts a server holding the given (empty) buckets.
     pub async fn start(buckets: &[&str]) -> FakeS3 {
+        FakeS3::start_at(buckets, 0).await
+    }
+
+    /// [`FakeS3::start`] on loopback port `port` (0: a free one).
+    pub async fn start_at(buckets: &[&str], port: u16) -> FakeS3 {
         let root = tempfile::tempdir().unwrap();
         for b in buckets {
             std::fs::create_dir_all(root.path().join(b)).unwrap();
@@ -72,7 +77,9 @@ impl FakeS3 {
         });
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("listening on 127.0.0.1:{port}: {e}"));
         let addr = listener.local_addr().unwrap();
         let served = state.clone();
         tokio::spawn(async move {
