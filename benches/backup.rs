@@ -151,6 +151,7 @@ fn bench_one(
     let backup = measure(
         Command::new(bin)
             .arg("backup")
+            .arg("--full")
             .arg("--source")
             .arg(db)
             .arg("--dest")

@@ -1,4 +1,4 @@
-//! Chunked backups: what `backup --chunked` uploads, against a full backup, as a narrow database
+//! Chunked backups: what a chunked backup uploads, against a `--full` one, as a narrow database
 //! stays the same, grows by 1% and has 1,000 rows updated at random places.
 //!
 //! Run with `cargo bench --bench chunks` (or `scripts/bench-chunks`). Environment:
@@ -143,7 +143,7 @@ impl Bench<'_> {
 
         warm(base);
         let (root, dest) = self.dest(name, "full");
-        let (run, up, id) = self.backup(&root, &dest, base, &[]);
+        let (run, up, id) = self.backup(&root, &dest, base, &["--full".to_string()]);
         line("full", "backup", &run, Some(up), None);
         let run = self.restore(&dest, &id);
         line("full", "restore", &run, None, None);
@@ -154,11 +154,7 @@ impl Bench<'_> {
             fs::copy(base, &db).expect("copy database");
             warm(&db);
             let (root, dest) = self.dest(name, &format!("chunked-{size}"));
-            let args = [
-                "--chunked".to_string(),
-                "--chunk-size".into(),
-                size.to_string(),
-            ];
+            let args = ["--chunk-size".to_string(), size.to_string()];
 
             let (run, first, id) = self.backup(&root, &dest, &db, &args);
             line(&label, "first backup", &run, Some(first), Some(first));

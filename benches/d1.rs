@@ -18,8 +18,9 @@
 //!   their time ratio is the median of the pairs' ratios, so the machine's drift weighs on both.
 //! - `D1R2_BENCH_PERF`: a directory; every run is then recorded there by `perf record -g`.
 //! - `D1R2_BENCH_OPS`: the operations to run, any of `backup`, `readers` (the backup with
-//!   `--table-readers 2`), `restore`, `verify`, `import`, `naive`, `chunked` (a first
-//!   `--chunked` backup and its restore), comma separated; default all but `chunked`
+//!   `--table-readers 2`), `restore`, `verify`, `import`, `naive`, `chunked` (a first chunked
+//!   backup and its restore), comma separated; default all but `chunked`; `backup`, `readers`
+//!   and what reads their backups are `--full` backups
 //!   (`restore`, `verify` and `import` read what `backup` stored).
 //!
 //! Every operation runs as a child process (the straightforward approach is this benchmark
@@ -285,14 +286,14 @@ async fn bench_one(
             let (ours, theirs, ratio) = median_pair(
                 runs,
                 &label,
-                ("d1r2 backup", backup("d1r2", &[])),
+                ("d1r2 backup", backup("d1r2", &["--full"])),
                 ("straightforward", naive),
             )
             .await;
             (Some(ours), Some((theirs, Some(ratio))))
         }
         (true, false) => (
-            Some(median_of(runs, &label, "d1r2 backup", backup("d1r2", &[])).await),
+            Some(median_of(runs, &label, "d1r2 backup", backup("d1r2", &["--full"])).await),
             None,
         ),
         (false, true) => (
@@ -313,7 +314,7 @@ async fn bench_one(
             runs,
             &label,
             "d1r2 backup --table-readers 2",
-            backup("d1r2-readers", &["--table-readers", "2"]),
+            backup("d1r2-readers", &["--full", "--table-readers", "2"]),
         )
         .await;
         line("d1r2 backup --table-readers 2", &split);
@@ -342,10 +343,10 @@ async fn bench_one(
     }
     // A first chunked backup, to a prefix of its own each run, and its restore.
     if wants("chunked") {
-        let name = "d1r2 backup --chunked (first)";
-        let chunked = median_of(runs, &label, name, backup("d1r2-chunked", &["--chunked"])).await;
+        let name = "d1r2 backup, chunked (first)";
+        let chunked = median_of(runs, &label, name, backup("d1r2-chunked", &[])).await;
         line(name, &chunked);
-        let name = "d1r2 restore --chunked backup (to a file)";
+        let name = "d1r2 restore, chunked backup (to a file)";
         let restored = median_of(runs, &label, name, restore("s3://bench/d1r2-chunked")).await;
         line(name, &restored);
     }

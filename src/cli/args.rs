@@ -146,15 +146,15 @@ pub struct BackupArgs {
     /// database again (D1 bills the rows read).
     #[arg(long, default_value_t = crate::ops::backup::consistency::ATTEMPTS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
     pub consistent_attempts: u32,
-    /// Cut every table's rows into content-defined chunks stored once under `chunks/` and shared
-    /// with the destination's later backups, so a backup uploads only the chunks that changed.
+    /// A self-contained backup that shares nothing: its rows in parts of its own, rather than in
+    /// chunks stored once under `chunks/` and shared with the destination's other backups.
     #[arg(long)]
-    pub chunked: bool,
-    /// The SQL a chunk of a --chunked backup holds on average, in bytes (at least a quarter,
-    /// at most four times as much); without --chunked it changes nothing.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20,
+    pub full: bool,
+    /// The SQL a chunk holds on average, in bytes (at least a quarter, at most four times as
+    /// much); smaller chunks share more between backups of scattered changes.
+    #[arg(long, value_name = "BYTES", conflicts_with = "full",
           value_parser = clap::value_parser!(u32).range(4096..=(64 << 20)))]
-    pub chunk_size: u32,
+    pub chunk_size: Option<u32>,
     /// After a successful backup, prune each destination with the --keep-* rules.
     #[arg(long)]
     pub prune: bool,

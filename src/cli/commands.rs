@@ -318,7 +318,10 @@ async fn backup(args: BackupArgs) -> Result<Report> {
         public_label: args.public_label,
         consistency: args.consistent.into(),
         consistent_attempts: args.consistent_attempts,
-        chunk_bytes: args.chunked.then_some(args.chunk_size as usize),
+        chunk_bytes: (!args.full).then(|| {
+            args.chunk_size
+                .map_or(crate::format::chunk::DEFAULT_CHUNK_BYTES, |b| b as usize)
+        }),
         ..BackupOptions::default()
     };
     let outcome = backup::run(source.as_ref(), &stores, &options)

@@ -44,7 +44,7 @@ impl Dest {
     /// A chunked backup of `source` (a file or `d1://` name); its manifest as stored.
     fn backup_from(&self, source: &str) -> serde_json::Value {
         let mut args = vec!["backup", "--source", source, "--dest", &self.arg];
-        args.extend(["--chunked", "--chunk-size", "4096"]);
+        args.extend(["--chunk-size", "4096"]);
         if self.key.is_some() {
             args.push("--encrypt");
         }

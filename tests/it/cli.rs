@@ -29,11 +29,13 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A database from the edge fixture and a backup of it in `dir/backups`; returns the backup id.
+/// A database from the edge fixture and a full backup of it (parts of its own) in
+/// `dir/backups`; returns the backup id.
 fn setup(dir: &Path) -> String {
     create_db(&dir.join("app.db"), include_str!("../fixtures/edge.sql"));
     let out = d1r2(&[
         "backup",
+        "--full",
         "--source",
         dir.join("app.db").to_str().unwrap(),
         "--dest",
@@ -656,6 +658,7 @@ fn a_part_of_many_pages_is_one_stream_for_the_stock_gzip() {
     let backups = d.join("backups");
     let out = d1r2(&[
         "backup",
+        "--full",
         "--source",
         db.to_str().unwrap(),
         "--dest",

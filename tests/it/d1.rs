@@ -305,7 +305,6 @@ async fn restore_through_the_import_api(engine: Engine) {
         "d1://prod",
         "--dest",
         "s3://backups/p",
-        "--chunked",
         "--chunk-size",
         "4096",
     ])

@@ -42,11 +42,13 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Backs `db` up into `dest` with encryption; returns the manifest, opened with the key.
+/// Backs `db` up into `dest` with encryption, a full backup (format 3, parts of its own);
+/// returns the manifest, opened with the key.
 fn encrypted_backup(db: &Path, dest: &Path, compression: &str) -> Manifest {
     let out = d1r2(
         &[
             "backup",
+            "--full",
             "--encrypt",
             "--compression",
             compression,
@@ -523,7 +525,7 @@ fn tamperings() -> Vec<(&'static str, Tamper)> {
     ]
 }
 
-/// Two encrypted backups of a database of several tables in `dest` (through `run`), then every
+/// Two encrypted full backups of a database of several tables in `dest` (through `run`), then every
 /// tampering of the first on a fresh copy of `root` (where `dest`'s objects live on disk):
 /// restore, verify and export each refuse it (exit 1, naming the backup) and leave no file
 /// behind where they would write.
@@ -534,7 +536,15 @@ fn assert_tampering_refused(dest: &str, root: &Path, run: impl Fn(&[&str], Optio
     create_db(&db, include_str!("../fixtures/edge.sql"));
     for _ in 0..2 {
         let out = run(
-            &["backup", "--encrypt", "--source", path(&db), "--dest", dest],
+            &[
+                "backup",
+                "--full",
+                "--encrypt",
+                "--source",
+                path(&db),
+                "--dest",
+                dest,
+            ],
             Some(KEY),
         );
         out.success();

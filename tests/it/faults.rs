@@ -177,10 +177,11 @@ impl World {
             .unwrap()
     }
 
+    /// A full backup: these tests break its parts' reads and writes.
     async fn backup(&self, through_proxy: bool) -> Run {
         let db = self.db.to_str().unwrap().to_string();
         self.run(
-            &["backup", "--source", &db, "--dest", &self.dest()],
+            &["backup", "--full", "--source", &db, "--dest", &self.dest()],
             through_proxy,
         )
         .await

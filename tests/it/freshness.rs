@@ -66,9 +66,14 @@ async fn verify_checks_the_newest_backup(bed: Bed) {
         output_line(&run.stdout, "Result").starts_with("ok"),
         "{run}"
     );
-    // A part changed under the manifest: fresh, but it does not verify.
-    let data = bed.files().join(&id).join("data");
-    let part = std::fs::read_dir(&data).unwrap().next().unwrap().unwrap();
+    // A chunk changed under the manifest: fresh, but it does not verify.
+    let chunks = bed.files().join("chunks");
+    let folder = std::fs::read_dir(&chunks).unwrap().next().unwrap().unwrap();
+    let part = std::fs::read_dir(folder.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     let mut bytes = std::fs::read(part.path()).unwrap();
     let at = rand::random::<u32>() as usize % bytes.len();
     bytes[at] ^= 1 + rand::random::<u8>() % 255;

@@ -29,8 +29,9 @@ fn ids(store: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A store with one real backup per timestamp, each manifest's `created` set to it; returns
-/// the store and the ids in the order of `times`.
+/// A store with one real full backup per timestamp (parts of its own, which tests age and
+/// break), each manifest's `created` set to it; returns the store and the ids in the order of
+/// `times`.
 fn store_with_backups(dir: &Path, times: &[&str]) -> (PathBuf, Vec<String>) {
     let db = dir.join("app.db");
     common::create_db(
@@ -43,6 +44,7 @@ fn store_with_backups(dir: &Path, times: &[&str]) -> (PathBuf, Vec<String>) {
         let before = ids_or_empty(&store);
         ok(&[
             "backup",
+            "--full",
             "--source",
             db.to_str().unwrap(),
             "--dest",
@@ -293,7 +295,8 @@ fn the_audit_trail_records_who_did_what() {
         action(&[
             ("INPUT_COMMAND", "backup"),
             ("INPUT_SOURCE", db.to_str().unwrap()),
-            ("INPUT_DEST", s)
+            ("INPUT_DEST", s),
+            ("INPUT_FULL", "true")
         ])
         .status
         .success()

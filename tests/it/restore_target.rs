@@ -92,9 +92,9 @@ impl Place {
             .await
     }
 
-    /// Backs `db` up into this place.
+    /// Backs `db` up into this place, a full backup: the tests corrupt its parts.
     async fn backup(&self, db: &Path) {
-        self.run(&["backup", "--source", s(db), "--dest", &self.from])
+        self.run(&["backup", "--full", "--source", s(db), "--dest", &self.from])
             .await
             .success();
     }

@@ -232,8 +232,8 @@ async fn prune_and_list_leave_what_is_not_a_backup_alone(bed: Bed) {
     // Full backups and chunked ones, whose chunks share the prefix with the foreign keys.
     for chunked in [false, true, true] {
         let mut args = vec!["backup", "--source", db.to_str().unwrap(), "--dest", &dest];
-        if chunked {
-            args.push("--chunked");
+        if !chunked {
+            args.push("--full");
         }
         bed.ok(&args).await;
     }
@@ -566,9 +566,11 @@ async fn a_failed_backup_deletes_only_what_it_wrote(bed: Bed) {
             foreign.insert(PathBuf::from(key), bytes);
         }
     }
+    // A full backup, whose parts go in the data folder the foreign object is in the way of.
     let run = bed
         .run(&[
             "backup",
+            "--full",
             "--source",
             db.to_str().unwrap(),
             "--dest",

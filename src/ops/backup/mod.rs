@@ -208,23 +208,14 @@ fn window_limit(rows: usize) -> usize {
 }
 
 /// Runs a backup of `source` into every store in `stores`: once, or under `--consistent` until
-/// an attempt saw no write (or the attempts run out), waiting with backoff between attempts. A
-/// chunked one holds a lock in every store while it runs ([`crate::format::lock`]), so no prune
-/// deletes the chunks it names.
+/// an attempt saw no write (or the attempts run out), waiting with backoff between attempts.
 pub async fn run(
     source: &dyn Source,
     stores: &[Arc<dyn Store>],
     options: &BackupOptions,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
-    let held = match options.chunk_bytes {
-        Some(_) => Some(chunks::Held::acquire(stores).await?),
-        None => None,
-    };
     let (result, made) = attempts(source, stores, options).await;
-    if let Some(held) = held {
-        held.release().await;
-    }
     let (manifest, manifest_sha256) = match result {
         Ok(done) => done,
         Err(Attempt::Failed(e)) => return Err(e),
@@ -298,6 +289,30 @@ async fn once(
     // matches nothing) writes nothing.
     let bookmark = source.bookmark().await?;
     let schema = catalog::load(source, &options.filter).await?;
+    // A chunked backup holds a lock in every store ([`crate::format::lock`]) from before it
+    // reads which chunks they hold until its manifest is written, so no prune deletes a chunk
+    // it names; taken once the catalog is read, so a refused backup writes nothing.
+    let held = match options.chunk_bytes {
+        Some(_) => Some(chunks::Held::acquire(stores).await?),
+        None => None,
+    };
+    let result = write(source, stores, options, decide, bookmark, schema).await;
+    if let Some(held) = held {
+        held.release().await;
+    }
+    result
+}
+
+/// The rest of [`once`], from the catalog read: the id claimed, every part or chunk, the
+/// bookmark after the last read, and the manifest or the parts discarded.
+async fn write(
+    source: &dyn Source,
+    stores: &[Arc<dyn Store>],
+    options: &BackupOptions,
+    decide: impl Fn(Option<bool>) -> Decision,
+    bookmark: Option<String>,
+    schema: crate::model::Schema,
+) -> Result<Option<(Manifest, String)>> {
     // A chunked backup learns which chunks each store holds before it writes anything.
     let chunking = match options.chunk_bytes {
         Some(target) => Some(
