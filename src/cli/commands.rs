@@ -474,7 +474,25 @@ async fn restore(args: RestoreArgs) -> Result<Report> {
         .row("Restored into", &args.to)
         .row("Tables", count(outcome.tables as u64))
         .row("Rows", count(outcome.rows));
+    report_erasures(&mut report, &outcome.erasures);
     Ok(report)
+}
+
+/// Adds the recorded erasures a read applied to a report: outputs `erasures` (how many) and
+/// `erased-rows` (the rows they removed, when counted), and a row each.
+fn report_erasures(report: &mut Report, erasures: &[crate::ops::erasures::ErasureOutcome]) {
+    report.output("erasures", erasures.len());
+    let counted: Option<u64> = erasures.iter().map(|e| e.rows).sum();
+    if let Some(rows) = counted {
+        report.output("erased-rows", rows);
+    }
+    for e in erasures {
+        let removed = match e.rows {
+            Some(rows) => format!("{} removed", count(rows)),
+            None => "applied where the SQL runs".to_string(),
+        };
+        report.row(&format!("Erasure {}", e.id), removed);
+    }
 }
 
 async fn verify(args: SelectArgs) -> Result<Report> {
@@ -504,6 +522,7 @@ async fn verify(args: SelectArgs) -> Result<Report> {
     if outcome.foreign_key_violations > 0 {
         report.row("Foreign key violations", outcome.foreign_key_violations);
     }
+    report_erasures(&mut report, &outcome.erasures);
     Ok(report)
 }
 
@@ -607,7 +626,7 @@ async fn export(args: ExportArgs) -> Result<Report> {
     crate::ops::scratch::check_folder(&args.out)?;
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
     let (manifest, key) = open_manifest(select(store.as_ref(), &args.select).await?)?;
-    let bytes = crate::ops::export::export(store, &manifest, key.as_ref(), &args.out)
+    let (bytes, erasures) = crate::ops::export::export(store, &manifest, key.as_ref(), &args.out)
         .await
         .with_context(|| format!("exporting backup {} to {}", manifest.id, args.out.display()))?;
     let mut report = Report::new("export");
@@ -618,6 +637,7 @@ async fn export(args: ExportArgs) -> Result<Report> {
         .row("Backup", &manifest.id)
         .row("Written", args.out.display())
         .row("Size", human_bytes(bytes));
+    report_erasures(&mut report, &erasures);
     Ok(report)
 }
 
@@ -728,6 +748,7 @@ async fn drill(args: DrillArgs) -> Result<Report> {
         "Result",
         "every pending migration applies to the restored data",
     );
+    report_erasures(&mut report, &outcome.erasures);
     Ok(report)
 }
 

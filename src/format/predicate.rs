@@ -118,12 +118,26 @@ pub fn limit(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Confines `conn` for evaluating predicates: an authorizer that lets statements read, and with
-/// `delete` delete from, only `tables`; any `ATTACH`, pragma, write elsewhere, recursive query
-/// or denied function is refused when the statement is prepared. Undone by [`release`].
-pub fn confine(conn: &mut Connection, tables: Vec<String>, delete: bool) -> rusqlite::Result<()> {
+/// `delete` delete from, only `tables`, in at most `selects` `SELECT`s (so `Some(1)` allows no
+/// subquery in a `SELECT`); any `ATTACH`, pragma, write elsewhere, recursive query or denied
+/// function is refused when the statement is prepared. Undone by [`release`].
+pub fn confine(
+    conn: &mut Connection,
+    tables: Vec<String>,
+    delete: bool,
+    selects: Option<usize>,
+) -> rusqlite::Result<()> {
     let allowed = move |name: &str| tables.iter().any(|t| t.eq_ignore_ascii_case(name));
+    let mut seen = 0usize;
     let hook = move |ctx: AuthContext<'_>| match ctx.action {
-        AuthAction::Select => Authorization::Allow,
+        AuthAction::Select => {
+            seen += 1;
+            if selects.is_some_and(|most| seen > most) {
+                Authorization::Deny
+            } else {
+                Authorization::Allow
+            }
+        }
         AuthAction::Read { table_name, .. } if allowed(table_name) => Authorization::Allow,
         AuthAction::Delete { table_name } if delete && allowed(table_name) => Authorization::Allow,
         AuthAction::Function { function_name }
@@ -291,7 +305,9 @@ pub fn table_named(conn: &Connection, table: &str) -> rusqlite::Result<Option<St
 
 /// Checks that `predicate` is a condition on `table` in `conn`'s schema: its text passes
 /// [`check_text`] and `SELECT 1 FROM table WHERE (predicate)` prepares on the connection
-/// confined to `table` alone (and [`limit`]ed: `conn` runs predicates only). SQLite's message is kept only when it quotes nothing of it.
+/// confined to `table` alone, with no subquery (and [`limit`]ed: `conn` runs predicates only).
+/// So a predicate is a condition on one row: the same rows give the same answer whichever part
+/// or chunk holds them, and the rest of the table changes nothing. SQLite's message is kept only when it quotes nothing of it.
 pub fn validate(conn: &mut Connection, table: &str, predicate: &str) -> Result<(), PredicateError> {
     if let Some(problem) = check_text(predicate) {
         return Err(PredicateError::Text {
@@ -304,7 +320,7 @@ pub fn validate(conn: &mut Connection, table: &str, predicate: &str) -> Result<(
         reason: crate::redact::sqlite(&e),
     };
     limit(conn).map_err(invalid)?;
-    confine(conn, vec![table.to_string()], false).map_err(invalid)?;
+    confine(conn, vec![table.to_string()], false, Some(1)).map_err(invalid)?;
     let sql = format!(
         "SELECT 1 FROM {} WHERE {}",
         quote_ident(table),
@@ -329,6 +345,7 @@ mod tests {
             ("name = 'it''s'", true),
             ("(a = 1) OR (b IN (1, 2))", true),
             ("id IN (SELECT id FROM t WHERE x = 1)", true),
+            ("id IN (1, 2, (3))", true),
             ("", false),
             ("   ", false),
             ("1) UNION SELECT * FROM secrets WHERE (1", false),
@@ -393,6 +410,7 @@ mod tests {
         for bad in [
             "nope = 1",
             "id IN (SELECT k FROM s)",
+            "id IN (SELECT id FROM t WHERE email = 'a')",
             "load_extension('x') IS NULL",
             "id IN (WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT n FROM r)",
             "1) UNION SELECT k FROM s WHERE (1",

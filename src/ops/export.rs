@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use crate::error::{Context, Result};
 use crate::format::crypto::Key;
-use crate::format::load::{SqlSink, Statements, check_key, stream_sql};
-use crate::format::manifest::{Manifest, ObjectEntry};
+use crate::format::load::{Erasing, SqlSink, Statements, check_key, stream_sql};
+use crate::format::manifest::{Manifest, ObjectEntry, ObjectKind};
+use crate::ops::erasures::{ErasureOutcome, plan};
 use crate::ops::scratch::{Purpose, Scratch, base_of, check_folder, folder_of, sweep};
 use crate::store::Store;
 
@@ -21,6 +22,20 @@ use crate::store::Store;
 struct FileSink {
     file: std::io::BufWriter<std::fs::File>,
     statements: Statements,
+    /// The recorded erasures' `DELETE`s, written once, before the post part: whoever runs the
+    /// file removes the rows before any trigger exists to see it.
+    erasing: Option<Erasing>,
+}
+
+impl FileSink {
+    fn erase(&mut self) -> Result<()> {
+        for steps in self.erasing.take().map(|e| e.steps).unwrap_or_default() {
+            for step in steps {
+                writeln!(self.file, "{};", step.sql)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl SqlSink for FileSink {
@@ -28,6 +43,9 @@ impl SqlSink for FileSink {
         let Some(bytes) = bytes else {
             return Ok(self.statements.end(object)?);
         };
+        if object.kind == ObjectKind::Post {
+            self.erase()?;
+        }
         self.statements.push(object, bytes, |_, _, _| Ok(()))?;
         self.file.write_all(bytes)?;
         Ok(())
@@ -40,14 +58,16 @@ fn one_line(text: &str) -> String {
     text.replace(|c: char| c.is_control(), " ")
 }
 
-/// Writes the whole backup to `out`; returns the number of SQL bytes written.
+/// Writes the whole backup to `out`, with the recorded erasures' `DELETE`s before its post part;
+/// returns the number of SQL bytes written and the erasures written.
 pub async fn export(
     store: Arc<dyn Store>,
     manifest: &Manifest,
     key: Option<&Key>,
     out: &Path,
-) -> Result<u64> {
+) -> Result<(u64, Vec<ErasureOutcome>)> {
     check_key(manifest, key)?;
+    let planned = plan(store.clone(), manifest, key).await?;
     check_folder(out)?;
     let dir = folder_of(out);
     sweep(dir);
@@ -56,6 +76,7 @@ pub async fn export(
     let mut sink = FileSink {
         file: std::io::BufWriter::new(std::fs::File::create(temp.path())?),
         statements: Statements::new(manifest),
+        erasing: Some(planned.erasing.clone()),
     };
     writeln!(
         sink.file,
@@ -65,7 +86,8 @@ pub async fn export(
         one_line(manifest.source.name.as_deref().unwrap_or("")),
         manifest.created.to_rfc3339()
     )?;
-    let sink = stream_sql(store, manifest, manifest.objects.clone(), key, sink).await?;
+    let mut sink = stream_sql(store, manifest, manifest.objects.clone(), key, sink).await?;
+    sink.erase()?;
     sink.statements.finish()?;
     let file = sink.file.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
@@ -74,5 +96,5 @@ pub async fn export(
     let mut temp = temp;
     temp.rename_to(out)
         .with_context(|| format!("writing {}", out.display()))?;
-    Ok(bytes)
+    Ok((bytes, planned.outcomes(&Erasing::default())))
 }
