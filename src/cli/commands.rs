@@ -2,8 +2,8 @@
 //! context an error message needs (what failed, on what).
 
 use crate::cli::args::{
-    BackupArgs, CheckArgs, Command, DrillArgs, ExportArgs, KeepArgs, ListArgs, PruneArgs,
-    RestoreArgs, SelectArgs,
+    BackupArgs, CheckArgs, Command, DrillArgs, ExportArgs, FindArgs, ForgetArgs, KeepArgs,
+    ListArgs, PruneArgs, RestoreArgs, SelectArgs,
 };
 use crate::cli::location::{
     SourceLocation, StoreLocation, open_source, open_store, parse_source, parse_store,
@@ -72,6 +72,8 @@ fn audited(command: &Command) -> Option<(&'static str, Vec<String>)> {
         Command::Restore(a) => Some(("restore", vec![a.select.from.clone()])),
         Command::Verify(a) => Some(("verify", vec![a.from.clone()])),
         Command::Prune(a) if !a.dry_run => Some(("prune", vec![a.from.clone()])),
+        Command::Find(a) => Some(("find", vec![a.subject.from.clone()])),
+        Command::Forget(a) => Some(("forget", vec![a.subject.from.clone()])),
         _ => None,
     }
 }
@@ -136,6 +138,8 @@ async fn dispatch(command: Command) -> Result<Report> {
             crate::ops::trigger::run(&args.into(), std::env::var("TOTP_SECRET").ok().as_deref())
                 .await
         }
+        Command::Find(args) => find(args).await,
+        Command::Forget(args) => forget(args).await,
     }
 }
 
@@ -163,6 +167,124 @@ fn open_manifest(stored: Stored) -> Result<(Manifest, Option<Key>)> {
         crate::redact::withhold_names();
     }
     Ok((manifest, key))
+}
+
+/// Every backup of `store` (or the one `id` names), opened with the key in the environment,
+/// oldest first, and that key.
+async fn opened_backups(
+    store: &dyn crate::store::Store,
+    id: Option<&str>,
+) -> Result<(Vec<Manifest>, Option<Key>)> {
+    let stored = match id {
+        Some(id) => vec![repo::resolve(store, id).await?],
+        None => repo::manifests(store).await?,
+    };
+    let mut opened = Vec::new();
+    let mut key = key_from_env()?;
+    for one in stored {
+        let (manifest, k) = open_manifest(one)?;
+        opened.push(manifest);
+        key = k;
+    }
+    Ok((opened, key))
+}
+
+/// `find`: the rows of every retained backup (or one) that `--where` names, as JSON lines on
+/// standard output or in `--out`; the report says how many, in how many backups.
+async fn find(args: FindArgs) -> Result<Report> {
+    use std::io::Write;
+    let store = open_store(&parse_store(&args.subject.from)?, false).await?;
+    let one = (args.backup != "all").then_some(args.backup.as_str());
+    let (backups, key) = opened_backups(store.as_ref(), one).await?;
+    let request = crate::ops::find::FindRequest {
+        table: args.subject.table.clone(),
+        predicate: args.subject.predicate.clone(),
+        related: args.subject.related,
+    };
+    if let Some(newest) = backups.last() {
+        let mut schema =
+            crate::format::load::load_schema(store.clone(), newest, key.as_ref()).await?;
+        crate::ops::find::check_request(&mut schema, &request)?;
+    }
+    let mut out: Box<dyn Write + Send> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout()),
+    };
+    let mut searched = crate::ops::find::Searched::default();
+    for manifest in &backups {
+        crate::ops::find::search(
+            store.clone(),
+            manifest,
+            key.as_ref(),
+            &request,
+            &mut searched,
+            &mut |manifest, table, row| {
+                writeln!(out, "{}", crate::ops::find::line(manifest, table, row))?;
+                Ok(())
+            },
+        )
+        .await
+        .with_context(|| format!("searching backup {}", manifest.id))?;
+    }
+    out.flush()?;
+    let mut report = Report::new("find");
+    report
+        .output("rows", searched.rows)
+        .output("backups", searched.backups_with_rows)
+        .row("Backups searched", backups.len())
+        .row("Backups with rows", searched.backups_with_rows)
+        .row("Rows", count(searched.rows));
+    if searched.chunks_reused > 0 {
+        report.row("Chunks answered from an earlier backup", searched.chunks_reused);
+    }
+    Ok(report)
+}
+
+/// `forget`: records the erasure, then reports its id and the rows it names in how many
+/// backups (the audit record keeps the counts, never the predicate).
+async fn forget(args: ForgetArgs) -> Result<Report> {
+    let store = open_store(&parse_store(&args.subject.from)?, false).await?;
+    let (backups, key) = opened_backups(store.as_ref(), None).await?;
+    let request = crate::format::erasure::Request {
+        table: args.subject.table.clone(),
+        predicate: args.subject.predicate.clone(),
+        related: args.subject.related,
+        reason: args.reason.clone(),
+    };
+    let actor = std::env::var("GITHUB_ACTOR").ok().filter(|a| !a.is_empty());
+    let outcome = crate::ops::forget::forget(
+        store,
+        &backups,
+        key.as_ref(),
+        request,
+        (actor, chrono::Utc::now()),
+    )
+    .await
+    .with_context(|| format!("recording an erasure in {}", args.subject.from))?;
+    let mut report = Report::new("forget");
+    report.sealed = key.is_some();
+    report
+        .output("erasure-id", &outcome.erasure.id)
+        .row("Erasure", &outcome.erasure.id);
+    match outcome.counted {
+        Some((rows, with)) => {
+            report
+                .output("rows", rows)
+                .output("backups", with)
+                .row("Rows it names", count(rows))
+                .row("Backups holding them", with);
+        }
+        None => {
+            report.row("Rows it names", "not counted (see the warning)");
+        }
+    }
+    report.row(
+        "Result",
+        "recorded: every later restore, verify, export and drill removes these rows",
+    );
+    Ok(report)
 }
 
 /// The backup `--backup` or `--at` names. `--at` with an id is refused: they would disagree.

@@ -167,10 +167,12 @@ pub struct ForeignKey {
     pub to: Vec<String>,
 }
 
-/// One `DELETE` of an erasure: the table it removes rows from and the statement.
+/// One `DELETE` of an erasure: the table it removes rows from, which of its rows (a condition
+/// on them, which `find` selects by), and the statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub table: String,
+    pub condition: String,
     pub sql: String,
 }
 
@@ -217,6 +219,7 @@ pub fn plan(table: &str, predicate: &str, related: bool, fks: &[ForeignKey]) -> 
         .map(|(table, condition)| Step {
             sql: format!("DELETE FROM {} WHERE {condition}", quote_ident(&table)),
             table,
+            condition,
         })
         .collect()
 }
@@ -317,7 +320,7 @@ pub fn validate(conn: &mut Connection, table: &str, predicate: &str) -> Result<(
     }
     let invalid = |e: rusqlite::Error| PredicateError::Invalid {
         table: table.to_string(),
-        reason: crate::redact::sqlite(&e),
+        reason: reason(&e),
     };
     limit(conn).map_err(invalid)?;
     confine(conn, vec![table.to_string()], false, Some(1)).map_err(invalid)?;
@@ -329,6 +332,18 @@ pub fn validate(conn: &mut Connection, table: &str, predicate: &str) -> Result<(
     let prepared = conn.prepare(&sql).map(drop);
     release(conn).map_err(invalid)?;
     prepared.map_err(invalid)
+}
+
+/// Why SQLite refused a predicate, as a message may say it: its own message when it quotes
+/// nothing (`no such column: emial`), else its result code's description; a quote would be of
+/// the predicate, which names a person.
+fn reason(err: &rusqlite::Error) -> String {
+    match err {
+        rusqlite::Error::SqlInputError { msg, .. } if !msg.contains(['"', '\'', '`', '[']) => {
+            msg.clone()
+        }
+        other => crate::redact::sqlite(other),
+    }
 }
 
 #[cfg(test)]
