@@ -237,7 +237,10 @@ async fn find(args: FindArgs) -> Result<Report> {
         .row("Backups with rows", searched.backups_with_rows)
         .row("Rows", count(searched.rows));
     if searched.chunks_reused > 0 {
-        report.row("Chunks answered from an earlier backup", searched.chunks_reused);
+        report.row(
+            "Chunks answered from an earlier backup",
+            searched.chunks_reused,
+        );
     }
     Ok(report)
 }

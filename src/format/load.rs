@@ -17,10 +17,10 @@ use crate::format::codec::{HashingReader, decoder};
 use crate::format::crypto::Key;
 use crate::format::dump::shape::{check_creates, is_backup_statement, is_prelude};
 use crate::format::dump::split::Splitter;
-use crate::format::predicate::Step;
 use crate::format::manifest::{
     EncryptionInfo, Manifest, ObjectEntry, ObjectKind, SchemaEntry, SchemaKind,
 };
+use crate::format::predicate::Step;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -967,7 +967,10 @@ mod tests {
             }
             applier.feed(&object, None).map_err(|e| e.to_string())?;
         }
-        applier.finish().map(|(log, _)| log.0).map_err(|e| e.to_string())
+        applier
+            .finish()
+            .map(|(log, _)| log.0)
+            .map_err(|e| e.to_string())
     }
 
     #[test]

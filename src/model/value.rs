@@ -129,7 +129,9 @@ pub fn json_cell(value: ValueRef<'_>) -> serde_json::Value {
     match value {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => json!(i),
-        ValueRef::Real(f) => json!({"real": format!("{f:?}"), "bits": format!("{:016x}", f.to_bits())}),
+        ValueRef::Real(f) => {
+            json!({"real": format!("{f:?}"), "bits": format!("{:016x}", f.to_bits())})
+        }
         ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
             Ok(text) => json!(text),
             Err(_) => json!({"text_hex": hex::encode(bytes)}),
@@ -239,10 +241,22 @@ mod tests {
             (ValueRef::Null, "null"),
             (ValueRef::Integer(i64::MAX), "9223372036854775807"),
             (ValueRef::Integer(i64::MIN), "-9223372036854775808"),
-            (ValueRef::Real(0.1), r#"{"bits":"3fb999999999999a","real":"0.1"}"#),
-            (ValueRef::Real(0.0), r#"{"bits":"0000000000000000","real":"0.0"}"#),
-            (ValueRef::Real(-0.0), r#"{"bits":"8000000000000000","real":"-0.0"}"#),
-            (ValueRef::Real(f64::NEG_INFINITY), r#"{"bits":"fff0000000000000","real":"-inf"}"#),
+            (
+                ValueRef::Real(0.1),
+                r#"{"bits":"3fb999999999999a","real":"0.1"}"#,
+            ),
+            (
+                ValueRef::Real(0.0),
+                r#"{"bits":"0000000000000000","real":"0.0"}"#,
+            ),
+            (
+                ValueRef::Real(-0.0),
+                r#"{"bits":"8000000000000000","real":"-0.0"}"#,
+            ),
+            (
+                ValueRef::Real(f64::NEG_INFINITY),
+                r#"{"bits":"fff0000000000000","real":"-inf"}"#,
+            ),
             (ValueRef::Text(b"it's \"x\""), r#""it's \"x\"""#),
             (ValueRef::Text(b"\xff"), r#"{"text_hex":"ff"}"#),
             (ValueRef::Blob(b""), r#"{"blob":""}"#),

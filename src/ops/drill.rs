@@ -124,7 +124,8 @@ pub(crate) async fn drill(
     let planned = plan(store.clone(), manifest, key).await?;
     let erasing = planned.erasing.clone();
     let selection = Selection::default();
-    let (conn, erased) = load_into(store, manifest, (&selection, erasing), key, scratch.path()).await?;
+    let (conn, erased) =
+        load_into(store, manifest, (&selection, erasing), key, scratch.path()).await?;
     conn.execute_batch("PRAGMA foreign_keys=ON")?;
     let mut outcome = apply_migrations(&conn, &files, key.is_none())?;
     outcome.erasures = planned.outcomes(&erased);

@@ -37,7 +37,13 @@ impl Planned {
     pub(crate) fn outcomes(&self, erasing: &Erasing) -> Vec<ErasureOutcome> {
         self.applied
             .iter()
-            .zip(erasing.removed.iter().copied().chain(std::iter::repeat(None)))
+            .zip(
+                erasing
+                    .removed
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(None)),
+            )
             .map(|(e, rows)| ErasureOutcome {
                 id: e.id.clone(),
                 rows,

@@ -70,8 +70,11 @@ pub(crate) async fn search(
     let scratch = Scratch::create(&dir, "backup", Purpose::Find)?;
     let conn = Connection::open(scratch.path())?;
     // Foreign keys off, as a restore loads: a table is loaded without the ones it points at.
-    conn.execute_batch("PRAGMA foreign_keys=OFF; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")?;
-    let mut conn = load_objects(store.clone(), manifest, of_kind(manifest, None), key, conn).await?;
+    conn.execute_batch(
+        "PRAGMA foreign_keys=OFF; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;",
+    )?;
+    let mut conn =
+        load_objects(store.clone(), manifest, of_kind(manifest, None), key, conn).await?;
     let table = match check_request(&mut conn, request) {
         Ok(table) => table,
         Err(e) => {
@@ -111,8 +114,8 @@ async fn search_table(
             }
             None => {
                 conn.execute_batch(&format!("DELETE FROM {}", quote_ident(table)))?;
-                conn = load_objects(store.clone(), manifest, vec![object.clone()], key, conn)
-                    .await?;
+                conn =
+                    load_objects(store.clone(), manifest, vec![object.clone()], key, conn).await?;
                 let rows = matching(&mut conn, vec![table.to_string()], table, &condition)?;
                 if let Some(address) = &object.chunk {
                     searched.chunks.insert(address.clone(), rows.clone());

@@ -55,7 +55,10 @@ pub(crate) async fn forget(
     let counted = match count(store, backups, key, &find).await {
         Ok(counted) => Some(counted),
         Err(e) => {
-            tracing::warn!("erasure {} is recorded; its rows could not be counted: {e}", erasure.id);
+            tracing::warn!(
+                "erasure {} is recorded; its rows could not be counted: {e}",
+                erasure.id
+            );
             None
         }
     };
@@ -71,7 +74,15 @@ async fn count(
 ) -> Result<(u64, u64)> {
     let mut searched = Searched::default();
     for manifest in backups {
-        search(store.clone(), manifest, key, find, &mut searched, &mut |_, _, _| Ok(())).await?;
+        search(
+            store.clone(),
+            manifest,
+            key,
+            find,
+            &mut searched,
+            &mut |_, _, _| Ok(()),
+        )
+        .await?;
     }
     Ok((searched.rows, searched.backups_with_rows))
 }

@@ -127,7 +127,8 @@ pub async fn verify(
     let scratch = Scratch::create(&std::env::temp_dir(), "backup", Purpose::Verify)?;
     let selection = Selection::default();
     let erasing = planned.erasing.clone();
-    let (conn, erased) = load_into(store, manifest, (&selection, erasing), key, scratch.path()).await?;
+    let (conn, erased) =
+        load_into(store, manifest, (&selection, erasing), key, scratch.path()).await?;
     let problems = loaded_problems(&conn, manifest, &selection, &erased)?;
     if !problems.is_empty() {
         return Err(fail(problems).into());

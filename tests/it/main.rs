@@ -16,6 +16,7 @@ mod destinations;
 mod encryption;
 mod faults;
 mod firewall;
+mod forget;
 mod freshness;
 mod heartbeat;
 mod point_in_time;

@@ -1,0 +1,394 @@
+//! Data-subject requests through the binary, on a local folder and on the S3 server, plain and
+//! encrypted, over five retained backups in both formats (parts and chunks): `find` lists a
+//! person's rows and nothing else; after `forget`, every restore, export, verify and drill of
+//! every backup lacks them while every other cell is as it was; a predicate that is not one is
+//! refused before anything is recorded.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use crate::common::assert_same_database;
+use crate::common::bed::{Bed, output_line};
+use crate::common::cmd::Run;
+
+const KEY: &str = "5f0e3a3c1d2b4a69788001122334455667788990aabbccddeeff001122334455";
+const KEY_ENV: &str = "D1R2_ENCRYPTION_KEY";
+
+/// The person: user 7, the rows of `orders` pointing at it, and values found nowhere else.
+const EMAIL: &str = "forget-me-7@example.org";
+const SECRET_TEXT: &str = "Zebulon Quartermaine";
+const WHERE: &str = "email = 'forget-me-7@example.org'";
+
+const SCHEMA: &str = "
+    CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, score, pic BLOB, big INTEGER);
+    CREATE TABLE orders(id INTEGER PRIMARY KEY AUTOINCREMENT, user_id INTEGER REFERENCES users(id), total REAL, note TEXT);
+    CREATE TABLE notes(n INTEGER, body TEXT);
+    CREATE INDEX orders_user ON orders(user_id);
+    CREATE TRIGGER users_gone AFTER DELETE ON users BEGIN INSERT INTO notes VALUES (-1, 'deleted'); END;
+";
+
+/// A database whose `users` hold the person among others, with exact values worth comparing
+/// (reals with odd bits, -0.0 in a column without affinity, which keeps it, big integers, BLOBs).
+fn source(path: &Path) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    for id in 1..=40i64 {
+        let (email, name) = if id == 7 {
+            (EMAIL.to_string(), SECRET_TEXT.to_string())
+        } else {
+            (format!("user{id}@example.org"), format!("name {id}"))
+        };
+        let score = if id % 5 == 0 { -0.0 } else { id as f64 / 3.0 };
+        conn.execute(
+            "INSERT INTO users VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![
+                id,
+                email,
+                name,
+                score,
+                vec![id as u8, 0xff, 0],
+                i64::MAX - id
+            ],
+        )
+        .unwrap();
+        for k in 0..3 {
+            conn.execute(
+                "INSERT INTO orders(user_id, total, note) VALUES (?1, ?2, ?3)",
+                rusqlite::params![id, 0.1 * (k + id) as f64, format!("order {k} of {name}")],
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// A change between two backups that leaves `users` as it was (so its chunks repeat).
+fn change(path: &Path, round: usize) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute(
+        "INSERT INTO notes VALUES (?1, ?2)",
+        rusqlite::params![round as i64, "round"],
+    )
+    .unwrap();
+}
+
+struct Setup {
+    bed: Bed,
+    key: Option<&'static str>,
+    /// Each backup's id and a copy of the source as it was backed up.
+    backups: Vec<(String, PathBuf)>,
+}
+
+impl Setup {
+    async fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = self.bed.command(args);
+        match self.key {
+            Some(key) => cmd.env(KEY_ENV, key),
+            None => cmd.env_remove(KEY_ENV),
+        };
+        cmd.run_async().await
+    }
+}
+
+/// Five backups, parts and chunks in turn, of a source that changes between them.
+async fn five_backups(bed: Bed, key: Option<&'static str>) -> Setup {
+    let db = bed.scratch("source.db");
+    source(&db);
+    let mut setup = Setup {
+        bed,
+        key,
+        backups: Vec::new(),
+    };
+    for round in 0..5 {
+        change(&db, round);
+        let dest = setup.bed.dest();
+        let mut args = vec!["backup", "--source", db.to_str().unwrap(), "--dest", &dest];
+        if round % 2 == 1 {
+            args.extend(["--chunked", "--chunk-size", "4096"]);
+        }
+        if key.is_some() {
+            args.push("--encrypt");
+        }
+        let run = setup.run(&args).await;
+        run.success();
+        let id = output_line(&run.stdout, "Backup");
+        let copy = setup.bed.scratch(&format!("source-{round}.db"));
+        std::fs::copy(&db, &copy).unwrap();
+        setup.backups.push((id, copy));
+    }
+    setup
+}
+
+/// `db` as it should come back once the person is forgotten (with the related orders): the rows
+/// deleted, and nothing else changed (no trigger of the backup's fires).
+fn forgotten(db: &Path, to: &Path) -> PathBuf {
+    std::fs::copy(db, to).unwrap();
+    let conn = Connection::open(to).unwrap();
+    conn.execute_batch(&format!(
+        "DROP TRIGGER users_gone;
+         DELETE FROM orders WHERE user_id IN (SELECT id FROM users WHERE {WHERE});
+         DELETE FROM users WHERE {WHERE};
+         CREATE TRIGGER users_gone AFTER DELETE ON users BEGIN INSERT INTO notes VALUES (-1, 'deleted'); END;"
+    ))
+    .unwrap();
+    to.to_path_buf()
+}
+
+fn lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+async fn finds_the_person_in_every_backup(setup: &Setup) {
+    let from = setup.bed.dest();
+    let run = setup
+        .run(&[
+            "find", "--from", &from, "--table", "users", "--where", WHERE,
+        ])
+        .await;
+    run.success();
+    let found = lines(&run.stdout);
+    let ids: Vec<&str> = found
+        .iter()
+        .map(|l| l["backup"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = setup.backups.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, want, "one row per backup, nothing else\n{run}");
+    for line in &found {
+        assert_eq!(line["table"], "users");
+        let row = &line["row"];
+        assert_eq!(row["id"], 7);
+        assert_eq!(row["email"], EMAIL);
+        assert_eq!(row["name"], SECRET_TEXT);
+        assert_eq!(row["big"], serde_json::json!(i64::MAX - 7));
+        assert_eq!(row["pic"]["blob"], "07ff00");
+        assert_eq!(
+            row["score"]["bits"],
+            format!("{:016x}", (7.0f64 / 3.0).to_bits())
+        );
+        assert!(line["created"].as_str().unwrap().starts_with("20"));
+    }
+    assert!(
+        run.stderr
+            .contains("Chunks answered from an earlier backup"),
+        "the chunked backups' unchanged chunks are searched once\n{run}"
+    );
+    let related = setup
+        .run(&[
+            "find",
+            "--from",
+            &from,
+            "--table",
+            "users",
+            "--where",
+            WHERE,
+            "--related",
+        ])
+        .await;
+    related.success();
+    let found = lines(&related.stdout);
+    assert_eq!(
+        found.len(),
+        5 * 4,
+        "the user and 3 orders in each backup\n{related}"
+    );
+    for line in found.iter().filter(|l| l["table"] == "orders") {
+        assert_eq!(line["row"]["user_id"], 7, "{line}");
+    }
+    let one = setup
+        .run(&[
+            "find",
+            "--from",
+            &from,
+            "--table",
+            "users",
+            "--where",
+            "id = 8",
+            "--backup",
+            &setup.backups[2].0,
+        ])
+        .await;
+    one.success();
+    let found = lines(&one.stdout);
+    assert_eq!(found.len(), 1, "{one}");
+    assert_eq!(
+        found[0]["backup"].as_str(),
+        Some(setup.backups[2].0.as_str())
+    );
+    assert_eq!(
+        found[0]["row"]["score"]["bits"],
+        format!("{:016x}", (8.0f64 / 3.0).to_bits())
+    );
+    let negative_zero = setup
+        .run(&[
+            "find",
+            "--from",
+            &from,
+            "--table",
+            "users",
+            "--where",
+            "id = 10",
+            "--backup",
+            &setup.backups[0].0,
+        ])
+        .await;
+    assert_eq!(
+        lines(&negative_zero.stdout)[0]["row"]["score"]["bits"],
+        "8000000000000000"
+    );
+}
+
+/// Everything d1r2 stores under the erasure records' prefix.
+fn erasure_records(setup: &Setup) -> Vec<Vec<u8>> {
+    let dir = setup.bed.files().join("erasures");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect()
+}
+
+async fn bad_predicates_record_nothing(setup: &Setup) {
+    let from = setup.bed.dest();
+    for (table, predicate) in [
+        ("users", "nope = 1"),
+        ("users", "1) UNION SELECT (1"),
+        ("users", "id = 1; DROP TABLE users"),
+        ("users", "id = 1 -- x"),
+        ("users", "id IN (SELECT user_id FROM orders)"),
+        ("users", "email ="),
+        ("nosuch", "id = 1"),
+    ] {
+        let run = setup
+            .run(&[
+                "forget", "--from", &from, "--table", table, "--where", predicate, "--reason", "r",
+            ])
+            .await;
+        run.fails_with(2);
+        assert_eq!(run.stderr.trim().lines().count(), 1, "one line\n{run}");
+        assert!(!run.stderr.contains("DROP"), "{run}");
+    }
+    assert!(erasure_records(setup).is_empty(), "nothing recorded");
+}
+
+/// Every cell of the restored `got` equals `want`'s, by storage class and bits.
+fn same(got: &Path, want: &Path) {
+    assert_same_database(got, want);
+}
+
+async fn forgets_in_every_read(setup: &Setup) {
+    let from = setup.bed.dest();
+    let run = setup
+        .run(&[
+            "forget",
+            "--from",
+            &from,
+            "--table",
+            "users",
+            "--where",
+            WHERE,
+            "--related",
+            "--reason",
+            "erasure request 1",
+        ])
+        .await;
+    run.success();
+    assert_eq!(output_line(&run.stdout, "Rows it names"), "20", "{run}");
+    assert_eq!(
+        output_line(&run.stdout, "Backups holding them"),
+        "5",
+        "{run}"
+    );
+    let records = erasure_records(setup);
+    assert_eq!(records.len(), 1);
+    if setup.key.is_some() {
+        let raw = String::from_utf8_lossy(&records[0]);
+        for private in [EMAIL, "users", "erasure request", "forget-me"] {
+            assert!(
+                !raw.contains(private),
+                "{private} in a sealed record: {raw}"
+            );
+        }
+    }
+    for (round, (id, db)) in setup.backups.iter().enumerate() {
+        let want = forgotten(db, &setup.bed.scratch(&format!("want-{round}.db")));
+        let restored = setup.bed.scratch(&format!("restored-{round}.db"));
+        let run = setup
+            .run(&[
+                "restore",
+                "--from",
+                &from,
+                "--backup",
+                id,
+                "--to",
+                restored.to_str().unwrap(),
+            ])
+            .await;
+        run.success();
+        assert!(run.stdout.contains("4 removed"), "{run}");
+        same(&restored, &want);
+        let out = setup.bed.scratch(&format!("export-{round}.sql"));
+        setup
+            .run(&[
+                "export",
+                "--from",
+                &from,
+                "--backup",
+                id,
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .await
+            .success();
+        let loaded = setup.bed.scratch(&format!("exported-{round}.db"));
+        Connection::open(&loaded)
+            .unwrap()
+            .execute_batch(&std::fs::read_to_string(&out).unwrap())
+            .unwrap();
+        same(&loaded, &want);
+        let verified = setup
+            .run(&["verify", "--from", &from, "--backup", id])
+            .await;
+        verified.success();
+        assert!(verified.stdout.contains("4 removed"), "{verified}");
+    }
+    let migrations = setup.bed.scratch("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    // Only a database without user 7 takes this migration (its id is the primary key).
+    std::fs::write(
+        migrations.join("0001_reuse.sql"),
+        "INSERT INTO users(id, email) VALUES (7, 'someone new');",
+    )
+    .unwrap();
+    let drill = setup
+        .run(&[
+            "drill",
+            "--from",
+            &from,
+            "--migrations",
+            migrations.to_str().unwrap(),
+        ])
+        .await;
+    drill.success();
+    assert!(drill.stdout.contains("4 removed"), "{drill}");
+}
+
+async fn person_requests(bed: Bed, key: Option<&'static str>) {
+    let setup = five_backups(bed, key).await;
+    finds_the_person_in_every_backup(&setup).await;
+    bad_predicates_record_nothing(&setup).await;
+    forgets_in_every_read(&setup).await;
+}
+
+async fn plain(bed: Bed) {
+    person_requests(bed, None).await;
+}
+
+async fn encrypted(bed: Bed) {
+    person_requests(bed, Some(KEY)).await;
+}
+
+crate::common::bed::both!(plain);
+crate::common::bed::both!(encrypted);
