@@ -193,6 +193,12 @@ async fn opened_backups(
 /// standard output or in `--out`; the report says how many, in how many backups.
 async fn find(args: FindArgs) -> Result<Report> {
     use std::io::Write;
+    // A job's log is read by everyone with access to the repository: rows go to a file there.
+    if args.out.is_none() && std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        return Err(bad_input(
+            "find in GitHub Actions writes the rows it finds to a file, never to the log: set out (--out FILE)",
+        ));
+    }
     let store = open_store(&parse_store(&args.subject.from)?, false).await?;
     let one = (args.backup != "all").then_some(args.backup.as_str());
     let (backups, key) = opened_backups(store.as_ref(), one).await?;

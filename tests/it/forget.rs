@@ -392,3 +392,85 @@ async fn encrypted(bed: Bed) {
 
 crate::common::bed::both!(plain);
 crate::common::bed::both!(encrypted);
+
+/// The value of output `name` in a `GITHUB_OUTPUT` file.
+fn output_of(output: &Path, name: &str) -> String {
+    let written = std::fs::read_to_string(output).unwrap();
+    let mut lines = written.lines();
+    while let Some(line) = lines.next() {
+        if line.starts_with(&format!("{name}<<")) {
+            return lines.next().unwrap().to_string();
+        }
+    }
+    panic!("no output {name} in {written}")
+}
+
+/// The action's `find` and `forget`: the same inputs as the flags, rows to a file and never to
+/// the log, the erasure's id and counts as outputs, and nothing of the person in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_action_finds_and_forgets() {
+    let setup = five_backups(Bed::local().await, None).await;
+    let output = setup.bed.scratch("output");
+    let summary = setup.bed.scratch("summary");
+    let action = |command: &str| {
+        let mut cmd = crate::common::cmd::D1r2::new();
+        cmd.env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_OUTPUT", &output)
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .env("INPUT_COMMAND", command)
+            .env("INPUT_FROM", setup.bed.dest())
+            .env("INPUT_TABLE", "users")
+            .env("INPUT_WHERE", WHERE)
+            .env("INPUT_RELATED", "true")
+            .env("INPUT_BACKUP", "all");
+        cmd
+    };
+    let run = action("find").run_async().await;
+    run.fails_with(2);
+    assert!(run.stdout.contains("set out"), "{run}");
+    let rows = setup.bed.scratch("rows.jsonl");
+    let run = action("find").env("INPUT_OUT", &rows).run_async().await;
+    run.success();
+    assert_eq!(output_of(&output, "rows"), "20");
+    assert_eq!(output_of(&output, "backups"), "5");
+    assert_eq!(lines(&std::fs::read_to_string(&rows).unwrap()).len(), 20);
+    assert!(
+        !run.stdout.contains(EMAIL) && !run.stdout.contains(SECRET_TEXT),
+        "{run}"
+    );
+    std::fs::remove_file(&output).unwrap();
+    let run = action("forget")
+        .env("INPUT_REASON", "ticket 9")
+        .env("GITHUB_ACTOR", "octocat")
+        .run_async()
+        .await;
+    run.success();
+    let id = output_of(&output, "erasure-id");
+    assert_eq!(output_of(&output, "rows"), "20");
+    assert!(!run.stdout.contains(EMAIL), "{run}");
+    let audit = setup
+        .run(&["list", "--from", &setup.bed.dest(), "--audit"])
+        .await;
+    let line = audit.stdout.lines().find(|l| l.contains("forget")).unwrap();
+    assert!(line.contains("octocat") && line.contains(&id), "{audit}");
+    for file in walk(&setup.bed.files().join("audit")) {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(
+            !text.contains(EMAIL) && !text.contains("forget-me") && !text.contains("ticket"),
+            "{text}"
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
