@@ -322,6 +322,10 @@ pub struct ForgetArgs {
     /// encrypted; never in the audit trail.
     #[arg(long, value_name = "TEXT")]
     pub reason: String,
+    /// Also rewrite each retained backup that holds the rows without them, keeping its id and
+    /// time (only the parts or chunks holding them change; prune collects the old chunks).
+    #[arg(long)]
+    pub rewrite: bool,
 }
 
 /// `--consistent`: what a backup that saw writes is worth; `true` (the bare flag, or the action's

@@ -267,7 +267,7 @@ async fn forget(args: ForgetArgs) -> Result<Report> {
         store,
         &backups,
         key.as_ref(),
-        request,
+        (request, args.rewrite),
         (actor, chrono::Utc::now()),
     )
     .await
@@ -288,6 +288,11 @@ async fn forget(args: ForgetArgs) -> Result<Report> {
         None => {
             report.row("Rows it names", "not counted (see the warning)");
         }
+    }
+    if let Some((rows, backups)) = outcome.rewritten {
+        report
+            .output("rewritten", backups)
+            .row("Rewritten", format!("{} rows removed from {backups} backups", count(rows)));
     }
     report.row(
         "Result",

@@ -834,6 +834,8 @@ pub async fn load_schema(
         .cloned()
         .collect();
     let conn = Connection::open_in_memory()?;
+    // As a load: a `DELETE` planned here must not need the tables pointing at its own.
+    conn.execute_batch("PRAGMA foreign_keys=OFF")?;
     load_objects(store, manifest, schema, key, conn).await
 }
 
@@ -860,7 +862,7 @@ pub async fn load_objects(
 /// (`ATTACH`, and `VACUUM INTO` through it) and setting any pragma but the prelude's (FTS5 reads
 /// `data_version` on its own). The statement check already keeps such statements out; this holds
 /// for whatever SQLite runs on their behalf.
-fn confine(conn: &mut Connection, on: bool) -> rusqlite::Result<()> {
+pub fn confine(conn: &mut Connection, on: bool) -> rusqlite::Result<()> {
     use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
     fn allow(ctx: AuthContext<'_>) -> Authorization {
         match ctx.action {

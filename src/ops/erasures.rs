@@ -94,7 +94,9 @@ pub(crate) async fn plan(
 }
 
 /// One erasure's statements on `schema`, each prepared there under the confinement its
-/// predicate was recorded under; or why it does not apply to this schema.
+/// predicate was recorded under; or why it does not apply to this schema (its table absent, or
+/// its predicate naming what the table lacks). A statement that does not prepare beyond that is
+/// an error: an erasure is never skipped but for the schema.
 fn plan_one(
     schema: &mut Connection,
     erasure: &Erasure,
@@ -114,7 +116,18 @@ fn plan_one(
         .iter()
         .try_for_each(|s| schema.prepare(&s.sql).map(drop));
     predicate::release(schema)?;
-    Ok(prepared
-        .map(|()| steps)
-        .map_err(|e| crate::redact::sqlite(&e)))
+    prepared.map_err(|e| {
+        crate::error::failed(format!(
+            "erasure {} cannot be applied ({}); nothing was written",
+            erasure.id,
+            match &e {
+                rusqlite::Error::SqliteFailure(code, _)
+                | rusqlite::Error::SqlInputError { error: code, .. } => {
+                    crate::redact::sqlite_code(code)
+                }
+                other => crate::redact::sqlite(other),
+            }
+        ))
+    })?;
+    Ok(Ok(steps))
 }

@@ -12,7 +12,9 @@ use crate::format::crypto::Key;
 use crate::format::erasure::{self, Erasure, Request};
 use crate::format::load::load_schema;
 use crate::format::manifest::Manifest;
+use crate::ops::backup::chunks::Held;
 use crate::ops::find::{FindRequest, Searched, check_request, search};
+use crate::ops::rewrite::rewrite;
 use crate::store::Store;
 
 /// What `forget` did.
@@ -22,6 +24,8 @@ pub(crate) struct ForgetOutcome {
     /// The rows the predicate names in the retained backups, and in how many backups; `None`
     /// when they could not be counted (the erasure is recorded all the same).
     pub counted: Option<(u64, u64)>,
+    /// With `rewrite`: the rows removed from the stored backups, and how many backups changed.
+    pub rewritten: Option<(u64, u64)>,
 }
 
 /// Records `request` in `store` as an erasure by `actor` at `now`, checked against the newest of
@@ -30,7 +34,7 @@ pub(crate) async fn forget(
     store: Arc<dyn Store>,
     backups: &[Manifest],
     key: Option<&Key>,
-    request: Request,
+    (request, rewrite): (Request, bool),
     (actor, now): (Option<String>, DateTime<Utc>),
 ) -> Result<ForgetOutcome> {
     let Some(newest) = backups.last() else {
@@ -52,7 +56,7 @@ pub(crate) async fn forget(
         request: Request { table, ..request },
     };
     erasure::record(store.as_ref(), &erasure, key).await?;
-    let counted = match count(store, backups, key, &find).await {
+    let counted = match count(store.clone(), backups, key, &find).await {
         Ok(counted) => Some(counted),
         Err(e) => {
             tracing::warn!(
@@ -62,7 +66,49 @@ pub(crate) async fn forget(
             None
         }
     };
-    Ok(ForgetOutcome { erasure, counted })
+    let rewritten = match rewrite {
+        true => Some(rewrite_all(store, backups, key, &find).await?),
+        false => None,
+    };
+    Ok(ForgetOutcome {
+        erasure,
+        counted,
+        rewritten,
+    })
+}
+
+/// Rewrites every backup of `backups` that holds rows `find` names, under a backup lock (no
+/// prune collects a chunk the rewrite stored before a manifest names it); the rows removed and
+/// the backups changed.
+async fn rewrite_all(
+    store: Arc<dyn Store>,
+    backups: &[Manifest],
+    key: Option<&Key>,
+    find: &FindRequest,
+) -> Result<(u64, u64)> {
+    let held = Held::acquire(std::slice::from_ref(&store)).await?;
+    let mut done = (0, 0);
+    let mut result = Ok(());
+    for manifest in backups {
+        match rewrite(store.clone(), manifest, key, find).await {
+            Ok(Some(rewritten)) => {
+                tracing::info!(
+                    "backup {}: {} rows removed from {} objects",
+                    manifest.id,
+                    rewritten.rows,
+                    rewritten.objects
+                );
+                done = (done.0 + rewritten.rows, done.1 + 1);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                result = Err(e.context(format!("rewriting backup {}", manifest.id)));
+                break;
+            }
+        }
+    }
+    held.release().await;
+    result.map(|()| done)
 }
 
 /// The rows `find` names in `backups`, and in how many of them.

@@ -15,6 +15,7 @@ pub(crate) mod import;
 pub(crate) mod prune;
 pub(crate) mod restore;
 pub(crate) mod retention;
+pub(crate) mod rewrite;
 pub(crate) mod scratch;
 pub(crate) mod totp;
 pub(crate) mod trigger;
