@@ -290,9 +290,10 @@ async fn forget(args: ForgetArgs) -> Result<Report> {
         }
     }
     if let Some((rows, backups)) = outcome.rewritten {
-        report
-            .output("rewritten", backups)
-            .row("Rewritten", format!("{} rows removed from {backups} backups", count(rows)));
+        report.output("rewritten", backups).row(
+            "Rewritten",
+            format!("{} rows removed from {backups} backups", count(rows)),
+        );
     }
     report.row(
         "Result",

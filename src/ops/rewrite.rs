@@ -56,7 +56,9 @@ pub(crate) async fn rewrite(
     sweep(&dir);
     let scratch = Scratch::create(&dir, "backup", Purpose::Find)?;
     let conn = Connection::open(scratch.path())?;
-    conn.execute_batch("PRAGMA foreign_keys=OFF; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")?;
+    conn.execute_batch(
+        "PRAGMA foreign_keys=OFF; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;",
+    )?;
     let schema = manifest
         .objects
         .iter()
@@ -67,7 +69,8 @@ pub(crate) async fn rewrite(
     let Ok(table) = check_request(&mut conn, request) else {
         return Ok(None);
     };
-    let (mut conn, conditions) = conditions(store.clone(), manifest, key, request, &table, conn).await?;
+    let (mut conn, conditions) =
+        conditions(store.clone(), manifest, key, request, &table, conn).await?;
     let mut changed: Vec<(usize, ObjectEntry, u64)> = Vec::new();
     for (index, object) in manifest.objects.iter().enumerate() {
         let Some(condition) = object.table.as_ref().and_then(|t| conditions.get(t)) else {
@@ -119,14 +122,20 @@ async fn conditions(
     let objects: Vec<ObjectEntry> = manifest
         .objects
         .iter()
-        .filter(|o| o.kind == ObjectKind::Data && o.table.as_ref().is_some_and(|t| tables.contains(t)))
+        .filter(|o| {
+            o.kind == ObjectKind::Data && o.table.as_ref().is_some_and(|t| tables.contains(t))
+        })
         .cloned()
         .collect();
     let mut conn = load_objects(store, manifest, objects, key, conn).await?;
     let mut doomed: Vec<(String, i64)> = Vec::new();
     predicate::confine(&mut conn, tables.clone(), false, None)?;
     let selected: rusqlite::Result<()> = steps.iter().try_for_each(|step| {
-        let sql = format!("SELECT rowid FROM {} WHERE {}", quote_ident(&step.table), step.condition);
+        let sql = format!(
+            "SELECT rowid FROM {} WHERE {}",
+            quote_ident(&step.table),
+            step.condition
+        );
         let mut stmt = conn.prepare(&sql)?;
         for rowid in stmt.query_map([], |r| r.get::<_, i64>(0))? {
             doomed.push((step.table.clone(), rowid?));
@@ -352,7 +361,10 @@ async fn store_object(
         Some(_) => String::new(),
         None => hex::encode(stored.sha256),
     };
-    match store.put_new(&manifest.key(&entry), Bytes::from(bytes)).await {
+    match store
+        .put_new(&manifest.key(&entry), Bytes::from(bytes))
+        .await
+    {
         Err(StoreError::AlreadyExists { .. }) if entry.chunk.is_some() => {}
         other => other?,
     }
@@ -393,13 +405,20 @@ async fn replace_manifest(
         if old.chunk.is_none() {
             replaced.push(manifest.key(&old));
         }
-        if let Some(table) = new.tables.iter_mut().find(|t| Some(&t.name) == old.table.as_ref()) {
+        if let Some(table) = new
+            .tables
+            .iter_mut()
+            .find(|t| Some(&t.name) == old.table.as_ref())
+        {
             table.rows = table.rows.saturating_sub(*removed);
         }
     }
     let json = crate::format::envelope::to_json(&new, key)?;
     store
-        .put(&format!("{}/{MANIFEST_NAME}", manifest.id), Bytes::from(json))
+        .put(
+            &format!("{}/{MANIFEST_NAME}", manifest.id),
+            Bytes::from(json),
+        )
         .await?;
     Ok(replaced)
 }
@@ -420,7 +439,11 @@ mod tests {
             let new = rewritten_key(old);
             assert_ne!(new, old);
             assert!(crate::format::repo::is_backup_key(&new), "{new}");
-            assert_eq!(new.matches("-e").count(), 1 + old.matches("-events").count(), "{new}");
+            assert_eq!(
+                new.matches("-e").count(),
+                1 + old.matches("-events").count(),
+                "{new}"
+            );
             assert!(new.starts_with(old.split("-e0").next().unwrap().trim_end_matches(".sql.gz")));
         }
     }
