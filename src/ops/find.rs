@@ -65,16 +65,12 @@ pub(crate) async fn search(
     searched: &mut Searched,
     emit: &mut Emit<'_>,
 ) -> Result<()> {
-    let dir = std::env::temp_dir();
-    sweep(&dir);
-    let scratch = Scratch::create(&dir, "backup", Purpose::Find)?;
-    let conn = Connection::open(scratch.path())?;
-    // Foreign keys off, as a restore loads: a table is loaded without the ones it points at.
-    conn.execute_batch(
-        "PRAGMA foreign_keys=OFF; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;",
-    )?;
-    let mut conn =
-        load_objects(store.clone(), manifest, of_kind(manifest, None), key, conn).await?;
+    let backup = Backup {
+        store,
+        manifest,
+        key,
+    };
+    let (_scratch, mut conn) = schema_scratch(&backup).await?;
     let table = match check_request(&mut conn, request) {
         Ok(table) => table,
         Err(e) => {
@@ -84,27 +80,59 @@ pub(crate) async fn search(
     };
     let before = searched.rows;
     if request.related {
-        search_related(store, manifest, key, request, &table, conn, searched, emit).await?;
+        search_related(&backup, request, &table, conn, searched, emit).await?;
     } else {
-        search_table(store, manifest, key, request, &table, conn, searched, emit).await?;
+        search_table(&backup, request, &table, conn, searched, emit).await?;
     }
     searched.backups_with_rows += u64::from(searched.rows > before);
     Ok(())
 }
 
+/// A backup being read: where, which, with what key.
+pub(crate) struct Backup<'a> {
+    pub store: Arc<dyn Store>,
+    pub manifest: &'a Manifest,
+    pub key: Option<&'a Key>,
+}
+
+/// A scratch SQLite file (in the temporary folder, removed when the [`Scratch`] is dropped)
+/// holding `backup`'s schema, empty, loaded as a restore loads (foreign keys off: a table is
+/// loaded without the ones it points at).
+pub(crate) async fn schema_scratch(backup: &Backup<'_>) -> Result<(Scratch, Connection)> {
+    let dir = std::env::temp_dir();
+    sweep(&dir);
+    let scratch = Scratch::create(&dir, "backup", Purpose::Find)?;
+    let conn = Connection::open(scratch.path())?;
+    conn.execute_batch(
+        "PRAGMA foreign_keys=OFF; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;",
+    )?;
+    let schema = of_kind(backup.manifest, None);
+    let conn = load_objects(
+        backup.store.clone(),
+        backup.manifest,
+        schema,
+        backup.key,
+        conn,
+    )
+    .await?;
+    Ok((scratch, conn))
+}
+
 /// The table alone, one object at a time: each part or chunk loaded into the emptied table and
 /// searched, a chunk searched before answered from memory.
-#[allow(clippy::too_many_arguments)]
 async fn search_table(
-    store: Arc<dyn Store>,
-    manifest: &Manifest,
-    key: Option<&Key>,
+    backup: &Backup<'_>,
     request: &FindRequest,
     table: &str,
     mut conn: Connection,
     searched: &mut Searched,
     emit: &mut Emit<'_>,
 ) -> Result<()> {
+    let Backup {
+        store,
+        manifest,
+        key,
+    } = backup;
     let condition = format!("({})", request.predicate);
     for object in of_kind(manifest, Some(table)) {
         let rows = match object.chunk.as_ref().and_then(|a| searched.chunks.get(a)) {
@@ -115,7 +143,7 @@ async fn search_table(
             None => {
                 conn.execute_batch(&format!("DELETE FROM {}", quote_ident(table)))?;
                 conn =
-                    load_objects(store.clone(), manifest, vec![object.clone()], key, conn).await?;
+                    load_objects(store.clone(), manifest, vec![object.clone()], *key, conn).await?;
                 let rows = matching(&mut conn, vec![table.to_string()], table, &condition)?;
                 if let Some(address) = &object.chunk {
                     searched.chunks.insert(address.clone(), rows.clone());
@@ -134,11 +162,8 @@ async fn search_table(
 /// The table and every table whose foreign keys lead to it (as an erasure with `related`
 /// reaches them), loaded whole into the scratch file, then the rows each erasure step would
 /// remove, the table's own first.
-#[allow(clippy::too_many_arguments)]
 async fn search_related(
-    store: Arc<dyn Store>,
-    manifest: &Manifest,
-    key: Option<&Key>,
+    backup: &Backup<'_>,
     request: &FindRequest,
     table: &str,
     conn: Connection,
@@ -148,11 +173,12 @@ async fn search_related(
     let fks = predicate::foreign_keys(&conn)?;
     let steps = predicate::plan(table, &request.predicate, true, &fks);
     let tables: Vec<String> = steps.iter().map(|s| s.table.clone()).collect();
+    let manifest = backup.manifest;
     let objects: Vec<ObjectEntry> = tables
         .iter()
         .flat_map(|t| of_kind(manifest, Some(t)))
         .collect();
-    let mut conn = load_objects(store, manifest, objects, key, conn).await?;
+    let mut conn = load_objects(backup.store.clone(), manifest, objects, backup.key, conn).await?;
     for step in steps.iter().rev() {
         for row in matching(&mut conn, tables.clone(), &step.table, &step.condition)? {
             searched.rows += 1;
@@ -163,7 +189,7 @@ async fn search_related(
 }
 
 /// The schema part (`table` `None`) or the data objects of `table`, in order.
-fn of_kind(manifest: &Manifest, table: Option<&str>) -> Vec<ObjectEntry> {
+pub(crate) fn of_kind(manifest: &Manifest, table: Option<&str>) -> Vec<ObjectEntry> {
     manifest
         .objects
         .iter()
