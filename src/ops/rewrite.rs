@@ -429,7 +429,7 @@ mod tests {
                 ".sql.gz",
             ),
             (
-                "data/0000-users.0-e0a1b2c3.sql.gz",
+                "data/0000-users.0-e0a1b2c3d.sql.gz",
                 "data/0000-users.0",
                 ".sql.gz",
             ),
