@@ -614,13 +614,16 @@ pub struct Erasing {
     pub removed: Vec<Option<u64>>,
     /// The rows removed from each table, for the row counts a load is checked against.
     pub by_table: BTreeMap<String, u64>,
+    /// The backup is encrypted: errors name no table.
+    sealed: bool,
     done: bool,
 }
 
 impl Erasing {
-    pub fn new(steps: Vec<Vec<Step>>) -> Self {
+    pub fn new(steps: Vec<Vec<Step>>, sealed: bool) -> Self {
         Erasing {
             steps,
+            sealed,
             ..Erasing::default()
         }
     }
@@ -631,6 +634,22 @@ impl Erasing {
             return Ok(());
         }
         for steps in &self.steps {
+            // A partial restore of a table an erasure reaches through its foreign keys needs the
+            // erasure's own table, whose rows choose the ones to remove.
+            if let Some(own) = steps.last()
+                && !selection.wants(&own.table)
+                && let Some(reached) = steps.iter().find(|s| selection.wants(&s.table))
+            {
+                return Err(crate::error::bad_input(if self.sealed {
+                    // An encrypted backup's errors name no table.
+                    "a recorded erasure removes rows of a selected table chosen by rows of one that is not selected; restore them together".to_string()
+                } else {
+                    format!(
+                        "a recorded erasure removes rows of {} chosen by rows of {}; add {} to --tables",
+                        reached.table, own.table, own.table
+                    )
+                }));
+            }
             let mut removed = Some(0u64);
             for step in steps.iter().filter(|s| selection.wants(&s.table)) {
                 let rows = conn.erase(&format!("{};", step.sql))?;

@@ -89,7 +89,7 @@ pub(crate) async fn plan(
             }
         }
     }
-    planned.erasing = Erasing::new(steps);
+    planned.erasing = Erasing::new(steps, manifest.is_sealed());
     Ok(planned)
 }
 

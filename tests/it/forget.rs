@@ -354,6 +354,38 @@ async fn forgets_in_every_read(setup: &Setup) {
         verified.success();
         assert!(verified.stdout.contains("4 removed"), "{verified}");
     }
+    let latest = &setup.backups[4].0;
+    let partial = setup.bed.scratch("orders-only.db");
+    let run = setup
+        .run(&[
+            "restore",
+            "--from",
+            &from,
+            "--backup",
+            latest,
+            "--to",
+            partial.to_str().unwrap(),
+            "--tables",
+            "orders",
+        ])
+        .await;
+    run.fails_with(2);
+    assert!(!partial.exists(), "nothing restored\n{run}");
+    let run = setup
+        .run(&[
+            "restore",
+            "--from",
+            &from,
+            "--backup",
+            latest,
+            "--to",
+            partial.to_str().unwrap(),
+            "--tables",
+            "users,orders",
+        ])
+        .await;
+    run.success();
+    assert!(run.stdout.contains("4 removed"), "{run}");
     let migrations = setup.bed.scratch("migrations");
     std::fs::create_dir_all(&migrations).unwrap();
     // Only a database without user 7 takes this migration (its id is the primary key).
