@@ -10,8 +10,8 @@
 //! names are deleted; the chunks no backup names any more are prune's to collect.
 //!
 //! A crash before the manifest is replaced leaves the backup as it was, with new parts nothing
-//! names beside it; after, the old parts until the next rewrite of that backup, or until prune
-//! removes the backup. Either way the backup reads as whole, and the erasure applies on every read.
+//! names beside it; after, the old parts. The next rewrite of any erasure deletes such parts once
+//! an hour old, and prune's removal of the backup deletes them with it. Either way the backup reads as whole, and the erasure applies on every read.
 //! The rewrite holds a backup lock ([`crate::format::lock`]), so no prune collects a new chunk
 //! before the new manifest names it.
 
@@ -36,6 +36,10 @@ use crate::store::{Store, StoreError};
 /// SQL a gzip member holds, as a backup writes them.
 const MEMBER: usize = 256 * 1024;
 
+/// How old a part its backup's manifest does not name must be before a rewrite deletes it: a
+/// rewrite running now writes its new parts well within this.
+const STRAY_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
 /// What the rewrite of one backup changed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Rewritten {
@@ -56,6 +60,7 @@ pub(crate) async fn rewrite(
         manifest,
         key,
     };
+    sweep_strays(store.as_ref(), manifest, chrono::Utc::now()).await?;
     let (_scratch, mut conn) = schema_scratch(&backup).await?;
     let Ok(table) = check_request(&mut conn, request) else {
         return Ok(None);
@@ -87,6 +92,31 @@ pub(crate) async fn rewrite(
         rows: changed.iter().map(|(_, _, n)| n).sum(),
         objects: changed.len(),
     }))
+}
+
+/// Deletes the data parts in `manifest`'s folder that it does not name and that were written
+/// before `now` less [`STRAY_AGE`]: what a rewrite that stopped before or after replacing the
+/// manifest left (its new parts, or the old ones).
+async fn sweep_strays(
+    store: &dyn Store,
+    manifest: &Manifest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let folder = format!("{}/", manifest.id);
+    for object in store.list(&folder).await? {
+        let Some((_, rel)) = crate::format::repo::backup_key(&object.key) else {
+            continue;
+        };
+        let named = manifest
+            .objects
+            .iter()
+            .any(|o| o.chunk.is_none() && o.key == rel);
+        if rel.starts_with("data/") && !named && object.modified < now - STRAY_AGE {
+            store.delete(&object.key).await?;
+            tracing::info!("removed {}, a part its backup does not name", object.key);
+        }
+    }
+    Ok(())
 }
 
 /// The condition, on its own rows, that marks each table's rows to remove. Without `related`,

@@ -667,3 +667,54 @@ async fn rewrite_encrypted(bed: Bed) {
 
 crate::common::bed::both!(rewrite_plain);
 crate::common::bed::both!(rewrite_encrypted);
+
+/// Parts a backup's manifest does not name (what a rewrite that crashed left, before or after
+/// replacing the manifest) are deleted by the next rewrite once an hour old; a younger one may be
+/// a running rewrite's, and someone else's file is never d1r2's to delete.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rewrite_removes_what_a_crashed_one_left() {
+    let setup = five_backups(Bed::local().await, None).await;
+    let folder = setup.bed.files().join(&setup.backups[0].0).join("data");
+    let part = std::fs::read_dir(&folder)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let stray = |name: &str, age: std::time::Duration| {
+        let path = folder.join(name);
+        std::fs::copy(&part, &path).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+        path
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    let old = stray("0000-users.0-e00000000.sql.gz", 2 * hour);
+    let young = stray("0000-users.0-e11111111.sql.gz", hour / 60);
+    let foreign = stray("notes.txt", 2 * hour);
+    let from = setup.bed.dest();
+    setup
+        .run(&[
+            "forget",
+            "--from",
+            &from,
+            "--table",
+            "users",
+            "--where",
+            "id = 7",
+            "--reason",
+            "r",
+            "--rewrite",
+        ])
+        .await
+        .success();
+    assert!(
+        !old.exists(),
+        "an hour-old part no manifest names is deleted"
+    );
+    assert!(young.exists() && foreign.exists());
+}
