@@ -118,7 +118,8 @@ pub fn limit(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Confines `conn` for evaluating predicates: an authorizer that lets statements read, and with
-/// `delete` delete from, only `tables`, in at most `selects` `SELECT`s (so `Some(1)` allows no
+/// `delete` delete from, only `tables` (and the shadow tables of those that are FTS5 tables,
+/// which also read `PRAGMA data_version`), in at most `selects` `SELECT`s (so `Some(1)` allows no
 /// subquery in a `SELECT`); any `ATTACH`, pragma, write elsewhere, recursive query or denied
 /// function is refused when the statement is prepared. Undone by [`release`].
 pub fn confine(
@@ -127,6 +128,8 @@ pub fn confine(
     delete: bool,
     selects: Option<usize>,
 ) -> rusqlite::Result<()> {
+    let mut tables = tables;
+    tables.extend(shadows_of(conn, &tables)?);
     let allowed = move |name: &str| tables.iter().any(|t| t.eq_ignore_ascii_case(name));
     let mut seen = 0usize;
     let hook = move |ctx: AuthContext<'_>| match ctx.action {
@@ -147,9 +150,34 @@ pub fn confine(
         {
             Authorization::Allow
         }
+        // FTS5 reads it, to see whether its cached structure is current.
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value: None,
+        } if pragma_name.eq_ignore_ascii_case("data_version") => Authorization::Allow,
         _ => Authorization::Deny,
     };
     conn.authorizer(Some(hook))
+}
+
+/// The shadow tables of the virtual tables among `tables` (an FTS5 table reads its own to answer
+/// a query): those SQLite lists as shadow tables, named after one of `tables` and a `_`.
+fn shadows_of(conn: &Connection, tables: &[String]) -> rusqlite::Result<Vec<String>> {
+    let shadows: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_list WHERE type = 'shadow'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(shadows
+        .into_iter()
+        .filter(|s| {
+            tables.iter().any(|t| {
+                s.len() > t.len() + 1
+                    && s.is_char_boundary(t.len())
+                    && s[..t.len()].eq_ignore_ascii_case(t)
+                    && s.as_bytes()[t.len()] == b'_'
+            })
+        })
+        .collect())
 }
 
 /// Lifts [`confine`]'s authorizer.
@@ -434,5 +462,21 @@ mod tests {
         }
         // The connection is released afterwards: its own reads work again.
         conn.execute_batch("SELECT * FROM s").unwrap();
+        // An FTS5 table is read through its shadow tables, which a predicate on it may read;
+        // another table's are not.
+        conn.execute_batch(
+            "CREATE VIRTUAL TABLE docs USING fts5(owner, body); INSERT INTO docs VALUES ('p', 'b');
+             CREATE VIRTUAL TABLE other USING fts5(x);",
+        )
+        .unwrap();
+        confine(&mut conn, vec!["docs".into()], false, None).unwrap();
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM docs WHERE owner = 'p'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(count, 1);
+        assert!(conn.prepare("SELECT * FROM other_data").is_err());
+        release(&mut conn).unwrap();
     }
 }
