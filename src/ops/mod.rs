@@ -6,6 +6,7 @@ pub(crate) mod audit;
 pub(crate) mod backup;
 pub(crate) mod check;
 pub(crate) mod drill;
+pub(crate) mod erase;
 pub(crate) mod erasures;
 pub(crate) mod export;
 pub(crate) mod find;

@@ -15,22 +15,18 @@
 //! The rewrite holds a backup lock ([`crate::format::lock`]), so no prune collects a new chunk
 //! before the new manifest names it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rusqlite::Connection;
 
 use crate::error::Result;
 use crate::format::chunk::{ChunkKeys, chunk_key};
 use crate::format::codec::PartEncoder;
 use crate::format::crypto::Key;
-use crate::format::dump::insert::InsertWriter;
-use crate::format::load::{SqlSink, Statements, confine, load_objects, stream_sql};
+use crate::format::load::stream_sql;
 use crate::format::manifest::{MANIFEST_NAME, Manifest, ObjectEntry};
-use crate::format::predicate::{self, Step};
-use crate::model::value::{literal, quote_ident};
-use crate::ops::find::{Backup, FindRequest, check_request, of_kind, schema_scratch};
+use crate::ops::erase::{Eraser, Filtered, conditions};
+use crate::ops::find::{Backup, FindRequest, schema_scratch};
 use crate::store::{Store, StoreError};
 
 /// SQL a gzip member holds, as a backup writes them.
@@ -61,19 +57,16 @@ pub(crate) async fn rewrite(
         key,
     };
     sweep_strays(store.as_ref(), manifest, chrono::Utc::now()).await?;
-    let (_scratch, mut conn) = schema_scratch(&backup).await?;
-    let Ok(table) = check_request(&mut conn, request) else {
-        return Ok(None);
-    };
-    let (mut conn, conditions) = conditions(&backup, request, &table, conn).await?;
+    let (_scratch, conn) = schema_scratch(&backup).await?;
+    let (conn, conditions) = conditions(&backup, std::slice::from_ref(request), conn).await?;
+    let mut eraser = Eraser::new(conn, manifest, conditions)?;
     let mut changed: Vec<(usize, ObjectEntry, u64)> = Vec::new();
     for (index, object) in manifest.objects.iter().enumerate() {
-        let Some(condition) = object.table.as_ref().and_then(|t| conditions.get(t)) else {
+        if !eraser.erases(object) {
             continue;
-        };
-        let (back, filtered) =
-            filter_object(store.clone(), manifest, key, object, condition, conn).await?;
-        conn = back;
+        }
+        eraser = stream_sql(store.clone(), manifest, vec![object.clone()], key, eraser).await?;
+        let filtered = eraser.take();
         if filtered.removed > 0 {
             let entry = store_object(store.as_ref(), manifest, key, object, &filtered).await?;
             changed.push((index, entry, filtered.removed));
@@ -119,235 +112,6 @@ async fn sweep_strays(
     Ok(())
 }
 
-/// The condition, on its own rows, that marks each table's rows to remove. Without `related`,
-/// the erasure's own condition on its table (a condition on one row, so each object is filtered
-/// on its own). With it, the tables it reaches are loaded whole, the rowids of the rows each
-/// step would remove are kept aside (in a temporary table, filled while the connection is
-/// confined to reading those tables), the tables emptied, and each condition is on those rowids.
-async fn conditions(
-    backup: &Backup<'_>,
-    request: &FindRequest,
-    table: &str,
-    conn: Connection,
-) -> Result<(Connection, BTreeMap<String, String>)> {
-    if !request.related {
-        let condition = format!("({})", request.predicate);
-        return Ok((conn, BTreeMap::from([(table.to_string(), condition)])));
-    }
-    let fks = predicate::foreign_keys(&conn)?;
-    let steps: Vec<Step> = predicate::plan(table, &request.predicate, true, &fks);
-    let tables: Vec<String> = steps.iter().map(|s| s.table.clone()).collect();
-    let objects: Vec<ObjectEntry> = tables
-        .iter()
-        .flat_map(|t| of_kind(backup.manifest, Some(t)))
-        .collect();
-    let mut conn = load_objects(
-        backup.store.clone(),
-        backup.manifest,
-        objects,
-        backup.key,
-        conn,
-    )
-    .await?;
-    let mut doomed: Vec<(String, i64)> = Vec::new();
-    predicate::confine(&mut conn, tables.clone(), false, None)?;
-    let selected: rusqlite::Result<()> = steps.iter().try_for_each(|step| {
-        let sql = format!(
-            "SELECT rowid FROM {} WHERE {}",
-            quote_ident(&step.table),
-            step.condition
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        for rowid in stmt.query_map([], |r| r.get::<_, i64>(0))? {
-            doomed.push((step.table.clone(), rowid?));
-        }
-        Ok(())
-    });
-    predicate::release(&mut conn)?;
-    selected?;
-    conn.execute_batch("CREATE TEMP TABLE d1r2_doomed(t TEXT, r INTEGER)")?;
-    for (table, rowid) in &doomed {
-        conn.execute(
-            "INSERT INTO temp.d1r2_doomed VALUES (?1, ?2)",
-            rusqlite::params![table, rowid],
-        )?;
-    }
-    let mut conditions = BTreeMap::new();
-    for table in tables {
-        conn.execute_batch(&format!("DELETE FROM {}", quote_ident(&table)))?;
-        let condition = format!(
-            "rowid IN (SELECT r FROM temp.d1r2_doomed WHERE t = {})",
-            literal(crate::model::value::ValueRef::Text(table.as_bytes()))
-        );
-        conditions.insert(table, condition);
-    }
-    Ok((conn, conditions))
-}
-
-/// An object's SQL without the rows its table's condition marks, and how many it held.
-struct Filtered {
-    sql: String,
-    removed: u64,
-    rows: u64,
-}
-
-/// The sink that filters one object's statements through the scratch copy of its table.
-struct Filter {
-    conn: Connection,
-    statements: Statements,
-    table: String,
-    ident: String,
-    condition: String,
-    /// The table's primary key columns, in key order (read before the load's authorizer, which
-    /// refuses pragmas, is on).
-    pk: Vec<String>,
-    /// The statements of the current row group: an INSERT and the appends after it.
-    group: Vec<String>,
-    out: String,
-    removed: u64,
-}
-
-impl SqlSink for Filter {
-    fn feed(&mut self, object: &ObjectEntry, bytes: Option<&[u8]>) -> crate::error::Result<()> {
-        let Some(bytes) = bytes else {
-            self.end_group()?;
-            return Ok(self.statements.end(object)?);
-        };
-        let mut statements = Vec::new();
-        self.statements.push(object, bytes, |sql, _, _| {
-            statements.push(sql.to_string());
-            Ok(())
-        })?;
-        for sql in statements {
-            self.statement(sql)?;
-        }
-        Ok(())
-    }
-}
-
-impl Filter {
-    fn statement(&mut self, sql: String) -> Result<()> {
-        let text = sql.trim_start();
-        if text.starts_with(&format!("INSERT INTO {}(", self.ident)) {
-            self.end_group()?;
-            self.conn
-                .execute_batch(&format!("DELETE FROM {}", self.ident))?;
-            self.conn.execute_batch(&sql)?;
-            self.group.push(sql);
-        } else if text.starts_with(&format!("UPDATE {} SET", self.ident)) {
-            self.conn.execute_batch(&sql)?;
-            self.group.push(sql);
-        } else {
-            self.end_group()?;
-            push_statement(&mut self.out, &sql);
-        }
-        Ok(())
-    }
-
-    /// Writes the group: as it was when the condition marks none of its rows, else the rows left.
-    fn end_group(&mut self) -> Result<()> {
-        let Some(first) = self.group.first() else {
-            return Ok(());
-        };
-        let removed = self.conn.execute(
-            &format!("DELETE FROM {} WHERE {}", self.ident, self.condition),
-            [],
-        )? as u64;
-        if removed == 0 {
-            for sql in self.group.drain(..) {
-                push_statement(&mut self.out, &sql);
-            }
-            return Ok(());
-        }
-        self.removed += removed;
-        let columns = insert_columns(first).unwrap_or_default().to_string();
-        self.group.clear();
-        self.render(&columns)
-    }
-
-    /// Appends the rows of the scratch table as INSERTs of `columns` (the group's own list).
-    fn render(&mut self, columns: &str) -> Result<()> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {columns} FROM {}", self.ident))?;
-        let names: Vec<String> = stmt.column_names().map(str::to_string).collect();
-        let key = row_key(&self.pk, &names);
-        let mut writer = InsertWriter::new(&self.table, &names, key);
-        let mut rows = stmt.query([])?;
-        let mut sql = String::new();
-        while let Some(row) = rows.next()? {
-            let cells: Vec<String> = (0..names.len())
-                .map(|i| row.get_ref(i).map(|v| literal(v.into())))
-                .collect::<rusqlite::Result<_>>()?;
-            let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
-            writer.push_row(&cells, &mut sql)?;
-        }
-        writer.flush(&mut sql);
-        self.out.push_str(&sql);
-        Ok(())
-    }
-}
-
-/// Appends a statement as the writer ends one: on lines of its own, then a line end.
-fn push_statement(out: &mut String, sql: &str) {
-    out.push_str(sql.trim());
-    out.push('\n');
-}
-
-/// The column list of an INSERT as d1r2 writes it: the text between `(` and `) VALUES`.
-fn insert_columns(sql: &str) -> Option<&str> {
-    let start = sql.find('(')? + 1;
-    let end = sql.find(") VALUES")?;
-    (start <= end).then(|| &sql[start..end])
-}
-
-/// The cells of a row that identify it, as an append names it: the rowid when the columns hold
-/// it, else the primary key `pk`. Pure.
-fn row_key(pk: &[String], names: &[String]) -> Vec<usize> {
-    if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case("rowid")) {
-        return vec![i];
-    }
-    pk.iter()
-        .filter_map(|c| names.iter().position(|n| n == c))
-        .collect()
-}
-
-/// Streams `object` through a [`Filter`] on `conn` (under the authorizer a restore runs under).
-async fn filter_object(
-    store: Arc<dyn Store>,
-    manifest: &Manifest,
-    key: Option<&Key>,
-    object: &ObjectEntry,
-    condition: &str,
-    mut conn: Connection,
-) -> Result<(Connection, Filtered)> {
-    let table = object.table.clone().unwrap_or_default();
-    let pk: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?
-        .query_map([&table], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    confine(&mut conn, true)?;
-    let filter = Filter {
-        conn,
-        statements: Statements::new(manifest),
-        ident: quote_ident(&table),
-        table,
-        condition: condition.to_string(),
-        pk,
-        group: Vec::new(),
-        out: String::new(),
-        removed: 0,
-    };
-    let mut filter = stream_sql(store, manifest, vec![object.clone()], key, filter).await?;
-    confine(&mut filter.conn, false)?;
-    let filtered = Filtered {
-        sql: filter.out,
-        removed: filter.removed,
-        rows: object.rows.saturating_sub(filter.removed),
-    };
-    Ok((filter.conn, filtered))
-}
-
 /// Stores the filtered SQL of `old` as a new object (a part under a new key, a chunk under its
 /// new address) and returns its manifest entry.
 async fn store_object(
@@ -358,7 +122,7 @@ async fn store_object(
     filtered: &Filtered,
 ) -> Result<ObjectEntry> {
     let mut entry = ObjectEntry {
-        rows: filtered.rows,
+        rows: old.rows.saturating_sub(filtered.removed),
         ..old.clone()
     };
     if old.chunk.is_some() {
@@ -477,22 +241,5 @@ mod tests {
                 "{new}"
             );
         }
-    }
-
-    #[test]
-    fn row_keys_table() {
-        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(row_key(&v(&["id"]), &v(&["rowid", "a", "id"])), [0]);
-        assert_eq!(row_key(&v(&["id"]), &v(&["a", "id"])), [1]);
-        assert_eq!(row_key(&v(&["b", "a"]), &v(&["a", "b", "c"])), [1, 0]);
-    }
-
-    #[test]
-    fn insert_columns_table() {
-        assert_eq!(
-            insert_columns("\nINSERT INTO \"t\"(\"rowid\",\"a\") VALUES\n(1,2);"),
-            Some("\"rowid\",\"a\"")
-        );
-        assert_eq!(insert_columns("UPDATE t SET a = 1"), None);
     }
 }
