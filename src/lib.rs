@@ -52,7 +52,7 @@ pub use cli::process::main;
 pub use error::{Classify, Error, Kind};
 pub use ops::backup::{BackupOptions, BackupOutcome, Consistency, run as backup};
 pub use ops::erasures::ErasureOutcome;
-pub use ops::export::export;
+pub use ops::export::{ExportOutcome, export};
 pub use ops::restore::{RestoreOutcome, restore_to_file};
 pub use ops::verify::{VerifyOutcome, verify};
 pub use remote::cloudflare::Api as CloudflareApi;

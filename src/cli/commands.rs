@@ -626,7 +626,7 @@ fn report_erasures(report: &mut Report, erasures: &[crate::ops::erasures::Erasur
     for e in erasures {
         let removed = match e.rows {
             Some(rows) => format!("{} removed", count(rows)),
-            None => "applied where the SQL runs".to_string(),
+            None => "applied".to_string(),
         };
         report.row(&format!("Erasure {}", e.id), removed);
     }
@@ -763,18 +763,23 @@ async fn export(args: ExportArgs) -> Result<Report> {
     crate::ops::scratch::check_folder(&args.out)?;
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
     let (manifest, key) = open_manifest(select(store.as_ref(), &args.select).await?)?;
-    let (bytes, erasures) = crate::ops::export::export(store, &manifest, key.as_ref(), &args.out)
+    let outcome = crate::ops::export::export(store, &manifest, key.as_ref(), &args.out)
         .await
         .with_context(|| format!("exporting backup {} to {}", manifest.id, args.out.display()))?;
     let mut report = Report::new("export");
     report
         .output("backup-id", &manifest.id)
-        .output("bytes", bytes);
+        .output("bytes", outcome.bytes);
     report
         .row("Backup", &manifest.id)
         .row("Written", args.out.display())
-        .row("Size", human_bytes(bytes));
-    report_erasures(&mut report, &erasures);
+        .row("Size", human_bytes(outcome.bytes));
+    report_erasures(&mut report, &outcome.erasures);
+    if !outcome.erasures.is_empty() {
+        report
+            .output("erased-rows", outcome.erased_rows)
+            .row("Rows left out", count(outcome.erased_rows));
+    }
     Ok(report)
 }
 

@@ -330,7 +330,7 @@ async fn forgets_in_every_read(setup: &Setup) {
         assert!(run.stdout.contains("4 removed"), "{run}");
         same(&restored, &want);
         let out = setup.bed.scratch(&format!("export-{round}.sql"));
-        setup
+        let exported = setup
             .run(&[
                 "export",
                 "--from",
@@ -340,8 +340,18 @@ async fn forgets_in_every_read(setup: &Setup) {
                 "--out",
                 out.to_str().unwrap(),
             ])
-            .await
-            .success();
+            .await;
+        exported.success();
+        assert_eq!(
+            output_line(&exported.stdout, "Rows left out"),
+            "4",
+            "{exported}"
+        );
+        let sql = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            !sql.contains(EMAIL) && !sql.contains(SECRET_TEXT),
+            "the export leaves the rows out"
+        );
         let loaded = setup.bed.scratch(&format!("exported-{round}.db"));
         Connection::open(&loaded)
             .unwrap()
