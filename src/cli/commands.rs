@@ -615,20 +615,26 @@ async fn restore(args: RestoreArgs) -> Result<Report> {
     Ok(report)
 }
 
-/// Adds the recorded erasures a read applied to a report: outputs `erasures` (how many) and
-/// `erased-rows` (the rows they removed, when counted), and a row each.
+/// Adds the recorded erasures a read applied to a report: outputs `erasures` (how many applied)
+/// and `erased-rows` (the rows they removed, when counted), and a row each, those that do not
+/// apply to the backup's schema with why.
 fn report_erasures(report: &mut Report, erasures: &[crate::ops::erasures::ErasureOutcome]) {
-    report.output("erasures", erasures.len());
-    let counted: Option<u64> = erasures.iter().map(|e| e.rows).sum();
+    let applied: Vec<_> = erasures
+        .iter()
+        .filter(|e| e.not_applied.is_none())
+        .collect();
+    report.output("erasures", applied.len());
+    let counted: Option<u64> = applied.iter().map(|e| e.rows).sum();
     if let Some(rows) = counted {
         report.output("erased-rows", rows);
     }
     for e in erasures {
-        let removed = match e.rows {
-            Some(rows) => format!("{} removed", count(rows)),
-            None => "applied".to_string(),
+        let did = match (&e.not_applied, e.rows) {
+            (Some(why), _) => format!("does not apply: {why}"),
+            (None, Some(rows)) => format!("{} removed", count(rows)),
+            (None, None) => "applied".to_string(),
         };
-        report.row(&format!("Erasure {}", e.id), removed);
+        report.row(&format!("Erasure {}", e.id), did);
     }
 }
 
@@ -775,7 +781,7 @@ async fn export(args: ExportArgs) -> Result<Report> {
         .row("Written", args.out.display())
         .row("Size", human_bytes(outcome.bytes));
     report_erasures(&mut report, &outcome.erasures);
-    if !outcome.erasures.is_empty() {
+    if outcome.erasures.iter().any(|e| e.not_applied.is_none()) {
         report
             .output("erased-rows", outcome.erased_rows)
             .row("Rows left out", count(outcome.erased_rows));

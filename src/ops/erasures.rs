@@ -24,12 +24,15 @@ pub(crate) struct Planned {
     pub skipped: Vec<(Erasure, String)>,
 }
 
-/// What an applied erasure removed from one backup's read.
+/// What a recorded erasure did to one backup's read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ErasureOutcome {
     pub id: String,
-    /// `None` when the rows are removed later, where the SQL is applied (an export, D1).
+    /// The rows it removed; `None` when they are not counted one erasure at a time (an export,
+    /// a restore into D1) or it does not apply.
     pub rows: Option<u64>,
+    /// Why it does not apply to this backup's schema, when it does not.
+    pub not_applied: Option<String>,
 }
 
 impl Planned {
@@ -47,7 +50,13 @@ impl Planned {
             .map(|(e, rows)| ErasureOutcome {
                 id: e.id.clone(),
                 rows,
+                not_applied: None,
             })
+            .chain(self.skipped.iter().map(|(e, why)| ErasureOutcome {
+                id: e.id.clone(),
+                rows: None,
+                not_applied: Some(why.clone()),
+            }))
             .collect()
     }
 }
