@@ -64,6 +64,12 @@ pub enum Command {
     /// Call the application's backup endpoint with a fresh TOTP bearer code per attempt,
     /// retrying with exponential backoff.
     Trigger(TriggerArgs),
+    /// Find a person's rows in the retained backups (an access request): one JSON line per row,
+    /// `{backup, created, table, row}`.
+    Find(FindArgs),
+    /// Record an erasure (a request to be forgotten): every later restore, verify, export and
+    /// drill of any backup removes the rows --where names.
+    Forget(ForgetArgs),
 }
 
 impl Command {
@@ -81,6 +87,8 @@ impl Command {
             Command::Trigger(_) => "trigger",
             Command::Firewall(_) => "firewall",
             Command::Check(_) => "check",
+            Command::Find(_) => "find",
+            Command::Forget(_) => "forget",
         }
     }
 }
@@ -276,6 +284,51 @@ pub struct DrillArgs {
     /// The migrations directory (wrangler's `migrations/`).
     #[arg(long, value_name = "DIR")]
     pub migrations: PathBuf,
+}
+
+/// The rows a data subject's request is about: `find`'s and `forget`'s shared flags.
+#[derive(Debug, Clone, Args)]
+pub struct SubjectArgs {
+    /// Where the backups are: what a backup's --dest named.
+    #[arg(long, value_name = "BACKUPS")]
+    pub from: String,
+    /// The table holding the person's rows.
+    #[arg(long, value_name = "NAME")]
+    pub table: String,
+    /// A SQLite condition on one row of the table, naming the person's rows (`email =
+    /// 'a@example.com'`): no subquery, no `;`, no comment.
+    #[arg(long = "where", value_name = "SQL")]
+    pub predicate: String,
+    /// Also the rows of tables whose foreign keys point at those rows (and at theirs, up to 8
+    /// tables away).
+    #[arg(long)]
+    pub related: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FindArgs {
+    #[command(flatten)]
+    pub subject: SubjectArgs,
+    /// One backup id, or `all` (every retained backup).
+    #[arg(long, default_value = "all", value_name = "ID|all")]
+    pub backup: String,
+    /// Write the lines to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub subject: SubjectArgs,
+    /// Why (a ticket, a request): kept in the erasure record, sealed when the backups are
+    /// encrypted; never in the audit trail.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    /// Also rewrite each retained backup that holds the rows without them, keeping its id and
+    /// time (only the parts or chunks holding them change; prune collects the old chunks).
+    #[arg(long)]
+    pub rewrite: bool,
 }
 
 /// `--consistent`: what a backup that saw writes is worth; `true` (the bare flag, or the action's

@@ -2,8 +2,8 @@
 //! context an error message needs (what failed, on what).
 
 use crate::cli::args::{
-    BackupArgs, CheckArgs, Command, DrillArgs, ExportArgs, KeepArgs, ListArgs, PruneArgs,
-    RestoreArgs, SelectArgs,
+    BackupArgs, CheckArgs, Command, DrillArgs, ExportArgs, FindArgs, ForgetArgs, KeepArgs,
+    ListArgs, PruneArgs, RestoreArgs, SelectArgs,
 };
 use crate::cli::location::{
     SourceLocation, StoreLocation, open_source, open_store, parse_source, parse_store,
@@ -72,6 +72,8 @@ fn audited(command: &Command) -> Option<(&'static str, Vec<String>)> {
         Command::Restore(a) => Some(("restore", vec![a.select.from.clone()])),
         Command::Verify(a) => Some(("verify", vec![a.from.clone()])),
         Command::Prune(a) if !a.dry_run => Some(("prune", vec![a.from.clone()])),
+        Command::Find(a) => Some(("find", vec![a.subject.from.clone()])),
+        Command::Forget(a) => Some(("forget", vec![a.subject.from.clone()])),
         _ => None,
     }
 }
@@ -136,6 +138,8 @@ async fn dispatch(command: Command) -> Result<Report> {
             crate::ops::trigger::run(&args.into(), std::env::var("TOTP_SECRET").ok().as_deref())
                 .await
         }
+        Command::Find(args) => find(args).await,
+        Command::Forget(args) => forget(args).await,
     }
 }
 
@@ -163,6 +167,139 @@ fn open_manifest(stored: Stored) -> Result<(Manifest, Option<Key>)> {
         crate::redact::withhold_names();
     }
     Ok((manifest, key))
+}
+
+/// Every backup of `store` (or the one `id` names), opened with the key in the environment,
+/// oldest first, and that key.
+async fn opened_backups(
+    store: &dyn crate::store::Store,
+    id: Option<&str>,
+) -> Result<(Vec<Manifest>, Option<Key>)> {
+    let stored = match id {
+        Some(id) => vec![repo::resolve(store, id).await?],
+        None => repo::manifests(store).await?,
+    };
+    let mut opened = Vec::new();
+    let mut key = key_from_env()?;
+    for one in stored {
+        let (manifest, k) = open_manifest(one)?;
+        opened.push(manifest);
+        key = k;
+    }
+    Ok((opened, key))
+}
+
+/// `find`: the rows of every retained backup (or one) that `--where` names, as JSON lines on
+/// standard output or in `--out`; the report says how many, in how many backups.
+async fn find(args: FindArgs) -> Result<Report> {
+    use std::io::Write;
+    // A job's log is read by everyone with access to the repository: rows go to a file there.
+    if args.out.is_none() && std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        return Err(bad_input(
+            "find in GitHub Actions writes the rows it finds to a file, never to the log: set out (--out FILE)",
+        ));
+    }
+    let store = open_store(&parse_store(&args.subject.from)?, false).await?;
+    let one = (args.backup != "all").then_some(args.backup.as_str());
+    let (backups, key) = opened_backups(store.as_ref(), one).await?;
+    let request = crate::ops::find::FindRequest {
+        table: args.subject.table.clone(),
+        predicate: args.subject.predicate.clone(),
+        related: args.subject.related,
+    };
+    if let Some(newest) = backups.last() {
+        let mut schema =
+            crate::format::load::load_schema(store.clone(), newest, key.as_ref()).await?;
+        crate::ops::find::check_request(&mut schema, &request)?;
+    }
+    let mut out: Box<dyn Write + Send> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout()),
+    };
+    let mut searched = crate::ops::find::Searched::default();
+    for manifest in &backups {
+        crate::ops::find::search(
+            store.clone(),
+            manifest,
+            key.as_ref(),
+            &request,
+            &mut searched,
+            &mut |manifest, table, row| {
+                writeln!(out, "{}", crate::ops::find::line(manifest, table, row))?;
+                Ok(())
+            },
+        )
+        .await
+        .with_context(|| format!("searching backup {}", manifest.id))?;
+    }
+    out.flush()?;
+    let mut report = Report::new("find");
+    report
+        .output("rows", searched.rows)
+        .output("backups", searched.backups_with_rows)
+        .row("Backups searched", backups.len())
+        .row("Backups with rows", searched.backups_with_rows)
+        .row("Rows", count(searched.rows));
+    if searched.chunks_reused > 0 {
+        report.row(
+            "Chunks answered from an earlier backup",
+            searched.chunks_reused,
+        );
+    }
+    Ok(report)
+}
+
+/// `forget`: records the erasure, then reports its id and the rows it names in how many
+/// backups (the audit record keeps the counts, never the predicate).
+async fn forget(args: ForgetArgs) -> Result<Report> {
+    let store = open_store(&parse_store(&args.subject.from)?, false).await?;
+    let (backups, key) = opened_backups(store.as_ref(), None).await?;
+    let request = crate::format::erasure::Request {
+        table: args.subject.table.clone(),
+        predicate: args.subject.predicate.clone(),
+        related: args.subject.related,
+        reason: args.reason.clone(),
+    };
+    let actor = std::env::var("GITHUB_ACTOR").ok().filter(|a| !a.is_empty());
+    let outcome = crate::ops::forget::forget(
+        store,
+        &backups,
+        key.as_ref(),
+        (request, args.rewrite),
+        (actor, chrono::Utc::now()),
+    )
+    .await
+    .with_context(|| format!("recording an erasure in {}", args.subject.from))?;
+    let mut report = Report::new("forget");
+    report.sealed = key.is_some();
+    report
+        .output("erasure-id", &outcome.erasure.id)
+        .row("Erasure", &outcome.erasure.id);
+    match outcome.counted {
+        Some((rows, with)) => {
+            report
+                .output("rows", rows)
+                .output("backups", with)
+                .row("Rows it names", count(rows))
+                .row("Backups holding them", with);
+        }
+        None => {
+            report.row("Rows it names", "not counted (see the warning)");
+        }
+    }
+    if let Some((rows, backups)) = outcome.rewritten {
+        report.output("rewritten", backups).row(
+            "Rewritten",
+            format!("{} rows removed from {backups} backups", count(rows)),
+        );
+    }
+    report.row(
+        "Result",
+        "recorded: every later restore, verify, export and drill removes these rows",
+    );
+    Ok(report)
 }
 
 /// The backup `--backup` or `--at` names. `--at` with an id is refused: they would disagree.
@@ -477,7 +614,31 @@ async fn restore(args: RestoreArgs) -> Result<Report> {
         .row("Restored into", &args.to)
         .row("Tables", count(outcome.tables as u64))
         .row("Rows", count(outcome.rows));
+    report_erasures(&mut report, &outcome.erasures);
     Ok(report)
+}
+
+/// Adds the recorded erasures a read applied to a report: outputs `erasures` (how many applied)
+/// and `erased-rows` (the rows they removed, when counted), and a row each, those that do not
+/// apply to the backup's schema with why.
+fn report_erasures(report: &mut Report, erasures: &[crate::ops::erasures::ErasureOutcome]) {
+    let applied: Vec<_> = erasures
+        .iter()
+        .filter(|e| e.not_applied.is_none())
+        .collect();
+    report.output("erasures", applied.len());
+    let counted: Option<u64> = applied.iter().map(|e| e.rows).sum();
+    if let Some(rows) = counted {
+        report.output("erased-rows", rows);
+    }
+    for e in erasures {
+        let did = match (&e.not_applied, e.rows) {
+            (Some(why), _) => format!("does not apply: {why}"),
+            (None, Some(rows)) => format!("{} removed", count(rows)),
+            (None, None) => "applied".to_string(),
+        };
+        report.row(&format!("Erasure {}", e.id), did);
+    }
 }
 
 async fn verify(args: SelectArgs) -> Result<Report> {
@@ -507,6 +668,7 @@ async fn verify(args: SelectArgs) -> Result<Report> {
     if outcome.foreign_key_violations > 0 {
         report.row("Foreign key violations", outcome.foreign_key_violations);
     }
+    report_erasures(&mut report, &outcome.erasures);
     Ok(report)
 }
 
@@ -645,17 +807,23 @@ async fn export(args: ExportArgs) -> Result<Report> {
     crate::ops::scratch::check_folder(&args.out)?;
     let store = open_store(&parse_store(&args.select.from)?, false).await?;
     let (manifest, key) = open_manifest(select(store.as_ref(), &args.select).await?)?;
-    let bytes = crate::ops::export::export(store, &manifest, key.as_ref(), &args.out)
+    let outcome = crate::ops::export::export(store, &manifest, key.as_ref(), &args.out)
         .await
         .with_context(|| format!("exporting backup {} to {}", manifest.id, args.out.display()))?;
     let mut report = Report::new("export");
     report
         .output("backup-id", &manifest.id)
-        .output("bytes", bytes);
+        .output("bytes", outcome.bytes);
     report
         .row("Backup", &manifest.id)
         .row("Written", args.out.display())
-        .row("Size", human_bytes(bytes));
+        .row("Size", human_bytes(outcome.bytes));
+    report_erasures(&mut report, &outcome.erasures);
+    if outcome.erasures.iter().any(|e| e.not_applied.is_none()) {
+        report
+            .output("erased-rows", outcome.erased_rows)
+            .row("Rows left out", count(outcome.erased_rows));
+    }
     Ok(report)
 }
 
@@ -766,6 +934,7 @@ async fn drill(args: DrillArgs) -> Result<Report> {
         "Result",
         "every pending migration applies to the restored data",
     );
+    report_erasures(&mut report, &outcome.erasures);
     Ok(report)
 }
 

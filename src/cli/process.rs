@@ -49,6 +49,8 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose, actions);
     let json = matches!(&cli.command, Command::List(args) if args.json);
     let totp = matches!(&cli.command, Command::Totp(_));
+    // `find` without --out prints its rows, JSON lines, on stdout: its report goes beside them.
+    let rows_out = matches!(&cli.command, Command::Find(args) if args.out.is_none());
     let name = cli.command.name();
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
     if in_action {
@@ -99,6 +101,10 @@ pub fn main() -> ExitCode {
         Ok(report) if json => {
             // JSON escapes line ends and C0 itself; what it leaves raw is escaped its way.
             println!("{}", redact::json_controls(&report.detail));
+            ExitCode::SUCCESS
+        }
+        Ok(report) if rows_out => {
+            eprint!("{}", redact::printed(&report.to_text(), actions));
             ExitCode::SUCCESS
         }
         Ok(report) => {

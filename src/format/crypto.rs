@@ -54,6 +54,10 @@ const MANIFEST_CONTEXT: &[u8] = b"d1r2 manifest v1";
 const CHUNK_CONTEXT: &[u8] = b"d1r2 chunk v1";
 const CHUNK_ADDRESS_CONTEXT: &[u8] = b"d1r2 chunk address v1";
 const CHUNK_BOUNDARY_CONTEXT: &[u8] = b"d1r2 chunk boundary v1";
+/// An erasure record's sealed request and the keyed digest of its predicate: subkeys of their
+/// own, so a sealed manifest can never be read as an erasure record or the other way round.
+const ERASURE_CONTEXT: &[u8] = b"d1r2 erasure v1";
+const ERASURE_DIGEST_CONTEXT: &[u8] = b"d1r2 erasure digest v1";
 const NONCE_LEN: usize = 12;
 const PREFIX_LEN: usize = 7;
 const HEADER_LEN: usize = MAGIC.len() + 1 + 4 + PREFIX_LEN;
@@ -116,6 +120,12 @@ impl Key {
     /// The HMAC-SHA256 key that chooses where an encrypted backup's tables are cut into chunks.
     pub fn chunk_boundary_key(&self) -> [u8; 32] {
         self.subkey(CHUNK_BOUNDARY_CONTEXT).0
+    }
+
+    /// The HMAC-SHA256 key an encrypted store's erasure records digest their predicate with: a
+    /// plain SHA-256 of a short predicate (`id = 42`) is guessed by trying them all.
+    pub fn erasure_digest_key(&self) -> [u8; 32] {
+        self.subkey(ERASURE_DIGEST_CONTEXT).0
     }
 
     fn cipher(&self) -> Aes256Gcm {
@@ -217,15 +227,29 @@ pub enum SealError {
 /// Encrypts and authenticates one message (a manifest's private fields) under the manifest
 /// subkey: `nonce (12, random) | ciphertext | tag (16)`.
 pub fn seal(key: &Key, plaintext: &[u8]) -> Vec<u8> {
-    let mut nonce = [0u8; NONCE_LEN];
-    rand::fill(&mut nonce[..]);
-    seal_with_nonce(key, nonce, plaintext)
+    seal_in(key, MANIFEST_CONTEXT, plaintext)
 }
 
-fn seal_with_nonce(key: &Key, nonce: [u8; NONCE_LEN], plaintext: &[u8]) -> Vec<u8> {
+/// [`seal`] for an erasure record's request, under the erasure subkey.
+pub fn seal_erasure(key: &Key, plaintext: &[u8]) -> Vec<u8> {
+    seal_in(key, ERASURE_CONTEXT, plaintext)
+}
+
+/// Opens what [`seal_erasure`] made.
+pub fn open_erasure(key: &Key, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+    open_in(key, ERASURE_CONTEXT, sealed)
+}
+
+fn seal_in(key: &Key, context: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::fill(&mut nonce[..]);
+    seal_with_nonce(key, context, nonce, plaintext)
+}
+
+fn seal_with_nonce(key: &Key, context: &[u8], nonce: [u8; NONCE_LEN], plaintext: &[u8]) -> Vec<u8> {
     let mut body = plaintext.to_vec();
     let tag = key
-        .subkey(MANIFEST_CONTEXT)
+        .subkey(context)
         .cipher()
         .encrypt_inout_detached(&nonce.into(), b"", body.as_mut_slice().into())
         .expect("a manifest is far below AES-GCM's message limit");
@@ -234,6 +258,10 @@ fn seal_with_nonce(key: &Key, nonce: [u8; NONCE_LEN], plaintext: &[u8]) -> Vec<u
 
 /// Opens what [`seal`] made, or says it is not authentic.
 pub fn open(key: &Key, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+    open_in(key, MANIFEST_CONTEXT, sealed)
+}
+
+fn open_in(key: &Key, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(SealError::Short);
     }
@@ -241,7 +269,7 @@ pub fn open(key: &Key, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
     let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
     let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("12 bytes");
     let mut body = body.to_vec();
-    key.subkey(MANIFEST_CONTEXT)
+    key.subkey(context)
         .cipher()
         .decrypt_inout_detached(
             &nonce.into(),
@@ -748,7 +776,7 @@ mod tests {
         let v2 = encrypt(&PartKey::bound(&k, ID, OBJECT), [0xA5; PREFIX_LEN], 16, sql);
         assert_eq!(hex::encode(&v2), V2_ANSWER);
         assert_eq!(k.fingerprint(), "4df53752466eea1c");
-        let sealed = seal_with_nonce(&k, [0x5A; NONCE_LEN], b"{}");
+        let sealed = seal_with_nonce(&k, MANIFEST_CONTEXT, [0x5A; NONCE_LEN], b"{}");
         assert_eq!(hex::encode(&sealed), SEALED_ANSWER);
     }
 

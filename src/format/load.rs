@@ -2,6 +2,7 @@
 //! decoded, split into statements and applied. Shared by restore, verify and export, so all three
 //! trust a part by the same rules.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::format::dump::split::Splitter;
 use crate::format::manifest::{
     EncryptionInfo, Manifest, ObjectEntry, ObjectKind, SchemaEntry, SchemaKind,
 };
+use crate::format::predicate::Step;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -612,11 +614,84 @@ fn keywords(sql: &str) -> String {
 /// Where an [`Applier`] sends each statement it keeps.
 pub trait Execute: Send + 'static {
     fn execute(&mut self, sql: &str) -> Result<()>;
+
+    /// Runs one `DELETE` of an erasure; the rows it removed, when this sink can tell (a file
+    /// that is applied later cannot).
+    fn erase(&mut self, sql: &str) -> Result<Option<u64>> {
+        self.execute(sql)?;
+        Ok(None)
+    }
 }
 
 impl Execute for Connection {
     fn execute(&mut self, sql: &str) -> Result<()> {
         Ok(self.execute_batch(sql)?)
+    }
+
+    fn erase(&mut self, sql: &str) -> Result<Option<u64>> {
+        let removed = Connection::execute(self, sql, [])?;
+        Ok(Some(removed as u64))
+    }
+}
+
+/// The recorded erasures a read of a backup applies ([`crate::format::erasure`]), planned
+/// against its schema: each erasure's `DELETE`s, run once the rows are in and before the post
+/// part, so no trigger of the backup fires and indexes and FTS rebuilds see only what is left.
+#[derive(Debug, Clone, Default)]
+pub struct Erasing {
+    /// Each erasure's statements ([`crate::format::predicate::plan`]), in the order recorded.
+    pub steps: Vec<Vec<Step>>,
+    /// What each erasure removed, once run: `None` for a sink that cannot count.
+    pub removed: Vec<Option<u64>>,
+    /// The rows removed from each table, for the row counts a load is checked against.
+    pub by_table: BTreeMap<String, u64>,
+    /// The backup is encrypted: errors name no table.
+    sealed: bool,
+    done: bool,
+}
+
+impl Erasing {
+    pub fn new(steps: Vec<Vec<Step>>, sealed: bool) -> Self {
+        Erasing {
+            steps,
+            sealed,
+            ..Erasing::default()
+        }
+    }
+
+    /// Runs every erasure's statements whose table `selection` wants on `conn`, once.
+    fn run<E: Execute>(&mut self, conn: &mut E, selection: &Selection) -> Result<()> {
+        if std::mem::replace(&mut self.done, true) {
+            return Ok(());
+        }
+        for steps in &self.steps {
+            // A partial restore of a table an erasure reaches through its foreign keys needs the
+            // erasure's own table, whose rows choose the ones to remove.
+            if let Some(own) = steps.last()
+                && !selection.wants(&own.table)
+                && let Some(reached) = steps.iter().find(|s| selection.wants(&s.table))
+            {
+                return Err(crate::error::bad_input(if self.sealed {
+                    // An encrypted backup's errors name no table.
+                    "a recorded erasure removes rows of a selected table chosen by rows of one that is not selected; restore them together".to_string()
+                } else {
+                    format!(
+                        "a recorded erasure removes rows of {} chosen by rows of {}; add {} to --tables",
+                        reached.table, own.table, own.table
+                    )
+                }));
+            }
+            let mut removed = Some(0u64);
+            for step in steps.iter().filter(|s| selection.wants(&s.table)) {
+                let rows = conn.erase(&format!("{};", step.sql))?;
+                if let Some(rows) = rows {
+                    *self.by_table.entry(step.table.clone()).or_default() += rows;
+                }
+                removed = removed.zip(rows).map(|(a, b)| a + b);
+            }
+            self.removed.push(removed);
+        }
+        Ok(())
     }
 }
 
@@ -626,21 +701,31 @@ pub struct Applier<E: Execute = Connection> {
     conn: E,
     statements: Statements,
     selection: Selection,
+    erasing: Erasing,
 }
 
 impl<E: Execute> Applier<E> {
-    pub fn new(conn: E, manifest: &Manifest, selection: &Selection) -> Self {
+    pub fn new(conn: E, manifest: &Manifest, selection: &Selection, erasing: Erasing) -> Self {
         Applier {
             conn,
             statements: Statements::new(manifest),
             selection: selection.clone(),
+            erasing,
         }
     }
 
-    /// The connection, once every entry of the manifest's schema list was matched to a statement.
-    pub fn finish(self) -> Result<E, LoadError> {
+    /// The connection and what the erasures removed, once every entry of the manifest's schema
+    /// list was matched to a statement (and the erasures ran, in a backup without a post part).
+    pub fn finish(mut self) -> Result<(E, Erasing)> {
+        self.erasing.run(&mut self.conn, &self.selection)?;
         self.statements.finish()?;
-        Ok(self.conn)
+        Ok((self.conn, self.erasing))
+    }
+
+    /// The connection after some objects were fed (the schema part, or data objects on their
+    /// own): nothing checked beyond those objects.
+    pub fn into_schema(self) -> E {
+        self.conn
     }
 }
 
@@ -649,6 +734,9 @@ impl<E: Execute> SqlSink for Applier<E> {
         let Some(bytes) = bytes else {
             return Ok(self.statements.end(object)?);
         };
+        if object.kind == ObjectKind::Post {
+            self.erasing.run(&mut self.conn, &self.selection)?;
+        }
         let (conn, selection) = (&mut self.conn, &self.selection);
         let sealed = self.statements.sealed;
         self.statements.push(object, bytes, |sql, entry, named| {
@@ -754,13 +842,13 @@ pub fn begin_load(conn: &Connection) -> Result<()> {
 pub async fn load_into(
     store: Arc<dyn Store>,
     manifest: &Manifest,
-    selection: &Selection,
+    (selection, erasing): (&Selection, Erasing),
     key: Option<&Key>,
     path: &Path,
-) -> Result<Connection> {
+) -> Result<(Connection, Erasing)> {
     check_key(manifest, key)?;
     let conn = open_scratch(path)?;
-    load_on(store, manifest, selection, key, conn).await
+    load_on(store, manifest, (selection, erasing), key, conn).await
 }
 
 /// Loads the selected part of a backup through `conn`, a scratch database inside the
@@ -768,17 +856,55 @@ pub async fn load_into(
 pub async fn load_on(
     store: Arc<dyn Store>,
     manifest: &Manifest,
-    selection: &Selection,
+    (selection, erasing): (&Selection, Erasing),
+    key: Option<&Key>,
+    mut conn: Connection,
+) -> Result<(Connection, Erasing)> {
+    check_key(manifest, key)?;
+    confine(&mut conn, true)?;
+    let applier = Applier::new(conn, manifest, selection, erasing);
+    let applier = stream_sql(store, manifest, selection.objects(manifest), key, applier).await?;
+    let (mut conn, erasing) = applier.finish()?;
+    confine(&mut conn, false)?;
+    conn.execute_batch("COMMIT")?;
+    Ok((conn, erasing))
+}
+
+/// A backup's schema alone (its tables, empty, no index, view or trigger) in a database in
+/// memory: what a predicate is checked against and an erasure planned on.
+pub async fn load_schema(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    key: Option<&Key>,
+) -> Result<Connection> {
+    let schema: Vec<ObjectEntry> = manifest
+        .objects
+        .iter()
+        .filter(|o| o.kind == ObjectKind::Schema)
+        .cloned()
+        .collect();
+    let conn = Connection::open_in_memory()?;
+    // As a load: a `DELETE` planned here must not need the tables pointing at its own.
+    conn.execute_batch("PRAGMA foreign_keys=OFF")?;
+    load_objects(store, manifest, schema, key, conn).await
+}
+
+/// Loads `objects` of a backup (its schema part, or data objects into a database that holds
+/// its schema) through `conn`, under the authorizer a restore runs under, and hands it back with
+/// nothing of the whole backup checked: a caller reading one table a part or chunk at a time.
+pub async fn load_objects(
+    store: Arc<dyn Store>,
+    manifest: &Manifest,
+    objects: Vec<ObjectEntry>,
     key: Option<&Key>,
     mut conn: Connection,
 ) -> Result<Connection> {
-    check_key(manifest, key)?;
     confine(&mut conn, true)?;
-    let applier = Applier::new(conn, manifest, selection);
-    let applier = stream_sql(store, manifest, selection.objects(manifest), key, applier).await?;
-    let mut conn = applier.finish()?;
+    let applier = Applier::new(conn, manifest, &Selection::default(), Erasing::default());
+    let mut conn = stream_sql(store, manifest, objects, key, applier)
+        .await?
+        .into_schema();
     confine(&mut conn, false)?;
-    conn.execute_batch("COMMIT")?;
     Ok(conn)
 }
 
@@ -786,7 +912,7 @@ pub async fn load_on(
 /// (`ATTACH`, and `VACUUM INTO` through it) and setting any pragma but the prelude's (FTS5 reads
 /// `data_version` on its own). The statement check already keeps such statements out; this holds
 /// for whatever SQLite runs on their behalf.
-fn confine(conn: &mut Connection, on: bool) -> rusqlite::Result<()> {
+pub fn confine(conn: &mut Connection, on: bool) -> rusqlite::Result<()> {
     use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
     fn allow(ctx: AuthContext<'_>) -> Authorization {
         match ctx.action {
@@ -883,7 +1009,7 @@ mod tests {
         let selection = Selection {
             tables: tables.iter().map(|t| t.to_string()).collect(),
         };
-        let mut applier = Applier::new(Log::default(), &manifest, &selection);
+        let mut applier = Applier::new(Log::default(), &manifest, &selection, Erasing::default());
         for (kind, key, sql) in parts {
             let object = object(*kind, key);
             for chunk in sql.as_bytes().chunks(7) {
@@ -893,7 +1019,10 @@ mod tests {
             }
             applier.feed(&object, None).map_err(|e| e.to_string())?;
         }
-        applier.finish().map(|log| log.0).map_err(|e| e.to_string())
+        applier
+            .finish()
+            .map(|(log, _)| log.0)
+            .map_err(|e| e.to_string())
     }
 
     #[test]

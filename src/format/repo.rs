@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Classify, Kind};
 use crate::format::chunk::{chunk_address, is_chunk_key};
 use crate::format::envelope::{EnvelopeError, Stored};
+use crate::format::erasure::is_erasure_key;
 use crate::format::lock::lock_kind;
 use crate::format::manifest::MANIFEST_NAME;
 use crate::store::{ObjectMeta, Store, StoreError, read_all};
@@ -197,12 +198,13 @@ pub fn is_audit_key(key: &str) -> bool {
     })
 }
 
-/// Whether d1r2 wrote `key` (relative to the store's prefix): the marker, an audit record, a
-/// key of a backup folder, a chunk ([`is_chunk_key`]) or a lock ([`lock_kind`]). Nothing else is ever deleted, aborted
-/// or read as a backup.
+/// Whether d1r2 wrote `key` (relative to the store's prefix): the marker, an audit record, an
+/// erasure record ([`is_erasure_key`]), a key of a backup folder, a chunk ([`is_chunk_key`]) or
+/// a lock ([`lock_kind`]). Nothing else is ever deleted, aborted or read as a backup.
 pub fn is_owned_key(key: &str) -> bool {
     key == STORE_MARKER
         || is_audit_key(key)
+        || is_erasure_key(key)
         || backup_key(key).is_some()
         || is_chunk_key(key)
         || lock_kind(key).is_some()
@@ -609,6 +611,8 @@ mod tests {
             ("locks/backup-0123456789abcdef.json", true),
             ("locks/notes.json", false),
             ("chunks/", false),
+            ("erasures/20261124T221500.123Z-0123456789abcdef.json", true),
+            ("erasures/notes.json", false),
         ] {
             assert_eq!(is_owned_key(key), want, "{key:?}");
         }

@@ -118,6 +118,28 @@ fn render_text_bytes(bytes: &[u8], out: &mut String) {
     out.push_str(" AS TEXT)");
 }
 
+/// A value as a `find` line carries it, losslessly and with its storage class plain to see: NULL
+/// as `null`; an integer as a JSON number written in full (every i64 exact in the text; a reader
+/// that parses numbers as doubles must take it as a big integer); UTF-8 text as a string; text
+/// that is not UTF-8 as `{"text_hex": …}`; a BLOB as `{"blob": hex}`; a real as
+/// `{"real": shortest round-trip decimal, "bits": its IEEE 754 bits as 16 hex digits}`, so
+/// `-0.0` stays apart from `0.0` and infinities are `inf` and `-inf`.
+pub fn json_cell(value: ValueRef<'_>) -> serde_json::Value {
+    use serde_json::{Value, json};
+    match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => json!(i),
+        ValueRef::Real(f) => {
+            json!({"real": format!("{f:?}"), "bits": format!("{:016x}", f.to_bits())})
+        }
+        ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => json!(text),
+            Err(_) => json!({"text_hex": hex::encode(bytes)}),
+        },
+        ValueRef::Blob(bytes) => json!({"blob": hex::encode(bytes)}),
+    }
+}
+
 /// The literal for `value` as a new string.
 pub fn literal(value: ValueRef<'_>) -> String {
     let mut out = String::new();
@@ -212,6 +234,38 @@ pub fn literal_kind(literal: &str) -> LiteralKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_cells_table() {
+        let cases: Vec<(ValueRef, &str)> = vec![
+            (ValueRef::Null, "null"),
+            (ValueRef::Integer(i64::MAX), "9223372036854775807"),
+            (ValueRef::Integer(i64::MIN), "-9223372036854775808"),
+            (
+                ValueRef::Real(0.1),
+                r#"{"bits":"3fb999999999999a","real":"0.1"}"#,
+            ),
+            (
+                ValueRef::Real(0.0),
+                r#"{"bits":"0000000000000000","real":"0.0"}"#,
+            ),
+            (
+                ValueRef::Real(-0.0),
+                r#"{"bits":"8000000000000000","real":"-0.0"}"#,
+            ),
+            (
+                ValueRef::Real(f64::NEG_INFINITY),
+                r#"{"bits":"fff0000000000000","real":"-inf"}"#,
+            ),
+            (ValueRef::Text(b"it's \"x\""), r#""it's \"x\"""#),
+            (ValueRef::Text(b"\xff"), r#"{"text_hex":"ff"}"#),
+            (ValueRef::Blob(b""), r#"{"blob":""}"#),
+            (ValueRef::Blob(b"\x00\x01"), r#"{"blob":"0001"}"#),
+        ];
+        for (value, want) in cases {
+            assert_eq!(json_cell(value).to_string(), want, "{value:?}");
+        }
+    }
 
     #[test]
     fn literals_table() {

@@ -1,4 +1,4 @@
-//! The audit trail: every backup, restore, verify and prune appends a small JSON record under
+//! The audit trail: every backup, restore, verify, prune, find and forget appends a small JSON record under
 //! `PREFIX/audit/` of the store it worked on, so "who restored what, when" has an answer that
 //! lives with the backups. One object per record (object stores cannot append), named so they
 //! list in time order.
@@ -26,6 +26,12 @@ pub(crate) struct Record {
     pub bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+    /// find and forget: how many backups held the rows asked about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<u64>,
+    /// forget: the erasure record made (never its predicate, which names the person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erasure_id: Option<String>,
     /// prune: the backups removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
@@ -76,6 +82,8 @@ pub(crate) fn record(
         error,
         bytes: number("bytes"),
         rows: number("rows").filter(|_| !report.is_some_and(|r| r.sealed)),
+        backups: number("backups"),
+        erasure_id: output("erasure-id"),
         removed: output("removed-ids")
             .map(|ids| ids.lines().map(str::to_string).collect())
             .unwrap_or_default(),
@@ -122,9 +130,14 @@ pub(crate) fn table(records: &[Record]) -> String {
         "TIME (UTC)", "OP", "BACKUP", "OUTCOME", "ROWS", "WHO"
     );
     for r in records {
-        let detail = match (&r.error, r.removed.is_empty()) {
-            (Some(e), _) => e.clone(),
-            (None, false) => format!("removed {}", r.removed.join(", ")),
+        let detail = match (&r.error, r.removed.is_empty(), &r.erasure_id, r.backups) {
+            (Some(e), ..) => e.clone(),
+            (None, false, ..) => format!("removed {}", r.removed.join(", ")),
+            (None, true, Some(id), backups) => format!(
+                "erasure {id}{}",
+                backups.map_or(String::new(), |n| format!(", rows in {n} backups"))
+            ),
+            (None, true, None, Some(n)) => format!("rows in {n} backups"),
             _ => r.run_url.clone().unwrap_or_default(),
         };
         text.push_str(&format!(

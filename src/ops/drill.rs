@@ -14,6 +14,7 @@ use crate::format::dump::split::split_all;
 use crate::format::load::{Selection, load_into};
 use crate::format::manifest::Manifest;
 use crate::model::value::WRANGLER_TRANSACTION;
+use crate::ops::erasures::{ErasureOutcome, plan};
 use crate::ops::scratch::{Purpose, Scratch, sweep};
 use crate::store::Store;
 
@@ -34,6 +35,8 @@ pub(crate) struct DrillOutcome {
     /// The first failure: migration file, statement number (1-based, 0 for a file wrangler
     /// refuses), the error (which never quotes the statement).
     pub failure: Option<DrillFailure>,
+    /// The recorded erasures applied after the load, and what each removed.
+    pub erasures: Vec<ErasureOutcome>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,9 +121,15 @@ pub(crate) async fn drill(
     let temp = std::env::temp_dir();
     sweep(&temp);
     let scratch = Scratch::create(&temp, "backup", Purpose::Drill)?;
-    let conn = load_into(store, manifest, &Selection::default(), key, scratch.path()).await?;
+    let planned = plan(store.clone(), manifest, key).await?;
+    let erasing = planned.erasing.clone();
+    let selection = Selection::default();
+    let (conn, erased) =
+        load_into(store, manifest, (&selection, erasing), key, scratch.path()).await?;
     conn.execute_batch("PRAGMA foreign_keys=ON")?;
-    apply_migrations(&conn, &files, key.is_none())
+    let mut outcome = apply_migrations(&conn, &files, key.is_none())?;
+    outcome.erasures = planned.outcomes(&erased);
+    Ok(outcome)
 }
 
 /// A row violating a foreign key: its table, rowid, the parent table and the key's number.
@@ -209,6 +218,7 @@ pub(crate) fn apply_migrations(
         old_violations: known.len(),
         old_sample: known.first().map(|v| describe(v, named)),
         failure: None,
+        erasures: Vec::new(),
     };
     for file in files {
         let name = file

@@ -16,6 +16,7 @@ use crate::format::crypto::Key;
 use crate::format::load::{Applier, Execute, Selection, check_key, stream_sql};
 use crate::format::manifest::Manifest;
 use crate::model::value::quote_ident;
+use crate::ops::erasures::plan;
 use crate::ops::restore::RestoreOutcome;
 use crate::ops::scratch::{Purpose, Scratch, sweep};
 use crate::source::d1::D1Source;
@@ -78,6 +79,7 @@ pub(crate) async fn restore_to_d1(
 ) -> Result<(RestoreOutcome, ImportResult)> {
     check_key(manifest, key)?;
     selection.check(manifest)?;
+    let planned = plan(store.clone(), manifest, key).await?;
     let existing = target.user_objects().await?;
     let drops = replacement_sql(&existing, selection);
     if !drops.is_empty() && !force {
@@ -106,9 +108,9 @@ pub(crate) async fn restore_to_d1(
     for drop in &drops {
         file.write(drop)?;
     }
-    let applier = Applier::new(file, manifest, selection);
+    let applier = Applier::new(file, manifest, selection, planned.erasing.clone());
     let applier = stream_sql(store, manifest, selection.objects(manifest), key, applier).await?;
-    let mut file = applier.finish()?;
+    let (mut file, erased) = applier.finish()?;
     file.out.flush()?;
     file.out.get_ref().sync_all()?;
     let etag = hex::encode(file.md5.finalize());
@@ -127,6 +129,7 @@ pub(crate) async fn restore_to_d1(
         RestoreOutcome {
             tables: tables.len(),
             rows: tables.iter().map(|t| t.rows).sum(),
+            erasures: planned.outcomes(&erased),
         },
         imported,
     ))

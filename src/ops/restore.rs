@@ -22,6 +22,7 @@ use crate::format::crypto::Key;
 use crate::format::load::{Selection, begin_load, check_key, load_on};
 use crate::format::manifest::Manifest;
 use crate::model::value::quote_ident;
+use crate::ops::erasures::{ErasureOutcome, plan};
 use crate::ops::scratch::{Purpose, Scratch, base_of, check_folder, folder_of, sweep};
 use crate::ops::verify::loaded_problems;
 use crate::store::Store;
@@ -34,6 +35,8 @@ const BUSY_WAIT: Duration = Duration::from_secs(5);
 pub struct RestoreOutcome {
     pub tables: usize,
     pub rows: u64,
+    /// The recorded erasures applied, and what each removed.
+    pub erasures: Vec<ErasureOutcome>,
 }
 
 /// Why a restore into a file did not happen; in every case the target is as it was.
@@ -92,6 +95,7 @@ pub async fn restore_to_file(
     let shown = target.display().to_string();
     let dir = folder_of(target);
     sweep(dir);
+    let planned = plan(store.clone(), manifest, key).await?;
     let existing = Target::open(target)?;
     if let Some(t) = &existing
         && t.occupied
@@ -115,8 +119,9 @@ pub async fn restore_to_file(
         }
         None => begin_load(&conn)?,
     }
-    let conn = load_on(store, manifest, selection, key, conn).await?;
-    let problems = loaded_problems(&conn, manifest, selection)?;
+    let erasing = planned.erasing.clone();
+    let (conn, erased) = load_on(store, manifest, (selection, erasing), key, conn).await?;
+    let problems = loaded_problems(&conn, manifest, selection, &erased)?;
     if !problems.is_empty() {
         return Err(RestoreError::Check {
             target: shown,
@@ -138,9 +143,11 @@ pub async fn restore_to_file(
         .iter()
         .filter(|t| selection.wants(&t.name))
         .collect();
+    let removed: u64 = erased.by_table.values().sum();
     Ok(RestoreOutcome {
         tables: tables.len(),
-        rows: tables.iter().map(|t| t.rows).sum(),
+        rows: tables.iter().map(|t| t.rows).sum::<u64>() - removed,
+        erasures: planned.outcomes(&erased),
     })
 }
 

@@ -16,15 +16,17 @@ pub(crate) enum Purpose {
     Verify,
     Drill,
     Import,
+    Find,
 }
 
 impl Purpose {
-    const ALL: [Purpose; 5] = [
+    const ALL: [Purpose; 6] = [
         Purpose::Restore,
         Purpose::Export,
         Purpose::Verify,
         Purpose::Drill,
         Purpose::Import,
+        Purpose::Find,
     ];
 
     /// The mode a new scratch file is made with (the umask applies): a restore or an export
@@ -33,7 +35,7 @@ impl Purpose {
     fn mode(self) -> u32 {
         match self {
             Purpose::Restore | Purpose::Export => 0o666,
-            Purpose::Verify | Purpose::Drill | Purpose::Import => 0o600,
+            Purpose::Verify | Purpose::Drill | Purpose::Import | Purpose::Find => 0o600,
         }
     }
 
@@ -44,6 +46,7 @@ impl Purpose {
             Purpose::Verify => "verify",
             Purpose::Drill => "drill",
             Purpose::Import => "import",
+            Purpose::Find => "find",
         }
     }
 }

@@ -10,9 +10,10 @@ use rusqlite::Connection;
 
 use crate::error::Result;
 use crate::format::crypto::Key;
-use crate::format::load::{Selection, check_key, load_into};
+use crate::format::load::{Erasing, Selection, check_key, load_into};
 use crate::format::manifest::Manifest;
 use crate::model::value::quote_ident;
+use crate::ops::erasures::{ErasureOutcome, plan};
 use crate::ops::scratch::{Purpose, Scratch, sweep};
 use crate::source::catalog::skip_reason;
 use crate::store::Store;
@@ -39,6 +40,8 @@ pub struct VerifyOutcome {
     /// Foreign key violations found (reported, not fatal: SQLite allows them when foreign keys
     /// are off, and the source may hold them).
     pub foreign_key_violations: u64,
+    /// The recorded erasures applied after the load, and what each removed.
+    pub erasures: Vec<ErasureOutcome>,
 }
 
 /// What does not hold in a database a backup was just loaded into: `PRAGMA integrity_check`, and
@@ -48,6 +51,7 @@ pub(crate) fn loaded_problems(
     conn: &Connection,
     manifest: &Manifest,
     selection: &Selection,
+    erased: &Erasing,
 ) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
@@ -63,10 +67,17 @@ pub(crate) fn loaded_problems(
         }
         let sql = format!("SELECT count(*) FROM {}", quote_ident(&table.name));
         let count: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
-        if count as u64 != table.rows {
+        // The rows recorded erasures removed were there, and are counted as such.
+        let removed = erased.by_table.get(&table.name).copied().unwrap_or(0);
+        if count as u64 + removed != table.rows {
             problems.push(format!(
-                "table {} has {count} rows, the manifest says {}",
-                table.name, table.rows
+                "table {} has {count} rows{}, the manifest says {}",
+                table.name,
+                match removed {
+                    0 => String::new(),
+                    n => format!(" and erasures removed {n}"),
+                },
+                table.rows
             ));
         }
     }
@@ -112,9 +123,13 @@ pub async fn verify(
     if !problems.is_empty() {
         return Err(fail(problems).into());
     }
+    let planned = plan(store.clone(), manifest, key).await?;
     let scratch = Scratch::create(&std::env::temp_dir(), "backup", Purpose::Verify)?;
-    let conn = load_into(store, manifest, &Selection::default(), key, scratch.path()).await?;
-    let problems = loaded_problems(&conn, manifest, &Selection::default())?;
+    let selection = Selection::default();
+    let erasing = planned.erasing.clone();
+    let (conn, erased) =
+        load_into(store, manifest, (&selection, erasing), key, scratch.path()).await?;
+    let problems = loaded_problems(&conn, manifest, &selection, &erased)?;
     if !problems.is_empty() {
         return Err(fail(problems).into());
     }
@@ -127,5 +142,6 @@ pub async fn verify(
         rows: manifest.total_rows(),
         bytes: manifest.total_bytes(),
         foreign_key_violations,
+        erasures: planned.outcomes(&erased),
     })
 }

@@ -20,6 +20,7 @@ mod destinations;
 mod encryption;
 mod faults;
 mod firewall;
+mod forget;
 mod freshness;
 mod heartbeat;
 mod local_cloud;

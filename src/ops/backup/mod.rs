@@ -39,7 +39,7 @@ pub use consistency::Consistency;
 use consistency::{ConsistencyError, Decision};
 
 mod budget;
-mod chunks;
+pub(crate) mod chunks;
 mod claim;
 pub(crate) mod consistency;
 mod in_order;
