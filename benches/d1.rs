@@ -19,7 +19,7 @@
 //! - `D1R2_BENCH_PERF`: a directory; every run is then recorded there by `perf record -g`.
 //! - `D1R2_BENCH_OPS`: the operations to run, any of `backup`, `readers` (the backup with
 //!   `--table-readers 2`), `restore`, `verify`, `import`, `naive`, `chunked` (a first chunked
-//!   backup and its restore), comma separated; default all but `chunked`; `backup`, `readers`
+//!   backup and its restore, each by turns with a `--full` one), comma separated; default all but `chunked`; `backup`, `readers`
 //!   and what reads their backups are `--full` backups
 //!   (`restore`, `verify` and `import` read what `backup` stored).
 //!
@@ -341,14 +341,36 @@ async fn bench_one(
         let restored = median_of(runs, &label, name, restore("s3://bench/d1r2")).await;
         line(name, &restored);
     }
-    // A first chunked backup, to a prefix of its own each run, and its restore.
+    // A first chunked backup, to a prefix of its own each run, and its restore, each by turns
+    // with a full one, so the machine's drift weighs on both alike.
     if wants("chunked") {
-        let name = "d1r2 backup, chunked (first)";
-        let chunked = median_of(runs, &label, name, backup("d1r2-chunked", &[])).await;
-        line(name, &chunked);
-        let name = "d1r2 restore, chunked backup (to a file)";
-        let restored = median_of(runs, &label, name, restore("s3://bench/d1r2-chunked")).await;
-        line(name, &restored);
+        let (full, chunked, ratio) = median_pair(
+            runs,
+            &label,
+            ("d1r2 backup --full", backup("d1r2-full", &["--full"])),
+            ("d1r2 backup, chunked", backup("d1r2-chunked", &[])),
+        )
+        .await;
+        line("d1r2 backup --full, by turns with chunked", &full);
+        line(
+            &format!("d1r2 backup, chunked (first): {ratio:.2}x the full one's time"),
+            &chunked,
+        );
+        let (full, chunked, ratio) = median_pair(
+            runs,
+            &label,
+            ("d1r2 restore of --full", restore("s3://bench/d1r2-full")),
+            (
+                "d1r2 restore of chunked",
+                restore("s3://bench/d1r2-chunked"),
+            ),
+        )
+        .await;
+        line("d1r2 restore of the --full backup (to a file)", &full);
+        line(
+            &format!("d1r2 restore of the chunked backup: {ratio:.2}x the full one's time"),
+            &chunked,
+        );
     }
 
     if wants("verify") {
