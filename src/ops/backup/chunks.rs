@@ -33,7 +33,13 @@ pub(crate) struct Chunking {
     /// Chunks compressing at once, one a core: a page cut into small chunks would otherwise
     /// start a blocking thread for each, and every such thread keeps a compressor of its own.
     compressing: tokio::sync::Semaphore,
+    /// Chunks being created in the stores at once: each request holds its body and the client's
+    /// state, and at 64 KiB a page is dozens of chunks.
+    uploading: tokio::sync::Semaphore,
 }
+
+/// How many chunks a backup creates in the stores at once, at most.
+const UPLOADS: usize = 8;
 
 impl Chunking {
     /// Learns which chunks each store holds from its latest backups' manifests.
@@ -58,6 +64,7 @@ impl Chunking {
             compressing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
+            uploading: tokio::sync::Semaphore::new(UPLOADS),
         })
     }
 
@@ -99,6 +106,7 @@ impl Chunking {
             .await??;
             drop(permit);
             let len = stored.len() as u64;
+            let _uploading = self.uploading.acquire().await.expect("never closed");
             try_join_all(missing.iter().map(|i| {
                 let (store, stored, key) = (&stores[*i], stored.clone(), &key);
                 async move {
