@@ -770,16 +770,10 @@ async fn list(args: ListArgs) -> Result<Report> {
 /// The line under `list --stats`: what the backups name in all, against what the store holds,
 /// chunks stored once for every backup that names them.
 fn stored_totals(named: u64, listing: &[crate::store::ObjectMeta]) -> String {
-    use crate::format::chunk::chunk_address;
-    let stored: u64 = listing
-        .iter()
-        .filter(|o| chunk_address(&o.key).is_some() || repo::backup_key(&o.key).is_some())
-        .map(|o| o.size)
-        .sum();
     format!(
         "\n{} named by the backups, {} stored\n",
         human_bytes(named),
-        human_bytes(stored)
+        human_bytes(repo::stored_bytes(listing))
     )
 }
 

@@ -399,10 +399,10 @@ pub fn own_bytes(backups: &[Stored], listing: &[ObjectMeta]) -> Vec<u64> {
     let mut chunks: HashMap<&str, u64> = HashMap::new();
     let mut folders: HashMap<&str, u64> = HashMap::new();
     for object in listing {
-        if let Some(address) = chunk_address(&object.key) {
-            *chunks.entry(address).or_default() += object.size;
-        } else if let Some((id, _)) = backup_key(&object.key) {
-            *folders.entry(id).or_default() += object.size;
+        match held(&object.key) {
+            Some(Held::Chunk(address)) => *chunks.entry(address).or_default() += object.size,
+            Some(Held::Backup(id)) => *folders.entry(id).or_default() += object.size,
+            None => {}
         }
     }
     backups
@@ -417,6 +417,31 @@ pub fn own_bytes(backups: &[Stored], listing: &[ObjectMeta]) -> Vec<u64> {
             folders.get(backup.id()).copied().unwrap_or_default() + alone
         })
         .collect()
+}
+
+/// The bytes the backups of a store listed as `listing` hold there: their folders and the chunks,
+/// each chunk once however many backups name it; nothing that is not d1r2's.
+pub fn stored_bytes(listing: &[ObjectMeta]) -> u64 {
+    listing
+        .iter()
+        .filter(|o| held(&o.key).is_some())
+        .map(|o| o.size)
+        .sum()
+}
+
+/// What a key of a listing holds for the backups: a chunk (its address), or an object in a
+/// backup's folder (its id).
+enum Held<'a> {
+    Chunk(&'a str),
+    Backup(&'a str),
+}
+
+fn held(key: &str) -> Option<Held<'_>> {
+    if let Some(address) = chunk_address(key) {
+        Some(Held::Chunk(address))
+    } else {
+        backup_key(key).map(|(id, _)| Held::Backup(id))
+    }
 }
 
 /// Resolves `latest` or an id to a manifest.
