@@ -150,22 +150,7 @@ pub async fn stream_sql<S: SqlSink>(
     let decryption: Option<Key> = check_key(manifest, key)?.cloned();
     let chunk_keys = ChunkKeys::new(decryption.as_ref());
     let handle = tokio::runtime::Handle::current();
-    // The reading thread needs the manifest's header, not a second copy of its objects: a
-    // chunked backup's manifest lists every chunk.
-    let manifest = Manifest {
-        format: manifest.format,
-        tool: manifest.tool.clone(),
-        id: manifest.id.clone(),
-        created: manifest.created,
-        label: manifest.label.clone(),
-        public_label: manifest.public_label,
-        source: manifest.source.clone(),
-        compression: manifest.compression,
-        encryption: manifest.encryption.clone(),
-        tables: manifest.tables.clone(),
-        schema: manifest.schema.clone(),
-        objects: Vec::new(),
-    };
+    let manifest = manifest.header();
     let objects = Arc::new(objects);
     let (send, receive) = std::sync::mpsc::sync_channel::<(usize, Option<Vec<u8>>)>(CHUNKS_AHEAD);
     let sinking = {

@@ -190,6 +190,25 @@ impl Manifest {
         self.objects.iter().map(|o| o.bytes).sum()
     }
 
+    /// This manifest without its objects: what reading one object needs of it, without a copy
+    /// of a chunked backup's list of every chunk.
+    pub fn header(&self) -> Manifest {
+        Manifest {
+            format: self.format,
+            tool: self.tool.clone(),
+            id: self.id.clone(),
+            created: self.created,
+            label: self.label.clone(),
+            public_label: self.public_label,
+            source: self.source.clone(),
+            compression: self.compression,
+            encryption: self.encryption.clone(),
+            tables: self.tables.clone(),
+            schema: self.schema.clone(),
+            objects: Vec::new(),
+        }
+    }
+
     /// The store key of an object of this backup: in its folder, or for a chunk in `chunks/`.
     pub fn key(&self, object: &ObjectEntry) -> String {
         match object.chunk {
