@@ -26,6 +26,28 @@ struct Dest {
 }
 
 impl Dest {
+    /// The local folder `root`, plain or encrypted under `key`.
+    fn folder(root: PathBuf, key: Option<String>) -> Dest {
+        Dest {
+            arg: p(&root).to_string(),
+            root,
+            env: Vec::new(),
+            key,
+            log: None,
+        }
+    }
+
+    /// `prefix` in the S3 server's bucket `backups`, plain or encrypted under `key`.
+    fn s3(server: &FakeS3, prefix: &str, key: Option<String>) -> Dest {
+        Dest {
+            arg: format!("s3://backups/{prefix}"),
+            root: server.root.path().join("backups").join(prefix),
+            env: server.env(),
+            key,
+            log: Some(server.state.clone()),
+        }
+    }
+
     fn run(&self, args: &[&str]) -> Run {
         let mut cmd = D1r2::new();
         cmd.args(args)
@@ -280,13 +302,7 @@ fn in_a_folder(scenario: fn(Dest, &Path)) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
         std::fs::create_dir(&root).unwrap();
-        let dest = Dest {
-            arg: p(&root).to_string(),
-            root,
-            env: Vec::new(),
-            key,
-            log: None,
-        };
+        let dest = Dest::folder(root, key);
         scenario(dest, dir.path());
     }
 }
@@ -296,13 +312,7 @@ async fn in_s3(scenario: fn(Dest, &Path)) {
     let server = FakeS3::start(&["backups"]).await;
     for (n, key) in [None, Some(key())].into_iter().enumerate() {
         let prefix = format!("p{n}");
-        let dest = Dest {
-            arg: format!("s3://backups/{prefix}"),
-            root: server.root.path().join("backups").join(&prefix),
-            env: server.env(),
-            key,
-            log: Some(server.state.clone()),
-        };
+        let dest = Dest::s3(&server, &prefix, key);
         tokio::task::spawn_blocking(move || {
             let dir = tempfile::tempdir().unwrap();
             scenario(dest, dir.path());
@@ -632,13 +642,7 @@ async fn a_backup_paused_while_prune_runs_keeps_its_chunks_in_a_folder() {
     for key in [None, Some(key())] {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
-        let dest = Dest {
-            arg: p(&root).to_string(),
-            root,
-            env: Vec::new(),
-            key,
-            log: None,
-        };
+        let dest = Dest::folder(root, key);
         paused_backup_scenario(dest).await;
     }
 }
@@ -648,13 +652,7 @@ async fn a_backup_paused_while_prune_runs_keeps_its_chunks_in_s3() {
     let server = FakeS3::start(&["backups"]).await;
     for (n, key) in [None, Some(key())].into_iter().enumerate() {
         let prefix = format!("p{n}");
-        let dest = Dest {
-            arg: format!("s3://backups/{prefix}"),
-            root: server.root.path().join("backups").join(&prefix),
-            env: server.env(),
-            key,
-            log: Some(server.state.clone()),
-        };
+        let dest = Dest::s3(&server, &prefix, key);
         paused_backup_scenario(dest).await;
     }
 }
@@ -670,13 +668,7 @@ fn a_chunked_backup_restores_by_hand() {
     for key in [None, Some(key())] {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
-        let dest = Dest {
-            arg: p(&root).to_string(),
-            root,
-            env: Vec::new(),
-            key: key.clone(),
-            log: None,
-        };
+        let dest = Dest::folder(root, key.clone());
         let db = dir.path().join("source.db");
         database(&db);
         let stored = dest.backup(&db);

@@ -88,6 +88,14 @@ impl Setup {
         };
         cmd.run_async().await
     }
+
+    /// `restore` of backup `id` from `from` into the file `to`, with `extra` arguments.
+    async fn restore(&self, from: &str, id: &str, to: &Path, extra: &[&str]) -> Run {
+        let mut args = vec!["restore", "--from", from, "--backup", id, "--to"];
+        args.push(to.to_str().unwrap());
+        args.extend(extra);
+        self.run(&args).await
+    }
 }
 
 /// Five backups, parts and chunks in turn, of a source that changes between them.
@@ -317,17 +325,7 @@ async fn forgets_in_every_read(setup: &Setup) {
     for (round, (id, db)) in setup.backups.iter().enumerate() {
         let want = forgotten(db, &setup.bed.scratch(&format!("want-{round}.db")));
         let restored = setup.bed.scratch(&format!("restored-{round}.db"));
-        let run = setup
-            .run(&[
-                "restore",
-                "--from",
-                &from,
-                "--backup",
-                id,
-                "--to",
-                restored.to_str().unwrap(),
-            ])
-            .await;
+        let run = setup.restore(&from, id, &restored, &[]).await;
         run.success();
         assert!(run.stdout.contains("4 removed"), "{run}");
         same(&restored, &want);
@@ -369,32 +367,12 @@ async fn forgets_in_every_read(setup: &Setup) {
     let latest = &setup.backups[4].0;
     let partial = setup.bed.scratch("orders-only.db");
     let run = setup
-        .run(&[
-            "restore",
-            "--from",
-            &from,
-            "--backup",
-            latest,
-            "--to",
-            partial.to_str().unwrap(),
-            "--tables",
-            "orders",
-        ])
+        .restore(&from, latest, &partial, &["--tables", "orders"])
         .await;
     run.fails_with(2);
     assert!(!partial.exists(), "nothing restored\n{run}");
     let run = setup
-        .run(&[
-            "restore",
-            "--from",
-            &from,
-            "--backup",
-            latest,
-            "--to",
-            partial.to_str().unwrap(),
-            "--tables",
-            "users,orders",
-        ])
+        .restore(&from, latest, &partial, &["--tables", "users,orders"])
         .await;
     run.success();
     assert!(run.stdout.contains("4 removed"), "{run}");
@@ -649,17 +627,7 @@ async fn rewrite(bed: Bed, key: Option<&'static str>) {
     for (round, (id, db)) in setup.backups.iter().enumerate() {
         let want = forgotten(db, &setup.bed.scratch(&format!("want-{round}.db")));
         let restored = setup.bed.scratch(&format!("restored-{round}.db"));
-        let run = setup
-            .run(&[
-                "restore",
-                "--from",
-                &from,
-                "--backup",
-                id,
-                "--to",
-                restored.to_str().unwrap(),
-            ])
-            .await;
+        let run = setup.restore(&from, id, &restored, &[]).await;
         run.success();
         same(&restored, &want);
         setup
