@@ -123,6 +123,11 @@ async fn the_list_is_created_filled_and_kept_in_step() {
             "2a01:111:f403:c900::/63"
         ]
     );
+    // Every item carries the comment d1r2 sends, the default one here.
+    assert_eq!(
+        list.comments,
+        vec![Some("GitHub ranges, kept by d1r2".to_string()); 5]
+    );
     assert_eq!(output_value(&outputs, "firewall-added"), "5");
     assert_eq!(output_value(&outputs, "firewall-removed"), "0");
     assert_eq!(output_value(&outputs, "firewall-total"), "5");
@@ -135,12 +140,24 @@ async fn the_list_is_created_filled_and_kept_in_step() {
     assert_eq!(w.lists.writes(), 1, "an unchanged list was written again");
 
     w.github.set_meta(json!({"actions": ["4.148.0.0/15", "13.64.0.0/16", "20.1.2.2/31", "52.0.0.0/24"], "hooks": []}));
-    let out = w.run(&["--list", "github_actions", "--no-ipv6"]).await;
+    let out = w
+        .run(&[
+            "--list",
+            "github_actions",
+            "--no-ipv6",
+            "--comment",
+            "may call /api/backup",
+        ])
+        .await;
     assert!(out.status.success(), "{}", text(&out));
     let list = w.lists.list("github_actions").unwrap();
     assert_eq!(
         list.items,
         ["4.148.0.0/15", "13.64.0.0/16", "20.1.2.2/31", "52.0.0.0/24"]
+    );
+    assert_eq!(
+        list.comments,
+        vec![Some("may call /api/backup".to_string()); 4]
     );
     assert!(!text(&out).contains(TOKEN));
 }

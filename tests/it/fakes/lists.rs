@@ -5,7 +5,8 @@
 //! for an item Cloudflare would not take), one pending bulk operation per account (429
 //! otherwise), the bearer-token check, and a zone's `http_request_firewall_custom` entry point
 //! ruleset (Rulesets API: get, create by PUT, add a rule, patch a rule), which refuses a rule
-//! naming a list that does not exist.
+//! naming a list that does not exist. Items keep the `comment` they were given, and return it
+//! as Cloudflare does (no `comment` when none was given).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,10 +27,13 @@ pub struct FakeList {
     pub name: String,
     pub kind: String,
     pub items: Vec<String>,
+    /// Each item's comment, in the order of `items` (`None`: the item was given none).
+    pub comments: Vec<Option<String>>,
 }
 
-/// A bulk operation: list id, new items, polls so far, and why it fails, if it does.
-type Operation = (String, Vec<String>, u32, Option<String>);
+/// A bulk operation: list id, new items and their comments, polls so far, and why it fails, if
+/// it does.
+type Operation = (String, Vec<(String, Option<String>)>, u32, Option<String>);
 
 #[derive(Default)]
 struct Inner {
@@ -93,6 +97,7 @@ impl FakeLists {
             name: name.to_string(),
             kind: kind.to_string(),
             items: items.iter().map(|s| s.to_string()).collect(),
+            comments: vec![None; items.len()],
         });
     }
 
@@ -228,6 +233,7 @@ async fn create_list(
         name: name.to_string(),
         kind: kind.to_string(),
         items: Vec::new(),
+        comments: Vec::new(),
     };
     let json = list_json(&list);
     lists.push(list);
@@ -258,9 +264,16 @@ async fn get_items(
     let page: Vec<Value> = l
         .items
         .iter()
+        .zip(&l.comments)
         .skip(start)
         .take(per_page)
-        .map(|ip| json!({"id": format!("item-{ip}"), "ip": ip, "comment": "", "created_on": "2026-01-01T00:00:00Z", "modified_on": "2026-01-01T00:00:00Z"}))
+        .map(|(ip, comment)| {
+            let mut item = json!({"id": format!("item-{ip}"), "ip": ip, "created_on": "2026-01-01T00:00:00Z", "modified_on": "2026-01-01T00:00:00Z"});
+            if let Some(comment) = comment {
+                item["comment"] = json!(comment);
+            }
+            item
+        })
         .collect();
     let next = start + page.len();
     let cursors = if next < l.items.len() {
@@ -301,7 +314,18 @@ async fn replace_items(
         if ip.parse::<ipnet::IpNet>().is_err() && ip.parse::<std::net::IpAddr>().is_err() {
             failure = Some(format!("{ip} is not a valid IP or CIDR"));
         }
-        ips.push(ip);
+        let comment = match &item["comment"] {
+            Value::Null => None,
+            Value::String(comment) => Some(comment.clone()),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    10026,
+                    "an item's comment must be a string",
+                );
+            }
+        };
+        ips.push((ip, comment));
     }
     let id = format!("{:032x}", operations.len() + 100);
     operations.insert(id.clone(), (list, ips, 0, failure));
@@ -331,7 +355,8 @@ async fn get_operation(
     if *polls == 2 {
         let mut lists = inner.lists.lock().unwrap();
         if let Some(l) = lists.iter_mut().find(|l| &l.id == list) {
-            l.items = ips.clone();
+            l.items = ips.iter().map(|(ip, _)| ip.clone()).collect();
+            l.comments = ips.iter().map(|(_, comment)| comment.clone()).collect();
         }
     }
     envelope(
