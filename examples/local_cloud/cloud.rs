@@ -1,7 +1,9 @@
 //! The local cloud: the fakes d1r2's tests run against (tests/it/fakes), started together on
 //! fixed loopback ports, plus an app backup endpoint, so d1r2 (or a workflow) can be tried with
 //! no account: D1 and Cloudflare's Lists and rulesets behind one API base, S3, GitHub's `/meta`
-//! and check runs, and `POST /api/backup` checking TOTP codes as examples/app does.
+//! and check runs, and `POST /api/backup` checking TOTP codes as examples/app does. One control
+//! of its own, beside the Cloudflare API: `POST /local-cloud/s3/outage?requests=N` makes S3
+//! answer the next N requests with 503 SlowDown, an outage to try retries against.
 //!
 //! `examples/local_cloud/main.rs` runs it; `tests/it/local_cloud.rs` starts it in-process (this
 //! file is a module of both) and backs up through it.
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -19,7 +21,7 @@ use serde_json::json;
 use crate::fakes::d1::{ACCOUNT, FakeD1, TOKEN};
 use crate::fakes::github::{self, FakeGitHub};
 use crate::fakes::lists::FakeLists;
-use crate::fakes::s3::FakeS3;
+use crate::fakes::s3::{FakeS3, S3State};
 
 /// The app endpoint's TOTP secret (base32, 20 bytes). Made up, as every key here is.
 pub const TOTP_SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DP";
@@ -81,18 +83,20 @@ impl LocalCloud {
                 .collect()
         };
         let lists = FakeLists::start().await;
+        let s3 = FakeS3::start_at(&[&options.bucket], port(options.port_base, 1)).await;
         let cloudflare = crate::fakes::serve_at(
             Router::new()
+                .route("/local-cloud/s3/outage", axum::routing::post(s3_outage))
                 .fallback(forward)
                 .with_state(Arc::new(Backends {
                     d1: origin(&d1.url),
                     lists: origin(&lists.url),
+                    s3: s3.state.clone(),
                     client: reqwest::Client::new(),
                 })),
             port(options.port_base, 0),
         )
         .await;
-        let s3 = FakeS3::start_at(&[&options.bucket], port(options.port_base, 1)).await;
         let github = FakeGitHub::start_at(port(options.port_base, 2)).await;
         github.set_meta(meta());
         let app = crate::fakes::serve_at(
@@ -155,7 +159,27 @@ fn origin(url: &str) -> String {
 struct Backends {
     d1: String,
     lists: String,
+    s3: Arc<S3State>,
     client: reqwest::Client,
+}
+
+/// `POST /local-cloud/s3/outage?requests=N`: S3 answers the next N requests (any client's) with
+/// 503 SlowDown, as R2 does when it is overloaded.
+async fn s3_outage(
+    State(backends): State<Arc<Backends>>,
+    Query(query): Query<std::collections::BTreeMap<String, String>>,
+) -> Response {
+    match query.get("requests").and_then(|n| n.parse::<u64>().ok()) {
+        Some(n) => {
+            backends.s3.fail_next(n);
+            (
+                StatusCode::OK,
+                format!("S3 answers the next {n} requests with 503\n"),
+            )
+                .into_response()
+        }
+        None => (StatusCode::BAD_REQUEST, "expected ?requests=N\n").into_response(),
+    }
 }
 
 /// One Cloudflare API: Lists' and rulesets' paths go to the Lists fake, the rest (D1, and the

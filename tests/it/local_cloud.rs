@@ -67,4 +67,33 @@ async fn the_printed_environment_and_commands_work_against_it() {
     assert!(outputs[2].contains("dry run"), "{}", outputs[2]);
     assert!(outputs[3].contains("\"accepted\":true"), "{}", outputs[3]);
     assert!(cloud.app_url.ends_with("/api/backup"));
+
+    // Its outage control: S3 answers the next requests with 503 SlowDown, which a listing's
+    // retries outlast.
+    let control = cloud
+        .cloudflare_url
+        .replace("/client/v4", "/local-cloud/s3/outage");
+    let client = reqwest::Client::new();
+    let refused = client.post(&control).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let answer = client
+        .post(format!("{control}?requests=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let out = D1r2::new()
+        .args(&commands[1])
+        .env_remove("GITHUB_ACTIONS")
+        .envs(env.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        .run_async()
+        .await;
+    out.success();
+    assert!(out.stdout.contains(id), "{}", out.stdout);
+    let faults = cloud
+        .s3
+        .state
+        .faults
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(faults, 2, "{:?}", cloud.s3.log());
 }

@@ -1,11 +1,13 @@
 //! A fake GitHub REST API (axum): records every request, answers check-run creation in the
-//! documented shape (`POST /repos/{owner}/{repo}/check-runs`, 201 with the check run), and serves
-//! `GET /meta` from a document the test sets (sections of IP ranges, as GitHub publishes them).
+//! documented shape (`POST /repos/{owner}/{repo}/check-runs`, 201 with the check run), lists the
+//! check runs created on a commit (`GET /repos/{owner}/{repo}/commits/{ref}/check-runs`, by full
+//! SHA, optionally `?check_name=`), and serves `GET /meta` from a document the test sets
+//! (sections of IP ranges, as GitHub publishes them).
 
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -29,6 +31,8 @@ struct Shared {
     meta_limits: Arc<Mutex<Vec<RateLimited>>>,
     meta_requests: Arc<Mutex<u32>>,
     check_run_failures: Arc<Mutex<u32>>,
+    /// The check runs created: repository (`owner/repo`) and the check run as answered.
+    check_runs: Arc<Mutex<Vec<(String, Value)>>>,
 }
 
 /// A rate-limited answer to `/meta`: the status and its headers.
@@ -58,9 +62,14 @@ impl FakeGitHub {
             meta_limits: Arc::new(Mutex::new(Vec::new())),
             meta_requests: Arc::new(Mutex::new(0)),
             check_run_failures: Arc::new(Mutex::new(0)),
+            check_runs: Arc::new(Mutex::new(Vec::new())),
         };
         let app = Router::new()
             .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
+            .route(
+                "/repos/{owner}/{repo}/commits/{reference}/check-runs",
+                get(list_check_runs),
+            )
             .route("/meta", get(meta))
             .with_state(shared.clone());
         let addr = super::serve_at(app, port).await;
@@ -179,15 +188,15 @@ async fn create_check_run(
         }
     }
     let b = body.0;
-    (
-        StatusCode::CREATED,
-        axum::Json(json!({
-            "id": 4,
+    let mut check_runs = shared.check_runs.lock().unwrap();
+    let id = check_runs.len() + 4;
+    let check_run = json!({
+            "id": id,
             "head_sha": b["head_sha"],
             "node_id": "MDg6Q2hlY2tSdW40",
             "external_id": "",
-            "url": format!("https://api.github.com/repos/{owner}/{repo}/check-runs/4"),
-            "html_url": format!("https://github.com/{owner}/{repo}/runs/4"),
+            "url": format!("https://api.github.com/repos/{owner}/{repo}/check-runs/{id}"),
+            "html_url": format!("https://github.com/{owner}/{repo}/runs/{id}"),
             "details_url": null,
             "status": b["status"],
             "conclusion": b["conclusion"],
@@ -198,13 +207,38 @@ async fn create_check_run(
                 "summary": b["output"]["summary"],
                 "text": null,
                 "annotations_count": 0,
-                "annotations_url": format!("https://api.github.com/repos/{owner}/{repo}/check-runs/4/annotations")
+                "annotations_url": format!("https://api.github.com/repos/{owner}/{repo}/check-runs/{id}/annotations")
             },
             "name": b["name"],
             "check_suite": {"id": 5},
             "app": null,
             "pull_requests": []
-        })),
-    )
-        .into_response()
+    });
+    check_runs.push((format!("{owner}/{repo}"), check_run.clone()));
+    (StatusCode::CREATED, axum::Json(check_run)).into_response()
+}
+
+/// The check runs created on commit `reference` (a full SHA) of the repository, newest first, in
+/// GitHub's shape (`total_count`, `check_runs`); `check_name` keeps those of that name.
+async fn list_check_runs(
+    State(shared): State<Shared>,
+    Path((owner, repo, reference)): Path<(String, String, String)>,
+    Query(query): Query<std::collections::BTreeMap<String, String>>,
+) -> axum::response::Response {
+    let repository = format!("{owner}/{repo}");
+    let runs: Vec<Value> = shared
+        .check_runs
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .filter(|(r, run)| *r == repository && run["head_sha"] == json!(reference))
+        .map(|(_, run)| run.clone())
+        .filter(|run| {
+            query
+                .get("check_name")
+                .is_none_or(|name| run["name"] == json!(name))
+        })
+        .collect();
+    axum::Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
 }

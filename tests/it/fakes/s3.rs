@@ -32,6 +32,11 @@ pub struct S3State {
 }
 
 impl S3State {
+    /// Fails the next `n` requests with 503 SlowDown.
+    pub fn fail_next(&self, n: u64) {
+        self.fail.lock().unwrap().2 = n;
+    }
+
     fn should_fail(&self) -> bool {
         let mut f = self.fail.lock().unwrap();
         if f.2 > 0 {
@@ -167,7 +172,7 @@ impl FakeS3 {
 
     /// Fails the next `n` requests.
     pub fn fail_next(&self, n: u64) {
-        self.state.fail.lock().unwrap().2 = n;
+        self.state.fail_next(n);
     }
 
     pub fn log(&self) -> Vec<String> {
