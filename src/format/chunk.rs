@@ -100,7 +100,7 @@ impl ChunkKeys {
     }
 
     /// The keyed hash of a row's key cells, each behind its length so no two keys hash alike.
-    pub fn boundary_hash(&self, key_cells: &[&str]) -> u64 {
+    pub fn boundary_hash<'a>(&self, key_cells: impl IntoIterator<Item = &'a str>) -> u64 {
         use std::hash::Hasher;
         let mut sip = siphasher::sip::SipHasher13::new_with_key(&self.boundary);
         for cell in key_cells {
@@ -219,14 +219,19 @@ impl Chunker {
 
     /// Adds a row (its cells as SQL literals); gives back the chunk it ended, if it ended one.
     pub(crate) fn push_row(&mut self, row: &[&str]) -> Result<Option<ChunkSql>, InsertError> {
+        if self.sql.capacity() == 0 {
+            // Sized once for a chunk of about the target: grown from nothing, its SQL would be
+            // copied about once more on the way, and every step past the allocator's threshold
+            // for mappings of their own faults its pages in anew.
+            self.sql.reserve(self.sizes.target + self.sizes.target / 2);
+        }
         self.writer.push_row(row, &mut self.sql)?;
         self.rows += 1;
-        let key: Vec<&str> = if self.key.is_empty() {
-            row.to_vec()
+        let hash = if self.key.is_empty() {
+            self.keys.boundary_hash(row.iter().copied())
         } else {
-            self.key.iter().map(|i| row[*i]).collect()
+            self.keys.boundary_hash(self.key.iter().map(|i| row[*i]))
         };
-        let hash = self.keys.boundary_hash(&key);
         let row_bytes = row.iter().map(|c| c.len()).sum::<usize>();
         let sql_bytes = self.sql.len() + self.writer.pending_len();
         if ends_chunk(hash, row_bytes, sql_bytes, self.sizes) {

@@ -151,7 +151,7 @@ fn real_cell(column: &str) -> String {
 /// last place of it); any other literal is kept (infinity made one SQLite reads). False when the
 /// two do not agree.
 fn exact_real(literal: &str, out: &mut String) -> bool {
-    let Some((text, bits)) = literal.split_once('~') else {
+    let Some((text, bits)) = split_at_byte(literal, b'~') else {
         out.push_str(normalize_literal(literal));
         return true;
     };
@@ -330,8 +330,7 @@ fn split_row(row: &str) -> impl Iterator<Item = RowCell<'_>> {
     std::iter::from_fn(move || {
         let text = rest.take()?;
         if let Some(sent) = text.strip_prefix('T') {
-            let cell = sent
-                .split_once(':')
+            let cell = split_at_byte(sent, b':')
                 .and_then(|(bytes, tail)| Some((bytes.parse::<usize>().ok()?, tail)))
                 .and_then(|(n, tail)| Some((tail.get(..n)?, &tail[n..])))
                 .and_then(|(value, after)| match after.as_bytes().first() {
@@ -344,7 +343,7 @@ fn split_row(row: &str) -> impl Iterator<Item = RowCell<'_>> {
                 });
             return Some(cell.map_or(RowCell::Garbled, RowCell::Text));
         }
-        Some(match text.split_once(',') {
+        Some(match split_at_byte(text, b',') {
             Some((literal, after)) => {
                 rest = Some(after);
                 RowCell::Literal(literal)
@@ -352,6 +351,14 @@ fn split_row(row: &str) -> impl Iterator<Item = RowCell<'_>> {
             None => RowCell::Literal(text),
         })
     })
+}
+
+/// `s` split around the first `byte`, an ASCII one, found by a vectorized search: a page has a
+/// few of these searches a cell, and `str::split_once` spent more on each than the parser did.
+fn split_at_byte(s: &str, byte: u8) -> Option<(&str, &str)> {
+    debug_assert!(byte.is_ascii());
+    let at = memchr::memchr(byte, s.as_bytes())?;
+    Some((&s[..at], &s[at + 1..]))
 }
 
 /// Pushes the cells of a row D1 sent as one string into `page`, each as a literal SQLite reads

@@ -644,14 +644,20 @@ fn js_number(f: f64) -> Value {
     }
 }
 
-fn json_value(v: ValueRef<'_>) -> Value {
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => js_number(i as f64),
-        ValueRef::Real(f) => js_number(f),
-        ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Value::Array(b.iter().map(|x| json!(x)).collect()),
-    }
+/// Writes `v` as JSON, as D1 (JavaScript) writes it, straight into `out`: a page's thousands of
+/// cells made into a tree of values first spent more of the fake's time than SQLite did.
+fn write_json_value(out: &mut Vec<u8>, v: ValueRef<'_>) {
+    let written = match v {
+        ValueRef::Null => {
+            out.extend_from_slice(b"null");
+            Ok(())
+        }
+        ValueRef::Integer(i) => serde_json::to_writer(&mut *out, &js_number(i as f64)),
+        ValueRef::Real(f) => serde_json::to_writer(&mut *out, &js_number(f)),
+        ValueRef::Text(t) => serde_json::to_writer(&mut *out, &*String::from_utf8_lossy(t)),
+        ValueRef::Blob(b) => serde_json::to_writer(&mut *out, b),
+    };
+    written.expect("JSON into memory");
 }
 
 /// D1's guard: D1-internal tables cannot be read, and the dump must not manage transactions or
@@ -671,12 +677,20 @@ fn with_math(conn: &Connection) {
         ("floor", 1, |a| a[0].floor()),
     ];
     for (name, arity, f) in functions {
+        // Called for every real a page holds: its arguments stay on the stack, as SQLite's own
+        // math functions' do, so the fake spends no more on them than D1 does.
         conn.create_scalar_function(name, arity, flags, move |ctx| {
-            let args = (0..ctx.len())
-                .map(|i| ctx.get::<Option<f64>>(i))
-                .collect::<rusqlite::Result<Option<Vec<f64>>>>()?;
-            // SQLite's math functions answer NULL for NULL arguments and for NaN.
-            Ok(args.map(|a| f(&a)).filter(|r| !r.is_nan()))
+            let mut args = [0f64; 2];
+            for (i, arg) in args.iter_mut().enumerate().take(ctx.len()) {
+                *arg = match ctx.get_raw(i) {
+                    ValueRef::Integer(x) => x as f64,
+                    ValueRef::Real(x) => x,
+                    // SQLite's math functions answer NULL for NULL arguments and for NaN.
+                    ValueRef::Null => return Ok(None),
+                    _ => ctx.get::<f64>(i)?,
+                };
+            }
+            Ok(Some(f(&args[..ctx.len()])).filter(|r| !r.is_nan()))
         })
         .unwrap();
     }
@@ -704,16 +718,79 @@ fn d1_authorizer(ctx: AuthContext<'_>) -> Authorization {
 
 struct Executed {
     columns: Vec<String>,
-    rows: Vec<Value>,
+    /// The rows as a JSON array, in the answer's shape.
+    rows: Vec<u8>,
     rows_read: u64,
     changes: u64,
 }
 
-/// Runs every statement of `sql` under D1's rules, each one's rows as JSON arrays.
+/// How an answer holds its rows: `/raw` as arrays of values, `/query` as objects keyed by column.
+#[derive(Clone, Copy)]
+enum Shape {
+    Arrays,
+    Objects,
+}
+
+/// Writes the rows of `raw` into `out` as a JSON array in `shape`; returns how many there were.
+/// An object holds each column name once, where it first appears, with the value of the last
+/// column so named, as a JavaScript object built column by column does.
+fn write_rows(
+    out: &mut Vec<u8>,
+    raw: &mut rusqlite::Rows<'_>,
+    columns: &[String],
+    shape: Shape,
+) -> Result<u64, String> {
+    let keys: Vec<(usize, Vec<u8>)> = columns
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| !columns[..*i].contains(c))
+        .map(|(i, c)| {
+            let last = columns.iter().rposition(|d| d == c).unwrap_or(i);
+            (last, serde_json::to_vec(c).expect("JSON into memory"))
+        })
+        .collect();
+    let mut count = 0u64;
+    out.push(b'[');
+    while let Some(row) = raw.next().map_err(sqlite_error)? {
+        if count > 0 {
+            out.push(b',');
+        }
+        count += 1;
+        match shape {
+            Shape::Arrays => {
+                out.push(b'[');
+                for i in 0..columns.len() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json_value(out, row.get_ref(i).map_err(sqlite_error)?);
+                }
+                out.push(b']');
+            }
+            Shape::Objects => {
+                out.push(b'{');
+                for (n, (i, key)) in keys.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(key);
+                    out.push(b':');
+                    write_json_value(out, row.get_ref(*i).map_err(sqlite_error)?);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+    out.push(b']');
+    Ok(count)
+}
+
+/// Runs every statement of `sql` under D1's rules, each one's rows as JSON in `shape`.
 fn run_statements(
     conn: &mut Connection,
     sql: &str,
     params: &[Value],
+    shape: Shape,
 ) -> Result<Vec<Executed>, String> {
     conn.authorizer(Some(d1_authorizer)).unwrap();
     let result = (|| {
@@ -744,23 +821,13 @@ fn run_statements(
                 bound.map_err(sqlite_error)?;
             }
             let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
-            let width = columns.len();
             let mut rows = Vec::new();
-            {
-                let mut raw = stmt.raw_query();
-                while let Some(row) = raw.next().map_err(sqlite_error)? {
-                    rows.push(Value::Array(
-                        (0..width)
-                            .map(|i| json_value(row.get_ref(i).unwrap()))
-                            .collect(),
-                    ));
-                }
-            }
+            let count = write_rows(&mut rows, &mut stmt.raw_query(), &columns, shape)?;
             let scanned = stmt.get_status(StatementStatus::FullscanStep) as u64;
             let changes = if stmt.readonly() { 0 } else { conn.changes() };
             out.push(Executed {
                 columns,
-                rows_read: scanned.max(rows.len() as u64),
+                rows_read: scanned.max(count),
                 rows,
                 changes,
             });
@@ -822,12 +889,7 @@ fn statements(body: &Value) -> Result<Vec<(String, Vec<Value>)>, String> {
 /// takes, the other fakes of a test (S3) go on serving. One long-lived thread, as D1 has, not
 /// tokio's blocking pool, whose threads come and go: glibc gives a new thread's arena its memory
 /// anew, and in isolation a page query took 1.45 times as long on a fresh thread.
-async fn execute(
-    inner: Arc<Inner>,
-    id: String,
-    body: Bytes,
-    shape: fn(Executed, Value) -> Value,
-) -> Response {
+async fn execute(inner: Arc<Inner>, id: String, body: Bytes, shape: Shape) -> Response {
     inner.counters.query_requests.fetch_add(1, Ordering::SeqCst);
     let held = inner.queries_held.fetch_add(1, Ordering::SeqCst) + 1;
     inner
@@ -870,7 +932,7 @@ impl Drop for Held {
     }
 }
 
-fn answer(inner: &Inner, id: &str, body: Bytes, shape: fn(Executed, Value) -> Value) -> Response {
+fn answer(inner: &Inner, id: &str, body: Bytes, shape: Shape) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, 7400, "The request is malformed");
     };
@@ -889,7 +951,7 @@ fn answer(inner: &Inner, id: &str, body: Bytes, shape: fn(Executed, Value) -> Va
     let mut results = Vec::new();
     for (sql, params) in statements {
         let total_before = db.conn.total_changes();
-        match run_statements(&mut db.conn, &sql, &params) {
+        match run_statements(&mut db.conn, &sql, &params, shape) {
             Ok(executed) => {
                 let written = db.conn.total_changes() - total_before;
                 if written > 0 {
@@ -914,15 +976,47 @@ fn answer(inner: &Inner, id: &str, body: Bytes, shape: fn(Executed, Value) -> Va
                         "rows_read": e.rows_read,
                         "rows_written": written,
                     });
-                    results.push(shape(e, meta));
+                    results.push((e, meta));
                 }
             }
             Err(message) => return error(StatusCode::BAD_REQUEST, 7500, &message),
         }
     }
-    let response = envelope(StatusCode::OK, Value::Array(results), None);
+    let response = results_envelope(results, shape);
     drop(busy);
     response
+}
+
+/// The envelope of a query's answer, written as bytes around each statement's rows, already JSON:
+/// in [`envelope`]'s key order, `/raw`'s `results` holding `columns` and `rows`, `/query`'s the rows.
+fn results_envelope(results: Vec<(Executed, Value)>, shape: Shape) -> Response {
+    let mut body = br#"{"errors":[],"messages":[],"result":["#.to_vec();
+    for (n, (e, meta)) in results.into_iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(br#"{"meta":"#);
+        body.extend(serde_json::to_vec(&meta).expect("JSON into memory"));
+        body.extend_from_slice(br#","results":"#);
+        match shape {
+            Shape::Arrays => {
+                body.extend_from_slice(br#"{"columns":"#);
+                body.extend(serde_json::to_vec(&e.columns).expect("JSON into memory"));
+                body.extend_from_slice(br#","rows":"#);
+                body.extend_from_slice(&e.rows);
+                body.push(b'}');
+            }
+            Shape::Objects => body.extend_from_slice(&e.rows),
+        }
+        body.extend_from_slice(br#","success":true}"#);
+    }
+    body.extend_from_slice(br#"],"success":true}"#);
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// Adds the time since it was made to a busy counter when dropped, whichever way the answer ends.
@@ -940,10 +1034,7 @@ async fn raw(
     Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    execute(inner, id, body, |e, meta| {
-        json!({"results": {"columns": e.columns, "rows": e.rows}, "success": true, "meta": meta})
-    })
-    .await
+    execute(inner, id, body, Shape::Arrays).await
 }
 
 async fn query(
@@ -951,21 +1042,7 @@ async fn query(
     Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    execute(inner, id, body, |e, meta| {
-        let objects: Vec<Value> = e
-            .rows
-            .into_iter()
-            .map(|row| {
-                let mut object = serde_json::Map::new();
-                for (c, v) in e.columns.iter().zip(row.as_array().unwrap()) {
-                    object.insert(c.clone(), v.clone());
-                }
-                Value::Object(object)
-            })
-            .collect();
-        json!({"results": objects, "success": true, "meta": meta})
-    })
-    .await
+    execute(inner, id, body, Shape::Objects).await
 }
 
 fn md5_hex(data: &[u8]) -> String {
@@ -1086,7 +1163,7 @@ fn ingest(db: &mut Database, sql: &[u8]) -> Result<u64, String> {
     let sql = std::str::from_utf8(sql).map_err(|_| "the file is not UTF-8".to_string())?;
     let before = db.conn.total_changes();
     db.conn.execute_batch("BEGIN").map_err(sqlite_error)?;
-    let applied = run_statements(&mut db.conn, sql, &[])
+    let applied = run_statements(&mut db.conn, sql, &[], Shape::Arrays)
         .and_then(|_| db.conn.execute_batch("COMMIT").map_err(sqlite_error));
     match applied {
         Ok(()) => {
