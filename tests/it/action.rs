@@ -115,17 +115,10 @@ fn action_mode_runs_write_only_declared_outputs() {
             .run();
         let stdout = &run.stdout;
         let written = std::fs::read_to_string(&output).unwrap();
-        let mut names = BTreeSet::new();
-        let mut lines = written.lines();
-        while let Some(line) = lines.next() {
-            let (name, delimiter) = line.split_once("<<").expect("heredoc form");
-            names.insert(name.to_string());
-            for value_line in lines.by_ref() {
-                if value_line == delimiter {
-                    break;
-                }
-            }
-        }
+        let names: BTreeSet<String> = crate::common::parse_outputs(&written)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
         for name in &names {
             assert!(
                 declared.contains(name),

@@ -287,27 +287,24 @@ async fn the_action_reports_consistent() {
     run("false").run_async().await.success();
     assert_eq!(w.d1.stop_writing(), 1);
     let outputs = std::fs::read_to_string(&output).unwrap();
-    assert_eq!(value(&outputs, "consistent"), "false", "{outputs}");
+    assert_eq!(
+        crate::common::output_value(&outputs, "consistent"),
+        "false",
+        "{outputs}"
+    );
 
     std::fs::remove_file(&output).unwrap();
     w.d1.write_during_queries(&w.id, &w.write(), 2, Some(1));
     run("true").run_async().await.success();
     let outputs = std::fs::read_to_string(&output).unwrap();
-    assert_eq!(value(&outputs, "consistent"), "true", "{outputs}");
+    assert_eq!(
+        crate::common::output_value(&outputs, "consistent"),
+        "true",
+        "{outputs}"
+    );
 
     let refused = run("maybe").run_async().await;
     refused.fails_with(2);
-}
-
-/// The value of output `name` in a `$GITHUB_OUTPUT` file.
-fn value(outputs: &str, name: &str) -> String {
-    let mut lines = outputs.lines();
-    while let Some(line) = lines.next() {
-        if line.starts_with(&format!("{name}<<")) {
-            return lines.next().unwrap().to_string();
-        }
-    }
-    panic!("no output {name} in {outputs}")
 }
 
 /// A token without access to Time Travel: the backup is kept, of unknown consistency, unless

@@ -2,6 +2,7 @@
 //! asynchronous bulk operations); every guard, the dry run, retries and one-line errors.
 
 use crate::common::cmd::{D1r2, Run};
+use crate::common::output_value;
 use crate::fakes;
 
 use fakes::d1::{ACCOUNT, TOKEN};
@@ -82,25 +83,6 @@ fn meta() -> serde_json::Value {
         ],
         "domains": {"actions": ["github.com"]}
     })
-}
-
-fn output_value(outputs: &str, name: &str) -> String {
-    let mut lines = outputs.lines();
-    while let Some(line) = lines.next() {
-        if let Some((n, delimiter)) = line.split_once("<<")
-            && n == name
-        {
-            let mut value = Vec::new();
-            for l in lines.by_ref() {
-                if l == delimiter {
-                    break;
-                }
-                value.push(l);
-            }
-            return value.join("\n");
-        }
-    }
-    panic!("no output {name} in {outputs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,10 +353,9 @@ fn declared_outputs() -> Vec<String> {
 }
 
 fn output_names(outputs: &str) -> Vec<String> {
-    outputs
-        .lines()
-        .filter_map(|l| l.split_once("<<").map(|(n, _)| n.to_string()))
-        .filter(|n| !n.is_empty() && !n.contains(' '))
+    crate::common::parse_outputs(outputs)
+        .into_iter()
+        .map(|(name, _)| name)
         .collect()
 }
 

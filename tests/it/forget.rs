@@ -415,18 +415,6 @@ async fn encrypted(bed: Bed) {
 crate::common::bed::both!(plain);
 crate::common::bed::both!(encrypted);
 
-/// The value of output `name` in a `GITHUB_OUTPUT` file.
-fn output_of(output: &Path, name: &str) -> String {
-    let written = std::fs::read_to_string(output).unwrap();
-    let mut lines = written.lines();
-    while let Some(line) = lines.next() {
-        if line.starts_with(&format!("{name}<<")) {
-            return lines.next().unwrap().to_string();
-        }
-    }
-    panic!("no output {name} in {written}")
-}
-
 /// The action's `find` and `forget`: the same inputs as the flags, rows to a file and never to
 /// the log, the erasure's id and counts as outputs, and nothing of the person in the log.
 #[tokio::test(flavor = "multi_thread")]
@@ -453,8 +441,8 @@ async fn the_action_finds_and_forgets() {
     let rows = setup.bed.scratch("rows.jsonl");
     let run = action("find").env("INPUT_OUT", &rows).run_async().await;
     run.success();
-    assert_eq!(output_of(&output, "rows"), "20");
-    assert_eq!(output_of(&output, "backups"), "5");
+    assert_eq!(crate::common::output_in(&output, "rows"), "20");
+    assert_eq!(crate::common::output_in(&output, "backups"), "5");
     assert_eq!(lines(&std::fs::read_to_string(&rows).unwrap()).len(), 20);
     assert!(
         !run.stdout.contains(EMAIL) && !run.stdout.contains(SECRET_TEXT),
@@ -467,8 +455,8 @@ async fn the_action_finds_and_forgets() {
         .run_async()
         .await;
     run.success();
-    let id = output_of(&output, "erasure-id");
-    assert_eq!(output_of(&output, "rows"), "20");
+    let id = crate::common::output_in(&output, "erasure-id");
+    assert_eq!(crate::common::output_in(&output, "rows"), "20");
     assert!(!run.stdout.contains(EMAIL), "{run}");
     let audit = setup
         .run(&["list", "--from", &setup.bed.dest(), "--audit"])

@@ -154,7 +154,7 @@ async fn the_action_reports_a_stale_store_once() {
         .collect();
     assert_eq!(errors.len(), 1, "{run}");
     assert!(errors[0].contains(&old), "{run}");
-    let value = |name: &str| value_of(&output, name);
+    let value = |name: &str| crate::common::output_in(&output, name);
     assert_eq!(value("newest-id"), old);
     assert_eq!(value("status"), "failure");
     let age: i64 = value("age-seconds").parse().unwrap();
@@ -165,17 +165,6 @@ async fn the_action_reports_a_stale_store_once() {
         .run_async()
         .await
         .success();
-    assert_eq!(value_of(&output, "status"), "success");
-    assert_eq!(value_of(&output, "newest-id"), old);
-}
-
-fn value_of(output: &Path, name: &str) -> String {
-    let written = std::fs::read_to_string(output).unwrap();
-    let mut lines = written.lines();
-    while let Some(line) = lines.next() {
-        if line.starts_with(&format!("{name}<<")) {
-            return lines.next().unwrap().to_string();
-        }
-    }
-    panic!("no output {name} in {written}")
+    assert_eq!(crate::common::output_in(&output, "status"), "success");
+    assert_eq!(crate::common::output_in(&output, "newest-id"), old);
 }

@@ -160,7 +160,7 @@ impl Runner {
     }
 
     fn outputs(&self) -> Vec<(String, String)> {
-        parse_outputs(&std::fs::read_to_string(&self.output).unwrap())
+        crate::common::parse_outputs(&std::fs::read_to_string(&self.output).unwrap())
     }
 }
 
@@ -185,18 +185,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     all
-}
-
-/// `name<<DELIMITER ... DELIMITER` entries, in order.
-fn parse_outputs(text: &str) -> Vec<(String, String)> {
-    let mut entries = Vec::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        let (name, delimiter) = line.split_once("<<").expect("heredoc form");
-        let value: Vec<&str> = lines.by_ref().take_while(|l| *l != delimiter).collect();
-        entries.push((name.to_string(), value.join("\n")));
-    }
-    entries
 }
 
 fn output<'a>(entries: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -134,21 +134,9 @@ fn all_text(out: &Run) -> String {
 }
 
 fn outputs(path: &std::path::Path) -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut map = BTreeMap::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        let (name, delimiter) = line.split_once("<<").expect("heredoc output");
-        let mut value = Vec::new();
-        for l in lines.by_ref() {
-            if l == delimiter {
-                break;
-            }
-            value.push(l);
-        }
-        map.insert(name.to_string(), value.join("\n"));
-    }
-    map
+    crate::common::parse_outputs(&std::fs::read_to_string(path).unwrap())
+        .into_iter()
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,33 @@ pub fn exact(v: rusqlite::types::ValueRef<'_>) -> Exact {
     }
 }
 
+/// The entries of a `$GITHUB_OUTPUT` file's text, `name<<DELIMITER ... DELIMITER` each, in the
+/// order written; any line outside that form fails the test.
+pub fn parse_outputs(text: &str) -> Vec<(String, String)> {
+    let mut entries = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let (name, delimiter) = line.split_once("<<").expect("heredoc form");
+        let value: Vec<&str> = lines.by_ref().take_while(|l| *l != delimiter).collect();
+        entries.push((name.to_string(), value.join("\n")));
+    }
+    entries
+}
+
+/// The value of output `name`, its first entry, in a `$GITHUB_OUTPUT` file's text.
+pub fn output_value(text: &str, name: &str) -> String {
+    parse_outputs(text)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no output {name} in {text}"))
+}
+
+/// The value of output `name` in the `$GITHUB_OUTPUT` file at `path`.
+pub fn output_in(path: &Path, name: &str) -> String {
+    output_value(&std::fs::read_to_string(path).unwrap(), name)
+}
+
 pub fn create_db(path: &Path, sql: &str) {
     let conn = Connection::open(path).unwrap();
     conn.execute_batch(sql).unwrap();
