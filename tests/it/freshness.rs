@@ -2,8 +2,6 @@
 //! server; a backup made old by moving it to an earlier id; the action's outputs and its one
 //! `::error::`; `--max-age` refused in one line.
 
-use std::path::Path;
-
 use chrono::Duration;
 
 use crate::common::bed::{Bed, both, output_line, random_name};
